@@ -1,0 +1,1 @@
+"""Event schema, log readers, validation and the synthetic traffic source."""

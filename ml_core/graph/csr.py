@@ -1,0 +1,243 @@
+"""Compressed sparse row adjacency and the two graph kinds of the flow.
+
+A :class:`CSR` stores row ``r``'s neighbours in ``indices[indptr[r]:indptr[r+1]]`` with their
+``weights``. Files are one ``.npy`` per array (memory-mappable) plus ``meta.json``; they are
+written by :mod:`ml_core.storage` into a temp directory that is renamed into place.
+
+Node identity: ``user_ids`` / ``item_ids`` / ``node_ids`` are sorted raw int64 ids; the row of id
+``x`` is ``searchsorted(ids, x)``. Ids are stable across days (they are the raw ids).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class CSR:
+    """Row-compressed sparse matrix with ``n_rows`` rows and ``n_cols`` columns.
+
+    Args:
+        indptr (np.ndarray): int64 ``[n_rows + 1]`` row offsets.
+        indices (np.ndarray): int64 ``[nnz]`` column of each entry, sorted within a row unless
+            the producer says otherwise (similarity graphs sort by descending weight).
+        weights (np.ndarray): float32 ``[nnz]`` value of each entry.
+        n_cols (int): number of columns.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def degrees(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def row_of_entries(self) -> np.ndarray:
+        """The row index of every stored entry, int64 ``[nnz]``."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.degrees())
+
+    @classmethod
+    def from_coo(
+        cls,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        weights: np.ndarray | None,
+        n_rows: int,
+        n_cols: int,
+        sum_duplicates: bool = True,
+    ) -> "CSR":
+        """Build from coordinates; duplicate ``(row, col)`` pairs are summed."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        w = np.ones(len(rows), np.float32) if weights is None else np.asarray(weights, np.float32)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows or cols.min() < 0 or cols.max() >= n_cols):
+            raise ValueError(f"COO entries out of range for a {n_rows}x{n_cols} matrix")
+        order = np.lexsort((cols, rows))
+        rows, cols, w = rows[order], cols[order], w[order]
+        if sum_duplicates and len(rows):
+            key_change = np.empty(len(rows), dtype=bool)
+            key_change[0] = True
+            key_change[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
+            starts = np.flatnonzero(key_change)
+            w = np.add.reduceat(w, starts).astype(np.float32)
+            rows, cols = rows[starts], cols[starts]
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return cls(indptr, cols, w, n_cols)
+
+    def transpose(self) -> "CSR":
+        return CSR.from_coo(self.indices, self.row_of_entries(), self.weights, self.n_cols, self.n_rows)
+
+    def to_scipy(self):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((self.weights, self.indices, self.indptr), shape=(self.n_rows, self.n_cols))
+
+    @classmethod
+    def from_scipy(cls, m) -> "CSR":
+        m = m.tocsr()
+        m.sort_indices()
+        return cls(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.float32), m.shape[1])
+
+    def equals(self, other: "CSR", atol: float = 1e-6) -> bool:
+        return (
+            self.n_cols == other.n_cols
+            and np.array_equal(self.indptr, other.indptr)
+            and np.array_equal(self.indices, other.indices)
+            and np.allclose(self.weights, other.weights, atol=atol)
+        )
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, directory: Path, name: str) -> None:
+        for part in ("indptr", "indices", "weights"):
+            np.save(directory / f"{name}.{part}.npy", getattr(self, part))
+
+    @classmethod
+    def load(cls, directory: Path, name: str, n_cols: int, mmap: bool = True) -> "CSR":
+        mode = "r" if mmap else None
+        arrays = [np.load(directory / f"{name}.{p}.npy", mmap_mode=mode) for p in ("indptr", "indices", "weights")]
+        return cls(*arrays, n_cols=n_cols)
+
+
+def _write_meta(directory: Path, meta: dict) -> None:
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _read_meta(directory: Path) -> dict:
+    return json.loads((directory / "meta.json").read_text())
+
+
+@dataclass
+class BipartiteGraph:
+    """User-item graph of one day's window.
+
+    Args:
+        user_ids (np.ndarray): sorted int64 raw user ids, row order of ``ui``.
+        item_ids (np.ndarray): sorted int64 raw item ids, row order of ``iu``.
+        ui (CSR): users x items, weight = sum of behaviour weights of the pair's events.
+        counts (dict[str, np.ndarray]): per behaviour, float32 ``[nnz]`` event counts aligned
+            with ``ui.indices`` (task-specific graphs, e.g. MGOE's, read these).
+        days (list[str]): the days of logs that went in.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    ui: CSR
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    days: list[str] = field(default_factory=list)
+    _iu: CSR | None = field(default=None, repr=False)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def iu(self) -> CSR:
+        """Items x users (the transpose), computed once."""
+        if self._iu is None:
+            self._iu = self.ui.transpose()
+        return self._iu
+
+    def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Row of each raw user id, -1 where the user is not in this graph."""
+        return _lookup(self.user_ids, raw_ids)
+
+    def item_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        return _lookup(self.item_ids, raw_ids)
+
+    def combined(self) -> CSR:
+        """Symmetric adjacency over ``[users | items]`` (item j is node ``n_users + j``).
+
+        The bipartite channel's sampler and message passing run on this homogeneous view.
+        """
+        r = self.ui.row_of_entries()
+        c = self.ui.indices + self.n_users
+        n = self.n_users + self.n_items
+        rows = np.concatenate([r, c])
+        cols = np.concatenate([c, r])
+        w = np.concatenate([self.ui.weights, self.ui.weights])
+        return CSR.from_coo(rows, cols, w, n, n, sum_duplicates=False)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "user_ids.npy", self.user_ids)
+        np.save(directory / "item_ids.npy", self.item_ids)
+        self.ui.save(directory, "ui")
+        for b, arr in self.counts.items():
+            np.save(directory / f"count_{b}.npy", arr)
+        _write_meta(
+            directory,
+            {"kind": "bipartite", "n_users": self.n_users, "n_items": self.n_items, "nnz": self.ui.nnz,
+             "behaviors": sorted(self.counts), "days": self.days},
+        )
+
+    @classmethod
+    def load(cls, directory: Path, mmap: bool = False) -> "BipartiteGraph":
+        meta = _read_meta(directory)
+        mode = "r" if mmap else None
+        counts = {b: np.load(directory / f"count_{b}.npy", mmap_mode=mode) for b in meta["behaviors"]}
+        return cls(
+            user_ids=np.load(directory / "user_ids.npy", mmap_mode=mode),
+            item_ids=np.load(directory / "item_ids.npy", mmap_mode=mode),
+            ui=CSR.load(directory, "ui", n_cols=meta["n_items"], mmap=mmap),
+            counts=counts,
+            days=meta["days"],
+        )
+
+
+@dataclass
+class SimilarityGraph:
+    """Top-k similarity graph over one node type (users or items).
+
+    Args:
+        node_ids (np.ndarray): sorted int64 raw ids (equal to the bipartite graph's
+            ``user_ids`` or ``item_ids`` of the same day), row order of ``adj``.
+        adj (CSR): n x n; row r holds r's top-k most similar nodes (never r itself), sorted by
+            descending similarity, weight = similarity.
+        kind (str): ``user`` or ``item``.
+        stats (dict): build statistics (time, memory, hub handling) for metadata.
+    """
+
+    node_ids: np.ndarray
+    adj: CSR
+    kind: str
+    stats: dict = field(default_factory=dict)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "node_ids.npy", self.node_ids)
+        self.adj.save(directory, "adj")
+        _write_meta(directory, {"kind": self.kind, "n": len(self.node_ids), "nnz": self.adj.nnz, "stats": self.stats})
+
+    @classmethod
+    def load(cls, directory: Path, mmap: bool = False) -> "SimilarityGraph":
+        meta = _read_meta(directory)
+        mode = "r" if mmap else None
+        node_ids = np.load(directory / "node_ids.npy", mmap_mode=mode)
+        return cls(node_ids, CSR.load(directory, "adj", n_cols=meta["n"], mmap=mmap), meta["kind"], meta.get("stats", {}))
+
+
+def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+    raw_ids = np.asarray(raw_ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(raw_ids), -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, raw_ids)
+    pos_c = np.minimum(pos, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos_c] == raw_ids, pos_c, -1).astype(np.int64)
