@@ -110,6 +110,9 @@ class TrainConfig:
     seed: int = 0
     #: Stop after this many optimiser steps per epoch (0 = no limit): a budget knob.
     max_steps_per_epoch: int = 0
+    #: Also hide a training sample's own (user, item) edge from the bipartite channel when it
+    #: exists from earlier days (day D's own events are never in day D's graph anyway).
+    mask_target_edges: bool = False
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.
     model_args: dict[str, Any] = field(default_factory=dict)
 

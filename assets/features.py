@@ -1,0 +1,28 @@
+"""node_features: user and item feature tables of day D (profiles + behavioural aggregates over
+days D-W .. D-1)."""
+
+
+import dagster as dg
+
+from assets.common import COMMON, LAKE_IO, code_version, result, settings
+from assets.partitions import daily, graph_window
+from ml_core import pipeline
+
+
+@dg.asset(
+    partitions_def=daily,
+    group_name="features",
+    kinds={"polars", "parquet"},
+    owners=["team:recsys"],
+    io_manager_key=LAKE_IO,
+    required_resource_keys={"pipeline"},
+    ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
+    code_version=code_version(*COMMON, "ml_core/features.py", "ml_core/data", "assets/features.py"),
+)
+def node_features(context: dg.AssetExecutionContext, interaction_logs) -> dg.MaterializeResult:
+    """Feature vectors of every user and item: profile columns (when the source has profiles)
+    and behavioural aggregates over the graph window (never day D)."""
+    cfg, lake = settings(context)
+    day = context.partition_key
+    stats = pipeline.run_node_features(cfg, lake, day, interaction_logs.days)
+    return result(lake, "node_features", day, stats)

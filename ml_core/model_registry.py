@@ -1,0 +1,130 @@
+"""Versioned model bundles and the production pointer.
+
+A bundle is a directory::
+
+    model.pt             state_dict
+    model.json           registry name, model_args, ModelSpec, training config
+    feature_spec.json    tasks, feature columns, scaling; user_ids.npy / item_ids.npy vocabularies
+    manifest.json        partition, training days, data versions of every input, code version,
+                         metrics, content hash
+    context/             (deployed bundles) the graph snapshot + node features it serves with
+
+Registry layout under ``<root>/registry``::
+
+    versions/<version>/   immutable bundles, version = "<partition>-<content hash[:10]>"
+    production.json       the pointer: only the deployment gate moves it (atomic rename)
+    decisions.jsonl       every promotion and refusal, with reasons
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ml_core.models.blocks import ModelSpec, RecModel, SideShape
+from ml_core.models.registry import build_model
+from ml_core.storage import atomic_dir, atomic_write_text, content_hash  # noqa: F401
+from ml_core.train.data import FeatureSpec
+
+
+def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
+               fspec: FeatureSpec, extra: dict | None = None) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, directory / "model.pt")
+    fspec.save(directory)
+    (directory / "model.json").write_text(json.dumps(
+        {"model": model_name, "model_args": model_args, "model_spec": dataclasses.asdict(mspec), **(extra or {})},
+        indent=2, sort_keys=True, default=str))
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[RecModel, FeatureSpec, ModelSpec, dict]:
+    directory = Path(directory)
+    if not (directory / "model.pt").exists():
+        raise FileNotFoundError(f"no model bundle at {directory} (model.pt missing)")
+    meta = json.loads((directory / "model.json").read_text())
+    ms = meta["model_spec"]
+    mspec = ModelSpec(tasks=ms["tasks"], user=SideShape(**ms["user"]), item=SideShape(**ms["item"]),
+                      dim=ms["dim"], fanouts=ms["fanouts"])
+    model = build_model(meta["model"], mspec, **meta["model_args"])
+    state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, FeatureSpec.load(directory), mspec, meta
+
+
+def read_manifest(directory: Path) -> dict:
+    return json.loads((Path(directory) / "manifest.json").read_text())
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    (Path(directory) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+
+
+class ModelRegistry:
+    """Immutable versions plus a production pointer (see module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root) / "registry"
+
+    @property
+    def pointer_path(self) -> Path:
+        return self.root / "production.json"
+
+    def version_dir(self, version: str) -> Path:
+        return self.root / "versions" / version
+
+    def versions(self) -> list[str]:
+        d = self.root / "versions"
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+
+    def publish(self, bundle: Path, version: str) -> Path:
+        """Copy a complete bundle into ``versions/<version>`` (atomic; same version = replaced)."""
+        target = self.version_dir(version)
+        with atomic_dir(target) as tmp:
+            shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+        return target
+
+    def production(self) -> dict | None:
+        if not self.pointer_path.exists():
+            return None
+        return json.loads(self.pointer_path.read_text())
+
+    def set_production(self, version: str, record: dict) -> None:
+        if not self.version_dir(version).is_dir():
+            raise FileNotFoundError(f"cannot promote {version}: not published in {self.root / 'versions'}")
+        atomic_write_text(self.pointer_path, json.dumps({"version": version, **record}, indent=2, sort_keys=True, default=str))
+
+    def record_decision(self, decision: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        decision = {"at": datetime.now(timezone.utc).isoformat(), **decision}
+        with open(self.root / "decisions.jsonl", "a") as fh:
+            fh.write(json.dumps(decision, sort_keys=True, default=str) + "\n")
+
+    def decisions(self) -> list[dict]:
+        p = self.root / "decisions.jsonl"
+        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+
+
+def gate(candidate: dict[str, dict], production: dict[str, dict] | None, tolerance: float, min_gauc: float) -> tuple[bool, list[str]]:
+    """Deployment gate: (promote?, reasons).
+
+    Refuses when any task's GAUC is NaN or below ``min_gauc``, or is worse than the production
+    model's GAUC *measured on the same day* by more than ``tolerance``.
+    """
+    reasons = []
+    for task, m in candidate.items():
+        g = m.get("gauc", float("nan"))
+        if g != g:
+            reasons.append(f"{task}: GAUC is NaN (no user with both classes?)")
+        elif g < min_gauc:
+            reasons.append(f"{task}: GAUC {g:.4f} < floor {min_gauc}")
+        if production is not None and task in production:
+            p = production[task].get("gauc", float("nan"))
+            if p == p and g == g and g < p - tolerance:
+                reasons.append(f"{task}: GAUC {g:.4f} < production {p:.4f} - tolerance {tolerance}")
+    return (not reasons), reasons

@@ -1,0 +1,164 @@
+"""The Parquet lake and the file layout of every partition.
+
+Layout under ``root``::
+
+    lake/<asset>/ds=YYYY-MM-DD/part-0.parquet      tables (events, samples, features)
+    lake/<asset>/ds=YYYY-MM-DD/*.npy, meta.json    graphs (CSR arrays, memory-mappable)
+    registry/<model>/<version>/...                 model bundles (see ml_core.registry)
+
+Every write goes to a hidden temp directory beside the target and is renamed into place, so a
+crash never leaves a half-written partition that a later run would read as good, and writing a
+partition again replaces it (never duplicates it). DuckDB reads the lake in place
+(:meth:`Lake.sql`) for ad-hoc queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+
+def day_str(day: date | str) -> str:
+    return day if isinstance(day, str) else day.isoformat()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp directory; on success it replaces ``target`` atomically.
+
+    The old directory (if any) is first renamed aside, the new one renamed in, then the old one
+    deleted, so readers see either the complete old or the complete new partition.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        (tmp / VERSION_FILE).write_text(content_hash(tmp))
+        _fsync_dir(tmp)
+        old = None
+        if target.exists():
+            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+VERSION_FILE = "_VERSION"
+
+
+def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, "manifest.json")) -> str:
+    """sha256 over every file's relative path and bytes: the data version of a partition."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        rel = f.relative_to(directory).as_posix()
+        if rel in exclude:
+            continue
+        h.update(rel.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Lake:
+    """Day-partitioned storage rooted at ``root`` (the config's ``storage.root``)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def partition_dir(self, asset: str, day: date | str) -> Path:
+        return self.root / "lake" / asset / f"ds={day_str(day)}"
+
+    def exists(self, asset: str, day: date | str) -> bool:
+        return self.partition_dir(asset, day).is_dir()
+
+    def version(self, asset: str, day: date | str) -> str:
+        """Content hash of a stored partition (its data version)."""
+        f = self.partition_dir(asset, day) / VERSION_FILE
+        if not f.exists():
+            raise FileNotFoundError(f"{asset} partition {day_str(day)} is not materialized ({f} missing)")
+        return f.read_text().strip()
+
+    def days(self, asset: str) -> list[str]:
+        base = self.root / "lake" / asset
+        if not base.is_dir():
+            return []
+        return sorted(p.name[3:] for p in base.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+    # -- tables ---------------------------------------------------------------------------
+    def write_table(self, asset: str, day: date | str, df: pl.DataFrame, **extra: pl.DataFrame) -> Path:
+        """Write ``df`` (and optional named side tables, e.g. a quarantine) as the partition."""
+        target = self.partition_dir(asset, day)
+        with atomic_dir(target) as tmp:
+            df.write_parquet(tmp / "part-0.parquet", statistics=True)
+            for name, side in extra.items():
+                side.write_parquet(tmp / f"{name}.parquet")
+        return target
+
+    def read_table(self, asset: str, day: date | str, name: str = "part-0") -> pl.DataFrame:
+        path = self.partition_dir(asset, day) / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{asset} partition {day_str(day)} has no {name}.parquet at {path}: materialize it first")
+        return pl.read_parquet(path)
+
+    def scan_tables(self, asset: str, days: list[date | str]) -> pl.LazyFrame:
+        """Lazy scan over several day partitions (missing days raise, naming them)."""
+        paths = [self.partition_dir(asset, d) / "part-0.parquet" for d in days]
+        missing = [day_str(d) for d, p in zip(days, paths) if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"{asset} is missing partitions {missing}: materialize them first")
+        if not paths:
+            raise ValueError(f"no partitions of {asset} requested")
+        return pl.scan_parquet([str(p) for p in paths])
+
+    # -- directories (graphs, models) -----------------------------------------------------
+    @contextlib.contextmanager
+    def write_dir(self, asset: str, day: date | str) -> Iterator[Path]:
+        with atomic_dir(self.partition_dir(asset, day)) as tmp:
+            yield tmp
+
+    def sql(self, query: str):
+        """Run DuckDB SQL where ``lake('<asset>')`` names a glob over that asset's parquet files.
+
+        Example: ``lake.sql("select ds, count(*) from lake('interaction_logs') group by ds")``.
+        """
+        import duckdb
+
+        base = (self.root / "lake").as_posix()
+        q = query
+        import re
+
+        def repl(m: re.Match) -> str:
+            return f"read_parquet('{base}/{m.group(1)}/ds=*/part-0.parquet', hive_partitioning=true)"
+
+        q = re.sub(r"lake\('([a-z_]+)'\)", repl, q)
+        with duckdb.connect() as con:
+            return con.sql(q).pl()

@@ -1,0 +1,112 @@
+"""Turn rows of a :class:`DayContext` into :class:`Batch` objects.
+
+For graph models every batch samples, per channel, one L-hop subgraph around the union of the
+batch's distinct users and items (MoGE section 4.4: representations are computed once per batch
+over the union of the sampled neighbourhoods, not once per sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ml_core.train.data import Batch, ChannelBatch, DayContext, NodeTable
+
+
+def _empty_table(like: NodeTable) -> NodeTable:
+    idx = torch.zeros(0, dtype=torch.long)
+    return like[idx]
+
+
+class BatchMaker:
+    """Builds batches of one day.
+
+    Args:
+        ctx (DayContext): the day.
+        fanouts (list[int]): per-hop neighbour fan-outs (L = len(fanouts)); used by graph models.
+        need_graph (bool): sample channel subgraphs (graph models) or not (feature-only models).
+        weighted (bool): weight-proportional neighbour sampling instead of uniform.
+        mask_target_edges (bool): hide each sample's own (user, item) edge from the bipartite
+            channel's sampling. Day D's graph holds only days before D, so the day's own events
+            are never in it; this option also hides older edges of the same pair.
+    """
+
+    def __init__(self, ctx: DayContext, fanouts: list[int], need_graph: bool, weighted: bool = False,
+                 mask_target_edges: bool = False):
+        self.ctx = ctx
+        self.need_graph = need_graph
+        self.mask_target_edges = mask_target_edges
+        self.samplers = {}
+        if need_graph:
+            from ml_core.graph.sampler import NeighborSampler
+
+            if not ctx.channels:
+                raise ValueError(f"day {ctx.day}: a graph model needs channel graphs; build the context with_graph=True")
+            self.samplers = {name: NeighborSampler(csr, list(fanouts), weighted=weighted) for name, csr in ctx.channels.items()}
+        self.labels = torch.from_numpy(ctx.labels)
+        self.sample_user = torch.from_numpy(ctx.sample_user)
+        self.sample_item = torch.from_numpy(ctx.sample_item)
+        self.n_users = len(ctx.user_raw)
+
+    def make(self, rows: np.ndarray, generator: torch.Generator | None = None) -> Batch:
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        u = self.sample_user[rows_t]
+        i = self.sample_item[rows_t]
+        batch = Batch(self.labels[rows_t], self.ctx.users[u], self.ctx.items[i], u, i)
+        if self.need_graph:
+            batch.channels = self._channels(u, i, generator)
+        return batch
+
+    def _channels(self, u: torch.Tensor, i: torch.Tensor, generator) -> dict[str, ChannelBatch]:
+        out = {}
+        # bipartite: seeds are the distinct users and items of the batch in the [users | items] space
+        uniq_u, inv_u = torch.unique(u, return_inverse=True)
+        uniq_i, inv_i = torch.unique(i, return_inverse=True)
+        seeds = torch.cat([uniq_u, uniq_i + self.n_users])
+        exclude = None
+        if self.mask_target_edges:
+            # both directions of each (user, item) pair of the batch
+            src = torch.cat([u, i + self.n_users])
+            dst = torch.cat([i + self.n_users, u])
+            exclude = torch.stack([src, dst])
+        sub = self.samplers["bipartite"].sample(seeds, generator=generator, exclude_edges=exclude)
+        is_item = sub.n_id >= self.n_users
+        user_pos = torch.nonzero(~is_item).flatten()
+        item_pos = torch.nonzero(is_item).flatten()
+        out["bipartite"] = ChannelBatch(
+            num_nodes=len(sub.n_id), edge_index=sub.edge_index, edge_weight=sub.edge_weight,
+            user_pos=user_pos, item_pos=item_pos,
+            users=self.ctx.users[sub.n_id[user_pos]], items=self.ctx.items[sub.n_id[item_pos] - self.n_users],
+            seed_user=inv_u, seed_item=inv_i + len(uniq_u),
+        )
+        for name, uniq, inv, is_user in (("user_sim", uniq_u, inv_u, True), ("item_sim", uniq_i, inv_i, False)):
+            sub = self.samplers[name].sample(uniq, generator=generator)
+            pos = torch.arange(len(sub.n_id))
+            none = torch.zeros(0, dtype=torch.long)
+            out[name] = ChannelBatch(
+                num_nodes=len(sub.n_id), edge_index=sub.edge_index, edge_weight=sub.edge_weight,
+                user_pos=pos if is_user else none, item_pos=none if is_user else pos,
+                users=self.ctx.users[sub.n_id] if is_user else _empty_table(self.ctx.users),
+                items=_empty_table(self.ctx.items) if is_user else self.ctx.items[sub.n_id],
+                seed_user=inv if is_user else None, seed_item=None if is_user else inv,
+            )
+        return out
+
+
+def batch_plan(contexts: list[DayContext], batch_size: int, shuffle: bool, rng: np.random.Generator | None) -> list[tuple[int, np.ndarray]]:
+    """(context index, sample rows) of every batch of an epoch; batches stay within a day."""
+    plan = []
+    for c, ctx in enumerate(contexts):
+        rows = rng.permutation(ctx.n_samples) if shuffle else np.arange(ctx.n_samples)
+        plan.extend((c, rows[s : s + batch_size]) for s in range(0, len(rows), batch_size))
+    if shuffle:
+        order = rng.permutation(len(plan))
+        plan = [plan[j] for j in order]
+    return plan
+
+
+def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], generator: torch.Generator | None) -> Iterator[Batch]:
+    for c, rows in plan:
+        yield makers[c].make(rows, generator)

@@ -1,0 +1,18 @@
+"""Jobs: the daily flow (every asset of one partition, logs to deployed model)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.partitions import daily
+
+FLOW_GROUPS = ("ingest", "graph", "features", "samples", "model")
+
+daily_flow = dg.define_asset_job(
+    name="daily_flow",
+    selection=dg.AssetSelection.groups(*FLOW_GROUPS),
+    partitions_def=daily,
+    description="The whole daily flow for one day: logs -> graphs -> features -> samples -> "
+    "trained model -> evaluation -> deployment gate.",
+    tags={"dagster/max_retries": "1"},
+)
