@@ -1,0 +1,33 @@
+# The two commands of the README:
+#   make run    install everything, run the daily flow over 8 days of the embedded data,
+#               print the GAUC table and the deployed model
+#   make test   install everything and run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+START ?= 2026-01-01
+DAYS ?= 8
+
+.PHONY: install run test dev backfill bench-graph bench-moge clean
+
+install:
+	./scripts/install.sh
+
+run: install
+	$(PY) -m orchestration.run_flow --start $(START) --days $(DAYS)
+
+test: install
+	$(PY) -m pytest tests -q
+
+dev: install
+	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench-graph: install
+	$(PY) benchmarks/bench_graph.py
+
+bench-moge: install
+	$(PY) benchmarks/bench_moge.py
+
+clean:
+	rm -rf data/lake data/registry data/dagster_home
