@@ -44,7 +44,7 @@ def trained_model(context: dg.AssetExecutionContext, training_samples, node_feat
                                        log=context.log.info)
     history = stats.pop("history")
     curve = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    plot = curve_plot(curve, f"{stats['model']} training loss", "step", "loss (50-step mean)")
+    plot = curve_plot(curve, f"{stats['model']} training loss", "step", "loss (running mean)")
     stats["epoch_losses"] = [round(h["epoch_loss"], 5) for h in history if "epoch_loss" in h]
     stats["samples_per_s"] = [round(h["samples_per_s"], 1) for h in history if "samples_per_s" in h]
     yield result(lake, "trained_model", day, stats, plots={"training_curve": plot})

@@ -148,6 +148,13 @@ class TaskTowers(nn.Module):
     def forward(self, per_task: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([t(x) for t, x in zip(self.towers, per_task)], dim=-1)  # [B, K]
 
+    @torch.no_grad()
+    def init_bias(self, prior_logits: torch.Tensor) -> None:
+        """Start each head at its task's base rate: without it the first steps are spent pulling
+        every logit down, which penalises large (popular) feature values and ranks backwards."""
+        for tower, b in zip(self.towers, prior_logits):
+            tower[-1].bias.fill_(float(b))
+
 
 class RecModel(nn.Module):
     """Base class: ``forward(batch) -> logits [B, K]``; ``compute_loss`` adds model-specific terms.
@@ -156,6 +163,14 @@ class RecModel(nn.Module):
     """
 
     needs_graph: bool = False
+
+    @torch.no_grad()
+    def set_task_priors(self, rates: torch.Tensor) -> None:
+        """Initialise output biases to ``logit(rate_k)`` (called by the trainer before step 1)."""
+        logits = torch.logit(rates.clamp(1e-4, 1 - 1e-4))
+        for m in self.modules():
+            if isinstance(m, TaskTowers):
+                m.init_bias(logits)
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         """(logits, loss, parts): default = sum over tasks of the mean BCE."""
@@ -168,3 +183,127 @@ class RecModel(nn.Module):
 def bce_per_task(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of each task, ``[K]``."""
     return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=0)
+
+
+# -- graph blocks (MoGE's MGNN and the "+Graph" variants) -----------------------------------------
+class NeighborAttention(nn.Module):
+    """GAT-style attention aggregation over sampled neighbours (Velickovic et al. 2018).
+
+    .. math::
+        e_{i \\leftarrow j} = \\mathrm{LeakyReLU}_{0.2}\\big(a_s^\\top W h_j + a_t^\\top W h_i\\big),
+        \\quad
+        \\alpha_{i \\leftarrow j} = \\mathrm{softmax}_{j \\in \\mathcal{N}(i)} e_{i \\leftarrow j},
+        \\quad
+        m_i = \\sum_{j \\in \\mathcal{N}(i)} \\alpha_{i \\leftarrow j} W h_j = W \\sum_j \\alpha_{i \\leftarrow j} h_j
+
+    The same computation as PyG's ``GATConv(dim, dim, heads=1, add_self_loops=False,
+    bias=False)`` with bipartite input ``(x_src, x_dst)`` (a unit test checks it), but ``W`` is
+    applied per edge to the sources only and ``a_t^T W h_i`` as ``h_i (W^T a_t)``, so a layer
+    that updates few targets (the last MGNN layer updates only the seeds) costs O(edges), not
+    O(nodes). Softmax over each target's incoming edges (``torch_geometric.utils.softmax``, in
+    float32); a target with no incoming edge gets ``m_i = 0``.
+
+    Args:
+        dim (int): input and output size d.
+        negative_slope (float): LeakyReLU slope of the attention logits (default: 0.2).
+    Shapes: ``x_src [N_s, d]``, ``x_dst [N_t, d]``, ``edge_index [2, E]`` (row 0 indexes
+    ``x_src``, row 1 ``x_dst``) -> ``[N_t, d]``.
+    """
+
+    def __init__(self, dim: int, negative_slope: float = 0.2):
+        super().__init__()
+        self.dim = dim
+        self.negative_slope = negative_slope
+        self.lin = nn.Linear(dim, dim, bias=False)  # W
+        self.att_src = nn.Parameter(torch.empty(dim))  # a_s
+        self.att_dst = nn.Parameter(torch.empty(dim))  # a_t
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.lin.weight)
+        bound = (6.0 / (1 + self.dim)) ** 0.5  # glorot on a [1, dim] vector, as GATConv
+        nn.init.uniform_(self.att_src, -bound, bound)
+        nn.init.uniform_(self.att_dst, -bound, bound)
+
+    def forward(self, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        from torch_geometric.utils import softmax
+
+        src, dst = edge_index[0], edge_index[1]
+        wh_j = self.lin(x_src.index_select(0, src))  # [E, d]  W h_j
+        dst_vec = self.lin.weight.t() @ self.att_dst  # [d]  W^T a_t
+        e = wh_j @ self.att_src + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
+        e = nn.functional.leaky_relu(e.float(), self.negative_slope)
+        alpha = softmax(e, dst, num_nodes=x_dst.shape[0]).to(wh_j.dtype)  # [E]
+        out = wh_j.new_zeros(x_dst.shape[0], wh_j.shape[1])  # [N_t, d]
+        return out.index_add_(0, dst, wh_j * alpha.unsqueeze(-1))  # [N_t, d]
+
+
+class GatedCombine(nn.Module):
+    """LSTM-like combine ``h' = f(h, m)`` of a node's state and its neighbours' message.
+
+    MoGE writes ``h^{l+1} = f(h^l, m^l)`` with ``f`` "usually an LSTM-like operator" (citing
+    GeniePath's adaptive depth function). ``kind="gru"`` (default): a GRU cell with input ``m``
+    and hidden state ``h`` (update gate ``z`` decides how much of ``h`` to keep):
+
+    .. math::
+        r = \\sigma(W_r m + U_r h),\\ z = \\sigma(W_z m + U_z h),\\
+        \\tilde h = \\tanh(W m + r \\odot U h),\\ h' = (1 - z) \\odot \\tilde h + z \\odot h
+
+    ``kind="lstm"``: an LSTM cell whose memory ``c`` is carried across layers (GeniePath's
+    form, ``c^0 = 0``).
+
+    Args:
+        dim (int): d.
+        kind (str): ``"gru"`` or ``"lstm"`` (default: ``"gru"``).
+    Shapes: ``m [n, d]``, ``h [n, d]``, ``c [n, d] or None`` -> ``(h' [n, d], c' [n, d] or None)``.
+    """
+
+    def __init__(self, dim: int, kind: str = "gru"):
+        super().__init__()
+        if kind not in ("gru", "lstm"):
+            raise ValueError(f"combine kind must be 'gru' or 'lstm', got {kind!r}")
+        self.kind = kind
+        self.cell = nn.GRUCell(dim, dim) if kind == "gru" else nn.LSTMCell(dim, dim)
+
+    def forward(self, m: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
+        if self.kind == "gru":
+            return self.cell(m, h.to(m.dtype)), None
+        if c is None:
+            c = torch.zeros_like(h)
+        h_new, c_new = self.cell(m, (h.to(m.dtype), c.to(m.dtype)))
+        return h_new, c_new
+
+
+class PairInteraction(nn.Module):
+    """MoGE's interaction function ``kappa(a, b)`` of two d-vectors (paper section 4.2 / 5.6).
+
+    ``ep``: ``a * b`` (element-wise product, the paper's default), ``add``: ``a + b``,
+    ``con``: ``[a || b]``, ``mlp``: ``LeakyReLU(W [a || b] + c)`` (one layer, its own weights for
+    each of the ``n_pairs`` pairs).
+
+    Args:
+        kind (str): ``ep``, ``add``, ``con`` or ``mlp``.
+        dim (int): d.
+        n_pairs (int): how many pairs are scored (one MLP each for ``mlp``) (default: 4).
+    Shapes: ``a [B, P, d]``, ``b [B, P, d]`` -> ``[B, P, out_dim]`` (``out_dim`` = d, or 2d for ``con``).
+    """
+
+    KINDS = ("ep", "add", "con", "mlp")
+
+    def __init__(self, kind: str, dim: int, n_pairs: int = 4):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"interaction must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        self.out_dim = 2 * dim if kind == "con" else dim
+        self.mlps = nn.ModuleList(MLP(2 * dim, [dim]) for _ in range(n_pairs)) if kind == "mlp" else None
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.kind == "ep":
+            return a * b  # [B, P, d]
+        if self.kind == "add":
+            return a + b  # [B, P, d]
+        ab = torch.cat([a, b], dim=-1)  # [B, P, 2d]
+        if self.kind == "con":
+            return ab
+        return torch.stack([f(ab[:, n]) for n, f in enumerate(self.mlps)], dim=1)  # [B, P, d]

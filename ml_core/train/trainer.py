@@ -82,6 +82,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     need_graph = type(model).needs_graph
     contexts = build_contexts(days, fspec, need_graph)
     makers = [BatchMaker(c, cfg.fanouts, need_graph, mask_target_edges=cfg.mask_target_edges) for c in contexts]
+    model.set_task_priors(torch.from_numpy(np.concatenate([c.labels for c in contexts]).mean(axis=0)))
     if hasattr(model, "prepare"):
         model.prepare(contexts)  # per-model setup that needs the data (e.g. SEvo's graph)
     optimizer = make_optimizer(model, cfg)
@@ -97,6 +98,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
         if cfg.max_steps_per_epoch:
             plan = plan[: cfg.max_steps_per_epoch]
         losses = []
+        log_every = max(1, min(50, len(plan) // 10))  # ~10+ curve points per epoch
         t_epoch = time.perf_counter()
         for batch in iterate(makers, plan, gen):
             batch = batch.to(device)
@@ -111,8 +113,8 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
             losses.append(float(loss.detach()))
             seen += len(batch)
             step += 1
-            if step % 50 == 0:
-                history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses[-50:])), **parts})
+            if step % log_every == 0:
+                history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses[-log_every:])), **parts})
         dt = time.perf_counter() - t_epoch
         rec = {"epoch": epoch, "step": step, "epoch_loss": float(np.mean(losses)) if losses else float("nan"),
                "samples_per_s": sum(len(r) for _, r in plan) / max(dt, 1e-9)}

@@ -1,0 +1,22 @@
+import pytest
+
+from ml_core.config import load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(tmp_path / "none.toml", ["train.epochs=5", "train.fanouts=[3, 2]", 'source.kind="taobao"'])
+    assert cfg.train.epochs == 5 and cfg.train.fanouts == [3, 2] and cfg.source.kind == "taobao"
+    assert cfg.samples.tasks == {"click": ["view", "cart", "fav", "buy"], "purchase": ["buy"]}
+
+
+def test_toml_file_and_errors(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[graph]\ntopk = 7\n[samples]\ntasks = { fav = ["fav"], buy = ["buy"] }\n')
+    cfg = load_config(p)
+    assert cfg.graph.topk == 7 and list(cfg.samples.tasks) == ["fav", "buy"]
+    with pytest.raises(ValueError, match="unknown config keys"):
+        load_config(p, ["graph.top_k=3"])
+    with pytest.raises(ValueError, match="unknown behaviours"):
+        load_config(p, ['samples.tasks={x = ["like"]}'])
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(p, ["epochs=3"])
