@@ -1,0 +1,190 @@
+"""MGNN: MoGE's multi-channel graph neural network (paper section 4.1).
+
+Three channels share one initial representation and each has its own weights:
+
+* ``bipartite`` (G, user <-> item), over the node space ``[users | items]``,
+* ``user_sim`` (G^U, user <-> user collaborative similarity),
+* ``item_sim`` (G^I, item <-> item).
+
+.. math::
+    h^0_u = p_u = x_u P, \\qquad h^0_i = q_i = x_i Q \\qquad (\\text{shared by all channels})
+
+    h^{l+1}_v = f_c\\Big(h^l_v,\\ \\mathrm{LeakyReLU}\\big(W_c \\textstyle\\sum_{j \\in \\mathcal{N}_c(v)}
+        \\alpha^c_{v \\leftarrow j} h^l_j\\big)\\Big), \\qquad c \\in \\{G, G^U, G^I\\}
+
+with ``alpha`` GAT attention over the *sampled* neighbours (:class:`NeighborAttention`), ``f``
+an LSTM-like gated combine (:class:`GatedCombine`, a GRU cell by default) and L layers
+(default 2). The final representations of a sample (u, i) are
+
+.. math::
+    h_u = h^L_u,\\ h_i = h^L_i \\ (\\text{channel } G), \\qquad
+    s_u = h^{\\mathcal{L}L}_u \\ (G^U), \\qquad s_i = h^{\\mathcal{L}L}_i \\ (G^I).
+
+Choices the paper leaves open (documented here):
+
+* ``W_c``, ``alpha``, ``f`` are per layer (the paper's equations drop the layer index;
+  ``share_layers=True`` uses one set per channel for all layers). In the bipartite channel the
+  same ``W`` serves u <- i and i <- u, as written.
+* Per batch, each channel's layers run once over the union of the sampled L-hop subgraph of the
+  batch's distinct users/items (section 4.4), never over the whole graph. Layer ``l`` updates
+  only the nodes within ``L - l`` hops of a seed (the others cannot reach a seed's output), so
+  the last layer touches only the seeds' edges: cost linear in sampled edges.
+* A node with no sampled neighbour receives a zero message (``f(h, 0)``).
+* Sampled edge weights (similarities, interaction counts) are not used: the paper's attention
+  decides the neighbours' weights.
+
+Args:
+    spec (ModelSpec): input sizes.
+    layers (int): L (default: ``len(spec.fanouts)``; must not exceed the sampler's hops).
+    channels (tuple[str]): channels to run (default: all three). Without ``user_sim``
+        (``item_sim``), ``s_u = p_u`` (``s_i = q_i``).
+    combine (str): ``"gru"`` or ``"lstm"`` (default: ``"gru"``).
+    negative_slope (float): slope of the attention's and the message's LeakyReLU (default: 0.2).
+    share_layers (bool): one set of weights per channel for all layers (default: False).
+    user_enc, item_enc (FeatureEncoder, optional): the shared transforms P and Q. When given
+        they are *used but not registered* here (their owner, e.g. MoGE, trains and saves them);
+        otherwise MGNN builds and owns its own.
+Shapes: Batch of B samples (with ``channels``) -> ``(h_u, h_i, s_u, s_i)``, each ``[B, d]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ml_core.models.blocks import FeatureEncoder, GatedCombine, ModelSpec, NeighborAttention
+from ml_core.train.data import CHANNELS, ChannelBatch, NodeTable
+
+
+class ChannelLayer(nn.Module):
+    """One MGNN layer of one channel: ``h' = f(h, LeakyReLU(W sum_j alpha_j h_j))``."""
+
+    def __init__(self, dim: int, combine: str = "gru", negative_slope: float = 0.2):
+        super().__init__()
+        self.att = NeighborAttention(dim, negative_slope)
+        self.combine = GatedCombine(dim, combine)
+        self.negative_slope = negative_slope
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor | None, edge_index: torch.Tensor, targets: torch.Tensor):
+        """Update rows ``targets`` of ``h`` from edges ``edge_index`` (row 1 local to ``targets``)."""
+        h_t = h.index_select(0, targets)  # [T, d]
+        m = self.att(h, h_t, edge_index)  # [T, d]  W sum_j alpha_j h_j
+        m = nn.functional.leaky_relu(m, self.negative_slope)  # sigma(.)
+        c_t = None if c is None else c.index_select(0, targets)
+        h_new, c_new = self.combine(m, h_t, c_t)  # [T, d]
+        h = h.index_copy(0, targets, h_new.to(h.dtype))  # [N, d]
+        if c_new is not None:
+            c = (torch.zeros_like(h) if c is None else c).index_copy(0, targets, c_new.to(h.dtype))
+        return h, c
+
+
+def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_layers: int):
+    """Per layer ``l = 0..L-1``: (targets to update, edges into them with local target index).
+
+    Layer ``L-1`` must update the seeds; layer ``l`` must update every node that a node updated
+    by layer ``l+1`` reads (itself and its in-neighbours). Nodes outside stay untouched.
+    """
+    src, dst = edge_index[0], edge_index[1]
+    need = torch.zeros(num_nodes, dtype=torch.bool, device=edge_index.device)
+    need[seeds] = True
+    masks = [need]
+    for _ in range(n_layers - 1):
+        nxt = need.clone()
+        nxt[src[need[dst]]] = True
+        need = nxt
+        masks.append(need)
+    plan = []
+    for mask in reversed(masks):  # layer 0 first (widest)
+        keep = mask[dst]
+        targets = torch.nonzero(mask).flatten()  # [T]
+        local = torch.cumsum(mask, 0) - 1  # node -> row among targets
+        plan.append((targets, torch.stack([src[keep], local[dst[keep]]])))  # [T], [2, E_l]
+    return plan
+
+
+def cat_tables(tables: list[NodeTable]) -> NodeTable:
+    return NodeTable(torch.cat([t.ids for t in tables]), torch.cat([t.cats for t in tables]),
+                     torch.cat([t.nums for t in tables]))
+
+
+class MGNN(nn.Module):
+    def __init__(self, spec: ModelSpec, layers: int | None = None, channels: tuple[str, ...] = CHANNELS,
+                 combine: str = "gru", negative_slope: float = 0.2, share_layers: bool = False,
+                 user_enc: FeatureEncoder | None = None, item_enc: FeatureEncoder | None = None):
+        super().__init__()
+        bad = set(channels) - set(CHANNELS)
+        if bad or not channels:
+            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {channels}")
+        self.spec = spec
+        self.dim = spec.dim
+        self.n_layers = len(spec.fanouts) if layers is None else int(layers)
+        if not 1 <= self.n_layers:
+            raise ValueError(f"layers must be >= 1, got {self.n_layers}")
+        if self.n_layers > len(spec.fanouts):
+            raise ValueError(f"layers={self.n_layers} exceeds the sampler's {len(spec.fanouts)} hops (fanouts {spec.fanouts})")
+        self.channels = tuple(c for c in CHANNELS if c in channels)
+        if user_enc is None or item_enc is None:
+            self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
+            self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
+            self._shared = None
+        else:
+            self.user_enc = self.item_enc = None
+            self._shared = (user_enc, item_enc)  # owned (registered, saved) by the caller
+
+        def stack() -> nn.ModuleList:
+            if share_layers:
+                layer = ChannelLayer(spec.dim, combine, negative_slope)
+                return nn.ModuleList([layer] * self.n_layers)
+            return nn.ModuleList(ChannelLayer(spec.dim, combine, negative_slope) for _ in range(self.n_layers))
+
+        self.layers = nn.ModuleDict({c: stack() for c in self.channels})  # W, W^U, W^I (+ alpha, f)
+
+    @property
+    def encoders(self) -> tuple[FeatureEncoder, FeatureEncoder]:
+        return self._shared if self._shared is not None else (self.user_enc, self.item_enc)
+
+    # -- h^0 ------------------------------------------------------------------------------------
+    def initial(self, batch) -> dict[str, torch.Tensor]:
+        """``h^0`` of every node of every channel, ``{channel: [num_nodes, d]}``.
+
+        One encoder call per node type over all channels' nodes (same rows, fewer launches).
+        """
+        P, Q = self.encoders
+        chans = {c: batch.channels[c] for c in self.channels}
+        users = [ch.users for ch in chans.values()]
+        items = [ch.items for ch in chans.values()]
+        p_all = P(cat_tables(users))  # [sum n_u, d]
+        q_all = Q(cat_tables(items))  # [sum n_i, d]
+        p_parts = torch.split(p_all, [len(t) for t in users])
+        q_parts = torch.split(q_all, [len(t) for t in items])
+        out = {}
+        for (name, ch), p, q in zip(chans.items(), p_parts, q_parts):
+            h0 = p.new_zeros(ch.num_nodes, self.dim)  # [N, d]
+            h0 = h0.index_copy(0, ch.user_pos, p) if len(p) else h0
+            h0 = h0.index_copy(0, ch.item_pos, q.to(h0.dtype)) if len(q) else h0
+            out[name] = h0
+        return out
+
+    def propagate(self, name: str, h: torch.Tensor, ch: ChannelBatch) -> torch.Tensor:
+        """Run channel ``name``'s L layers from ``h = h^0``; exact at the seed rows."""
+        seeds = torch.cat([s for s in (ch.seed_user, ch.seed_item) if s is not None])
+        c = None
+        for layer, (targets, edges) in zip(self.layers[name], layer_plan(ch.edge_index, ch.num_nodes, seeds, self.n_layers)):
+            h, c = layer(h, c, edges, targets)
+        return h  # [N, d]
+
+    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if batch.channels is None:
+            raise ValueError("MGNN needs batch.channels (sampled subgraphs); build batches with need_graph=True")
+        h0 = self.initial(batch)
+        out = {name: self.propagate(name, h0[name], batch.channels[name]) for name in self.channels}
+        P, Q = self.encoders
+        if "bipartite" in out:
+            ch = batch.channels["bipartite"]
+            h_u = out["bipartite"].index_select(0, ch.seed_user)  # [B, d]
+            h_i = out["bipartite"].index_select(0, ch.seed_item)  # [B, d]
+        else:
+            h_u, h_i = P(batch.user), Q(batch.item)
+        s_u = out["user_sim"].index_select(0, batch.channels["user_sim"].seed_user) if "user_sim" in out else P(batch.user)
+        s_i = out["item_sim"].index_select(0, batch.channels["item_sim"].seed_item) if "item_sim" in out else Q(batch.item)
+        return h_u, h_i, s_u, s_i

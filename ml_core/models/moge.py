@@ -1,0 +1,160 @@
+"""MoGE: Mixture of Graph-enhanced Experts for multi-task recommendation (MoGE paper, section 4).
+
+Pipeline of one sample (u, i), symbol by symbol:
+
+.. math::
+    p_u = x_u P, \\quad q_i = x_i Q, \\quad \\hat{x} = [p_u \\| q_i]
+        \\qquad \\text{(shared transform; ids count as features)}
+
+    (h_u, h_i, s_u, s_i) = \\mathrm{MGNN}(u, i)
+        \\qquad \\text{(section 4.1, :mod:`ml_core.models.mgnn`)}
+
+    \\mathcal{Z} = \\{\\kappa(h_u, h_i), \\kappa(h_u, s_i), \\kappa(s_u, h_i), \\kappa(s_u, s_i)\\}
+
+    o^k = \\sum_{n=1}^{N} g^k(\\hat{x})_n \\, [f^n(\\hat{x}) \\| \\mathcal{Z}^n], \\qquad
+    \\hat{y}^k = \\sigma(v_k^\\top o^k)
+
+    \\mathcal{L} = \\sum_k \\big(e^{-s_k} \\mathrm{BCE}_k + s_k\\big) + \\beta \\mathcal{L}_{co}
+        + \\lambda \\|\\Theta\\|^2 \\qquad \\text{(section 4.3, :mod:`ml_core.train.losses`)}
+
+Experts ``f^n``: MLP [32, 32] with LeakyReLU; gates ``g^k``: linear + softmax over the N
+experts (normalised by the softmax only); ``v_k``: a linear head per task.
+
+Readings of the paper (documented choices):
+
+* ``x^``: the paper writes ``[x_u || x_i]``; the raw inputs here are ids + categorical codes +
+  numerics, so experts and gates read the shared transforms ``[p_u || q_i]`` (also MMoE's
+  input in this package). Consequence: with ``use_mgnn=False`` (``Z`` dropped) MoGE *is* MMoE,
+  parameter for parameter (a unit test loads MMoE's weights and compares outputs).
+* ``N = n_experts`` (1..4) experts; expert ``n`` carries ``Z^n`` in the order above, so
+  ``n_experts`` adds the graph-enhanced experts "from left to right" (ablation 5.8);
+  ``use_mgnn=False`` is the "no graph-enhanced expert" end of that ablation.
+* ``lambda ||Theta||^2``: the paper sums its losses over all samples, so per batch its
+  objective divided by the batch size B is ``mean BCE + (lambda / B) ||Theta_batch||^2``.
+  That is what is applied here, over the dense parameters and only the id-embedding rows the
+  batch reads (``Theta_batch``; NGCF's code regularises the same way). Applying ``lambda`` in
+  full to every parameter every step shrinks unseen id rows by ~lr per Adam step and was
+  measured to cost GAUC (see the closing note of issue 4 / ``benchmarks/compare_moge_mmoe.py``).
+  The uncertainty parameters ``s_k`` are not penalised.
+* ``L_co`` is averaged over the batch (the trainer's BCEs are batch means too).
+
+Paper hyper-parameters (section 5.4): Adam, lr 1e-4, batch 256, d 64, L 2, 4 experts [32, 32],
+gates [16, 16] (the text also says "simple linear transform + softmax": the default here is
+linear; pass ``gate_hidden=[16, 16]`` for the other reading), beta 1e-6, lambda 1e-3. The
+trainer's default lr is 1e-3: our daily windows hold ~10^4-10^5 samples, not 10^6, and at 1e-4
+the models are still far from converged after the same budget.
+
+Args:
+    spec (ModelSpec): input sizes, tasks, d, fan-outs.
+    interaction (str): ``kappa``: ``ep`` (element-wise product), ``con`` (concatenation), ``add``,
+        ``mlp`` (ablation 5.6) (default: ``"ep"``).
+    n_experts (int): N, graph-enhanced experts used, 1..4 (ablation 5.8) (default: 4).
+    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
+    gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
+    layers (int, optional): MGNN layers L (default: ``len(spec.fanouts)`` = 2).
+    combine (str): MGNN combine ``f``: ``gru`` or ``lstm`` (default: ``"gru"``).
+    channels (list[str], optional): MGNN channels (default: all three).
+    uncertainty (bool): loss term (i) learned task weights; off = plain sum (default: True).
+    co_loss (bool): loss term (ii) expert co-operation ``beta L_co`` (default: True).
+    beta (float): weight of ``L_co`` (default: 1e-6).
+    l2 (float): lambda, loss term (iii); 0 disables it (default: 1e-3).
+    use_mgnn (bool): False drops the MGNN and ``Z`` (= MMoE) (default: True).
+Shapes: Batch of B samples (with sampled ``channels``) -> logits ``[B, K]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ml_core.models.blocks import (FeatureEncoder, MixtureOfExperts, ModelSpec, PairInteraction, RecModel,
+                                   TaskTowers, bce_per_task)
+from ml_core.models.mgnn import MGNN
+from ml_core.models.registry import register
+from ml_core.train.data import CHANNELS
+from ml_core.train.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
+
+#: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
+PAIRS = ((0, 1), (0, 3), (2, 1), (2, 3))  # indices into (h_u, h_i, s_u, s_i)
+
+
+@register("moge")
+class MoGE(RecModel):
+    needs_graph = True
+
+    def __init__(self, spec: ModelSpec, interaction: str = "ep", n_experts: int = 4,
+                 expert_hidden: list[int] | None = None, gate_hidden: list[int] | None = None,
+                 layers: int | None = None, combine: str = "gru", channels: list[str] | None = None,
+                 uncertainty: bool = True, co_loss: bool = True, beta: float = 1e-6, l2: float = 1e-3,
+                 use_mgnn: bool = True):
+        super().__init__()
+        if not 1 <= n_experts <= len(PAIRS):
+            raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {n_experts}")
+        if beta < 0 or l2 < 0:
+            raise ValueError(f"beta and l2 must be >= 0, got beta={beta}, l2={l2}")
+        self.spec = spec
+        self.n_experts = n_experts
+        self.co_loss = co_loss
+        self.beta = beta
+        self.l2 = l2
+        self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
+        self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
+        if use_mgnn:
+            self.mgnn = MGNN(spec, layers=layers, channels=tuple(channels or CHANNELS), combine=combine,
+                             user_enc=self.user_enc, item_enc=self.item_enc)
+            self.interaction = PairInteraction(interaction, spec.dim, n_experts)  # kappa
+            z_dim = self.interaction.out_dim
+        else:
+            self.mgnn = None
+            self.interaction = None
+            z_dim = 0
+        self.moe = MixtureOfExperts(2 * spec.dim, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
+        self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
+        self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=uncertainty)  # s_k
+
+    def graph_interactions(self, batch) -> torch.Tensor:
+        """``Z``: ``[B, N, d_z]``, expert n's graph interaction ``kappa`` of pair n."""
+        reps = self.mgnn(batch)  # 4 x [B, d]: h_u, h_i, s_u, s_i
+        pairs = PAIRS[: self.n_experts]
+        a = torch.stack([reps[x] for x, _ in pairs], dim=1)  # [B, N, d]
+        b = torch.stack([reps[y] for _, y in pairs], dim=1)  # [B, N, d]
+        return self.interaction(a, b)  # [B, N, d_z]
+
+    def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits ``[B, K]``, gates ``[K, B, N]``)."""
+        x = torch.cat([self.user_enc(batch.user), self.item_enc(batch.item)], dim=-1)  # x^ [B, 2d]
+        z = self.graph_interactions(batch) if self.mgnn is not None else None  # [B, N, d_z]
+        mixed, gates, _ = self.moe(x, extra=z)  # o^k: [K, B, 32 + d_z], g^k: [K, B, N]
+        return self.towers(mixed), gates  # [B, K], [K, B, N]
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.forward_with_gates(batch)[0]
+
+    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        logits, gates = self.forward_with_gates(batch)
+        bce = bce_per_task(logits, batch.labels)  # [K]
+        loss = self.task_weighting(bce)  # (i)
+        parts = {f"bce_{k}": float(v) for k, v in enumerate(bce.detach())}
+        if self.task_weighting.log_vars is not None:
+            parts.update({f"log_var_{k}": float(v) for k, v in enumerate(self.task_weighting.log_vars.detach())})
+        if self.co_loss and self.beta > 0:
+            co = expert_cooperation_loss(gates)  # (ii)
+            loss = loss + self.beta * co
+            parts["co"] = float(co.detach())
+        if self.l2 > 0:
+            reg = self.regularizer(batch)  # (iii)
+            loss = loss + (self.l2 / len(batch)) * reg
+            parts["l2"] = float(reg.detach())
+        return logits, loss, parts
+
+    def regularizer(self, batch) -> torch.Tensor:
+        """``||Theta_batch||^2``: dense parameters + the id-embedding rows this batch reads."""
+        tables = {id(self.user_enc.id_emb.weight), id(self.item_enc.id_emb.weight)}
+        skip = tables | {id(p) for p in self.task_weighting.parameters()}
+        dense = [p for p in self.parameters() if id(p) not in skip]
+        user_rows, item_rows = [batch.user.ids], [batch.item.ids]
+        if self.mgnn is not None:
+            for ch in batch.channels.values():
+                user_rows.append(ch.users.ids)
+                item_rows.append(ch.items.ids)
+        sparse = [(self.user_enc.id_emb.weight, torch.cat(user_rows)), (self.item_enc.id_emb.weight, torch.cat(item_rows))]
+        return l2_penalty(dense, sparse)
