@@ -197,11 +197,11 @@ class NeighborAttention(nn.Module):
         m_i = \\sum_{j \\in \\mathcal{N}(i)} \\alpha_{i \\leftarrow j} W h_j = W \\sum_j \\alpha_{i \\leftarrow j} h_j
 
     The same computation as PyG's ``GATConv(dim, dim, heads=1, add_self_loops=False,
-    bias=False)`` with bipartite input ``(x_src, x_dst)`` (a unit test checks it), but ``W`` is
-    applied per edge to the sources only and ``a_t^T W h_i`` as ``h_i (W^T a_t)``, so a layer
-    that updates few targets (the last MGNN layer updates only the seeds) costs O(edges), not
-    O(nodes). Softmax over each target's incoming edges (``torch_geometric.utils.softmax``, in
-    float32); a target with no incoming edge gets ``m_i = 0``.
+    bias=False)`` with bipartite input ``(x_src, x_dst)`` (a unit test checks it), except that
+    ``a_t^T W h_i`` is computed as ``h_i (W^T a_t)``: the targets are never projected, so a layer
+    that updates few targets (the last MGNN layer updates only the seeds) costs little beyond its
+    sources and edges. Softmax over each target's incoming edges
+    (``torch_geometric.utils.softmax``, in float32); a target with no incoming edge gets ``m_i = 0``.
 
     Args:
         dim (int): input and output size d.
@@ -229,9 +229,10 @@ class NeighborAttention(nn.Module):
         from torch_geometric.utils import softmax
 
         src, dst = edge_index[0], edge_index[1]
-        wh_j = self.lin(x_src.index_select(0, src))  # [E, d]  W h_j
+        wh = self.lin(x_src)  # [N_s, d]  W h_j
+        wh_j = wh.index_select(0, src)  # [E, d]
         dst_vec = self.lin.weight.t() @ self.att_dst  # [d]  W^T a_t
-        e = wh_j @ self.att_src + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
+        e = (wh @ self.att_src.to(wh.dtype)).index_select(0, src) + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
         e = nn.functional.leaky_relu(e.float(), self.negative_slope)
         alpha = softmax(e, dst, num_nodes=x_dst.shape[0]).to(wh_j.dtype)  # [E]
         out = wh_j.new_zeros(x_dst.shape[0], wh_j.shape[1])  # [N_t, d]

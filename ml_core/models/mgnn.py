@@ -57,7 +57,7 @@ from ml_core.train.data import CHANNELS, ChannelBatch, NodeTable
 
 
 class ChannelLayer(nn.Module):
-    """One MGNN layer of one channel: ``h' = f(h, LeakyReLU(W sum_j alpha_j h_j))``."""
+    """One MGNN layer of one channel: ``h'_v = f(h_v, LeakyReLU(W sum_j alpha_{v<-j} h_j))``."""
 
     def __init__(self, dim: int, combine: str = "gru", negative_slope: float = 0.2):
         super().__init__()
@@ -66,40 +66,50 @@ class ChannelLayer(nn.Module):
         self.negative_slope = negative_slope
 
     def forward(self, h: torch.Tensor, c: torch.Tensor | None, edge_index: torch.Tensor, targets: torch.Tensor):
-        """Update rows ``targets`` of ``h`` from edges ``edge_index`` (row 1 local to ``targets``)."""
+        """New state of rows ``targets`` of ``h``, from edges ``edge_index`` (row 0 indexes ``h``,
+        row 1 indexes ``targets``). Returns ``(h' [T, d], c' [T, d] or None)``."""
         h_t = h.index_select(0, targets)  # [T, d]
         m = self.att(h, h_t, edge_index)  # [T, d]  W sum_j alpha_j h_j
         m = nn.functional.leaky_relu(m, self.negative_slope)  # sigma(.)
         c_t = None if c is None else c.index_select(0, targets)
-        h_new, c_new = self.combine(m, h_t, c_t)  # [T, d]
-        h = h.index_copy(0, targets, h_new.to(h.dtype))  # [N, d]
-        if c_new is not None:
-            c = (torch.zeros_like(h) if c is None else c).index_copy(0, targets, c_new.to(h.dtype))
-        return h, c
+        h_new, c_new = self.combine(m, h_t, c_t)  # f(h, m): [T, d]
+        return h_new.to(h.dtype), None if c_new is None else c_new.to(h.dtype)
 
 
 def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_layers: int):
-    """Per layer ``l = 0..L-1``: (targets to update, edges into them with local target index).
+    """Which rows each layer must update so that the seeds' layer-L output is exact.
 
-    Layer ``L-1`` must update the seeds; layer ``l`` must update every node that a node updated
-    by layer ``l+1`` reads (itself and its in-neighbours). Nodes outside stay untouched.
+    ``R_{L-1}`` = the seeds; ``R_{l-1} = R_l`` plus the in-neighbours of ``R_l``; ``R_{-1}`` = all
+    nodes. Layer ``l`` reads states on ``R_{l-1}`` and writes states on ``R_l`` only, so state
+    tensors shrink layer by layer (the last layer touches only the seeds and their edges).
+
+    Returns, per layer ``l = 0..L-1``: ``(targets, edges)`` with ``targets [|R_l|]`` = positions of
+    ``R_l`` inside ``R_{l-1}`` and ``edges [2, E_l]`` = the edges into ``R_l``, source local to
+    ``R_{l-1}`` and target local to ``R_l``; plus ``pos [num_nodes]``, the row of each node in
+    ``R_{L-1}`` (-1 outside).
     """
     src, dst = edge_index[0], edge_index[1]
     need = torch.zeros(num_nodes, dtype=torch.bool, device=edge_index.device)
     need[seeds] = True
-    masks = [need]
+    masks = [need]  # R_{L-1}, R_{L-2}, ..., R_0
     for _ in range(n_layers - 1):
-        nxt = need.clone()
-        nxt[src[need[dst]]] = True
-        need = nxt
+        wider = need.clone()
+        wider[src[need[dst]]] = True
+        need = wider
         masks.append(need)
+    masks.reverse()  # R_0 (widest) .. R_{L-1} (seeds)
     plan = []
-    for mask in reversed(masks):  # layer 0 first (widest)
+    prev_pos = None  # node -> row in R_{l-1}; None = identity (R_{-1} = all nodes)
+    for mask in masks:
         keep = mask[dst]
-        targets = torch.nonzero(mask).flatten()  # [T]
-        local = torch.cumsum(mask, 0) - 1  # node -> row among targets
-        plan.append((targets, torch.stack([src[keep], local[dst[keep]]])))  # [T], [2, E_l]
-    return plan
+        pos = torch.cumsum(mask, 0) - 1  # node -> row in R_l (valid where mask)
+        rows = torch.nonzero(mask).flatten()  # R_l as node ids
+        e_src, e_dst = src[keep], dst[keep]
+        if prev_pos is not None:
+            e_src, rows = prev_pos[e_src], prev_pos[rows]
+        plan.append((rows, torch.stack([e_src, pos[e_dst]])))  # [|R_l|], [2, E_l]
+        prev_pos = pos
+    return plan, prev_pos
 
 
 def cat_tables(tables: list[NodeTable]) -> NodeTable:
@@ -165,26 +175,26 @@ class MGNN(nn.Module):
             out[name] = h0
         return out
 
-    def propagate(self, name: str, h: torch.Tensor, ch: ChannelBatch) -> torch.Tensor:
-        """Run channel ``name``'s L layers from ``h = h^0``; exact at the seed rows."""
-        seeds = torch.cat([s for s in (ch.seed_user, ch.seed_item) if s is not None])
+    def propagate(self, name: str, h: torch.Tensor, ch: ChannelBatch, seeds: torch.Tensor) -> torch.Tensor:
+        """Channel ``name``'s L layers from ``h = h^0 [num_nodes, d]``: ``h^L`` of ``seeds``, ``[len(seeds), d]``."""
+        plan, pos = layer_plan(ch.edge_index, ch.num_nodes, seeds, self.n_layers)
         c = None
-        for layer, (targets, edges) in zip(self.layers[name], layer_plan(ch.edge_index, ch.num_nodes, seeds, self.n_layers)):
-            h, c = layer(h, c, edges, targets)
-        return h  # [N, d]
+        for layer, (targets, edges) in zip(self.layers[name], plan):
+            h, c = layer(h, c, edges, targets)  # states on R_l only
+        return h.index_select(0, pos[seeds])  # [S, d]
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if batch.channels is None:
             raise ValueError("MGNN needs batch.channels (sampled subgraphs); build batches with need_graph=True")
         h0 = self.initial(batch)
-        out = {name: self.propagate(name, h0[name], batch.channels[name]) for name in self.channels}
+        out = {}
+        for name in self.channels:
+            ch = batch.channels[name]
+            seeds = [s for s in (ch.seed_user, ch.seed_item) if s is not None]
+            h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
+            out[name] = torch.split(h, [len(s) for s in seeds])
         P, Q = self.encoders
-        if "bipartite" in out:
-            ch = batch.channels["bipartite"]
-            h_u = out["bipartite"].index_select(0, ch.seed_user)  # [B, d]
-            h_i = out["bipartite"].index_select(0, ch.seed_item)  # [B, d]
-        else:
-            h_u, h_i = P(batch.user), Q(batch.item)
-        s_u = out["user_sim"].index_select(0, batch.channels["user_sim"].seed_user) if "user_sim" in out else P(batch.user)
-        s_i = out["item_sim"].index_select(0, batch.channels["item_sim"].seed_item) if "item_sim" in out else Q(batch.item)
+        h_u, h_i = out["bipartite"] if "bipartite" in out else (P(batch.user), Q(batch.item))  # [B, d] each
+        s_u = out["user_sim"][0] if "user_sim" in out else P(batch.user)  # [B, d]
+        s_i = out["item_sim"][0] if "item_sim" in out else Q(batch.item)  # [B, d]
         return h_u, h_i, s_u, s_i
