@@ -36,8 +36,22 @@ COMMON = ("ml_core/config.py", "ml_core/storage.py", "ml_core/pipeline.py", "ml_
 
 
 def settings(context) -> tuple[PipelineConfig, Lake]:
+    """The run's config and lake; refuses a config whose windows disagree with the partitions."""
+    from assets.partitions import CONFIG
+
     res = context.resources.pipeline
-    return res.config(), res.lake()
+    cfg = res.config()
+    fixed = {"graph.window_days": (cfg.graph.window_days, CONFIG.graph.window_days),
+             "train.train_days": (cfg.train.train_days, CONFIG.train.train_days),
+             "source.start_date": (cfg.source.start_date, CONFIG.source.start_date)}
+    bad = {k: v for k, v in fixed.items() if v[0] != v[1]}
+    if bad:
+        raise ValueError(
+            "these settings shape the partitions and their window mappings, which are fixed when the code "
+            f"location loads ($MOGE_CONFIG / data/pipeline.toml): {bad} (run value, load value). "
+            "Change them in the TOML file and reload the code location instead of overriding them per run."
+        )
+    return cfg, Lake(cfg.storage.root)
 
 
 def to_metadata_value(v):

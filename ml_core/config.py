@@ -195,13 +195,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
 def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> PipelineConfig:
-    """Read the TOML file at ``path`` ($MOGE_CONFIG, then data/pipeline.toml; missing = defaults)."""
+    """Read the TOML file at ``path`` (else $MOGE_CONFIG, else data/pipeline.toml; only the
+    default file may be absent, which means all defaults)."""
     path = Path(path or os.environ.get("MOGE_CONFIG") or DEFAULT_CONFIG_PATH)
     raw: dict[str, Any] = {}
     if path.exists():
         raw = tomllib.loads(path.read_text())
-    elif os.environ.get("MOGE_CONFIG"):
-        raise FileNotFoundError(f"MOGE_CONFIG points to {path}, which does not exist")
+    elif path != DEFAULT_CONFIG_PATH:
+        raise FileNotFoundError(f"config file {path} does not exist (from the argument or $MOGE_CONFIG)")
     raw = apply_overrides(raw, overrides or [])
     unknown = set(raw) - set(_SECTIONS)
     if unknown:

@@ -6,7 +6,6 @@ import math
 
 import dagster as dg
 
-from assets.partitions import CONFIG
 from ml_core.pipeline import load_evaluation
 from ml_core.storage import Lake
 
@@ -15,17 +14,26 @@ def _lake(context) -> Lake:
     return context.resources.pipeline.lake()
 
 
+def _partition(context, lake: Lake, asset: str) -> str | None:
+    """The run's partition (checks run in the partition's run), else the newest stored one."""
+    day = context.run.tags.get("dagster/partition")
+    if day:
+        return day
+    days = lake.days(asset)
+    return days[-1] if days else None
+
+
 @dg.asset_check(asset="model_evaluation", blocking=True, required_resource_keys={"pipeline"},
                 description="Every task's GAUC is a number (not NaN): promotion is blocked otherwise.")
 def check_gauc_is_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     lake = _lake(context)
-    days = lake.days("model_evaluation")
-    if not days:
-        return dg.AssetCheckResult(passed=False, metadata={"observed": "no evaluation partition"})
-    ev = load_evaluation(lake, days[-1])
+    day = _partition(context, lake, "model_evaluation")
+    if day is None or not lake.exists("model_evaluation", day):
+        return dg.AssetCheckResult(passed=False, metadata={"observed": f"no evaluation partition {day}"})
+    ev = load_evaluation(lake, day)
     gaucs = {t: m["gauc"] for t, m in ev["candidate"].items()}
     ok = all(isinstance(v, float) and math.isfinite(v) for v in gaucs.values())
-    return dg.AssetCheckResult(passed=ok, metadata={"partition": days[-1], "observed": json.dumps(gaucs),
+    return dg.AssetCheckResult(passed=ok, metadata={"partition": day, "observed": json.dumps(gaucs),
                                                     "expected": "finite GAUC for every task"})
 
 
@@ -33,10 +41,9 @@ def check_gauc_is_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetChec
                 description="Quarantined rows stay under 5% of the day's rows.")
 def check_quarantine_share(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     lake = _lake(context)
-    days = lake.days("interaction_logs")
-    if not days:
-        return dg.AssetCheckResult(passed=False, metadata={"observed": "no partition"})
-    day = days[-1]
+    day = _partition(context, lake, "interaction_logs")
+    if day is None or not lake.exists("interaction_logs", day):
+        return dg.AssetCheckResult(passed=False, metadata={"observed": f"no partition {day}"})
     rows = lake.read_table("interaction_logs", day).height
     q = lake.read_table("interaction_logs", day, "quarantine").height
     share = q / max(rows + q, 1)

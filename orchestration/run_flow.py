@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", help="first day (default: source.start_date)")
     ap.add_argument("--end", help="last day, inclusive (default: start + 7 days)")
     ap.add_argument("--days", type=int, default=8, help="number of days when --end is not given")
+    ap.add_argument("--log-level", default="WARNING", help="Dagster console log level (default: WARNING)")
     args = ap.parse_args(argv)
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in range((end - start).days + 1):
         day = (start + timedelta(days=i)).isoformat()
         t0 = time.perf_counter()
-        res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+        res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
+                                     run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
         status = "ok" if res.success else "FAILED"
         print(f"[{day}] daily_flow {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
         if not res.success:

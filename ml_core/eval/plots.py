@@ -41,7 +41,8 @@ def degree_plot(degrees: dict[str, np.ndarray], title: str = "degree distributio
         xs = np.sort(deg)
         ccdf = 1.0 - np.arange(len(xs)) / len(xs)
         ax.loglog(xs, ccdf, label=name)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     return _fig_to_png(fig)
 
 

@@ -4,7 +4,9 @@ from ml_core.config import load_config
 
 
 def test_defaults_and_overrides(tmp_path):
-    cfg = load_config(tmp_path / "none.toml", ["train.epochs=5", "train.fanouts=[3, 2]", 'source.kind="taobao"'])
+    with pytest.raises(FileNotFoundError, match="none.toml"):
+        load_config(tmp_path / "none.toml")
+    cfg = load_config(None, ["train.epochs=5", "train.fanouts=[3, 2]", 'source.kind="taobao"'])
     assert cfg.train.epochs == 5 and cfg.train.fanouts == [3, 2] and cfg.source.kind == "taobao"
     assert cfg.samples.tasks == {"click": ["view", "cart", "fav", "buy"], "purchase": ["buy"]}
 
