@@ -149,7 +149,8 @@ def _push_topk(vals, idx, cnt, k, s, v):
 
 @njit(parallel=True, cache=True, nogil=True)
 def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, norms, jaccard, k, tile,
-                 n_threads, max_deg, out_idx, out_val, out_cnt, out_touched):
+                 n_threads, max_deg, out_idx, out_val, out_cnt, out_npos,
+                 emit, b_val, b_key, node_key, em_off, em_cap, em_row, em_col, em_val, em_cnt, em_overflow):
     """Top-k similar rows for each ``rows[i]``; results go to ``out_*[i]``.
 
     ``a`` (CSR, float32 weights > 0) holds the nodes as rows; ``t`` is its transpose, with
@@ -159,7 +160,13 @@ def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, 
     tile, with a cursor per column remembering where the previous tile stopped. A zero
     accumulator means "not touched yet" (all products are > 0), so nothing is ever cleared
     except the touched entries. Each tile's candidates are folded into the row's running top-k
-    right away.
+    right away. ``out_npos[i]`` counts the row's candidates with a positive similarity.
+
+    Emission (incremental refresh): when ``emit``, every candidate ``v`` of row ``u`` whose
+    ``(sim, node_key[u])`` ranks at or before the boundary ``(b_val[v], b_key[v])`` is also
+    written as ``(v, u, sim)`` into block ``b``'s slice ``em_off[b] : em_off[b] + em_cap[b]``
+    of ``em_*`` (``b_val = inf`` disables a row). A block whose slice overflows sets
+    ``em_overflow[b]`` and must be run again with more room.
     """
     n = len(norms)
     n_tiles = (n + tile - 1) // tile
@@ -172,6 +179,7 @@ def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, 
         acc_t = acc[tid]
         tch = touched[tid]
         cur = cursors[tid]
+        n_em = 0
         for ii in range(block_ptr[b], block_ptr[b + 1]):
             u = rows[ii]
             p0 = a_ptr[u]
@@ -181,8 +189,9 @@ def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, 
             vals = out_val[ii]
             idx = out_idx[ii]
             cnt = 0
-            n_touched = 0
+            npos = 0
             nu = norms[u]
+            ukey = node_key[u] if emit else 0
             for tb in range(n_tiles):
                 lo = tb * tile
                 hi = lo + tile
@@ -206,7 +215,6 @@ def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, 
                         acc_t[vl] = y + w * np.float64(t_w[q])
                         q += 1
                     cur[p - p0] = q
-                n_touched += nt
                 for t in range(nt):
                     vl = tch[t]
                     x = acc_t[vl]
@@ -223,9 +231,22 @@ def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, 
                     s = x / d
                     if not s > 0:
                         continue
+                    npos += 1
                     cnt = _push_topk(vals, idx, cnt, k, s, v)
+                    if emit:
+                        bv = b_val[v]
+                        if s > bv or (s == bv and ukey <= b_key[v]):
+                            if n_em < em_cap[b]:
+                                pos = em_off[b] + n_em
+                                em_row[pos] = v
+                                em_col[pos] = u
+                                em_val[pos] = s
+                                n_em += 1
+                            else:
+                                em_overflow[b] = True
             out_cnt[ii] = cnt
-            out_touched[ii] = n_touched
+            out_npos[ii] = npos
+        em_cnt[b] = n_em
 
 
 def _n_threads() -> int:
@@ -295,20 +316,72 @@ class _Prepared:
         self.row_cost = csum[self.a_ptr[1:]] - csum[self.a_ptr[:-1]]
         self.max_deg = int(np.diff(indptr).max()) if self.n else 0
 
-    def run(self, rows: np.ndarray, k: int, chunk_rows: int = 4096):
-        """(idx [len(rows), k], val float64 [len(rows), k], cnt, touched) for the given rows."""
+    def run(self, rows: np.ndarray, k: int, chunk_rows: int = 4096, emit: dict | None = None):
+        """Top-k of the given rows: ``(idx [len(rows), k], val float64 [len(rows), k], cnt, npos)``.
+
+        With ``emit = {"b_val", "b_key", "node_key"}`` (see :func:`_topk_kernel`) a fifth item is
+        returned: the emitted ``(row, col, val)`` arrays.
+        """
         rows = np.asarray(rows, np.int64)
         nt = _n_threads()
-        blocks = _balanced_blocks(self.row_cost[rows] if len(rows) else np.zeros(0), chunk_rows, nt)
-        out_idx = np.full((len(rows), max(k, 1)), -1, np.int64)
-        out_val = np.zeros((len(rows), max(k, 1)), np.float64)
+        cost = self.row_cost[rows] if len(rows) else np.zeros(0)
+        blocks = _balanced_blocks(cost, chunk_rows, nt)
+        kk = max(k, 1)
+        out_idx = np.full((len(rows), kk), -1, np.int64)
+        out_val = np.zeros((len(rows), kk), np.float64)
         out_cnt = np.zeros(len(rows), np.int64)
-        out_touched = np.zeros(len(rows), np.int64)
-        if len(rows) and k > 0:
-            _topk_kernel(rows, blocks, self.a_ptr, self.a_idx, self.a_w, self.t_ptr, self.t_idx, self.t_w,
-                         self.col_ok, self.norms, self.measure == "jaccard", k, _tile_size(self.n), nt,
-                         self.max_deg, out_idx, out_val, out_cnt, out_touched)
-        return out_idx, out_val, out_cnt, out_touched
+        out_npos = np.zeros(len(rows), np.int64)
+        n_blocks = len(blocks) - 1
+        if emit is None:
+            f0, i0 = np.zeros(1, np.float64), np.zeros(1, np.int64)
+            em = (False, f0, i0, i0, np.zeros(max(n_blocks, 1), np.int64), np.zeros(max(n_blocks, 1), np.int64),
+                  i0, i0, f0, np.zeros(max(n_blocks, 1), np.int64), np.zeros(max(n_blocks, 1), np.bool_))
+            if len(rows) and k > 0:
+                self._call(rows, blocks, k, nt, out_idx, out_val, out_cnt, out_npos, em)
+            return out_idx, out_val, out_cnt, out_npos
+        # Emission: each block gets a slice of the buffer; blocks that overflow are run again.
+        block_rows = np.diff(blocks)
+        cap = (32 * block_rows + 4096).astype(np.int64)
+        todo = np.arange(n_blocks)
+        em_rows, em_cols, em_vals = [], [], []
+        while len(todo) and len(rows) and k > 0:
+            sub_rows = np.concatenate([rows[blocks[b]:blocks[b + 1]] for b in todo])
+            sub_blocks = np.concatenate([[0], np.cumsum(block_rows[todo])]).astype(np.int64)
+            sub_cap = cap[todo]
+            off = np.concatenate([[0], np.cumsum(sub_cap)[:-1]]).astype(np.int64)
+            total = int(sub_cap.sum())
+            e_row = np.empty(total, np.int64)
+            e_col = np.empty(total, np.int64)
+            e_val = np.empty(total, np.float64)
+            e_cnt = np.zeros(len(todo), np.int64)
+            e_over = np.zeros(len(todo), np.bool_)
+            s_idx = np.full((len(sub_rows), kk), -1, np.int64)
+            s_val = np.zeros((len(sub_rows), kk), np.float64)
+            s_cnt = np.zeros(len(sub_rows), np.int64)
+            s_npos = np.zeros(len(sub_rows), np.int64)
+            em = (True, emit["b_val"], emit["b_key"], emit["node_key"], off, sub_cap, e_row, e_col, e_val, e_cnt, e_over)
+            self._call(sub_rows, sub_blocks, k, nt, s_idx, s_val, s_cnt, s_npos, em)
+            for i, b in enumerate(todo):
+                lo, hi = blocks[b], blocks[b + 1]
+                out_idx[lo:hi] = s_idx[sub_blocks[i]:sub_blocks[i + 1]]
+                out_val[lo:hi] = s_val[sub_blocks[i]:sub_blocks[i + 1]]
+                out_cnt[lo:hi] = s_cnt[sub_blocks[i]:sub_blocks[i + 1]]
+                out_npos[lo:hi] = s_npos[sub_blocks[i]:sub_blocks[i + 1]]
+                if not e_over[i]:
+                    sl = slice(off[i], off[i] + e_cnt[i])
+                    em_rows.append(e_row[sl])
+                    em_cols.append(e_col[sl])
+                    em_vals.append(e_val[sl])
+            cap[todo[e_over]] *= 8
+            todo = todo[e_over]
+        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+        emitted = (cat(em_rows, np.int64), cat(em_cols, np.int64), cat(em_vals, np.float64))
+        return out_idx, out_val, out_cnt, out_npos, emitted
+
+    def _call(self, rows, blocks, k, nt, out_idx, out_val, out_cnt, out_npos, em):
+        _topk_kernel(rows, blocks, self.a_ptr, self.a_idx, self.a_w, self.t_ptr, self.t_idx, self.t_w,
+                     self.col_ok, self.norms, self.measure == "jaccard", k, _tile_size(self.n), nt,
+                     self.max_deg, out_idx, out_val, out_cnt, out_npos, *em)
 
 
 def _rows_to_csr(out_idx, out_val, out_cnt, n: int) -> CSR:
@@ -343,10 +416,10 @@ def topk_similarity(
     """
     t0 = time.perf_counter()
     prep = _Prepared(a, measure, hub_degree_cap)
-    out_idx, out_val, out_cnt, out_touched = prep.run(np.arange(a.n_rows, dtype=np.int64), k, chunk_rows)
+    out_idx, out_val, out_cnt, out_npos = prep.run(np.arange(a.n_rows, dtype=np.int64), k, chunk_rows)
     adj = _rows_to_csr(out_idx, out_val, out_cnt, a.n_rows)
     if stats is not None:
-        stats.update(similarity_stats(adj, prep, k, touched=int(out_touched.sum())))
+        stats.update(similarity_stats(adj, prep, k, candidates=int(out_npos.sum())))
         stats["wall_time_s"] = round(time.perf_counter() - t0, 4)
     return adj
 
@@ -372,7 +445,7 @@ def degree_histogram(degrees: np.ndarray, log_bins: bool = True) -> dict[str, li
     return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def similarity_stats(adj: CSR, prep: _Prepared, k: int, touched: int | None = None) -> dict:
+def similarity_stats(adj: CSR, prep: _Prepared, k: int, candidates: int | None = None) -> dict:
     out_deg = adj.degrees()
     in_deg = np.bincount(adj.indices, minlength=adj.n_rows) if adj.nnz else np.zeros(adj.n_rows, np.int64)
     col_deg = prep.col_deg.astype(np.float64)
@@ -392,8 +465,8 @@ def similarity_stats(adj: CSR, prep: _Prepared, k: int, touched: int | None = No
         "in_degree_hist": degree_histogram(in_deg),
         "mean_similarity": round(float(adj.weights.mean()) if adj.nnz else 0.0, 6),
     }
-    if touched is not None:
-        st["candidate_pairs"] = int(touched)
+    if candidates is not None:
+        st["candidate_pairs"] = int(candidates)  # (u, v) pairs with a positive similarity
     return st
 
 
