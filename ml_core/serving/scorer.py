@@ -1,0 +1,271 @@
+"""Online scoring with a deployed bundle, without the lake.
+
+A deployed bundle (see :mod:`ml_core.model_registry`, :func:`ml_core.pipeline.run_deployed_model`)
+carries the model and ``context/``: copies of the bipartite graph, the two similarity graphs and
+the node features of the day it was evaluated on. :class:`Scorer` loads them once and builds the
+*base* :class:`~ml_core.train.data.DayContext` of that snapshot (every graph node encoded, channel
+adjacencies built). A request is then a :class:`DayContext` whose samples are the requested
+pairs (zero labels): :func:`request_context` appends the ids the snapshot does not contain as
+isolated nodes, exactly as :meth:`DayContext.build` lays them out (a unit test checks the two are
+equal), and :func:`ml_core.train.trainer.predict` scores it with the same batching as evaluation.
+
+Determinism. Graph models sample neighbours, so a pair's score depends on the random stream and
+on the batch it is scored in. A request is therefore made canonical first (distinct pairs sorted
+by ``(user_id, item_id)``) and scored with a seed derived from those pairs: the same request
+(in any order, with or without duplicates) always gets the same numbers. Feature-only models
+(MMoE) do not sample and score every pair independently of the rest of the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, _lookup
+from ml_core.model_registry import ModelRegistry, load_model, read_manifest
+from ml_core.models.mgnn import cat_tables
+from ml_core.sampling.samples import label_columns
+from ml_core.train.data import DayContext, DayInputs, FeatureSpec, _extend_rows, _space_lookup
+from ml_core.train.trainer import predict
+
+CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
+
+
+def empty_samples(tasks: list[str]) -> pl.DataFrame:
+    """A samples table with no rows (the schema :meth:`DayContext.build` reads)."""
+    schema = {"user_id": pl.Int64, "item_id": pl.Int64, **{c: pl.Float32 for c in label_columns(tasks)}}
+    return pl.DataFrame(schema=schema)
+
+
+def pair_samples(user_ids: np.ndarray, item_ids: np.ndarray, tasks: list[str]) -> pl.DataFrame:
+    """The requested pairs as a samples table with zero labels."""
+    n = len(user_ids)
+    return pl.DataFrame({"user_id": np.asarray(user_ids, np.int64), "item_id": np.asarray(item_ids, np.int64),
+                         **{c: np.zeros(n, np.float32) for c in label_columns(tasks)}})
+
+
+def _shift_bipartite(adj: CSR, n_users: int, new_users: int, new_items: int) -> CSR:
+    """The ``[users | items]`` adjacency after ``new_users`` isolated users are inserted after the
+    first ``n_users`` rows and ``new_items`` isolated items appended: O(nnz), same entry order as
+    rebuilding it with ``CSR.from_coo`` (item columns shift uniformly, so rows stay sorted)."""
+    indptr = np.asarray(adj.indptr)
+    indices = np.asarray(adj.indices)
+    if new_users:
+        indices = np.where(indices >= n_users, indices + new_users, indices)
+    indptr = np.concatenate([indptr[: n_users + 1], np.full(new_users, indptr[n_users], np.int64),
+                             indptr[n_users + 1 :], np.full(new_items, indptr[-1], np.int64)])
+    n = adj.n_cols + new_users + new_items
+    return CSR(indptr, indices, np.asarray(adj.weights), n)
+
+
+def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user_ids: np.ndarray,
+                    item_ids: np.ndarray) -> DayContext:
+    """``DayContext.build`` of ``inputs`` with ``pair_samples(user_ids, item_ids)`` as samples,
+    computed incrementally from ``base`` (the same inputs built with no samples).
+
+    Only the ids missing from the snapshot are encoded (their features looked up in
+    ``inputs.users`` / ``inputs.items``); graph nodes reuse the base's encoding and adjacency.
+    """
+    user_ids = np.asarray(user_ids, np.int64)
+    item_ids = np.asarray(item_ids, np.int64)
+    g_users = base.user_raw[: base.n_graph_users]
+    g_items = base.item_raw[: base.n_graph_items]
+    new_users = np.setdiff1d(np.unique(user_ids), g_users)
+    new_items = np.setdiff1d(np.unique(item_ids), g_items)
+    users, items, channels = base.users, base.items, base.channels
+    if len(new_users):
+        users = cat_tables([users, spec.user.encode(new_users, inputs.users, "user_id")])
+    if len(new_items):
+        items = cat_tables([items, spec.item.encode(new_items, inputs.items, "item_id")])
+    if channels and (len(new_users) or len(new_items)):
+        nu, ni = base.n_graph_users + len(new_users), base.n_graph_items + len(new_items)
+        channels = {
+            "bipartite": _shift_bipartite(channels["bipartite"], base.n_graph_users, len(new_users), len(new_items)),
+            "user_sim": _extend_rows(channels["user_sim"], nu, nu),
+            "item_sim": _extend_rows(channels["item_sim"], ni, ni),
+        }
+    return dataclasses.replace(
+        base,
+        user_raw=np.concatenate([g_users, new_users]).astype(np.int64),
+        item_raw=np.concatenate([g_items, new_items]).astype(np.int64),
+        users=users, items=items, channels=dict(channels),
+        sample_user=_space_lookup(g_users, new_users, user_ids),
+        sample_item=_space_lookup(g_items, new_items, item_ids),
+        sample_user_raw=user_ids,
+        labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
+    )
+
+
+def request_seed(pairs: np.ndarray) -> int:
+    """A 63-bit seed derived from the (canonical) pairs of a request."""
+    digest = hashlib.blake2b(np.ascontiguousarray(pairs, dtype=np.int64).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def canonical_pairs(user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct pairs ``[m, 2]`` sorted by user then item, index of each input pair in them)."""
+    u = np.asarray(user_ids, dtype=np.int64).reshape(-1)
+    i = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+    if len(u) != len(i):
+        raise ValueError(f"{len(u)} user ids but {len(i)} item ids: pairs need one of each")
+    if len(u) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    order = np.lexsort((i, u))
+    us, is_ = u[order], i[order]
+    first = np.ones(len(us), dtype=bool)
+    first[1:] = (us[1:] != us[:-1]) | (is_[1:] != is_[:-1])
+    group = np.cumsum(first) - 1
+    inverse = np.empty(len(u), np.int64)
+    inverse[order] = group
+    return np.stack([us[first], is_[first]], axis=1), inverse
+
+
+@dataclass
+class ScoreResult:
+    scores: np.ndarray  # [n, K] float32 probabilities, in request order
+    unknown_users: list[int]  # distinct ids the model's vocabulary lacks (scored with the unknown-id row)
+    unknown_items: list[int]
+    seed: int  # the neighbour-sampling seed used (graph models)
+
+
+class Scorer:
+    """Scores (user, item) pairs with one deployed bundle.
+
+    Args:
+        bundle (Path): a deployed bundle directory (model files, manifest, ``context/``).
+        version (str): the version name to report (default: the manifest's, else the dir name).
+        batch_size (int): rows per forward pass.
+        threads (int): torch CPU threads (0 = leave torch's setting alone).
+    """
+
+    def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0):
+        self.bundle = Path(bundle)
+        ctx_dir = self.bundle / "context"
+        missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
+                                    "(only deployed_model bundles carry the serving context)")
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
+        self.model.eval()
+        self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
+        self.version = version or self.manifest.get("version") or self.bundle.name
+        self.tasks = list(self.spec.tasks)
+        self.needs_graph = type(self.model).needs_graph
+        self.fanouts = list(self.model_spec.fanouts)
+        self.batch_size = batch_size
+        graph = BipartiteGraph.load(ctx_dir / "bipartite_graph")
+        feats = ctx_dir / "node_features"
+        self.inputs = DayInputs(
+            day=self.manifest.get("partition", ""), samples=empty_samples(self.tasks),
+            users=pl.read_parquet(feats / "part-0.parquet"), items=pl.read_parquet(feats / "items.parquet"),
+            graph=graph,
+            user_sim=SimilarityGraph.load(ctx_dir / "user_similarity_graph") if self.needs_graph else None,
+            item_sim=SimilarityGraph.load(ctx_dir / "item_similarity_graph") if self.needs_graph else None,
+        )
+        self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_bundle(cls, path: str | Path, **kwargs) -> "Scorer":
+        return cls(path, **kwargs)
+
+    @classmethod
+    def from_registry(cls, root: str | Path, **kwargs) -> "Scorer":
+        """The version the registry's production pointer names under ``<root>/registry``."""
+        reg = ModelRegistry(root)
+        prod = reg.production()
+        if prod is None:
+            raise FileNotFoundError(f"no production model under {reg.root} (production.json missing): "
+                                    "deploy one with the flow's deployed_model asset first")
+        return cls(reg.version_dir(prod["version"]), version=prod["version"], **kwargs)
+
+    # -- info -----------------------------------------------------------------------------------
+    @property
+    def graph(self) -> BipartiteGraph:
+        return self.inputs.graph
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Items of the graph snapshot (the default recommendation candidates)."""
+        return np.asarray(self.graph.item_ids)
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {"version": self.version, "model": self.meta.get("model"), "tasks": self.tasks,
+                "partition": m.get("partition"), "train_days": m.get("train_days", []),
+                "metrics": m.get("metrics", {}), "code_version": m.get("code_version", ""),
+                "serving_context": m.get("serving_context", {}), "needs_graph": self.needs_graph,
+                "fanouts": self.fanouts, "snapshot": {"users": self.graph.n_users, "items": self.graph.n_items,
+                                                      "edges": self.graph.ui.nnz, "days": list(self.graph.days)},
+                "bundle": str(self.bundle)}
+
+    def unknown_ids(self, user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct ids (sorted) outside the model's vocabulary."""
+        u = np.unique(np.asarray(user_ids, np.int64))
+        i = np.unique(np.asarray(item_ids, np.int64))
+        return u[_lookup(self.spec.user.ids, u) < 0], i[_lookup(self.spec.item.ids, i) < 0]
+
+    def seen_items(self, user_id: int) -> np.ndarray:
+        """Items ``user_id`` interacted with in the graph snapshot (sorted raw ids)."""
+        r = int(self.graph.user_index(np.array([user_id], np.int64))[0])
+        if r < 0:
+            return np.zeros(0, np.int64)
+        ui = self.graph.ui
+        return np.asarray(self.graph.item_ids)[np.asarray(ui.indices[ui.indptr[r] : ui.indptr[r + 1]])]
+
+    # -- scoring --------------------------------------------------------------------------------
+    def context(self, user_ids, item_ids) -> DayContext:
+        return request_context(self.base, self.inputs, self.spec, user_ids, item_ids)
+
+    def score_pairs(self, user_ids, item_ids, seed: int | None = None) -> ScoreResult:
+        pairs, inverse = canonical_pairs(user_ids, item_ids)
+        seed = request_seed(pairs) if seed is None else int(seed)
+        if len(pairs) == 0:
+            return ScoreResult(np.zeros((0, len(self.tasks)), np.float32), [], [], seed)
+        ctx = self.context(pairs[:, 0], pairs[:, 1])
+        probs = predict(self.model, ctx, self.fanouts, batch_size=self.batch_size, seed=seed)
+        uu, ui = self.unknown_ids(pairs[:, 0], pairs[:, 1])
+        return ScoreResult(probs[inverse], uu.tolist(), ui.tolist(), seed)
+
+    def score(self, user_ids, item_ids, seed: int | None = None) -> np.ndarray:
+        """Per-task probabilities ``[n, K]`` of the pairs ``(user_ids[j], item_ids[j])``."""
+        return self.score_pairs(user_ids, item_ids, seed).scores
+
+    def task_index(self, task: str | None) -> int:
+        if task is None:
+            return len(self.tasks) - 1
+        if task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}; this model's tasks: {self.tasks}")
+        return self.tasks.index(task)
+
+    def candidates(self, user_id: int, candidates=None, exclude_seen: bool = True) -> np.ndarray:
+        """The distinct candidate items (sorted) a recommendation for ``user_id`` ranks."""
+        cand = self.item_ids if candidates is None else np.unique(np.asarray(candidates, np.int64))
+        if exclude_seen:
+            cand = cand[~np.isin(cand, self.seen_items(user_id))]
+        return cand
+
+    def recommend(self, user_id: int, k: int = 10, task: str | None = None, candidates=None,
+                  exclude_seen: bool = True, seed: int | None = None) -> list[tuple[int, dict[str, float]]]:
+        """Top ``k`` candidates for ``user_id`` by ``task`` (default: the last, e.g. purchase).
+
+        Candidates default to every item of the graph snapshot; with ``exclude_seen`` the items
+        the user interacted with in the snapshot are dropped. Ties break by item id.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        t = self.task_index(task)
+        cand = self.candidates(user_id, candidates, exclude_seen)
+        if len(cand) == 0:
+            return []
+        scores = self.score(np.full(len(cand), user_id, np.int64), cand, seed)
+        top = np.lexsort((cand, -scores[:, t].astype(np.float64)))[:k]
+        return [(int(cand[j]), {name: float(scores[j, x]) for x, name in enumerate(self.tasks)}) for j in top]

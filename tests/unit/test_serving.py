@@ -1,0 +1,369 @@
+"""Serving of the deployed bundle: Scorer, FastAPI app, ``moge score``.
+
+One small lake (3 synthetic days through the data stages), then train + evaluate + deploy of each
+model with ml_core.pipeline. The scorers load from a copy of the registry with no lake beside it,
+so every score they give comes from the bundle alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ml_core import pipeline as P
+from ml_core.graph.csr import SimilarityGraph
+from ml_core.model_registry import ModelRegistry, load_model
+from ml_core.models.registry import available_models
+from ml_core.serving.scorer import Scorer, canonical_pairs, pair_samples, request_context
+from ml_core.storage import Lake
+from ml_core.train.data import DayContext
+from ml_core.train.trainer import predict
+from tests.conftest import build_data_days, make_config
+
+DAYS = P.window("2026-01-03", -2, 0)
+D = DAYS[-1]
+# small and fast: fewer negatives, a few steps, one torch thread (2 shared cores oversubscribe badly);
+# the gate is not under test here
+OVERRIDES = ["samples.negatives_per_positive=1", "train.max_steps_per_epoch=8", "train.threads=1", "deploy.min_gauc=0.0",
+             "deploy.gauc_tolerance=1.0"]
+GRAPH_MODELS = [m for m in ("moge",) if m in available_models() and importlib.util.find_spec("ml_core.graph.sampler")]
+MODELS = ["mmoe", *GRAPH_MODELS]
+UNKNOWN = 10**15  # far outside the synthetic id ranges
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving-data")
+    build_data_days(make_config(root, *OVERRIDES), Lake(root), DAYS)
+    return root
+
+
+@dataclasses.dataclass
+class Deployment:
+    model: str
+    root: object  # lake + registry (the flow's storage root)
+    serve_root: object  # a copy of registry/ only: no lake
+    cfg: object
+    version: str
+
+
+def deploy(cfg, root) -> dict:
+    lake = Lake(root)
+    P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
+    P.run_model_evaluation(cfg, lake, D)
+    decision = P.run_deployed_model(cfg, lake, D)
+    assert decision["promoted"], decision["reasons"]
+    return decision
+
+
+@pytest.fixture(scope="module")
+def deployments(data_root, tmp_path_factory):
+    cache: dict[str, Deployment] = {}
+
+    def get(model: str) -> Deployment:
+        if model not in cache:
+            root = tmp_path_factory.mktemp(f"flow-{model}")
+            shutil.copytree(data_root / "lake", root / "lake")
+            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"')
+            decision = deploy(cfg, root)
+            serve_root = tmp_path_factory.mktemp(f"serve-{model}")
+            shutil.copytree(root / "registry", serve_root / "registry")
+            cache[model] = Deployment(model, root, serve_root, cfg, decision["version"])
+        return cache[model]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def mmoe(deployments) -> Deployment:
+    return deployments("mmoe")
+
+
+@pytest.fixture(scope="module")
+def scorer(mmoe) -> Scorer:
+    return Scorer.from_registry(mmoe.serve_root)
+
+
+def lake_pairs(dep: Deployment, n: int = 1500) -> pl.DataFrame:
+    """A canonical (distinct, sorted) subset of day D's samples, with cold users and items."""
+    s = Lake(dep.root).read_table("training_samples", D).unique(["user_id", "item_id"])
+    s = s.sample(n=min(n, s.height), seed=3).sort(["user_id", "item_id"])
+    return s
+
+
+# -- Scorer ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", MODELS)
+def test_scorer_equals_lake_predict(deployments, model):
+    dep = deployments(model)
+    assert not (dep.serve_root / "lake").exists()
+    sc = Scorer.from_registry(dep.serve_root)
+    assert sc.version == dep.version == ModelRegistry(dep.serve_root).production()["version"]
+    assert sc.needs_graph == (model != "mmoe")
+
+    # the lake-based path of evaluation: the day's stored inputs, DayContext.build, predict
+    lake = Lake(dep.root)
+    net, spec, _, _ = load_model(lake.partition_dir("trained_model", D))
+    inputs = P.load_day_inputs(lake, D, with_graph=type(net).needs_graph)
+    pairs = lake_pairs(dep)
+    inputs.samples = pairs
+    ctx = DayContext.build(inputs, spec, with_graph=type(net).needs_graph)
+    assert (ctx.sample_user >= ctx.n_graph_users).any() or (ctx.sample_item >= ctx.n_graph_items).any()
+
+    u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
+    r = sc.score_pairs(u, i)
+    expected = predict(net, ctx, dep.cfg.train.fanouts, batch_size=sc.batch_size, seed=r.seed)
+    assert r.scores.shape == (len(pairs), len(sc.tasks))
+    np.testing.assert_allclose(r.scores, expected, rtol=0, atol=1e-6)
+    # deterministic, also in another order and with duplicates
+    perm = np.random.default_rng(0).permutation(len(u))
+    again = sc.score(np.concatenate([u[perm], u[:5]]), np.concatenate([i[perm], i[:5]]))
+    np.testing.assert_array_equal(again[: len(u)], r.scores[perm])
+    np.testing.assert_array_equal(again[len(u) :], r.scores[:5])
+
+
+def test_request_context_equals_day_context_build(scorer):
+    """The incremental per-request context is DayContext.build of the same pairs (graph channels too)."""
+    ctx_dir = scorer.bundle / "context"
+    inputs = dataclasses.replace(scorer.inputs,
+                                 user_sim=SimilarityGraph.load(ctx_dir / "user_similarity_graph"),
+                                 item_sim=SimilarityGraph.load(ctx_dir / "item_similarity_graph"))
+    base = DayContext.build(inputs, scorer.spec, with_graph=True)
+    g = scorer.graph
+    users = np.array([g.user_ids[0], UNKNOWN + 2, g.user_ids[-1], UNKNOWN + 1, g.user_ids[0]])
+    items = np.array([g.item_ids[3], g.item_ids[1], UNKNOWN + 7, UNKNOWN + 7, g.item_ids[-1]])
+    for u, i in ((users, items), (users[[0, 2]], items[[0, 4]])):  # with and without unknown nodes
+        got = request_context(base, inputs, scorer.spec, u, i)
+        want = DayContext.build(dataclasses.replace(inputs, samples=pair_samples(u, i, scorer.tasks)),
+                                scorer.spec, with_graph=True)
+        for f in dataclasses.fields(DayContext):
+            a, b = getattr(got, f.name), getattr(want, f.name)
+            if f.name in ("users", "items"):
+                assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("ids", "cats", "nums")), f.name
+            elif f.name == "channels":
+                assert a.keys() == b.keys() and all(a[k].equals(b[k]) for k in a), f.name
+            elif isinstance(a, np.ndarray):
+                assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+            else:
+                assert a == b, f.name
+
+
+def test_canonical_pairs():
+    pairs, inv = canonical_pairs([3, 1, 3, 1], [5, 9, 5, 2])
+    assert pairs.tolist() == [[1, 2], [1, 9], [3, 5]]
+    assert inv.tolist() == [2, 1, 2, 0]
+    with pytest.raises(ValueError, match="pairs need one of each"):
+        canonical_pairs([1, 2], [1])
+
+
+def test_unknown_ids_are_scored_and_reported(scorer):
+    g = scorer.graph
+    known_u, known_i = int(scorer.spec.user.ids[0]), int(scorer.spec.item.ids[0])
+    r = scorer.score_pairs([known_u, UNKNOWN, UNKNOWN + 1, known_u], [known_i, known_i, known_i, UNKNOWN])
+    assert r.unknown_users == [UNKNOWN, UNKNOWN + 1] and r.unknown_items == [UNKNOWN]
+    assert np.isfinite(r.scores).all() and ((r.scores > 0) & (r.scores < 1)).all()
+    # two unknown users without features get the same representation (unknown-id row, no features)
+    np.testing.assert_array_equal(r.scores[1], r.scores[2])
+    assert scorer.score_pairs([known_u], [int(g.item_ids[0])]).unknown_users == []
+    recs = scorer.recommend(UNKNOWN, k=5)  # a cold user still gets recommendations
+    assert len(recs) == 5
+
+
+def test_recommend(scorer):
+    g = scorer.graph
+    deg = np.diff(np.asarray(g.ui.indptr))
+    user = int(g.user_ids[int(np.argmax(deg))])
+    seen = set(scorer.seen_items(user).tolist())
+    assert len(seen) == deg.max() > 0
+
+    recs = scorer.recommend(user, k=25)
+    assert len(recs) == 25 and not seen & {i for i, _ in recs}
+    assert all(set(s) == set(scorer.tasks) for _, s in recs)
+    last = scorer.tasks[-1]
+    vals = [s[last] for _, s in recs]
+    assert vals == sorted(vals, reverse=True)
+    assert scorer.recommend(user, k=25) == recs  # deterministic
+    # the top k are the best of all unseen items by the task
+    cand = scorer.candidates(user)
+    assert len(cand) == g.n_items - len(seen)
+    full = scorer.score(np.full(len(cand), user), cand)[:, -1]
+    assert vals[0] == pytest.approx(full.max(), abs=1e-6) and vals[-1] >= np.sort(full)[-25] - 1e-6
+
+    by_click = scorer.recommend(user, k=10, task=scorer.tasks[0])
+    c = [s[scorer.tasks[0]] for _, s in by_click]
+    assert c == sorted(c, reverse=True)
+    # candidates restrict the ranking; exclude_seen=False may return seen items
+    some = [int(x) for x in list(seen)[:3]] + [int(x) for x in cand[:4]]
+    got = scorer.recommend(user, k=10, candidates=some, exclude_seen=False)
+    assert {i for i, _ in got} == set(some)
+    got = scorer.recommend(user, k=10, candidates=some)
+    assert {i for i, _ in got} == {int(x) for x in cand[:4]}
+    assert scorer.recommend(user, k=3, candidates=sorted(seen)) == []
+    with pytest.raises(ValueError, match="unknown task"):
+        scorer.recommend(user, task="nope")
+    with pytest.raises(ValueError, match="k must be"):
+        scorer.recommend(user, k=0)
+
+
+def test_from_bundle_and_errors(scorer, tmp_path):
+    b = Scorer.from_bundle(scorer.bundle)
+    assert b.version == scorer.version
+    with pytest.raises(FileNotFoundError, match="no production model"):
+        Scorer.from_registry(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(scorer.bundle, partial, ignore=shutil.ignore_patterns("context"))
+    with pytest.raises(FileNotFoundError, match="not a deployed bundle"):
+        Scorer.from_bundle(partial)
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def client(mmoe):
+    from fastapi.testclient import TestClient
+
+    from ml_core.serving.app import create_app
+
+    with TestClient(create_app(mmoe.serve_root)) as c:
+        yield c
+
+
+def test_health_and_model(client, mmoe, scorer):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["version"] == mmoe.version
+    m = client.get("/model").json()
+    assert m["version"] == mmoe.version and m["tasks"] == scorer.tasks and m["model"] == "mmoe"
+    assert m["train_days"] == P.train_window(mmoe.cfg, D) and set(m["metrics"]) == set(scorer.tasks)
+    assert m["partition"] == D and m["source"] == "registry" and m["snapshot"]["items"] == scorer.graph.n_items
+
+
+def test_score_endpoint(client, scorer):
+    g = scorer.graph
+    users = [int(g.user_ids[0]), int(g.user_ids[1]), UNKNOWN]
+    items = [int(g.item_ids[0]), UNKNOWN + 3, int(g.item_ids[2])]
+    r = client.post("/score", json={"pairs": [list(p) for p in zip(users, items)]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["version"] == scorer.version and body["tasks"] == scorer.tasks
+    assert body["unknown_users"] == [UNKNOWN] and body["unknown_items"] == [UNKNOWN + 3]
+    np.testing.assert_allclose(np.array(body["scores"]), scorer.score(users, items), atol=1e-7)
+    r2 = client.post("/score", json={"user_ids": users, "item_ids": items})
+    assert r2.status_code == 200 and r2.json()["scores"] == body["scores"]
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"pairs": []}, "no pairs to score"),
+    ({"user_ids": [], "item_ids": []}, "no pairs to score"),
+    ({"user_ids": [1, 2], "item_ids": [1]}, "'user_ids' has 2 entries but 'item_ids' has 1"),
+    ({"pairs": [[1, 2]], "user_ids": [1], "item_ids": [2]}, "not both"),
+    ({}, "give 'pairs'"),
+    ({"user_ids": [1]}, "give 'pairs'"),
+    ({"pairs": [[1, 2, 3]]}, ""),
+    ({"pairs": [["a", 2]]}, ""),
+    ({"pairs": [[1.5, 2]]}, ""),
+    ({"pairs": [[2**64, 2]]}, ""),
+    ({"pairs": [[1, 2]], "extra": 1}, ""),
+])
+def test_score_validation(client, payload, message):
+    r = client.post("/score", json=payload)
+    assert r.status_code == 422, r.text
+    assert message in r.text
+
+
+def test_recommend_endpoint(client, scorer):
+    user = int(scorer.graph.user_ids[0])
+    r = client.post("/recommend", json={"user_id": user, "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["task"] == scorer.tasks[-1] and body["version"] == scorer.version and not body["unknown_user"]
+    assert [x["rank"] for x in body["items"]] == list(range(1, 8))
+    assert [(x["item_id"], x["scores"]) for x in body["items"]] == [(i, s) for i, s in scorer.recommend(user, 7)]
+    assert body["n_candidates"] == scorer.graph.n_items - len(scorer.seen_items(user))
+    r = client.post("/recommend", json={"user_id": UNKNOWN, "k": 3, "task": scorer.tasks[0],
+                                        "candidates": [int(x) for x in scorer.graph.item_ids[:5]]})
+    assert r.status_code == 200 and r.json()["unknown_user"] and len(r.json()["items"]) == 3
+    for payload, message in [({"user_id": user, "k": 0}, "greater than or equal to 1"),
+                             ({"user_id": user, "k": 100000}, "less than or equal to"),
+                             ({"user_id": user, "task": "nope"}, "unknown task 'nope'"),
+                             ({"user_id": user, "candidates": []}, "at least 1"),
+                             ({"k": 3}, "user_id"),
+                             ({"user_id": "x"}, "user_id")]:
+        r = client.post("/recommend", json=payload)
+        assert r.status_code == 422 and message in r.text, (payload, r.text)
+
+
+def test_reload_after_second_deployment(mmoe, tmp_path):
+    """A new deployment moves the pointer; /reload swaps versions, in-flight requests keep the old one."""
+    from fastapi.testclient import TestClient
+
+    from ml_core.serving.app import create_app
+
+    root = tmp_path / "root"
+    shutil.copytree(mmoe.root, root)  # lake + registry: the flow can deploy again
+    app = create_app(root)
+    with TestClient(app) as c:
+        assert c.post("/reload").json() == {"version": mmoe.version, "previous": mmoe.version, "changed": False}
+        in_flight = app.state.current.scorer  # what a request that started now holds
+        cfg = make_config(root, *OVERRIDES, 'train.model="mmoe"', "train.seed=1")
+        second = deploy(cfg, root)["version"]
+        assert second != mmoe.version
+        assert c.get("/health").json()["version"] == mmoe.version  # no swap before /reload
+        r = c.post("/reload")
+        assert r.status_code == 200 and r.json() == {"version": second, "previous": mmoe.version, "changed": True}
+        assert c.get("/health").json()["version"] == second and c.get("/model").json()["version"] == second
+        assert in_flight.version == mmoe.version and in_flight.score([1], [1]).shape == (1, 2)
+        body = c.post("/score", json={"pairs": [[1, 1]]}).json()
+        assert body["version"] == second
+    # a fixed bundle has nothing to reload
+    with TestClient(create_app(ModelRegistry(root).version_dir(second))) as c:
+        assert c.get("/model").json()["source"] == "bundle"
+        assert c.post("/reload").status_code == 409
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_cli_batch_score(mmoe, scorer, tmp_path, fmt, capsys):
+    from ml_core.cli import main
+
+    g = scorer.graph
+    rng = np.random.default_rng(5)
+    n = 1234
+    pairs = pl.DataFrame({"user_id": rng.choice(g.user_ids, n), "item_id": rng.choice(g.item_ids, n),
+                          "request": np.arange(n)})
+    pairs[7, "user_id"] = UNKNOWN
+    src = tmp_path / f"pairs.{fmt}"
+    pairs.write_parquet(src) if fmt == "parquet" else pairs.write_csv(src)
+    out = tmp_path / "out" / "scores.parquet"
+    assert main(["score", "--input", str(src), "--output", str(out), "--root", str(mmoe.serve_root),
+                 "--chunk-rows", "500"]) == 0
+    assert '"rows": 1234' in capsys.readouterr().out
+    got = pl.read_parquet(out)
+    assert got.columns == ["user_id", "item_id", "request", *(f"score_{t}" for t in scorer.tasks)]
+    assert got["request"].to_list() == list(range(n)) and got["user_id"].to_list() == pairs["user_id"].to_list()
+    # chunked scoring of MMoE = scoring everything at once
+    want = scorer.score(pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy())
+    np.testing.assert_allclose(got.select(f"score_{t}" for t in scorer.tasks).to_numpy(), want, atol=1e-6)
+    # CSV output and --bundle work too
+    out_csv = tmp_path / "scores.csv"
+    assert main(["score", "--input", str(src), "--output", str(out_csv), "--bundle", str(scorer.bundle)]) == 0
+    assert pl.read_csv(out_csv).height == n
+
+
+def test_cli_errors(mmoe, tmp_path, capsys):
+    from ml_core.cli import main
+
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"uid": [1], "item_id": [2]}).write_parquet(bad)
+    assert main(["score", "--input", str(bad), "--output", str(tmp_path / "o.parquet"),
+                 "--root", str(mmoe.serve_root)]) == 1
+    assert "missing column(s) ['user_id']" in capsys.readouterr().err
+    assert not (tmp_path / "o.parquet").exists()
+    assert main(["score", "--input", str(bad), "--output", str(tmp_path / "o.parquet"),
+                 "--root", str(tmp_path)]) == 1
+    assert "no production model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["score", "--input", "x.parquet"])  # --output is required
