@@ -79,7 +79,7 @@ class BatchMaker:
             num_nodes=len(sub.n_id), edge_index=sub.edge_index, edge_weight=sub.edge_weight,
             user_pos=user_pos, item_pos=item_pos,
             users=self.ctx.users[sub.n_id[user_pos]], items=self.ctx.items[sub.n_id[item_pos] - self.n_users],
-            seed_user=inv_u, seed_item=inv_i + len(uniq_u),
+            seed_user=inv_u, seed_item=inv_i + len(uniq_u), n_id=sub.n_id,
         )
         for name, uniq, inv, is_user in (("user_sim", uniq_u, inv_u, True), ("item_sim", uniq_i, inv_i, False)):
             sub = self.samplers[name].sample(uniq, generator=generator)
@@ -90,7 +90,7 @@ class BatchMaker:
                 user_pos=pos if is_user else none, item_pos=none if is_user else pos,
                 users=self.ctx.users[sub.n_id] if is_user else _empty_table(self.ctx.users),
                 items=_empty_table(self.ctx.items) if is_user else self.ctx.items[sub.n_id],
-                seed_user=inv if is_user else None, seed_item=None if is_user else inv,
+                seed_user=inv if is_user else None, seed_item=None if is_user else inv, n_id=sub.n_id,
             )
         return out
 

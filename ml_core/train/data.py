@@ -155,12 +155,13 @@ class ChannelBatch:
     items: NodeTable
     seed_user: torch.Tensor | None
     seed_item: torch.Tensor | None
+    n_id: torch.Tensor | None = None  # [num_nodes] rows in the day's node space (bipartite: [users | items])
 
     def to(self, device: torch.device) -> "ChannelBatch":
         mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return ChannelBatch(
             self.num_nodes, mv(self.edge_index), mv(self.edge_weight), mv(self.user_pos), mv(self.item_pos),
-            self.users.to(device), self.items.to(device), mv(self.seed_user), mv(self.seed_item),
+            self.users.to(device), self.items.to(device), mv(self.seed_user), mv(self.seed_item), mv(self.n_id),
         )
 
 
