@@ -650,12 +650,12 @@ def topk_similarity_bruteforce(a: CSR, k: int, measure: str = "cosine", hub_degr
                           np.asarray(w_out, np.float64), n)
 
 
-def topk_similarity_scipy(a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0,
-                          select_rows: int = 1 << 16) -> CSR:
+def topk_similarity_scipy(a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0) -> CSR:
     """The straightforward baseline: full SciPy ``S = A @ A.T``, then per-row top-k of ``S``.
 
-    The per-row selection is vectorised over groups of rows (a lexsort per group), so the
-    baseline's cost is the product itself plus one sort of its entries.
+    The per-row selection is a loop over rows: ``np.partition`` finds the k-th largest
+    similarity, and only the entries at or above it are sorted (similarity desc, id asc). The
+    baseline's memory is dominated by ``S`` itself.
     """
     import scipy.sparse as sp
 
@@ -669,31 +669,37 @@ def topk_similarity_scipy(a: CSR, k: int, measure: str = "cosine", hub_degree_ca
         col_deg = np.diff(mt.indptr)
         mt = (sp.diags((col_deg <= hub_degree_cap).astype(np.float64)) @ mt).tocsr()
     s = (m @ mt).tocsr()
+    del mt
     n = m.shape[0]
-    rows_out, cols_out, w_out = [], [], []
-    for start in range(0, n, select_rows):
-        stop = min(n, start + select_rows)
-        lo, hi = s.indptr[start], s.indptr[stop]
-        cols = s.indices[lo:hi].astype(np.int64)
-        dots = s.data[lo:hi]
-        rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(s.indptr[start:stop + 1]))
-        if measure == "cosine":
-            d = norms[rows] * norms[cols]
-        else:
-            d = (norms[rows] + norms[cols]) - dots
-        with np.errstate(divide="ignore", invalid="ignore"):
+    counts = np.zeros(n, np.int64)
+    cols_out = np.empty(n * k, np.int64)
+    w_out = np.empty(n * k, np.float64)
+    indptr, indices, data = s.indptr, s.indices, s.data
+    pos = 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for r in range(n):
+            lo, hi = indptr[r], indptr[r + 1]
+            if lo == hi:
+                continue
+            cols = indices[lo:hi]
+            dots = data[lo:hi]
+            if measure == "cosine":
+                d = norms[r] * norms[cols]
+            else:
+                d = (norms[r] + norms[cols]) - dots
             sims = np.where(d > 0, dots / np.where(d > 0, d, 1.0), 0.0)
-        keep = (cols != rows) & (sims > 0)
-        rows, cols, sims = rows[keep], cols[keep], sims[keep]
-        order = np.lexsort((cols, -sims, rows))
-        rows, cols, sims = rows[order], cols[order], sims[order]
-        starts = np.searchsorted(rows, np.arange(start, stop))
-        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.append(starts, len(rows))))
-        sel = rank < k
-        rows_out.append(rows[sel])
-        cols_out.append(cols[sel])
-        w_out.append(sims[sel])
-    rows = np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64)
-    cols = np.concatenate(cols_out) if cols_out else np.zeros(0, np.int64)
-    w = np.concatenate(w_out) if w_out else np.zeros(0, np.float64)
-    return _csr_from_rows(rows, cols, w, n)
+            sims[cols == r] = 0.0
+            if len(sims) > k:
+                thr = np.partition(sims, len(sims) - k)[len(sims) - k]
+                cand = np.flatnonzero((sims >= thr) & (sims > 0))
+            else:
+                cand = np.flatnonzero(sims > 0)
+            order = cand[np.lexsort((cols[cand], -sims[cand]))][:k]
+            c = len(order)
+            cols_out[pos:pos + c] = cols[order]
+            w_out[pos:pos + c] = sims[order]
+            counts[r] = c
+            pos += c
+    ip = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=ip[1:])
+    return CSR(ip, cols_out[:pos].copy(), w_out[:pos].astype(np.float32), n)
