@@ -90,4 +90,4 @@ def result(lake: Lake, asset: str, day: str, stats: dict, plots: dict[str, bytes
     version = lake.version(asset, day)
     md["data_version"] = dg.MetadataValue.text(version)
     md["path"] = dg.MetadataValue.path(str(lake.partition_dir(asset, day)))
-    return dg.MaterializeResult(metadata=md, data_version=dg.DataVersion(version))
+    return dg.MaterializeResult(asset_key=asset, metadata=md, data_version=dg.DataVersion(version))

@@ -69,6 +69,12 @@ class GraphConfig:
     hub_degree_cap: int = 0
     #: Rows processed per chunk of the sparse product (bounds peak memory).
     chunk_rows: int = 4096
+    #: Derive day D's graphs from day D-1's (+ the day that enters, - the day that leaves) when
+    #: D-1's refresh state is stored and matches; otherwise (first day, gaps, backfills out of
+    #: order, changed settings) rebuild from the whole window. Both give identical graphs.
+    incremental: bool = True
+    #: Also run the full rebuild after an incremental refresh and fail if they differ (audits).
+    verify_incremental: bool = False
 
 
 @dataclass

@@ -84,15 +84,59 @@ def scan_logs(lake: Lake, days: list[str]) -> pl.LazyFrame:
 
 
 # -- 2. graphs -------------------------------------------------------------------------------------
-def run_bipartite_graph(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> tuple[BipartiteGraph, dict]:
-    bip, timing = _timed(build_bipartite, scan_logs(lake, log_days), cfg.graph.behavior_weights, log_days)
-    with lake.write_dir("bipartite_graph", day) as tmp:
-        bip.save(tmp)
-    deg_u, deg_i = bip.ui.degrees(), bip.iu.degrees()
-    return bip, {
-        "window_days": log_days, "users": bip.n_users, "items": bip.n_items, "edges": bip.ui.nnz,
-        "user_degree": degree_summary(deg_u), "item_degree": degree_summary(deg_i), **timing,
-    }
+GRAPH_ASSETS = {"bipartite": "bipartite_graph", "user": "user_similarity_graph", "item": "item_similarity_graph"}
+
+
+def _previous_window(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]):
+    """Day D-1's stored graphs + refresh state, if they exist and cover D-1's window."""
+    from ml_core.graph.incremental import SimilarityState, WindowGraphs
+
+    prev_day = window(day, -1, -1)[0]
+    prev_days = graph_window(cfg, prev_day)
+    dirs = {k: lake.partition_dir(a, prev_day) for k, a in GRAPH_ASSETS.items()}
+    if not prev_days or not all((d / "meta.json").exists() for d in dirs.values()):
+        return None, "no stored graphs for the previous day"
+    try:
+        bip = BipartiteGraph.load(dirs["bipartite"])
+        if bip.days != prev_days:
+            return None, f"previous graph covers {bip.days}, expected {prev_days}"
+        return WindowGraphs(bip, SimilarityState.load(dirs["user"] / "state"),
+                            SimilarityState.load(dirs["item"] / "state")), prev_days
+    except (FileNotFoundError, KeyError, ValueError) as e:  # partially replaced / older layout
+        return None, f"previous state unreadable ({e})"
+
+
+def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> tuple[object, dict]:
+    """The bipartite graph of days D-W..D-1 and both top-k similarity graphs, written as three
+    partitions. Incremental from day D-1 when possible (identical result), else a full rebuild."""
+    from ml_core.graph.incremental import IncrementalNotSupported, build_window, refresh_window
+
+    reason = "graph.incremental = false"
+    result = None
+    if cfg.graph.incremental and log_days:
+        prev, info = _previous_window(cfg, lake, day, log_days)
+        if prev is None:
+            reason = info
+        else:
+            entering = [d for d in log_days if d not in info]
+            leaving = [d for d in info if d not in log_days]
+            try:
+                result = refresh_window(prev, None, None, scan_logs(lake, entering), scan_logs(lake, leaving),
+                                        cfg.graph, log_days, verify=cfg.graph.verify_incremental)
+            except IncrementalNotSupported as e:
+                reason = str(e)
+    if result is None:
+        result = build_window(scan_logs(lake, log_days), cfg.graph, log_days)
+        result.stats["full_rebuild_reason"] = reason
+    for key, asset in GRAPH_ASSETS.items():
+        with lake.write_dir(asset, day) as tmp:
+            if key == "bipartite":
+                result.bip.save(tmp)
+            else:
+                state = result.user_state if key == "user" else result.item_state
+                (result.user_sim if key == "user" else result.item_sim).save(tmp)
+                state.save(tmp / "state")
+    return result, result.stats
 
 
 def load_bipartite(lake: Lake, day) -> BipartiteGraph:
@@ -100,26 +144,6 @@ def load_bipartite(lake: Lake, day) -> BipartiteGraph:
     if not d.is_dir():
         raise FileNotFoundError(f"bipartite_graph partition {day_str(day)} is not materialized")
     return BipartiteGraph.load(d)
-
-
-def run_similarity_graph(cfg: PipelineConfig, lake: Lake, day, kind: str) -> tuple[SimilarityGraph, dict]:
-    from ml_core.graph.similarity import topk_similarity
-
-    if kind not in ("user", "item"):
-        raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
-    bip = load_bipartite(lake, day)
-    a, ids = (bip.ui, bip.user_ids) if kind == "user" else (bip.iu, bip.item_ids)
-    g = cfg.graph
-    adj, timing = _timed(topk_similarity, a, g.topk, g.similarity, g.hub_degree_cap, g.chunk_rows)
-    deg = adj.degrees()
-    stats = {"nodes": len(ids), "edges": adj.nnz, "k": g.topk, "measure": g.similarity,
-             "hub_degree_cap": g.hub_degree_cap, "no_neighbor_share": float((deg == 0).mean()) if len(deg) else 0.0,
-             "degree": degree_summary(deg), **timing}
-    sim = SimilarityGraph(ids, adj, kind, stats)
-    asset = f"{kind}_similarity_graph"
-    with lake.write_dir(asset, day) as tmp:
-        sim.save(tmp)
-    return sim, stats
 
 
 def load_similarity(lake: Lake, day, kind: str) -> SimilarityGraph:
@@ -148,6 +172,16 @@ def run_training_samples(cfg: PipelineConfig, lake: Lake, day) -> dict:
     samples, stats = build_training_samples(events, bip.item_ids, bip.iu.degrees(), cfg.samples, day)
     lake.write_table("training_samples", day, samples)
     return {"rows": samples.height, **stats}
+
+
+def run_data_day(cfg: PipelineConfig, lake: Lake, day) -> None:
+    """Every data stage of one day in order (logs, graphs, features, samples), for scripts and
+    tests; run days in date order so each window's earlier days exist."""
+    run_interaction_logs(cfg, lake, day)
+    days = graph_window(cfg, day)
+    run_window_graphs(cfg, lake, day, days)
+    run_node_features(cfg, lake, day, days)
+    run_training_samples(cfg, lake, day)
 
 
 def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:

@@ -60,12 +60,18 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 VERSION_FILE = "_VERSION"
 
 
+#: Files that describe how a partition was built (timings, run ids), not what it holds.
+VOLATILE_FILES = ("stats.json", "state.json")
+
+
 def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, "manifest.json")) -> str:
-    """sha256 over every file's relative path and bytes: the data version of a partition."""
+    """sha256 over every file's relative path and bytes: the data version of a partition.
+
+    Files named in :data:`VOLATILE_FILES` (anywhere in the tree) do not count."""
     h = hashlib.sha256()
     for f in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
         rel = f.relative_to(directory).as_posix()
-        if rel in exclude:
+        if rel in exclude or f.name in VOLATILE_FILES:
             continue
         h.update(rel.encode())
         with open(f, "rb") as fh:

@@ -37,13 +37,7 @@ def make_config(root: Path, *overrides: str):
 def build_data_days(cfg, lake: Lake, days: list[str]) -> None:
     """Materialize the data stages (logs .. samples) of ``days`` in order."""
     for d in days:
-        P.run_interaction_logs(cfg, lake, d)
-    for d in days:
-        P.run_bipartite_graph(cfg, lake, d, P.graph_window(cfg, d))
-        P.run_similarity_graph(cfg, lake, d, "user")
-        P.run_similarity_graph(cfg, lake, d, "item")
-        P.run_node_features(cfg, lake, d, P.graph_window(cfg, d))
-        P.run_training_samples(cfg, lake, d)
+        P.run_data_day(cfg, lake, d)
 
 
 @pytest.fixture(scope="session")

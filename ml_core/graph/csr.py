@@ -224,14 +224,18 @@ class SimilarityGraph:
         directory.mkdir(parents=True, exist_ok=True)
         np.save(directory / "node_ids.npy", self.node_ids)
         self.adj.save(directory, "adj")
-        _write_meta(directory, {"kind": self.kind, "n": len(self.node_ids), "nnz": self.adj.nnz, "stats": self.stats})
+        _write_meta(directory, {"kind": self.kind, "n": len(self.node_ids), "nnz": self.adj.nnz})
+        # build statistics (timings) vary run to run: kept beside the data, out of its version hash
+        (directory / "stats.json").write_text(json.dumps(self.stats, indent=2, sort_keys=True, default=float))
 
     @classmethod
     def load(cls, directory: Path, mmap: bool = False) -> "SimilarityGraph":
         meta = _read_meta(directory)
         mode = "r" if mmap else None
         node_ids = np.load(directory / "node_ids.npy", mmap_mode=mode)
-        return cls(node_ids, CSR.load(directory, "adj", n_cols=meta["n"], mmap=mmap), meta["kind"], meta.get("stats", {}))
+        stats_file = directory / "stats.json"
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        return cls(node_ids, CSR.load(directory, "adj", n_cols=meta["n"], mmap=mmap), meta["kind"], stats)
 
 
 def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ def test_every_day_materializes_with_its_own_windows(flow):
         # graph window = the W (=3 in FAST) days before D that exist
         expected = [d for d in DAYS if d < day][-3:]
         assert bip["window_days"].value == expected
+        assert bip["mode"].value == ("full" if day <= DAYS[1] else "incremental")  # days 1-2: no prior window
     # the first day has no training history: model assets are skipped, not failed
     assert _latest(instance, "trained_model", DAYS[0]) is None
     for day in DAYS[1:]:
@@ -86,11 +87,13 @@ def test_deployment_moves_pointer_and_records_decisions(flow):
 def test_rematerializing_a_partition_is_idempotent(flow):
     root, instance, res = flow
     before = _latest(instance, "interaction_logs", DAYS[1]).metadata["data_version"].value
+    bip_before = _latest(instance, "bipartite_graph", DAYS[1]).metadata["data_version"].value
     samples_before = _latest(instance, "training_samples", DAYS[1]).metadata["data_version"].value
-    result = dg.materialize([a for a in ALL_ASSETS if a.key.path[-1] in ("interaction_logs", "bipartite_graph",
-                                                                          "training_samples")],
+    wanted = {"interaction_logs", "bipartite_graph", "training_samples"}
+    result = dg.materialize([a for a in ALL_ASSETS if wanted & {k.path[-1] for k in a.keys}],
                             partition_key=DAYS[1], instance=instance, resources=res)
     assert result.success
     assert _latest(instance, "interaction_logs", DAYS[1]).metadata["data_version"].value == before
     assert _latest(instance, "training_samples", DAYS[1]).metadata["data_version"].value == samples_before
     assert len(list((root / "lake" / "interaction_logs").iterdir())) == len(DAYS)
+    assert _latest(instance, "bipartite_graph", DAYS[1]).metadata["data_version"].value == bip_before
