@@ -1,0 +1,246 @@
+"""Screenshots of a running Dagster UI with headless Chromium (used by the e2e test and to refresh
+docs/ui/*.png).
+
+    python scripts/screenshot_ui.py --base http://127.0.0.1:3000 --out docs/ui
+
+Drives Chromium over the DevTools protocol (``websockets`` comes with dagster-webserver's
+uvicorn[standard]) so a page is captured once its content is rendered (the texts we expect are on
+the page), not after a fixed delay; without ``websockets`` it falls back to
+``chromium --screenshot --virtual-time-budget``. Loopback only: the browser runs with every
+background-networking feature off (the sandbox has no network and would hang otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--mute-audio"]
+
+
+def find_chromium() -> str | None:
+    for c in CHROMIUM_CANDIDATES:
+        if os.access(c, os.X_OK):
+            return c
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class Shot:
+    """One page: where to go, the texts that prove it rendered, an optional keyboard shortcut
+    (Dagster's asset graph expands every group on Alt+E) and the texts that prove it took effect."""
+
+    name: str
+    path: str
+    wait_texts: list[str] = field(default_factory=list)
+    alt_key: str | None = None
+    then_texts: list[str] = field(default_factory=list)
+
+
+# The three pages of docs/ui: the global asset lineage (the five groups of the daily flow,
+# expanded), trained_model's partitions (filtered to the materialized ones, the newest selected,
+# its metadata shown) and the schedule.
+DEFAULT_SHOTS = [
+    Shot("lineage", "/asset-groups", ["Global asset lineage", "ingest", "model"], alt_key="e",
+         then_texts=["interaction_logs", "bipartite_graph", "node_features", "training_samples", "trained_model",
+                     "model_evaluation", "deployed_model"]),
+    Shot("partitions", "/assets/trained_model?view=partitions&partition=2026-01-05&status=MATERIALIZED",
+         ["Partitions", "2026-01-05", "Materialized", "train_days"]),
+    Shot("schedules", "/locations/moge/schedules/daily_flow_schedule", ["daily_flow_schedule", "30 2 * * *"]),
+]
+
+
+def dismiss_community_modal(base: str) -> None:
+    """The UI opens a 'Join the Dagster community' dialog on loopback origins until the instance
+    records it as seen: record it (a GraphQL mutation) so it does not cover the screenshots."""
+    req = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": "mutation { setNuxSeen }"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+class _Cdp:
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 0
+
+    def call(self, method: str, timeout: float = 60, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+
+
+def _start_browser(chromium: str, profile: str, width: int, height: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([chromium, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1",
+                             "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    port_file = Path(profile) / "DevToolsActivePort"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if port_file.exists() and port_file.read_text().strip():
+            return proc, int(port_file.read_text().split()[0])
+        if proc.poll() is not None:
+            raise RuntimeError(f"chromium exited with {proc.returncode} before opening its DevTools port")
+        time.sleep(0.2)
+    _stop(proc)
+    raise TimeoutError("chromium did not open its DevTools port within 60s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+
+
+def _page_text(cdp: _Cdp) -> str:
+    r = cdp.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''", returnByValue=True)
+    return r.get("result", {}).get("value") or ""
+
+
+def _wait_for(cdp: _Cdp, shot: Shot, texts: list[str], timeout: float, out_dir: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _page_text(cdp)
+        missing = [t for t in texts if t not in text]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            debug = out_dir / f"{shot.name}.timeout.png"
+            debug.write_bytes(base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"]))
+            raise TimeoutError(f"{shot.name}: {shot.path} did not show {missing} within {timeout}s (page as it was: {debug})")
+        time.sleep(0.5)
+
+
+def _press_until(cdp: _Cdp, shot: Shot, timeout: float, out_dir: Path) -> None:
+    """Press Alt+<key> until ``then_texts`` show (the shortcut is ignored until the page's
+    handlers are mounted; a press is repeated only after 10s without effect, as it toggles)."""
+    key = shot.alt_key.lower()
+    ev = dict(modifiers=1, key=key, code=f"Key{key.upper()}", windowsVirtualKeyCode=ord(key.upper()))
+    deadline = time.monotonic() + timeout
+    while True:
+        cdp.call("Input.dispatchKeyEvent", type="keyDown", **ev)
+        cdp.call("Input.dispatchKeyEvent", type="keyUp", **ev)
+        try:
+            _wait_for(cdp, shot, shot.then_texts, min(10, max(deadline - time.monotonic(), 1)), out_dir)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def _capture_cdp(chromium: str, base: str, shots: list[Shot], out_dir: Path, width: int, height: int,
+                 timeout: float) -> dict[str, Path]:
+    written = {}
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        proc, port = _start_browser(chromium, profile, width, height)
+        try:
+            targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
+            page = next(t for t in targets if t.get("type") == "page")
+            from websockets.sync.client import connect
+
+            with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:
+                cdp = _Cdp(ws)
+                cdp.call("Page.enable")
+                cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                         mobile=False)
+                for shot in shots:
+                    cdp.call("Page.navigate", url=base + shot.path)
+                    _wait_for(cdp, shot, shot.wait_texts, timeout, out_dir)
+                    if shot.alt_key:
+                        _press_until(cdp, shot, timeout, out_dir)
+                    time.sleep(3)  # let layout and the zoom-to-fit animation settle
+                    png = base64.b64decode(cdp.call("Page.captureScreenshot", format="png")["data"])
+                    path = out_dir / f"{shot.name}.png"
+                    path.write_bytes(png)
+                    written[shot.name] = path
+        finally:
+            _stop(proc)
+    return written
+
+
+def _capture_cli(chromium: str, base: str, shots: list[Shot], out_dir: Path, width: int, height: int,
+                 timeout: float) -> dict[str, Path]:
+    written = {}
+    for shot in shots:
+        path = out_dir / f"{shot.name}.png"
+        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+            subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}",
+                            f"--window-size={width},{height}", "--virtual-time-budget=15000", base + shot.path],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout + 60, check=True)
+        written[shot.name] = path
+    return written
+
+
+def shrink_png(path: Path, colors: int = 64) -> None:
+    """Re-encode a UI screenshot with a small palette (flat UI colours survive; ~3x smaller)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
+def capture(base: str, out_dir: str | Path, shots: list[Shot] | None = None, *, width: int = 1600,
+            height: int = 1000, timeout: float = 90, chromium: str | None = None,
+            small: bool = False) -> dict[str, Path]:
+    """Screenshot ``shots`` (default: lineage, partitions, schedules) of the UI at ``base`` into
+    ``out_dir``/<name>.png (palette-compressed when ``small``); returns the written paths."""
+    chromium = chromium or find_chromium()
+    if not chromium:
+        raise FileNotFoundError("no chromium binary found")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = base.rstrip("/")
+    dismiss_community_modal(base)
+    try:
+        import websockets.sync.client  # noqa: F401
+    except ImportError:
+        written = _capture_cli(chromium, base, shots or DEFAULT_SHOTS, out_dir, width, height, timeout)
+    else:
+        written = _capture_cdp(chromium, base, shots or DEFAULT_SHOTS, out_dir, width, height, timeout)
+    if small:
+        for path in written.values():
+            shrink_png(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="http://127.0.0.1:3000", help="UI address (loopback)")
+    ap.add_argument("--out", default="docs/ui", help="output directory")
+    ap.add_argument("--only", nargs="*", help="names of the shots to take (lineage, partitions, schedules)")
+    ap.add_argument("--width", type=int, default=1600)
+    ap.add_argument("--height", type=int, default=1000)
+    args = ap.parse_args(argv)
+    shots = [s for s in DEFAULT_SHOTS if not args.only or s.name in args.only]
+    for name, path in capture(args.base, args.out, shots, width=args.width, height=args.height, small=True).items():
+        print(f"{name}: {path} ({path.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
