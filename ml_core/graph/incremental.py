@@ -216,14 +216,18 @@ def refresh_similarity_state(
         b_val[kr] = np.where(comp, 0.0, np.asarray(prev.sims)[np.maximum(last, 0)])
         b_key[kr] = np.where(comp, INT64_MAX, np.asarray(prev.node_ids)[np.asarray(prev.indices)[np.maximum(last, 0)]])
 
+        t_map = time.perf_counter()
         prep = _Prepared(a, prev.measure, prev.hub_degree_cap)
+        t_prep = time.perf_counter()
         emit = {"b_val": b_val, "b_key": b_key, "node_key": node_ids}
         # Changed rows are walked with emission; rows whose buffer ran short only need their own
         # list (their similarities with kept rows did not change, those are in the kept rows' S).
         walk_c = np.flatnonzero(C).astype(np.int64)
         walk_r = np.flatnonzero(R).astype(np.int64)
         c_idx, c_val, c_cnt, c_npos, (e_row, e_col, e_val) = prep.run(walk_c, buffer, chunk_rows, emit=emit)
+        t_walk_c = time.perf_counter()
         r_idx, r_val, r_cnt, r_npos = prep.run(walk_r, buffer, chunk_rows)
+        t_walk_r = time.perf_counter()
         walk = np.concatenate([walk_c, walk_r])
         w_idx, w_val = np.concatenate([c_idx, r_idx]), np.concatenate([c_val, r_val])
         w_cnt, w_npos = np.concatenate([c_cnt, r_cnt]), np.concatenate([c_npos, r_npos])
@@ -261,6 +265,9 @@ def refresh_similarity_state(
         complete[walk] = w_npos <= buffer
         state = SimilarityState(node_ids, indptr, indices, sims, complete, k=k, buffer=buffer, measure=prev.measure,
                                 hub_degree_cap=prev.hub_degree_cap, kind=prev.kind)
+        t_end = time.perf_counter()
+    phases = {"map_state": t_map - t0, "prepare": t_prep - t_map, "walk_changed": t_walk_c - t_prep,
+              "walk_short_buffer": t_walk_r - t_walk_c, "merge": t_end - t_walk_r}
     graph = state.to_graph()
     stats = similarity_stats(graph.adj, prep, k)
     total_cost = float(prep.row_cost.sum())
@@ -270,6 +277,7 @@ def refresh_similarity_state(
         hub_degree_cap=int(prev.hub_degree_cap), buffer=buffer, rows_changed=int(C.sum()),
         rows_buffer_short=int(R.sum()), rows_walked=int(len(walk)), rows_kept=int(len(kr)),
         emitted_candidates=int(len(e_row)), pairs_counted=int(walked_cost),
+        phase_s={name: round(v, 4) for name, v in phases.items()},
         walk_cost_share=round(walked_cost / total_cost, 6) if total_cost else 0.0,
     )
     stats["exact"] = not (prev.hub_degree_cap and stats["hub_nodes_skipped"] > 0)
@@ -464,20 +472,29 @@ def _bip_stats(bip: BipartiteGraph) -> dict:
             "user_degree_hist": degree_histogram(ud), "item_degree_hist": degree_histogram(idg)}
 
 
+def build_states(bip: BipartiteGraph, cfg, buffer: int | None = None) -> WindowGraphs:
+    """Similarity graphs + refresh state for an already built bipartite graph (full build)."""
+    t0 = time.perf_counter()
+    kw = dict(k=cfg.topk, measure=cfg.similarity, hub_degree_cap=cfg.hub_degree_cap, chunk_rows=cfg.chunk_rows, buffer=buffer)
+    user = build_similarity_state(bip.ui, bip.user_ids, "user", **kw)
+    item = build_similarity_state(bip.iu, bip.item_ids, "item", **kw)
+    bstats = _bip_stats(bip)
+    bstats["mode"] = "full"
+    stats = {"mode": "full", "days": list(bip.days), "bipartite": bstats, "user_sim": user.stats,
+             "item_sim": item.stats, "wall_time_s": round(time.perf_counter() - t0, 4)}
+    return WindowGraphs(bip, user, item, stats)
+
+
 def build_window(events: pl.DataFrame | pl.LazyFrame, cfg, days: list[str], buffer: int | None = None) -> WindowGraphs:
     """Full rebuild of the window's graphs (and the refresh state) from all its events."""
     t0 = time.perf_counter()
     with _MemWatch() as mem:
         bip = build_bipartite(events, cfg.behavior_weights, days)
     t_bip = time.perf_counter() - t0
-    kw = dict(k=cfg.topk, measure=cfg.similarity, hub_degree_cap=cfg.hub_degree_cap, chunk_rows=cfg.chunk_rows, buffer=buffer)
-    user = build_similarity_state(bip.ui, bip.user_ids, "user", **kw)
-    item = build_similarity_state(bip.iu, bip.item_ids, "item", **kw)
-    bstats = _bip_stats(bip)
-    bstats.update(mode="full", wall_time_s=round(t_bip, 4), peak_mem_delta_mb=mem.delta_mb)
-    stats = {"mode": "full", "days": list(days), "bipartite": bstats, "user_sim": user.stats, "item_sim": item.stats,
-             "wall_time_s": round(time.perf_counter() - t0, 4)}
-    return WindowGraphs(bip, user, item, stats)
+    out = build_states(bip, cfg, buffer)
+    out.stats["bipartite"].update(wall_time_s=round(t_bip, 4), peak_mem_delta_mb=mem.delta_mb)
+    out.stats["wall_time_s"] = round(time.perf_counter() - t0, 4)
+    return out
 
 
 def refresh_window(
@@ -502,7 +519,13 @@ def refresh_window(
     """
     if isinstance(prev_bip, WindowGraphs):
         prev_bip, prev_user, prev_item = prev_bip.bip, prev_bip.user_state, prev_bip.item_state
-    assert prev_user is not None and prev_item is not None and cfg is not None
+    if cfg is None:
+        raise TypeError("refresh_window needs the GraphConfig")
+    for st in (prev_user, prev_item):
+        if not isinstance(st, SimilarityState):
+            raise IncrementalNotSupported(
+                f"refresh needs yesterday's SimilarityState (saved by WindowGraphs.save_state), got "
+                f"{type(st).__name__}: run a full rebuild (build_window / build_states)")
     check_incremental_config(cfg.behavior_weights)
     for st in (prev_user, prev_item):
         if (st.k, st.measure, int(st.hub_degree_cap)) != (cfg.topk, cfg.similarity, int(cfg.hub_degree_cap)):

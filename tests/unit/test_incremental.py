@@ -12,6 +12,7 @@ from ml_core.graph.incremental import (
     IncrementalNotSupported,
     SimilarityState,
     WindowGraphs,
+    build_states,
     build_window,
     refresh_window,
 )
@@ -111,6 +112,8 @@ def test_full_build_matches_build_bipartite_and_unpacks():
     for key in ("wall_time_s", "peak_mem_delta_mb", "share_no_similar_neighbour", "out_degree_hist"):
         assert key in stats["user_sim"]
     assert "user_degree_hist" in stats["bipartite"]
+    again = build_states(ref, cfg)  # from an existing bipartite graph
+    assert _same(again.item_sim.adj, isim.adj) and again.stats["mode"] == "full"
 
 
 def test_state_roundtrip_and_refresh_from_disk(tmp_path):
@@ -135,5 +138,7 @@ def test_refusals():
         refresh_window(g, None, None, *args, GraphConfig(topk=3, behavior_weights={"view": 0.0, "cart": 1, "fav": 1, "buy": 1}), [])
     with pytest.raises(IncrementalNotSupported):  # k changed since the state was built
         refresh_window(g, None, None, *args, GraphConfig(topk=4), [])
+    with pytest.raises(IncrementalNotSupported):  # only top-k graphs, no refresh state
+        refresh_window(g.bip, g.user_sim, g.item_sim, *args, cfg, [])
     with pytest.raises(IncrementalNotSupported):  # leaving events that were never in the window
         refresh_window(g, None, None, _window(ev, 0, 0), _window(ev, 3, 4), cfg, [])
