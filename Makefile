@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest tests -q
 
 dev: install
-	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p $(DAGSTER_HOME) && [ -f $(DAGSTER_HOME)/dagster.yaml ] || cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 bench-graph: install

@@ -14,6 +14,16 @@ from ml_core.storage import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 LAKE_IO = "lake_io"
+#: A failed step is retried once inside the same run, so a retry never runs after later days.
+RETRY = dg.RetryPolicy(max_retries=1, delay=10)
+
+
+def stage(group: str, kinds: set[str]) -> dict:
+    """Decorator arguments every asset of the flow shares."""
+    from assets.partitions import daily
+
+    return dict(partitions_def=daily, group_name=group, kinds=kinds, owners=["team:recsys"], io_manager_key=LAKE_IO,
+                required_resource_keys={"pipeline"}, retry_policy=RETRY)
 
 
 def code_version(*paths: str) -> str:

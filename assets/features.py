@@ -4,18 +4,13 @@ days D-W .. D-1)."""
 
 import dagster as dg
 
-from assets.common import COMMON, LAKE_IO, code_version, result, settings
-from assets.partitions import daily, graph_window
+from assets.common import COMMON, code_version, result, settings, stage
+from assets.partitions import graph_window
 from ml_core import pipeline
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="features",
-    kinds={"polars", "parquet"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("features", {"polars", "parquet"}),
     ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
     code_version=code_version(*COMMON, "ml_core/features.py", "ml_core/data", "assets/features.py"),
 )

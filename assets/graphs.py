@@ -7,14 +7,14 @@ day D-1's when its refresh state is stored (identical to a full rebuild, which r
 
 import dagster as dg
 
-from assets.common import COMMON, LAKE_IO, code_version, result, settings
+from assets.common import COMMON, LAKE_IO, RETRY, code_version, result, settings
 from assets.partitions import daily, graph_window
 from ml_core import pipeline
 from ml_core.eval.plots import degree_plot
 
 GRAPH_CODE = code_version(*COMMON, "ml_core/graph", "assets/graphs.py")
 _common = dict(partitions_def=daily, group_name="graph", kinds={"numpy"}, owners=["team:recsys"],
-               code_version=GRAPH_CODE)
+               code_version=GRAPH_CODE)  # multi-asset specs take these per spec
 
 
 @dg.multi_asset(
@@ -32,6 +32,7 @@ _common = dict(partitions_def=daily, group_name="graph", kinds={"numpy"}, owners
     )],
     ins={"interaction_logs": dg.AssetIn()},  # the window mapping is on the AssetDep above
     required_resource_keys={"pipeline"},
+    retry_policy=RETRY,
     can_subset=False,
 )
 def window_graphs(context: dg.AssetExecutionContext, interaction_logs):

@@ -4,18 +4,12 @@ with a quarantine of rejected rows (reasons and counts in the metadata)."""
 
 import dagster as dg
 
-from assets.common import COMMON, LAKE_IO, code_version, result, settings
-from assets.partitions import daily
+from assets.common import COMMON, code_version, result, settings, stage
 from ml_core import pipeline
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="ingest",
-    kinds={"polars", "parquet"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("ingest", {"polars", "parquet"}),
     code_version=code_version(*COMMON, "ml_core/data", "assets/logs.py"),
 )
 def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

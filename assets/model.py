@@ -4,8 +4,8 @@ decision (a promoted, versioned bundle or a recorded refusal)."""
 
 import dagster as dg
 
-from assets.common import COMMON, LAKE_IO, code_version, result, settings
-from assets.partitions import daily, train_window
+from assets.common import COMMON, code_version, result, settings, stage
+from assets.partitions import train_window
 from ml_core import pipeline
 from ml_core.eval.plots import curve_plot
 
@@ -14,12 +14,7 @@ _window_in = dict(partition_mapping=train_window)
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="model",
-    kinds={"pytorch"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("model", {"pytorch"}),
     ins={
         "training_samples": dg.AssetIn(**_window_in),
         "node_features": dg.AssetIn(**_window_in),
@@ -51,12 +46,7 @@ def trained_model(context: dg.AssetExecutionContext, training_samples, node_feat
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="model",
-    kinds={"pytorch"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("model", {"pytorch"}),
     ins={name: dg.AssetIn() for name in ("trained_model", "training_samples", "node_features", "bipartite_graph",
                                           "user_similarity_graph", "item_similarity_graph")},
     code_version=MODEL_CODE,
@@ -82,12 +72,7 @@ def model_evaluation(context: dg.AssetExecutionContext, trained_model, training_
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="model",
-    kinds={"pytorch"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("model", {"pytorch"}),
     ins={"model_evaluation": dg.AssetIn(), "trained_model": dg.AssetIn()},
     code_version=MODEL_CODE,
 )

@@ -4,18 +4,12 @@ negatives."""
 
 import dagster as dg
 
-from assets.common import COMMON, LAKE_IO, code_version, result, settings
-from assets.partitions import daily
+from assets.common import COMMON, code_version, result, settings, stage
 from ml_core import pipeline
 
 
 @dg.asset(
-    partitions_def=daily,
-    group_name="samples",
-    kinds={"polars", "parquet"},
-    owners=["team:recsys"],
-    io_manager_key=LAKE_IO,
-    required_resource_keys={"pipeline"},
+    **stage("samples", {"polars", "parquet"}),
     ins={"interaction_logs": dg.AssetIn(), "bipartite_graph": dg.AssetIn()},
     code_version=code_version(*COMMON, "ml_core/sampling", "assets/samples.py"),
 )

@@ -18,7 +18,9 @@ Registry layout under ``<root>/registry``::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import shutil
 from datetime import datetime, timezone
@@ -88,6 +90,17 @@ class ModelRegistry:
         with atomic_dir(target) as tmp:
             shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         return target
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive lock for read-decide-write sequences on the pointer (concurrent deploys)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield self
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def production(self) -> dict | None:
         if not self.pointer_path.exists():

@@ -257,14 +257,23 @@ def load_evaluation(lake: Lake, day) -> dict:
 
 def run_deployed_model(cfg: PipelineConfig, lake: Lake, day) -> dict:
     """Promote trained_model[D] to production if model_evaluation[D] passes the gate."""
-    import shutil
-
     ev = load_evaluation(lake, day)
     reg = ModelRegistry(lake.root)
+    with reg.lock():  # the pointer is read, judged and moved as one step
+        return _decide_and_deploy(cfg, lake, day, ev, reg)
+
+
+def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: dict, reg: ModelRegistry) -> dict:
+    import shutil
+
     cand_dir = lake.partition_dir("trained_model", day)
     prod = reg.production()
     ok, reasons = gate(ev["candidate"], ev["production"]["metrics"] if ev["production"] else None,
                        cfg.deploy.gauc_tolerance, cfg.deploy.min_gauc)
+    evaluated_against = ev["production"]["version"] if ev["production"] else None
+    if (prod["version"] if prod else None) != evaluated_against:
+        ok, reasons = False, reasons + [f"production changed since the evaluation (evaluated against "
+                                        f"{evaluated_against}, now {prod['version'] if prod else None}): re-run model_evaluation"]
     if prod is not None and prod.get("partition", "") > day_str(day):
         ok, reasons = False, reasons + [f"production already serves a later partition ({prod['partition']})"]
     version = f"{day_str(day)}-{lake.version('trained_model', day)[:10]}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from datetime import date, timedelta
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
 
     import dagster as dg
 
