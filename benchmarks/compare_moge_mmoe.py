@@ -68,6 +68,14 @@ def prepare(cfg, lake: Lake, eval_day: str, log=print) -> list[str]:
     return model_days[:-1]
 
 
+def defaults_config(root: Path, overrides: list[str]):
+    """The documented defaults (ml_core/config.py) + ``overrides``; no pipeline.toml is read."""
+    root.mkdir(parents=True, exist_ok=True)
+    empty = root / "defaults.toml"
+    empty.write_text("")
+    return load_config(empty, overrides)
+
+
 def parse_variant(text: str) -> tuple[str, str, dict]:
     """``NAME`` (a registered model) or ``NAME=MODEL[:JSON_ARGS]``."""
     if "=" not in text:
@@ -81,15 +89,14 @@ def run(dataset: str, variants: list[str], seeds: list[int], root: Path, extra: 
     overrides, eval_day = DATASETS[dataset]
     root = root / dataset
     base = [*overrides, f'storage.root="{root}"', *extra]
-    cfg = load_config(Path("/nonexistent/defaults-only.toml"), base)
+    cfg = defaults_config(root, base)
     lake = Lake(root)
     train_days = prepare(cfg, lake, eval_day, log)
     results: dict[str, list[dict]] = {}
     for text in variants:
         name, model, args = parse_variant(text)
         for seed in seeds:
-            vcfg = load_config(Path("/nonexistent/defaults-only.toml"),
-                               [*base, f'train.model="{model}"', f"train.seed={seed}"])
+            vcfg = defaults_config(root, [*base, f'train.model="{model}"', f"train.seed={seed}"])
             vcfg.train.model_args = dict(args)
             t0 = time.perf_counter()
             stats = P.run_trained_model(vcfg, lake, eval_day, train_days)

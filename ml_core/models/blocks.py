@@ -11,12 +11,16 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ml_core.train.data import NodeTable
+
+# weighted_sum's CSR kernels are stable for what it uses (CSR @ dense, sampled_addmm)
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 @dataclass
@@ -234,9 +238,59 @@ class NeighborAttention(nn.Module):
         dst_vec = self.lin.weight.t() @ self.att_dst  # [d]  W^T a_t
         e = (wh @ self.att_src.to(wh.dtype)).index_select(0, src) + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
         e = nn.functional.leaky_relu(e.float(), self.negative_slope)
-        alpha = softmax(e, dst, num_nodes=x_dst.shape[0]).to(wh_j.dtype)  # [E]
-        out = wh_j.new_zeros(x_dst.shape[0], wh_j.shape[1])  # [N_t, d]
-        return out.index_add_(0, dst, wh_j * alpha.unsqueeze(-1))  # [N_t, d]
+        alpha = softmax(e, dst, num_nodes=x_dst.shape[0])  # [E], float32
+        return weighted_sum(alpha, wh, edge_index, x_dst.shape[0])  # [N_t, d]
+
+
+def weighted_sum(alpha: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, n_dst: int,
+                 sparse: bool = True) -> torch.Tensor:
+    """``out_i = sum_{e = (j -> i)} alpha_e x_j``: message aggregation as one sparse product.
+
+    ``sparse=True`` computes it as ``A @ x`` with ``A`` the ``[n_dst, N_s]`` CSR matrix of the
+    edge values ``alpha`` (backward: ``A^T @ grad`` and a sampled dense-dense product for
+    ``alpha``), which never materialises an ``[E, d]`` message tensor: about 3x less memory
+    traffic than gather -> scale -> scatter. ``sparse=False`` is that gather/scatter form (the
+    reference). Computed in float32 (the CSR kernels do not take fp16).
+
+    Shapes: ``alpha [E]``, ``x [N_s, d]``, ``edge_index [2, E]`` -> ``[n_dst, d]``.
+    """
+    if not sparse:
+        msg = x.index_select(0, edge_index[0]) * alpha.to(x.dtype).unsqueeze(-1)  # [E, d]
+        return x.new_zeros(n_dst, x.shape[1]).index_add_(0, edge_index[1], msg)
+    src, dst = edge_index[0], edge_index[1]
+    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):  # CSR needs edges grouped by target
+        order = torch.argsort(dst, stable=True)
+        src, dst, alpha = src[order], dst[order], alpha[order]
+    with torch.autocast(x.device.type, enabled=False):
+        return _CSRWeightedSum.apply(alpha.float(), x.float(), src, dst, n_dst)
+
+
+class _CSRWeightedSum(torch.autograd.Function):
+    """``A(alpha) @ x`` with gradients for both ``alpha`` (edge values) and ``x``."""
+
+    @staticmethod
+    def forward(ctx, alpha, x, src, dst, n_dst):
+        crow = torch._convert_indices_from_coo_to_csr(dst, n_dst)
+        ctx.save_for_backward(alpha, x, src, dst, crow)
+        ctx.n_dst = n_dst
+        a = torch.sparse_csr_tensor(crow, src, alpha, (n_dst, x.shape[0]), check_invariants=False)
+        return a @ x  # [n_dst, d]
+
+    @staticmethod
+    def backward(ctx, grad):
+        alpha, x, src, dst, crow = ctx.saved_tensors
+        grad = grad.contiguous().float()
+        g_alpha = g_x = None
+        if ctx.needs_input_grad[0]:
+            a = torch.sparse_csr_tensor(crow, src, alpha, (ctx.n_dst, x.shape[0]), check_invariants=False)
+            # d out_i / d alpha_e = x_j . grad_i  for e = (j -> i): a dense-dense product sampled at A's entries
+            g_alpha = torch.sparse.sampled_addmm(a, grad, x.t().contiguous(), beta=0.0).values()
+        if ctx.needs_input_grad[1]:
+            order = torch.argsort(src, stable=True)  # A^T in CSR
+            crow_t = torch._convert_indices_from_coo_to_csr(src[order], x.shape[0])
+            a_t = torch.sparse_csr_tensor(crow_t, dst[order], alpha[order], (x.shape[0], ctx.n_dst), check_invariants=False)
+            g_x = a_t @ grad  # [N_s, d]
+        return g_alpha, g_x, None, None, None
 
 
 class GatedCombine(nn.Module):

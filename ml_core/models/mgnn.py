@@ -154,26 +154,26 @@ class MGNN(nn.Module):
         return self._shared if self._shared is not None else (self.user_enc, self.item_enc)
 
     # -- h^0 ------------------------------------------------------------------------------------
-    def initial(self, batch) -> dict[str, torch.Tensor]:
-        """``h^0`` of every node of every channel, ``{channel: [num_nodes, d]}``.
+    def initial(self, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``h^0`` of every node of every channel (``{channel: [num_nodes, d]}``) and the samples'
+        own ``p_u``, ``q_i`` (``[B, d]`` each).
 
-        One encoder call per node type over all channels' nodes (same rows, fewer launches).
+        One encoder call per node type over all channels' nodes and the samples: the same rows
+        as separate calls, but one embedding backward per table instead of one per call.
         """
         P, Q = self.encoders
         chans = {c: batch.channels[c] for c in self.channels}
-        users = [ch.users for ch in chans.values()]
-        items = [ch.items for ch in chans.values()]
-        p_all = P(cat_tables(users))  # [sum n_u, d]
-        q_all = Q(cat_tables(items))  # [sum n_i, d]
-        p_parts = torch.split(p_all, [len(t) for t in users])
-        q_parts = torch.split(q_all, [len(t) for t in items])
+        users = [ch.users for ch in chans.values()] + [batch.user]
+        items = [ch.items for ch in chans.values()] + [batch.item]
+        p_parts = torch.split(P(cat_tables(users)), [len(t) for t in users])  # [n_u, d] per table
+        q_parts = torch.split(Q(cat_tables(items)), [len(t) for t in items])  # [n_i, d] per table
         out = {}
         for (name, ch), p, q in zip(chans.items(), p_parts, q_parts):
             h0 = p.new_zeros(ch.num_nodes, self.dim)  # [N, d]
             h0 = h0.index_copy(0, ch.user_pos, p) if len(p) else h0
             h0 = h0.index_copy(0, ch.item_pos, q.to(h0.dtype)) if len(q) else h0
             out[name] = h0
-        return out
+        return out, p_parts[-1], q_parts[-1]
 
     def propagate(self, name: str, h: torch.Tensor, ch: ChannelBatch, seeds: torch.Tensor) -> torch.Tensor:
         """Channel ``name``'s L layers from ``h = h^0 [num_nodes, d]``: ``h^L`` of ``seeds``, ``[len(seeds), d]``."""
@@ -183,18 +183,22 @@ class MGNN(nn.Module):
             h, c = layer(h, c, edges, targets)  # states on R_l only
         return h.index_select(0, pos[seeds])  # [S, d]
 
-    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def representations(self, batch) -> dict[str, torch.Tensor]:
+        """``{p_u, q_i, h_u, h_i, s_u, s_i}``, each ``[B, d]`` (``p_u``, ``q_i``: the samples' h^0)."""
         if batch.channels is None:
             raise ValueError("MGNN needs batch.channels (sampled subgraphs); build batches with need_graph=True")
-        h0 = self.initial(batch)
+        h0, p_u, q_i = self.initial(batch)
         out = {}
         for name in self.channels:
             ch = batch.channels[name]
             seeds = [s for s in (ch.seed_user, ch.seed_item) if s is not None]
             h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
             out[name] = torch.split(h, [len(s) for s in seeds])
-        P, Q = self.encoders
-        h_u, h_i = out["bipartite"] if "bipartite" in out else (P(batch.user), Q(batch.item))  # [B, d] each
-        s_u = out["user_sim"][0] if "user_sim" in out else P(batch.user)  # [B, d]
-        s_i = out["item_sim"][0] if "item_sim" in out else Q(batch.item)  # [B, d]
-        return h_u, h_i, s_u, s_i
+        h_u, h_i = out["bipartite"] if "bipartite" in out else (p_u, q_i)  # [B, d] each
+        s_u = out["user_sim"][0] if "user_sim" in out else p_u  # [B, d]
+        s_i = out["item_sim"][0] if "item_sim" in out else q_i  # [B, d]
+        return {"p_u": p_u, "q_i": q_i, "h_u": h_u, "h_i": h_i, "s_u": s_u, "s_i": s_i}
+
+    def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        r = self.representations(batch)
+        return r["h_u"], r["h_i"], r["s_u"], r["s_i"]

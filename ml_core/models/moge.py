@@ -74,7 +74,7 @@ from ml_core.train.data import CHANNELS
 from ml_core.train.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 
 #: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
-PAIRS = ((0, 1), (0, 3), (2, 1), (2, 3))  # indices into (h_u, h_i, s_u, s_i)
+PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
 
 
 @register("moge")
@@ -111,9 +111,8 @@ class MoGE(RecModel):
         self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
         self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=uncertainty)  # s_k
 
-    def graph_interactions(self, batch) -> torch.Tensor:
-        """``Z``: ``[B, N, d_z]``, expert n's graph interaction ``kappa`` of pair n."""
-        reps = self.mgnn(batch)  # 4 x [B, d]: h_u, h_i, s_u, s_i
+    def graph_interactions(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``Z``: ``[B, N, d_z]``, expert n's interaction ``kappa`` of pair n (see ``PAIRS``)."""
         pairs = PAIRS[: self.n_experts]
         a = torch.stack([reps[x] for x, _ in pairs], dim=1)  # [B, N, d]
         b = torch.stack([reps[y] for _, y in pairs], dim=1)  # [B, N, d]
@@ -121,8 +120,13 @@ class MoGE(RecModel):
 
     def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits ``[B, K]``, gates ``[K, B, N]``)."""
-        x = torch.cat([self.user_enc(batch.user), self.item_enc(batch.item)], dim=-1)  # x^ [B, 2d]
-        z = self.graph_interactions(batch) if self.mgnn is not None else None  # [B, N, d_z]
+        if self.mgnn is None:
+            p_u, q_i, z = self.user_enc(batch.user), self.item_enc(batch.item), None
+        else:
+            reps = self.mgnn.representations(batch)  # p_u, q_i, h_u, h_i, s_u, s_i: [B, d] each
+            p_u, q_i = reps["p_u"], reps["q_i"]
+            z = self.graph_interactions(reps)  # [B, N, d_z]
+        x = torch.cat([p_u, q_i], dim=-1)  # x^ [B, 2d]
         mixed, gates, _ = self.moe(x, extra=z)  # o^k: [K, B, 32 + d_z], g^k: [K, B, N]
         return self.towers(mixed), gates  # [B, K], [K, B, N]
 

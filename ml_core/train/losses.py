@@ -89,13 +89,8 @@ def l2_penalty(dense: Iterable[torch.Tensor], sparse: Iterable[tuple[torch.Tenso
 
     Returns a float32 scalar.
     """
-    total = None
-    for p in dense:
-        term = p.float().square().sum()
-        total = term if total is None else total + term
-    for table, rows in sparse:
-        term = table[torch.unique(rows)].float().square().sum()
-        total = term if total is None else total + term
-    if total is None:
+    flat = [p.reshape(-1) for p in dense]
+    flat += [table[torch.unique(rows)].reshape(-1) for table, rows in sparse]
+    if not flat:
         return torch.zeros(())
-    return total
+    return torch.cat(flat).float().square().sum()  # one fused op instead of one per tensor

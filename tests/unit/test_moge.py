@@ -114,11 +114,29 @@ def test_neighbor_attention_is_gatconv():
     assert torch.all(out[2] == 0)
 
 
+def test_sparse_weighted_sum_matches_gather_scatter_and_gradients():
+    from ml_core.models.blocks import weighted_sum
+
+    g = torch.Generator().manual_seed(5)
+    ei = torch.stack([torch.randint(0, 9, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)])
+    ei[1][ei[1] == 4] = 5  # target 4 has no edge; edges are not grouped by target
+    alpha = torch.rand(30, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    dense = weighted_sum(alpha, x, ei, 7, sparse=False)
+    torch.testing.assert_close(weighted_sum(alpha, x, ei, 7).double(), dense, rtol=1e-5, atol=1e-6)
+    ga, gx = torch.autograd.grad(dense.square().sum(), (alpha, x))
+    sa, sx = torch.autograd.grad(weighted_sum(alpha, x, ei, 7).square().sum(), (alpha, x))
+    torch.testing.assert_close(sa.double(), ga, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sx.double(), gx, rtol=1e-5, atol=1e-6)
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    assert torch.all(weighted_sum(alpha[:0], x, empty, 4) == 0)
+
+
 def test_trimmed_layers_equal_full_propagation_at_the_seeds():
     torch.manual_seed(3)
     mgnn = MGNN(SPEC, combine="lstm")
     batch = random_batch()
-    h0 = mgnn.initial(batch)
+    h0, _, _ = mgnn.initial(batch)
     for name, ch in batch.channels.items():
         seeds = torch.cat([s for s in (ch.seed_user, ch.seed_item) if s is not None])
         fast = mgnn.propagate(name, h0[name], ch, seeds)

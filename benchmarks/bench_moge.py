@@ -1,0 +1,163 @@
+"""Training throughput of MoGE against MMoE, same run, same batches; sampling vs compute.
+
+Both models are trained step by step, interleaved, on the same sample rows (MMoE's batches carry
+no subgraphs, MoGE's carry one sampled subgraph per channel). For every step the script times
+
+* ``sample``: building the batch (for MoGE: neighbour sampling of three channels + gathering
+  node inputs; for MMoE: gathering the rows),
+* ``compute``: forward, loss, backward and the Adam step (the trainer's loop body),
+
+and prints samples/s = B / (sample + compute) for each model, MoGE / MMoE, and the share of
+MoGE's step spent sampling. ``--prefetch`` also measures MoGE end to end with the next batch
+sampled in a DataLoader worker process while the current one computes (what a prefetching
+trainer loop reaches: sampling leaves the critical path and runs on the second core). Interleaving makes the ratio robust to other jobs on the machine.
+
+Data: the lake of ``benchmarks/compare_moge_mmoe.py`` (built on first use).
+
+    python benchmarks/bench_moge.py --dataset synthetic --steps 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare_moge_mmoe import DATASETS, defaults_config, prepare  # noqa: E402
+from ml_core import pipeline as P  # noqa: E402
+from ml_core.models.blocks import ModelSpec  # noqa: E402
+from ml_core.models.registry import build_model  # noqa: E402
+from ml_core.storage import Lake  # noqa: E402
+from ml_core.train.batching import BatchMaker, batch_plan  # noqa: E402
+from ml_core.train.data import DayContext, FeatureSpec  # noqa: E402
+from ml_core.train.trainer import configure_threads, resolve_device  # noqa: E402
+
+
+class _PlanBatches(torch.utils.data.Dataset):
+    """Batch ``j`` of ``plan`` built by ``makers`` (the sampling runs in a DataLoader worker)."""
+
+    def __init__(self, makers, plan, seed: int):
+        self.makers, self.plan, self.seed = makers, plan, seed
+        self.gen = None
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, j):
+        if self.gen is None:  # one generator per worker process, seeded once
+            info = torch.utils.data.get_worker_info()
+            self.gen = torch.Generator().manual_seed(self.seed + (info.id if info else 0))
+        c, rows = self.plan[j]
+        return self.makers[c].make(rows, self.gen)
+
+
+def background_batches(makers, plan, seed: int, workers: int = 1):
+    """Batches of ``plan`` in order, sampled ``workers`` processes ahead of the training loop."""
+    return torch.utils.data.DataLoader(_PlanBatches(makers, plan, seed), batch_size=None, shuffle=False,
+                                       num_workers=workers, prefetch_factor=4, persistent_workers=False,
+                                       collate_fn=lambda b: b)
+
+
+def step(model, opt, batch, device):
+    batch = batch.to(device)
+    _, loss, _ = model.compute_loss(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
+    ap.add_argument("--root", type=Path, default=Path("/tmp/moge_compare"))
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=256)  # paper
+    ap.add_argument("--dim", type=int, default=64)  # paper
+    ap.add_argument("--fanouts", type=int, nargs="+", default=[10, 5])  # L = 2 (paper)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prefetch", action="store_true")
+    ap.add_argument("--moge-args", default="{}", help="JSON model_args for MoGE")
+    args = ap.parse_args(argv)
+
+    import json
+
+    overrides, eval_day = DATASETS[args.dataset]
+    root = args.root / args.dataset
+    cfg = defaults_config(root, [*overrides, f'storage.root="{root}"'])
+    lake = Lake(root)
+    train_days = prepare(cfg, lake, eval_day, log=lambda m: None)
+    threads = configure_threads(args.threads)
+    device = resolve_device("auto")
+    days = [P.load_day_inputs(lake, d, with_graph=True) for d in train_days]
+    tasks = list(cfg.samples.tasks)
+    fspec = FeatureSpec.fit(days, tasks)
+    mspec = ModelSpec.from_feature_spec(fspec, args.dim, args.fanouts)
+    ctxs = [DayContext.build(d, fspec, with_graph=True) for d in days]
+    torch.manual_seed(0)
+    models = {"mmoe": build_model("mmoe", mspec).to(device),
+              "moge": build_model("moge", mspec, **json.loads(args.moge_args)).to(device)}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
+              "moge": [BatchMaker(c, args.fanouts, need_graph=True) for c in ctxs]}
+    plan = batch_plan(ctxs, args.batch_size, shuffle=True, rng=np.random.default_rng(0))
+    plan = [p for p in plan if len(p[1]) == args.batch_size][: args.warmup + args.steps]
+    gen = torch.Generator().manual_seed(0)
+    times = {k: {"sample": [], "compute": []} for k in models}
+    sizes = []
+    for n, (c, rows) in enumerate(plan):
+        for name in ("mmoe", "moge"):
+            t0 = time.perf_counter()
+            batch = makers[name][c].make(rows, gen)
+            t1 = time.perf_counter()
+            step(models[name], opts[name], batch, device)
+            t2 = time.perf_counter()
+            if n >= args.warmup:
+                times[name]["sample"].append(t1 - t0)
+                times[name]["compute"].append(t2 - t1)
+            if name == "moge" and n >= args.warmup:
+                sizes.append({k: (ch.num_nodes, ch.edge_index.shape[1]) for k, ch in batch.channels.items()})
+
+    B = args.batch_size
+    tot = {k: np.sum(v["sample"]) + np.sum(v["compute"]) for k, v in times.items()}
+    sps = {k: B * len(times[k]["sample"]) / tot[k] for k in times}
+    print(f"dataset={args.dataset} device={device} threads={threads} batch={B} d={args.dim} fanouts={args.fanouts} "
+          f"steps={args.steps} (after {args.warmup} warm-up), torch {torch.__version__}")
+    mean_nodes = {k: np.mean([s[k][0] for s in sizes]) for k in sizes[0]}
+    mean_edges = {k: np.mean([s[k][1] for s in sizes]) for k in sizes[0]}
+    print("MoGE subgraph per batch (mean): " + ", ".join(f"{k} {mean_nodes[k]:.0f} nodes / {mean_edges[k]:.0f} edges" for k in mean_nodes))
+    print("| model | samples/s | sample ms/step | compute ms/step | sampling share |")
+    print("|---|---|---|---|---|")
+    for k in ("mmoe", "moge"):
+        s, cpt = np.mean(times[k]["sample"]) * 1e3, np.mean(times[k]["compute"]) * 1e3
+        print(f"| {k} | {sps[k]:.0f} | {s:.1f} | {cpt:.1f} | {s / (s + cpt):.0%} |")
+    print(f"MoGE / MMoE throughput: {sps['moge'] / sps['mmoe']:.2f} (target >= 0.33)")
+
+    if args.prefetch:
+        # end to end, each model alone: batches built in a worker process while the main process
+        # computes (MMoE gets the same treatment), compute threads as above
+        todo = plan[args.warmup:]
+        rates = {}
+        for name in ("mmoe", "moge"):
+            model, opt = models[name], opts[name]
+            loader = background_batches(makers[name], todo, seed=1)
+            it = iter(loader)
+            first = next(it)  # worker start-up is not part of the steady state
+            t0 = time.perf_counter()
+            step(model, opt, first, device)
+            for batch in it:
+                step(model, opt, batch, device)
+            rates[name] = B * len(todo) / (time.perf_counter() - t0)
+        print(f"with a sampling worker process: MMoE {rates['mmoe']:.0f}, MoGE {rates['moge']:.0f} samples/s, "
+              f"MoGE / MMoE {rates['moge'] / rates['mmoe']:.2f}")
+
+if __name__ == "__main__":
+    main()
