@@ -107,6 +107,46 @@ def batch_plan(contexts: list[DayContext], batch_size: int, shuffle: bool, rng: 
     return plan
 
 
-def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], generator: torch.Generator | None) -> Iterator[Batch]:
-    for c, rows in plan:
-        yield makers[c].make(rows, generator)
+def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], generator: torch.Generator | None,
+            prefetch: int = 0) -> Iterator[Batch]:
+    """Batches of ``plan`` in order. ``prefetch > 0`` builds up to that many batches ahead in a
+    background thread (sampling overlaps the model's compute; torch releases the GIL in its ops).
+    The batches and their order are the same either way: one thread consumes ``generator``."""
+    if prefetch <= 0:
+        for c, rows in plan:
+            yield makers[c].make(rows, generator)
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for c, rows in plan:
+                if stop.is_set():
+                    return
+                q.put(makers[c].make(rows, generator))
+            q.put(done)
+        except BaseException as e:  # surfaced in the consumer, never swallowed
+            q.put(e)
+
+    worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)

@@ -100,7 +100,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
         losses = []
         log_every = max(1, min(50, len(plan) // 10))  # ~10+ curve points per epoch
         t_epoch = time.perf_counter()
-        for batch in iterate(makers, plan, gen):
+        for batch in iterate(makers, plan, gen, prefetch=cfg.prefetch):
             batch = batch.to(device)
             with autocast():
                 _, loss, parts = model.compute_loss(batch)

@@ -65,3 +65,31 @@ def test_registry_pointer_moves_only_to_published_versions(tmp_path):
     reg.publish(tmp_path / "bundle", "2026-01-01-abc")
     reg.set_production("2026-01-01-abc", {"partition": "2026-01-01"})
     assert reg.production()["version"] == "2026-01-01-abc"
+
+
+def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
+    from ml_core.train.batching import BatchMaker, batch_plan, iterate
+    from ml_core.train.data import FeatureSpec
+
+    cfg, lake, days = synthetic_lake
+    inputs = P.load_day_inputs(lake, days[3], with_graph=True)
+    spec = FeatureSpec.fit([inputs], list(cfg.samples.tasks))
+    maker = BatchMaker(DayContext.build(inputs, spec, with_graph=True), [5, 3], need_graph=True)
+    plan = batch_plan([maker.ctx], 300, shuffle=True, rng=np.random.default_rng(0))[:12]
+    plain = list(iterate([maker], plan, torch.Generator().manual_seed(1)))
+    ahead = list(iterate([maker], plan, torch.Generator().manual_seed(1), prefetch=3))
+    assert len(plain) == len(ahead) == 12
+    for a, b in zip(plain, ahead):
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.user.ids, b.user.ids)
+        assert torch.equal(a.channels["bipartite"].edge_index, b.channels["bipartite"].edge_index)
+
+
+def test_prefetch_errors_surface_in_the_training_loop():
+    from ml_core.train.batching import iterate
+
+    class Broken:
+        def make(self, rows, gen):
+            raise RuntimeError("sampler exploded")
+
+    with pytest.raises(RuntimeError, match="sampler exploded"):
+        list(iterate([Broken()], [(0, np.arange(3))], None, prefetch=2))
