@@ -190,28 +190,29 @@ def step_full(data: Path, lo: int, hi: int, state_out: Path | None) -> dict:
     return out
 
 
-def step_refresh(data: Path, state_in: Path, enter_day: int, leave_day: int, out: Path) -> dict:
+def step_refresh(data: Path, state_in: Path, enter_day: int, leave_day: int, out: Path, max_walk_share: float) -> dict:
     from ml_core.graph.incremental import WindowGraphs, refresh_window
-    from ml_core.graph.csr import BipartiteGraph  # noqa: F401  (import cost outside the timing)
 
     def run():
         prev = WindowGraphs.load_state(state_in)
         days = [str(d) for d in range(leave_day + 1, enter_day + 1)]
         t0 = time.perf_counter()
         res = refresh_window(prev, None, None, read_days(data, enter_day, enter_day + 1),
-                             read_days(data, leave_day, leave_day + 1), _cfg(), days)
+                             read_days(data, leave_day, leave_day + 1), _cfg(), days, max_walk_share=max_walk_share)
         return res, time.perf_counter() - t0
 
     (res, compute_s), wall, cpu = _timed(run)
-    _save_csr(out / "refresh_user.npz", res.user_sim.adj)
-    _save_csr(out / "refresh_item.npz", res.item_sim.adj)
-    _save_csr(out / "refresh_ui.npz", res.bip.ui)
+    tag = f"refresh{max_walk_share:g}"
+    _save_csr(out / f"{tag}_user.npz", res.user_sim.adj)
+    _save_csr(out / f"{tag}_item.npz", res.item_sim.adj)
+    _save_csr(out / f"{tag}_ui.npz", res.bip.ui)
     s = res.stats
     return {"wall_s": wall, "cpu_s": cpu, "compute_s": compute_s, "bipartite_s": s["bipartite"]["wall_time_s"],
             "user_sim_s": s["user_sim"]["wall_time_s"], "item_sim_s": s["item_sim"]["wall_time_s"],
-            "delta_pairs": s["bipartite"]["delta_pairs"],
+            "delta_pairs": s["bipartite"]["delta_pairs"], "max_walk_share": max_walk_share,
             **{f"{side}_{key}": s[f"{side}_sim"][key] for side in ("user", "item")
-               for key in ("rows_changed", "rows_buffer_short", "rows_kept", "emitted_candidates", "walk_cost_share")}}
+               for key in ("mode", "estimated_walk_share", "rows_changed", "rows_buffer_short", "rows_kept",
+                           "emitted_candidates", "walk_cost_share", "phase_s")}}
 
 
 def step_sampler(graph: Path, threads: int, seconds: float = 6.0) -> dict:
@@ -258,7 +259,8 @@ def child_main(args) -> None:
         elif name == "full":
             res = step_full(Path(p["data"]), p["lo"], p["hi"], Path(p["state"]) if p.get("state") else None)
         elif name == "refresh":
-            res = step_refresh(Path(p["data"]), Path(p["state"]), p["enter"], p["leave"], Path(p["out"]))
+            res = step_refresh(Path(p["data"]), Path(p["state"]), p["enter"], p["leave"], Path(p["out"]),
+                               p["max_walk_share"])
         elif name == "sampler":
             res = step_sampler(Path(p["graph"]), p["threads"])
         else:
@@ -408,24 +410,28 @@ def main() -> None:
     state = work / "state_day29"
     full0 = run_step("full", data=data, lo=0, hi=WINDOW, state=state)
     full1 = run_step("full", data=data, lo=1, hi=WINDOW + 1, state=work / "state_day30")
-    ref = run_step("refresh", data=data, state=state, enter=WINDOW, leave=0, out=graph)
-    inc = {"full_rebuild": full1, "full_rebuild_prev_day": full0, "refresh": ref}
-    if ref.get("ok") and full1.get("ok"):
-        # equality with a full rebuild of the new window (the state the next full build saved)
-        from ml_core.graph.incremental import WindowGraphs
+    inc = {"full_rebuild": full1, "full_rebuild_prev_day": full0}
+    # "auto" = the default (each similarity graph re-walks only if that is under half the work);
+    # "incremental" forces the incremental similarity path to show what it costs.
+    for label, share in (("refresh_auto", 0.5), ("refresh_incremental", 1.0)):
+        ref = run_step("refresh", data=data, state=state, enter=WINDOW, leave=0, out=graph, max_walk_share=share)
+        inc[label] = ref
+        if ref.get("ok") and full1.get("ok"):
+            from ml_core.graph.incremental import WindowGraphs
 
-        nxt = WindowGraphs.load_state(work / "state_day30")
-        eq = {}
-        for name, csr in (("bipartite", nxt.bip.ui), ("user_sim", nxt.user_sim.adj), ("item_sim", nxt.item_sim.adj)):
-            other = _load_csr(graph / {"bipartite": "refresh_ui.npz", "user_sim": "refresh_user.npz",
-                                       "item_sim": "refresh_item.npz"}[name])
-            eq[name] = bool(np.array_equal(csr.indptr, other.indptr) and np.array_equal(csr.indices, other.indices)
-                            and np.array_equal(csr.weights, other.weights))
-        inc["identical_to_full_rebuild"] = eq
-        inc["time_ratio"] = ref["wall_s"] / full1["wall_s"]
-        inc["cpu_ratio"] = ref["cpu_s"] / full1["cpu_s"]
+            nxt = WindowGraphs.load_state(work / "state_day30")
+            tag = f"refresh{share:g}"
+            eq = {}
+            for name, suffix, csr in (("bipartite", "ui", nxt.bip.ui), ("user_sim", "user", nxt.user_sim.adj),
+                                      ("item_sim", "item", nxt.item_sim.adj)):
+                other = _load_csr(graph / f"{tag}_{suffix}.npz")
+                eq[name] = bool(np.array_equal(csr.indptr, other.indptr) and np.array_equal(csr.indices, other.indices)
+                                and np.array_equal(csr.weights, other.weights))
+            ref["identical_to_full_rebuild"] = eq
+            ref["time_ratio"] = ref["wall_s"] / full1["wall_s"]
+            ref["cpu_ratio"] = ref["cpu_s"] / full1["cpu_s"]
+        log(f"{label}: " + (f"{ref['wall_s']:.1f}s vs full {full1['wall_s']:.1f}s" if ref.get("ok") else str(ref)[:300]))
     results["incremental"] = inc
-    log("incremental: " + (f"refresh {ref['wall_s']:.1f}s vs full {full1['wall_s']:.1f}s" if ref.get("ok") else str(ref)[:300]))
 
     # 5. sampler -------------------------------------------------------------------------------
     results["sampler"] = {f"threads_{t}": run_step("sampler", graph=graph, threads=t) for t in (1, 2)}
@@ -484,22 +490,27 @@ def print_report(r: dict) -> None:
                 a = red[side]["agreement"]
                 print(f"    agreement: identical arrays = {a['identical']}, top-k agreement = {a['topk_agreement']:.6f}")
     inc = r["incremental"]
-    f, ref = inc["full_rebuild"], inc["refresh"]
+    f = inc["full_rebuild"]
     print(f"- daily refresh, {r['window_days']}-day window (one day enters, one leaves):")
-    if ref.get("ok") and f.get("ok"):
-        print(f"  full rebuild {f['wall_s']:7.2f} s (cpu {f['cpu_s']:.1f}; bipartite {f['bipartite_s']:.1f}, user sim "
+    if f.get("ok"):
+        print(f"  full rebuild      {f['wall_s']:7.2f} s (cpu {f['cpu_s']:6.1f}; bipartite {f['bipartite_s']:.1f}, user sim "
               f"{f['user_sim_s']:.1f}, item sim {f['item_sim_s']:.1f}), peak {f['peak_rss_mb']:.0f} MB")
-        print(f"  incremental  {ref['wall_s']:7.2f} s (cpu {ref['cpu_s']:.1f}; incl. state load; bipartite "
-              f"{ref['bipartite_s']:.1f}, user sim {ref['user_sim_s']:.1f}, item sim {ref['item_sim_s']:.1f}), "
-              f"peak {ref['peak_rss_mb']:.0f} MB")
-        print(f"  ratio {inc['time_ratio']:.3f} of the full rebuild's time (cpu {inc['cpu_ratio']:.3f}); identical to a full "
-              f"rebuild: {inc['identical_to_full_rebuild']}")
+    for label in ("refresh_auto", "refresh_incremental"):
+        ref = inc.get(label, {})
+        if not (ref.get("ok") and f.get("ok")):
+            print(f"  {label}: failed {str(ref.get('error', ''))[:200]}")
+            continue
+        print(f"  {label:<17} {ref['wall_s']:7.2f} s (cpu {ref['cpu_s']:6.1f}; incl. state load; bipartite "
+              f"{ref['bipartite_s']:.1f}, user sim {ref['user_sim_s']:.1f} [{ref['user_mode']}], item sim "
+              f"{ref['item_sim_s']:.1f} [{ref['item_mode']}]), peak {ref['peak_rss_mb']:.0f} MB")
+        print(f"    = {ref['time_ratio']:.3f} of the full rebuild's time (cpu {ref['cpu_ratio']:.3f}); identical to a "
+              f"full rebuild: {ref['identical_to_full_rebuild']}")
+    ref = inc.get("refresh_incremental", {})
+    if ref.get("ok"):
         for side in ("user", "item"):
-            print(f"  {side} rows changed {ref[f'{side}_rows_changed']:,}, re-walked for a short buffer "
-                  f"{ref[f'{side}_rows_buffer_short']:,}, kept {ref[f'{side}_rows_kept']:,}; share of the full "
-                  f"build's work re-done: {ref[f'{side}_walk_cost_share']:.3f}")
-    else:
-        print(f"  failed: full={f.get('error', '')[:200]} refresh={ref.get('error', '')[:200]}")
+            print(f"  {side} graph: rows changed {ref[f'{side}_rows_changed']:,}, re-walked for a short buffer "
+                  f"{ref[f'{side}_rows_buffer_short']:,}, kept {ref[f'{side}_rows_kept']:,}; share of the full build's "
+                  f"work to re-do: {ref[f'{side}_estimated_walk_share']:.3f}")
     print("- sampler (bipartite channel, fan-outs [10, 5], 1024 seeds per batch):")
     for t, s in r["sampler"].items():
         if s.get("ok"):

@@ -374,6 +374,7 @@ class _Prepared:
                     em_vals.append(e_val[sl])
             cap[todo[e_over]] *= 8
             todo = todo[e_over]
+            self.emit_reruns = getattr(self, "emit_reruns", 0) + len(todo)
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
         emitted = (cat(em_rows, np.int64), cat(em_cols, np.int64), cat(em_vals, np.float64))
         return out_idx, out_val, out_cnt, out_npos, emitted

@@ -56,12 +56,13 @@ def _window(ev, lo, hi):
     return ev.filter((pl.col("day") >= lo) & (pl.col("day") < hi))
 
 
-def _chain(cfg, buffer, W=6, n_ref=4, check_state=False, **kw):
+def _chain(cfg, buffer, W=6, n_ref=4, check_state=False, max_walk_share=1.0, **kw):
     ev = _events(**kw)
     g = build_window(_window(ev, 0, W), cfg, [str(d) for d in range(W)], buffer=buffer)
     for d in range(1, n_ref + 1):
         days = [str(x) for x in range(d, d + W)]
-        g = refresh_window(g, None, None, _window(ev, d + W - 1, d + W), _window(ev, d - 1, d), cfg, days)
+        g = refresh_window(g, None, None, _window(ev, d + W - 1, d + W), _window(ev, d - 1, d), cfg, days,
+                           max_walk_share=max_walk_share)
         full = build_window(_window(ev, d, d + W), cfg, days, buffer=buffer)
         bip, ref = g.bip, full.bip
         assert np.array_equal(bip.user_ids, ref.user_ids) and np.array_equal(bip.item_ids, ref.item_ids)
@@ -90,6 +91,18 @@ def test_refresh_equals_full_rebuild(cfg, buffer):
     g = _chain(cfg, buffer, W=6, n_ref=4, check_state=True, n_users=1500, n_items=800, n_days=10, per_day=500, seed=0)
     st = g.stats["user_sim"]
     assert st["mode"] == "incremental" and st["rows_kept"] > 0 and st["rows_changed"] > 0
+
+
+def test_auto_mode_walks_everything_on_busy_days():
+    # default max_walk_share: these small windows change most of the work daily -> full walk
+    g = _chain(GraphConfig(topk=4), None, W=4, n_ref=2, max_walk_share=0.5,
+               n_users=400, n_items=200, n_days=6, per_day=300, seed=5)
+    for side in ("user_sim", "item_sim"):
+        st = g.stats[side]
+        assert (st["mode"] == "full (auto)") == (st["estimated_walk_share"] > 0.5)
+    g = _chain(GraphConfig(topk=4), None, W=4, n_ref=1, max_walk_share=0.0,
+               n_users=400, n_items=200, n_days=6, per_day=300, seed=5)
+    assert g.stats["user_sim"]["mode"] == "full (auto)"
 
 
 def test_refresh_equals_bruteforce_and_non_dyadic_weights():
