@@ -112,6 +112,13 @@ def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_
     return plan, prev_pos
 
 
+def _inverse(pos: torch.Tensor) -> torch.Tensor:
+    """``inv[pos[j]] = j`` for a permutation ``pos``."""
+    inv = torch.empty_like(pos)
+    inv[pos] = torch.arange(len(pos), device=pos.device)
+    return inv
+
+
 def cat_tables(tables: list[NodeTable]) -> NodeTable:
     return NodeTable(torch.cat([t.ids for t in tables]), torch.cat([t.cats for t in tables]),
                      torch.cat([t.nums for t in tables]))
@@ -169,10 +176,12 @@ class MGNN(nn.Module):
         q_parts = torch.split(Q(cat_tables(items)), [len(t) for t in items])  # [n_i, d] per table
         out = {}
         for (name, ch), p, q in zip(chans.items(), p_parts, q_parts):
-            h0 = p.new_zeros(ch.num_nodes, self.dim)  # [N, d]
-            h0 = h0.index_copy(0, ch.user_pos, p) if len(p) else h0
-            h0 = h0.index_copy(0, ch.item_pos, q.to(h0.dtype)) if len(q) else h0
-            out[name] = h0
+            if not len(q):
+                out[name] = p.index_select(0, _inverse(ch.user_pos))  # [N, d]
+            elif not len(p):
+                out[name] = q.index_select(0, _inverse(ch.item_pos))  # [N, d]
+            else:  # node v is row perm[v] of [p; q]
+                out[name] = torch.cat([p, q.to(p.dtype)]).index_select(0, _inverse(torch.cat([ch.user_pos, ch.item_pos])))
         return out, p_parts[-1], q_parts[-1]
 
     def propagate(self, name: str, h: torch.Tensor, ch: ChannelBatch, seeds: torch.Tensor) -> torch.Tensor:

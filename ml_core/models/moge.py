@@ -29,13 +29,18 @@ Readings of the paper (documented choices):
 * ``N = n_experts`` (1..4) experts; expert ``n`` carries ``Z^n`` in the order above, so
   ``n_experts`` adds the graph-enhanced experts "from left to right" (ablation 5.8);
   ``use_mgnn=False`` is the "no graph-enhanced expert" end of that ablation.
-* ``lambda ||Theta||^2``: the paper sums its losses over all samples, so per batch its
-  objective divided by the batch size B is ``mean BCE + (lambda / B) ||Theta_batch||^2``.
-  That is what is applied here, over the dense parameters and only the id-embedding rows the
-  batch reads (``Theta_batch``; NGCF's code regularises the same way). Applying ``lambda`` in
-  full to every parameter every step shrinks unseen id rows by ~lr per Adam step and was
-  measured to cost GAUC (see the closing note of issue 4 / ``benchmarks/compare_moge_mmoe.py``).
-  The uncertainty parameters ``s_k`` are not penalised.
+* ``lambda ||Theta||^2``: the paper's objective sums the cross-entropies (and ``L_co``) over all
+  training samples H and adds ``lambda ||Theta||^2`` once. Divided by ``|H|`` to match the
+  trainer's batch-mean BCE, its per-batch estimate is
+  ``mean_B BCE + beta mean_B L_co + (lambda / |H|) ||Theta||^2``: that is what is applied
+  (``|H|`` = training samples, read in :meth:`prepare`; without it, the batch size). Dense
+  parameters are penalised entirely, id-embedding tables only on the rows the batch reads
+  (the other rows' penalty gradient is negligible at ``lambda / |H|`` and would cost a pass over
+  the whole table per step). ``s_k`` are not penalised. Measured alternatives (closing note of
+  issue 4): ``lambda / B`` per batch - Adam normalises the penalty's gradient, so on parameters
+  whose loss gradient is still tiny (the graph path at initialisation) it acts as a decay of
+  ~lr per step and kept MoGE from ever using the graph on the planted-signal data; ``lambda``
+  on every parameter erases id rows a batch does not read.
 * ``L_co`` is averaged over the batch (the trainer's BCEs are batch means too).
 
 Paper hyper-parameters (section 5.4): Adam, lr 1e-4, batch 256, d 64, L 2, 4 experts [32, 32],
@@ -96,6 +101,7 @@ class MoGE(RecModel):
         self.co_loss = co_loss
         self.beta = beta
         self.l2 = l2
+        self.n_train: int | None = None  # |H|, set by prepare()
         self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
         self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
         if use_mgnn:
@@ -146,9 +152,13 @@ class MoGE(RecModel):
             parts["co"] = float(co.detach())
         if self.l2 > 0:
             reg = self.regularizer(batch)  # (iii)
-            loss = loss + (self.l2 / len(batch)) * reg
+            loss = loss + (self.l2 / (self.n_train or len(batch))) * reg
             parts["l2"] = float(reg.detach())
         return logits, loss, parts
+
+    def prepare(self, contexts) -> None:
+        """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L2)."""
+        self.n_train = int(sum(c.n_samples for c in contexts)) or None
 
     def regularizer(self, batch) -> torch.Tensor:
         """``||Theta_batch||^2``: dense parameters + the id-embedding rows this batch reads."""
