@@ -20,7 +20,7 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
     cfg.write_text(
         f'[source]\nkind = "taobao"\npath = "{TAOBAO_HEAD}"\nstart_date = "2017-11-25"\nend_date = "2017-12-03"\n'
         'timezone = "Asia/Shanghai"\n'
-        "[graph]\nwindow_days = 4\n[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 30\ndim = 16\n"
+        "[graph]\nwindow_days = 4\n[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 15\ndim = 16\n"
         f'[storage]\nroot = "{tmp_path / "data"}"\n'
     )
     env = {**os.environ, "MOGE_CONFIG": str(cfg), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
