@@ -68,10 +68,11 @@ class ChannelLayer(nn.Module):
     def forward(self, h: torch.Tensor, c: torch.Tensor | None, edge_index: torch.Tensor, targets: torch.Tensor):
         """New state of rows ``targets`` of ``h``, from edges ``edge_index`` (row 0 indexes ``h``,
         row 1 indexes ``targets``). Returns ``(h' [T, d], c' [T, d] or None)``."""
-        h_t = h.index_select(0, targets)  # [T, d]
+        pick = (lambda x: x[targets]) if isinstance(targets, slice) else (lambda x: x.index_select(0, targets))
+        h_t = pick(h)  # [T, d]
         m = self.att(h, h_t, edge_index)  # [T, d]  W sum_j alpha_j h_j
         m = nn.functional.leaky_relu(m, self.negative_slope)  # sigma(.)
-        c_t = None if c is None else c.index_select(0, targets)
+        c_t = None if c is None else pick(c)
         h_new, c_new = self.combine(m, h_t, c_t)  # f(h, m): [T, d]
         return h_new.to(h.dtype), None if c_new is None else c_new.to(h.dtype)
 
@@ -86,7 +87,8 @@ def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_
     Returns, per layer ``l = 0..L-1``: ``(targets, edges)`` with ``targets [|R_l|]`` = positions of
     ``R_l`` inside ``R_{l-1}`` and ``edges [2, E_l]`` = the edges into ``R_l``, source local to
     ``R_{l-1}`` and target local to ``R_l``; plus ``pos [num_nodes]``, the row of each node in
-    ``R_{L-1}`` (-1 outside).
+    ``R_{L-1}`` (-1 outside). When every ``R_l`` is a prefix of the node order (the sampler lists
+    seeds first, then each hop's new nodes), ``targets`` is a ``slice`` and no row is re-indexed.
     """
     src, dst = edge_index[0], edge_index[1]
     need = torch.zeros(num_nodes, dtype=torch.bool, device=edge_index.device)
@@ -98,6 +100,13 @@ def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_
         need = wider
         masks.append(need)
     masks.reverse()  # R_0 (widest) .. R_{L-1} (seeds)
+    sizes = [int(m.sum()) for m in masks]
+    if all(bool(m[:n].all()) for m, n in zip(masks, sizes)):  # every R_l is a prefix: no re-indexing
+        plan = []
+        for mask, n in zip(masks, sizes):
+            keep = mask[dst]
+            plan.append((slice(0, n), torch.stack([src[keep], dst[keep]])))
+        return plan, torch.arange(num_nodes, device=edge_index.device)
     plan = []
     prev_pos = None  # node -> row in R_{l-1}; None = identity (R_{-1} = all nodes)
     for mask in masks:
