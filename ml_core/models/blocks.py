@@ -7,6 +7,10 @@
   nothing else: no batch-norm inside the gate).
 * :class:`MixtureOfExperts` - MMoE's ``o^k = sum_n g^k(x)_n f^n(x)``.
 * :class:`TaskTowers` - one head per task, ``y^k = v_k^T o^k`` (or a small MLP first).
+* :class:`NeighborAttention` - GAT attention aggregation ``W sum_j alpha_{i<-j} h_j`` over sampled
+  edges (softmax over each target's incoming edges), via :func:`weighted_sum` (one CSR product).
+* :class:`GatedCombine` - MGNN's LSTM-like ``f(h, m)`` (GRU cell, or LSTM cell with memory).
+* :class:`PairInteraction` - MoGE's ``kappa(a, b)``: ep / add / con / mlp.
 """
 
 from __future__ import annotations

@@ -161,14 +161,24 @@ class MoGE(RecModel):
         self.n_train = int(sum(c.n_samples for c in contexts)) or None
 
     def regularizer(self, batch) -> torch.Tensor:
-        """``||Theta_batch||^2``: dense parameters + the id-embedding rows this batch reads."""
-        tables = {id(self.user_enc.id_emb.weight), id(self.item_enc.id_emb.weight)}
-        skip = tables | {id(p) for p in self.task_weighting.parameters()}
-        dense = [p for p in self.parameters() if id(p) not in skip]
-        user_rows, item_rows = [batch.user.ids], [batch.item.ids]
+        """``||Theta_batch||^2``: dense parameters + the embedding rows (ids and categorical codes)
+        this batch reads. Embedding tables are never penalised whole: a categorical column with
+        raw codes can have millions of rows."""
+        encoders = ((self.user_enc, [batch.user]), (self.item_enc, [batch.item]))
         if self.mgnn is not None:
             for ch in batch.channels.values():
-                user_rows.append(ch.users.ids)
-                item_rows.append(ch.items.ids)
-        sparse = [(self.user_enc.id_emb.weight, torch.cat(user_rows)), (self.item_enc.id_emb.weight, torch.cat(item_rows))]
-        return l2_penalty(dense, sparse)
+                encoders[0][1].append(ch.users)
+                encoders[1][1].append(ch.items)
+        sparse = []
+        for enc, tables in encoders:
+            sparse.append((enc.id_emb.weight, torch.cat([t.ids for t in tables])))
+            cats = torch.cat([t.cats for t in tables])  # [n, C]
+            sparse += [(emb.weight, cats[:, j]) for j, emb in enumerate(enc.cat_embs)]
+        return l2_penalty(self._dense_parameters(), sparse)
+
+    def _dense_parameters(self) -> list[torch.Tensor]:
+        if getattr(self, "_dense", None) is None:
+            skip = {id(m.weight) for m in self.modules() if isinstance(m, torch.nn.Embedding)}
+            skip |= {id(p) for p in self.task_weighting.parameters()}
+            self._dense = [p for p in self.parameters() if id(p) not in skip]
+        return self._dense
