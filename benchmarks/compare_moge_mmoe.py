@@ -59,9 +59,7 @@ def prepare(cfg, lake: Lake, eval_day: str, log=print) -> list[str]:
             P.run_interaction_logs(cfg, lake, d)
     for d in model_days:
         if not lake.exists("training_samples", d):
-            P.run_bipartite_graph(cfg, lake, d, P.graph_window(cfg, d))
-            P.run_similarity_graph(cfg, lake, d, "user")
-            P.run_similarity_graph(cfg, lake, d, "item")
+            P.run_window_graphs(cfg, lake, d, P.graph_window(cfg, d))  # bipartite + both similarity graphs
             P.run_node_features(cfg, lake, d, P.graph_window(cfg, d))
             P.run_training_samples(cfg, lake, d)
             log(f"  prepared {d}")
