@@ -36,15 +36,18 @@ Choices the paper leaves open (documented here):
 Args:
     spec (ModelSpec): input sizes.
     layers (int): L (default: ``len(spec.fanouts)``; must not exceed the sampler's hops).
-    channels (tuple[str]): channels to run (default: all three). Without ``user_sim``
-        (``item_sim``), ``s_u = p_u`` (``s_i = q_i``).
+    channels (tuple[str]): channels to run (default: all three). A channel left out passes
+        ``h^0`` through: without ``bipartite`` ``(h_u, h_i) = (p_u, q_i)``, without ``user_sim``
+        ``s_u = p_u``, without ``item_sim`` ``s_i = q_i``.
     combine (str): ``"gru"`` or ``"lstm"`` (default: ``"gru"``).
     negative_slope (float): slope of the attention's and the message's LeakyReLU (default: 0.2).
     share_layers (bool): one set of weights per channel for all layers (default: False).
     user_enc, item_enc (FeatureEncoder, optional): the shared transforms P and Q. When given
         they are *used but not registered* here (their owner, e.g. MoGE, trains and saves them);
         otherwise MGNN builds and owns its own.
-Shapes: Batch of B samples (with ``channels``) -> ``(h_u, h_i, s_u, s_i)``, each ``[B, d]``.
+Shapes: Batch of B samples (with ``channels``) -> ``(h_u, h_i, s_u, s_i)``, each ``[B, d]``;
+:meth:`MGNN.representations` also returns the samples' own ``p_u``, ``q_i`` (what the "+Graph"
+baselines and MoGE's experts read).
 """
 
 from __future__ import annotations
