@@ -58,7 +58,10 @@ def model_evaluation(context: dg.AssetExecutionContext, trained_model, training_
     cfg, lake = settings(context)
     day = context.partition_key
     ev = pipeline.run_model_evaluation(cfg, lake, day)
-    stats = {}
+    manifest = ev["candidate_manifest"]
+    # what was evaluated: an ablation (train.model_args) or optimizer choice shows next to its GAUC
+    stats = {"model": manifest["model"], "model_args": manifest.get("model_args", {}),
+             "optimizer": manifest.get("optimizer", "adam"), "post_training": manifest.get("post_training", [])}
     for task, m in ev["candidate"].items():
         stats[f"gauc_{task}"] = m["gauc"]
         stats[f"auc_{task}"] = m["auc"]

@@ -126,6 +126,14 @@ class TrainConfig:
     mask_target_edges: bool = False
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.
     model_args: dict[str, Any] = field(default_factory=dict)
+    #: ``adam`` (default) or ``sevo`` (AdamW-SEvo: graph-smoothed id-embedding updates), see
+    #: ml_core/train/extensions.py; its keyword arguments in ``optimizer_args``.
+    optimizer: str = "adam"
+    optimizer_args: dict[str, Any] = field(default_factory=dict)
+    #: Steps run after training, in order, e.g. ["lightgode"] (LightGODE's graph ODE over the id
+    #: embeddings); their keyword arguments in ``post_training_args = {lightgode = {...}}``.
+    post_training: list[str] = field(default_factory=list)
+    post_training_args: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,3 +248,6 @@ def validate_config(cfg: PipelineConfig) -> None:
     if cfg.graph.similarity not in ("cosine", "jaccard"):
         raise ValueError(f"graph.similarity must be 'cosine' or 'jaccard', got {cfg.graph.similarity!r}")
     date.fromisoformat(cfg.source.start_date)
+    from ml_core.train import extensions
+
+    extensions.validate(cfg.train)

@@ -203,9 +203,9 @@ def _input_versions(lake: Lake, assets_days: dict[str, list[str]]) -> dict:
 def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], code_version: str = "",
                       log=None) -> dict:
     """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition."""
-    from ml_core.train.trainer import model_needs_graph, train
+    from ml_core.train.trainer import train, training_needs_graph
 
-    need_graph = model_needs_graph(cfg.train.model)
+    need_graph = training_needs_graph(cfg.train)
     days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
     tasks = list(cfg.samples.tasks)
     result = train(days, cfg.train, tasks, log=log)
@@ -218,11 +218,13 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
                    extra={"train_config": cfg.to_dict()["train"]})
         (tmp / "history.json").write_text(json.dumps(result.history))
         write_manifest(tmp, {
-            "partition": day_str(day), "model": result.model_name, "train_days": sample_days,
+            "partition": day_str(day), "model": result.model_name, "model_args": result.model_args,
+            "optimizer": cfg.train.optimizer, "post_training": cfg.train.post_training, "train_days": sample_days,
             "input_versions": versions, "code_version": code_version, "config_fingerprint": cfg.fingerprint(),
             "device": result.device, "seconds": result.seconds, "n_params": result.n_params,
         })
-    return {"model": result.model_name, "train_days": sample_days, "samples_seen": result.samples_seen,
+    return {"model": result.model_name, "model_args": result.model_args, "optimizer": cfg.train.optimizer,
+            "post_training": result.post_training, "train_days": sample_days, "samples_seen": result.samples_seen,
             "seconds": round(result.seconds, 2), "device": result.device, "n_params": result.n_params,
             "history": result.history}
 

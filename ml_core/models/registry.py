@@ -1,4 +1,4 @@
-"""One registry of models by name. Adding a model = one file + one ``@register`` line.
+"""One registry of models by name. Adding a model = one file in ``ml_core/models/`` with one ``@register`` line.
 
 Every registered class is built as ``cls(spec: ModelSpec, **model_args)``, takes a
 :class:`~ml_core.train.data.Batch` and returns per-task logits ``[B, K]``.
@@ -7,13 +7,15 @@ Every registered class is built as ``cls(spec: ModelSpec, **model_args)``, takes
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from ml_core.models.blocks import ModelSpec, RecModel
 
 MODELS: dict[str, type[RecModel]] = {}
 
-# Modules that register models; imported lazily so the registry is complete when asked.
-_MODEL_MODULES = ["ml_core.models.mmoe", "ml_core.models.moge", "ml_core.models.zoo"]
+# Every module of the ml_core.models package may register models; they are imported lazily (on
+# the first lookup) so the registry is complete when asked and a new model file needs no list edit.
+_INFRA = {"blocks", "registry", "mgnn"}
 
 
 def register(name: str):
@@ -28,12 +30,11 @@ def register(name: str):
 
 
 def _load_all() -> None:
-    for mod in _MODEL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    import ml_core.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in _INFRA and not info.name.startswith("_"):
+            importlib.import_module(f"ml_core.models.{info.name}")
 
 
 def available_models() -> list[str]:

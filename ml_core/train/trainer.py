@@ -22,6 +22,7 @@ from ml_core.models.blocks import ModelSpec, RecModel
 from ml_core.models.registry import build_model
 from ml_core.train.batching import BatchMaker, batch_plan, iterate
 from ml_core.train.data import DayContext, DayInputs, FeatureSpec
+from ml_core.train.extensions import extensions_need_graph, make_optimizer, run_post_training
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -60,6 +61,7 @@ class TrainResult:
     device: str = "cpu"
     n_params: int = 0
     samples_seen: int = 0
+    post_training: dict = field(default_factory=dict)
 
 
 def build_contexts(days: list[DayInputs], spec: FeatureSpec, need_graph: bool) -> list[DayContext]:
@@ -80,12 +82,12 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     mspec = ModelSpec.from_feature_spec(fspec, cfg.dim, cfg.fanouts)
     model = build_model(cfg.model, mspec, **cfg.model_args).to(device)
     need_graph = type(model).needs_graph
-    contexts = build_contexts(days, fspec, need_graph)
+    contexts = build_contexts(days, fspec, need_graph or extensions_need_graph(cfg))
     makers = [BatchMaker(c, cfg.fanouts, need_graph, mask_target_edges=cfg.mask_target_edges) for c in contexts]
     model.set_task_priors(torch.from_numpy(np.concatenate([c.labels for c in contexts]).mean(axis=0)))
     if hasattr(model, "prepare"):
         model.prepare(contexts)  # per-model setup that needs the data (e.g. SEvo's graph)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, contexts)
     autocast, scaler = precision(device, cfg.amp)
     history: list[dict] = []
     step = 0
@@ -121,18 +123,12 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
         history.append(rec)
         log(f"epoch {epoch}: loss {rec['epoch_loss']:.4f}, {rec['samples_per_s']:.0f} samples/s")
     model.eval()
+    post = run_post_training(model, cfg, contexts, log)
     return TrainResult(
         model=model, feature_spec=fspec, model_spec=mspec, model_name=cfg.model, model_args=dict(cfg.model_args),
         history=history, seconds=time.perf_counter() - t0, device=str(device),
-        n_params=sum(p.numel() for p in model.parameters()), samples_seen=seen,
+        n_params=sum(p.numel() for p in model.parameters()), samples_seen=seen, post_training=post,
     )
-
-
-def make_optimizer(model: RecModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (the paper's optimiser) unless the model provides its own (e.g. SEvo)."""
-    if hasattr(model, "make_optimizer"):
-        return model.make_optimizer(cfg)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @torch.no_grad()
@@ -158,6 +154,12 @@ def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[i
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
     return metrics
+
+
+def training_needs_graph(cfg: TrainConfig) -> bool:
+    """Whether training ``cfg`` reads the similarity graphs (the model, its optimizer or a
+    post-training step)."""
+    return model_needs_graph(cfg.model) or extensions_need_graph(cfg)
 
 
 def model_needs_graph(name: str) -> bool:

@@ -22,3 +22,12 @@ def test_toml_file_and_errors(tmp_path):
         load_config(p, ['samples.tasks={x = ["like"]}'])
     with pytest.raises(ValueError, match="section.key=value"):
         load_config(p, ["epochs=3"])
+
+
+def test_unknown_optimizer_and_post_training_steps_are_rejected_at_load():
+    with pytest.raises(ValueError, match="train.optimizer"):
+        load_config(None, ['train.optimizer="sgdx"'])
+    with pytest.raises(ValueError, match="post_training"):
+        load_config(None, ['train.post_training=["nope"]'])
+    with pytest.raises(ValueError, match="post_training_args"):
+        load_config(None, ["train.post_training_args={lightgode = {t = 1.0}}"])

@@ -1,0 +1,79 @@
+"""Trainer extensions chosen by configuration: the optimizer and post-training steps.
+
+* ``train.optimizer`` (default ``"adam"``) with ``train.optimizer_args``: a factory
+  ``fn(model, cfg, contexts, **args) -> torch.optim.Optimizer``. A model may also bring its own
+  optimizer (a ``make_optimizer(cfg)`` method) when ``train.optimizer`` is left at ``adam``.
+* ``train.post_training`` (default ``[]``) with ``train.post_training_args = {name = {...}}``:
+  steps ``fn(model, contexts, **args) -> dict`` run in order after the last epoch. A step changes
+  the model in place, in parameters or buffers (so the saved bundle carries its result) and
+  returns statistics for the run's metadata.
+
+A factory or step that reads the day graphs sets ``fn.needs_graph = True``: the trainer then
+builds the days' channel adjacencies (``DayContext.channels``) even for a model that samples no
+subgraph. Registering one = one line in the tables below, pointing at ``module:function``
+(imported on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import torch
+
+OPTIMIZERS: dict[str, str] = {
+    "adam": "ml_core.train.extensions:adam",
+    "sevo": "ml_core.train.sevo:make_sevo",
+}
+
+POST_TRAINING: dict[str, str] = {
+    "lightgode": "ml_core.train.lightgode:apply_lightgode",
+}
+
+
+def _resolve(table: dict[str, str], name: str, what: str) -> Callable:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; available: {sorted(table)}")
+    module, _, fn = table[name].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def adam(model, cfg, contexts, **args) -> torch.optim.Optimizer:
+    """Adam (the MoGE paper's optimiser) at ``cfg.lr`` / ``cfg.weight_decay``."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **args)
+
+
+def make_optimizer(model, cfg, contexts) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam" and hasattr(model, "make_optimizer"):
+        return model.make_optimizer(cfg)
+    return _resolve(OPTIMIZERS, cfg.optimizer, "optimizer")(model, cfg, contexts, **cfg.optimizer_args)
+
+
+def run_post_training(model, cfg, contexts, log=None) -> dict[str, dict]:
+    """Apply ``cfg.post_training`` in order; returns ``{step: stats}``."""
+    out = {}
+    for name in cfg.post_training:
+        fn = _resolve(POST_TRAINING, name, "post-training step")
+        out[name] = fn(model, contexts, **cfg.post_training_args.get(name, {})) or {}
+        if log:
+            log(f"post-training {name}: {out[name]}")
+    return out
+
+
+def extensions_need_graph(cfg) -> bool:
+    """Whether the configured optimizer or post-training steps read the day graphs."""
+    fns = [_resolve(OPTIMIZERS, cfg.optimizer, "optimizer")]
+    fns += [_resolve(POST_TRAINING, n, "post-training step") for n in cfg.post_training]
+    return any(getattr(fn, "needs_graph", False) for fn in fns)
+
+
+def validate(cfg) -> None:
+    """Clear errors for unknown names (before any data is read)."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer must be one of {sorted(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    bad = [n for n in cfg.post_training if n not in POST_TRAINING]
+    if bad:
+        raise ValueError(f"unknown train.post_training steps {bad}; available: {sorted(POST_TRAINING)}")
+    extra = set(cfg.post_training_args) - set(cfg.post_training)
+    if extra:
+        raise ValueError(f"train.post_training_args names steps not in train.post_training: {sorted(extra)}")
