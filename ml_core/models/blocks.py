@@ -32,6 +32,7 @@ class SideShape:
     n_ids: int
     cat_sizes: list[int]
     n_nums: int
+    cat_names: list[str] = field(default_factory=list)  # FeatureSpec column names of cat_sizes (may be empty)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class ModelSpec:
 
     @classmethod
     def from_feature_spec(cls, fs, dim: int, fanouts: list[int]) -> "ModelSpec":
-        side = lambda s: SideShape(s.n_ids, list(s.cat_sizes), len(s.nums))  # noqa: E731
+        side = lambda s: SideShape(s.n_ids, list(s.cat_sizes), len(s.nums), list(s.cats))  # noqa: E731
         return cls(list(fs.tasks), side(fs.user), side(fs.item), dim, list(fanouts))
 
 
