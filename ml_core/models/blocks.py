@@ -5,7 +5,11 @@
   so ``p_u = E_id[u] + W [emb(cat_1) || ... || emb(cat_C) || nums]``.
 * :class:`SoftmaxGate` - ``g(x) = softmax(W x + b)`` over experts (normalised by a softmax and
   nothing else: no batch-norm inside the gate).
-* :class:`MixtureOfExperts` - MMoE's ``o^k = sum_n g^k(x)_n f^n(x)``.
+* :class:`ExpertPool` - N expert MLPs on one input, stacked ``[B, N, d_e]``.
+* :class:`MixtureOfExperts` - MMoE's ``o^k = sum_n g^k(x)_n f^n(x)`` (optionally each task's gate
+  routes over a subset of the experts: CGC's shared + task-specific experts).
+* :class:`HardConcreteGate` - learned near-binary gates ``z in [0, 1]`` with exact 0 and 1 (hard
+  concrete, L0 relaxation; SNR's sub-network routing codes).
 * :class:`TaskTowers` - one head per task, ``y^k = v_k^T o^k`` (or a small MLP first).
 * :class:`NeighborAttention` - GAT attention aggregation ``W sum_j alpha_{i<-j} h_j`` over sampled
   edges (softmax over each target's incoming edges), via :func:`weighted_sum` (one CSR product).
@@ -121,28 +125,73 @@ class SoftmaxGate(nn.Module):
         return torch.softmax(self.net(x), dim=-1)  # [B, n_out]
 
 
+class ExpertPool(nn.ModuleList):
+    """N expert MLPs reading the same input: ``[f^1(x), ..., f^N(x)]``.
+
+    Args:
+        in_dim (int): input size.
+        n_experts (int): N.
+        hidden (list[int]): each expert's MLP sizes (LeakyReLU after every layer).
+    Shapes: ``x [B, in_dim]`` -> ``[B, N, hidden[-1]]``.
+    """
+
+    def __init__(self, in_dim: int, n_experts: int, hidden: list[int]):
+        if n_experts < 1 or not hidden:
+            raise ValueError(f"an expert pool needs n_experts >= 1 and hidden sizes, got {n_experts}, {hidden}")
+        super().__init__(MLP(in_dim, hidden) for _ in range(n_experts))
+        self.out_dim = hidden[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([f(x) for f in self], dim=1)  # [B, N, d_e]
+
+
 class MixtureOfExperts(nn.Module):
     """MMoE core: N expert MLPs shared by K tasks, one softmax gate per task.
 
     ``forward`` returns (per-task mixtures ``[K, B, d_e]``, gates ``[K, B, N]``, experts
     ``[B, N, d_e]``); extra per-expert vectors may be appended to each expert's output before
     mixing (MoGE's ``[f^n(x) || Z^n]``).
+
+    ``routes`` (optional, one list of expert indices per task) restricts task k's gate to the
+    experts ``routes[k]`` (CGC / PLE: shared + task-specific experts): its softmax runs over those
+    experts only and the returned ``[K, B, N]`` gates are 0 on the others (each row still sums
+    to 1). ``None`` = every task mixes every expert (MMoE).
     """
 
     def __init__(self, in_dim: int, n_tasks: int, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, gate_in_dim: int | None = None):
+                 gate_hidden: list[int] | None = None, gate_in_dim: int | None = None,
+                 routes: list[list[int]] | None = None):
         super().__init__()
         expert_hidden = expert_hidden or [32, 32]
-        self.experts = nn.ModuleList(MLP(in_dim, expert_hidden) for _ in range(n_experts))
-        self.gates = nn.ModuleList(SoftmaxGate(gate_in_dim or in_dim, n_experts, gate_hidden) for _ in range(n_tasks))
+        if routes is not None:
+            if len(routes) != n_tasks:
+                raise ValueError(f"routes must list the experts of each of the {n_tasks} tasks, got {len(routes)} lists")
+            for r in routes:
+                if not r or len(set(r)) != len(r) or min(r) < 0 or max(r) >= n_experts:
+                    raise ValueError(f"each route must be distinct expert indices in 0..{n_experts - 1}, got {r}")
+        self.experts = ExpertPool(in_dim, n_experts, expert_hidden)
+        self.routes = None if routes is None else [list(r) for r in routes]
+        sizes = [n_experts] * n_tasks if routes is None else [len(r) for r in routes]
+        self.gates = nn.ModuleList(SoftmaxGate(gate_in_dim or in_dim, n, gate_hidden) for n in sizes)
+        self.n_experts = n_experts
         self.expert_dim = expert_hidden[-1]
 
+    def gate_values(self, gate_in: torch.Tensor) -> torch.Tensor:
+        """Every task's gate over all N experts, ``[K, B, N]`` (0 outside a task's route)."""
+        if self.routes is None:
+            return torch.stack([g(gate_in) for g in self.gates], dim=0)  # [K, B, N]
+        out = []
+        for g, route in zip(self.gates, self.routes):
+            g_k = g(gate_in)  # [B, |route|]
+            idx = torch.as_tensor(route, device=g_k.device)
+            out.append(g_k.new_zeros(g_k.shape[0], self.n_experts).index_copy(1, idx, g_k))  # [B, N]
+        return torch.stack(out, dim=0)  # [K, B, N]
+
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None, gate_x: torch.Tensor | None = None):
-        experts = torch.stack([f(x) for f in self.experts], dim=1)  # [B, N, d_e]
+        experts = self.experts(x)  # [B, N, d_e]
         if extra is not None:
             experts = torch.cat([experts, extra], dim=-1)  # [B, N, d_e + d_z]
-        gate_in = x if gate_x is None else gate_x
-        gates = torch.stack([g(gate_in) for g in self.gates], dim=0)  # [K, B, N]
+        gates = self.gate_values(x if gate_x is None else gate_x)  # [K, B, N]
         mixed = torch.einsum("kbn,bnd->kbd", gates, experts)  # [K, B, d]
         return mixed, gates, experts
 
@@ -163,6 +212,55 @@ class TaskTowers(nn.Module):
         every logit down, which penalises large (popular) feature values and ranks backwards."""
         for tower, b in zip(self.towers, prior_logits):
             tower[-1].bias.fill_(float(b))
+
+
+class HardConcreteGate(nn.Module):
+    """Learned gates ``z in [0, 1]`` that reach exactly 0 and 1: the hard concrete distribution
+    (Louizos, Welling & Kingma, ICLR 2018), a differentiable relaxation of binary gates.
+
+    .. math::
+        u \\sim U(0, 1),\\quad s = \\sigma\\big((\\log u - \\log(1 - u) + \\log\\alpha) / \\beta\\big)
+        \\ (\\text{training}),\\qquad s = \\sigma(\\log\\alpha)\\ (\\text{eval})
+
+        z = \\min\\big(1, \\max(0, s (\\zeta - \\gamma) + \\gamma)\\big), \\qquad
+        \\mathbb{E}\\|z\\|_0 = \\textstyle\\sum \\sigma\\big(\\log\\alpha - \\beta \\log(-\\gamma / \\zeta)\\big)
+
+    One ``z`` is drawn per forward call (per batch), shared by the batch's samples.
+
+    Args:
+        shape (tuple[int, ...]): shape of the gate tensor.
+        init_log_alpha (float): initial ``log alpha`` (default: 0.0, z = 0.5 at eval: neither
+            open nor closed).
+        beta (float): temperature (default: 2/3, Louizos et al.).
+        gamma, zeta (float): stretch interval, ``gamma < 0 < 1 < zeta`` (default: -0.1, 1.1).
+    Shapes: ``() -> shape``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], init_log_alpha: float = 0.0, beta: float = 2 / 3,
+                 gamma: float = -0.1, zeta: float = 1.1):
+        super().__init__()
+        if not (gamma < 0 < 1 < zeta) or beta <= 0:
+            raise ValueError(f"hard concrete needs beta > 0 and gamma < 0 < 1 < zeta, got beta={beta}, gamma={gamma}, zeta={zeta}")
+        self.beta, self.gamma, self.zeta = beta, gamma, zeta
+        self.init_log_alpha = init_log_alpha
+        self.log_alpha = nn.Parameter(torch.empty(tuple(shape)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.log_alpha, self.init_log_alpha)
+
+    def forward(self) -> torch.Tensor:
+        if self.training:
+            u = torch.rand_like(self.log_alpha).clamp(1e-6, 1 - 1e-6)
+            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
+        else:
+            s = torch.sigmoid(self.log_alpha)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)  # shape
+
+    def expected_l0(self) -> torch.Tensor:
+        """Expected number of non-zero gates (the L0 penalty), a scalar."""
+        shift = self.beta * torch.log(torch.tensor(-self.gamma / self.zeta))
+        return torch.sigmoid(self.log_alpha - shift).sum()
 
 
 class RecModel(nn.Module):
