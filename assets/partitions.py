@@ -21,12 +21,16 @@ _end = (date.fromisoformat(CONFIG.source.end_date) + timedelta(days=1)).isoforma
 daily = dg.DailyPartitionsDefinition(start_date=CONFIG.source.start_date, end_date=_end)
 
 
-def days_before(n: int) -> dg.TimeWindowPartitionMapping:
-    """Partition D reads upstream partitions D-n .. D-1 (missing early days are dropped)."""
+def days_before(n: int, include_day: bool = False) -> dg.TimeWindowPartitionMapping:
+    """Partition D reads upstream partitions D-n .. D-1 (.. D with ``include_day``; missing early
+    days are dropped)."""
     with warnings.catch_warnings():  # the flag is marked beta; its behaviour is what we need
         warnings.simplefilter("ignore")
-        return dg.TimeWindowPartitionMapping(start_offset=-n, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+        return dg.TimeWindowPartitionMapping(start_offset=-n, end_offset=0 if include_day else -1,
+                                             allow_nonexistent_upstream_partitions=True)
 
 
 graph_window = days_before(CONFIG.graph.window_days)
 train_window = days_before(CONFIG.train.train_days)
+#: The training days of D and D itself (the held-out evaluation day of the model comparison).
+train_and_eval_window = days_before(CONFIG.train.train_days, include_day=True)

@@ -93,8 +93,9 @@ class SampleConfig:
 
 @dataclass
 class TrainConfig:
-    #: Registered model name (see ml_core.models.registry).
-    model: str = "mmoe"
+    #: Registered model name (see ml_core.models.registry): MoGE by default; ``mmoe``, the zoo's
+    #: baselines and the other systems are one word away (README: "Models").
+    model: str = "moge"
     #: T: days of samples before D the model of day D is trained on.
     train_days: int = 3
     epochs: int = 2
@@ -145,6 +146,23 @@ class DeployConfig:
 
 
 @dataclass
+class ComparisonConfig:
+    """The on-demand ``model_comparison`` asset (ml_core/compare.py): which variants, how many
+    seeds, what budget. Every variant gets the same days, batches, budget and seeds."""
+
+    #: Registered model names, presets (``mmoe+sevo``, ``moge+sevo``, ``mmoe+lightgode``) or
+    #: tables ``{name, model, model_args, train}``. Empty = every registered model + every preset.
+    variants: list[Any] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    #: Budget of every variant; 0 = the ``[train]`` value.
+    epochs: int = 0
+    max_steps_per_epoch: int = 0
+
+    def budget(self) -> dict[str, int]:
+        return {k: v for k, v in (("epochs", self.epochs), ("max_steps_per_epoch", self.max_steps_per_epoch)) if v}
+
+
+@dataclass
 class StorageConfig:
     #: Root of the Parquet lake, graph files and model registry.
     root: str = "data"
@@ -157,6 +175,7 @@ class PipelineConfig:
     samples: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -189,6 +208,7 @@ _SECTIONS = {
     "samples": SampleConfig,
     "train": TrainConfig,
     "deploy": DeployConfig,
+    "comparison": ComparisonConfig,
     "storage": StorageConfig,
 }
 
@@ -251,3 +271,5 @@ def validate_config(cfg: PipelineConfig) -> None:
     from ml_core.train import extensions
 
     extensions.validate(cfg.train)
+    if not cfg.comparison.seeds:
+        raise ValueError("comparison.seeds must list at least one seed")

@@ -250,6 +250,32 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> dict:
     return out
 
 
+def run_model_comparison(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], log=None) -> dict:
+    """Every ``comparison`` variant trained on ``sample_days`` and evaluated on ``day`` (same
+    budget and seeds); stores results.json, report.md and comparison.png in the partition."""
+    from ml_core.compare import improvements, markdown_report, parse_variants, run_comparison
+    from ml_core.eval.plots import comparison_plot
+
+    if not sample_days:
+        raise ValueError(f"{day_str(day)}: no training days before this day; nothing to compare")
+    variants = parse_variants(cfg.comparison.variants)
+    train_in = [load_day_inputs(lake, d, with_graph=True) for d in sample_days]
+    eval_in = load_day_inputs(lake, day, with_graph=True)
+    tasks = list(cfg.samples.tasks)
+    out = run_comparison(train_in, eval_in, tasks, cfg.train, variants, cfg.comparison.seeds,
+                         cfg.comparison.budget(), log=log)
+    out["meta"] = {"evaluation day": day_str(day), "training days": ", ".join(sample_days),
+                   "source": cfg.source.kind, "evaluation samples": eval_in.samples.height}
+    out["improvements"] = improvements(out["summary"], tasks)
+    report = markdown_report(out, f"Model comparison, {day_str(day)}")
+    png = comparison_plot(out["summary"], tasks)
+    with lake.write_dir("model_comparison", day) as tmp:
+        (tmp / "results.json").write_text(json.dumps(out, indent=2, default=str))
+        (tmp / "report.md").write_text(report)
+        (tmp / "comparison.png").write_bytes(png)
+    return {**out, "report": report, "plot": png}
+
+
 def load_evaluation(lake: Lake, day) -> dict:
     p = lake.partition_dir("model_evaluation", day) / "evaluation.json"
     if not p.exists():

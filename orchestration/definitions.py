@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import features, graphs, logs, model, samples
+from assets import comparison, features, graphs, logs, model, samples
 from orchestration.checks import CHECKS
-from orchestration.jobs import daily_flow
+from orchestration.jobs import daily_flow, model_comparison_job
 from orchestration.resources import LakeIOManager, PipelineResource
 from orchestration.schedules import daily_flow_schedule
 
-ALL_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, model])
+#: The daily flow (logs -> deployed model) and the on-demand comparison.
+FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, model])
+ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison])]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=CHECKS,
-    jobs=[daily_flow],
+    jobs=[daily_flow, model_comparison_job],
     schedules=[daily_flow_schedule],
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
 )

@@ -18,3 +18,12 @@ daily_flow = dg.define_asset_job(
     # paying 10-20 s of interpreter start-up per step; days run as separate runs.
     executor_def=dg.in_process_executor,
 )
+
+model_comparison_job = dg.define_asset_job(
+    name="model_comparison_job",
+    selection=dg.AssetSelection.assets("model_comparison"),
+    partitions_def=daily,
+    description="On demand: every comparison variant trained and evaluated on the chosen day "
+    "(its data stages must be materialized). Not scheduled.",
+    executor_def=dg.in_process_executor,
+)

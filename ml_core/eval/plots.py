@@ -67,5 +67,28 @@ def bar_plot(groups: dict[str, dict[str, float]], title: str, ylabel: str) -> by
     return _fig_to_png(fig)
 
 
+def comparison_plot(summary: list[dict], tasks: list[str], title: str = "GAUC per task (mean ± std over seeds)") -> bytes:
+    """One panel per task: a horizontal bar per variant (sorted by GAUC) with its seed spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 0.28 * len(summary) + 1.2), squeeze=False)
+    for ax, t in zip(axes[0], tasks):
+        rows = sorted(summary, key=lambda r: r[f"gauc_{t}"])
+        y = np.arange(len(rows))
+        colors = ["tab:red" if r["variant"] == "moge" else "tab:blue" if "graph" in r["family"] else "tab:gray"
+                  for r in rows]
+        ax.barh(y, [r[f"gauc_{t}"] for r in rows], xerr=[r[f"gauc_{t}_std"] for r in rows], color=colors)
+        ax.set_yticks(y, [r["variant"] for r in rows], fontsize=7)
+        lo = min(r[f"gauc_{t}"] - r[f"gauc_{t}_std"] for r in rows)
+        ax.set_xlim(max(0.0, lo - 0.02), min(1.0, max(r[f"gauc_{t}"] + r[f"gauc_{t}_std"] for r in rows) + 0.01))
+        ax.set_title(f"{t}", fontsize=9)
+        ax.set_xlabel("GAUC")
+    fig.suptitle(title, fontsize=9)
+    return _fig_to_png(fig)
+
+
 def png_markdown(png: bytes, alt: str = "plot") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -19,6 +19,10 @@ def test_definitions_resolve_every_job_and_schedule():
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} >= FLOW
     sched = defs.resolve_schedule_def("daily_flow_schedule")
     assert sched.cron_schedule == "30 2 * * *"
+    # the comparison runs on demand: its own job, outside the scheduled daily flow
+    assert "model_comparison" not in {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    cmp_job = defs.resolve_job_def("model_comparison_job")
+    assert {k.to_user_string() for k in cmp_job.asset_layer.selected_asset_keys} == {"model_comparison"}
 
 
 def test_every_asset_is_daily_partitioned_versioned_described_and_grouped():
@@ -28,7 +32,7 @@ def test_every_asset_is_daily_partitioned_versioned_described_and_grouped():
         node = graph.get(key)
         assert node.code_version, key
         assert node.description, key
-        assert node.group_name in {"ingest", "graph", "features", "samples", "model"}, key
+        assert node.group_name in {"ingest", "graph", "features", "samples", "model", "comparison"}, key
         partitions.add(id(node.partitions_def))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
     assert len(partitions) == 1  # one DailyPartitionsDefinition for all

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from ml_core.model_registry import ModelRegistry
-from orchestration.definitions import ALL_ASSETS, CHECKS
+from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
 from tests.conftest import FAST
 
@@ -32,7 +32,7 @@ def flow(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     res = resources(root)
     for day in DAYS:
-        result = dg.materialize([*ALL_ASSETS, *CHECKS], partition_key=day, instance=instance, resources=res)
+        result = dg.materialize([*FLOW_ASSETS, *CHECKS], partition_key=day, instance=instance, resources=res)
         assert result.success, day
     return root, instance, res
 
@@ -97,3 +97,26 @@ def test_rematerializing_a_partition_is_idempotent(flow):
     assert _latest(instance, "training_samples", DAYS[1]).metadata["data_version"].value == samples_before
     assert len(list((root / "lake" / "interaction_logs").iterdir())) == len(DAYS)
     assert _latest(instance, "bipartite_graph", DAYS[1]).metadata["data_version"].value == bip_before
+
+
+def test_model_comparison_on_demand(flow):
+    """The comparison asset reads the flow's stored partitions: two variants x two seeds."""
+    root, instance, _ = flow
+    day = DAYS[-1]
+    res = resources(root, 'comparison.variants=["mmoe", "moge"]', "comparison.seeds=[0, 1]",
+                    "comparison.max_steps_per_epoch=10")
+    comparison = [a for a in ALL_ASSETS if a not in FLOW_ASSETS]
+    result = dg.materialize([*comparison, *FLOW_ASSETS], selection=comparison, partition_key=day,
+                            instance=instance, resources=res)
+    assert result.success
+    md = _latest(instance, "model_comparison", day).metadata
+    assert md["variants"].value == 2 and md["seeds"].value == [0, 1]
+    assert md["train_days"].value == [d for d in DAYS if d < day][-2:]
+    rows = {r["variant"]: r for r in md["summary"].value}
+    assert set(rows) == {"mmoe", "moge"} and all(0.0 <= r["gauc_click"] <= 1.0 for r in rows.values())
+    assert "report" in md and "gauc_plot" in md and "table" in md
+    part = root / "lake" / "model_comparison" / f"ds={day}"
+    report = (part / "report.md").read_text()
+    assert "| moge |" in report and "| mmoe |" in report and "best paper baseline mmoe" in report
+    runs = json.loads((part / "results.json").read_text())["runs"]
+    assert sorted((r["variant"], r["seed"]) for r in runs) == [("mmoe", 0), ("mmoe", 1), ("moge", 0), ("moge", 1)]

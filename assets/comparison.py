@@ -1,0 +1,43 @@
+"""On-demand model comparison of day D: every configured variant trained on D-T .. D-1 and
+evaluated on D with the same budget and seeds (the MoGE paper's Table 2 for our data).
+
+Not part of ``daily_flow`` and not scheduled: materialize it from the asset page or run
+``model_comparison_job`` for the partitions you want; its size is the ``[comparison]`` section.
+"""
+
+
+import dagster as dg
+
+from assets.common import COMMON, code_version, result, settings, stage
+from assets.partitions import train_and_eval_window
+from ml_core import pipeline
+
+COMPARISON_CODE = code_version(*COMMON, "ml_core/models", "ml_core/train", "ml_core/compare.py",
+                               "ml_core/eval", "assets/comparison.py")
+_window_in = dict(partition_mapping=train_and_eval_window)
+
+
+@dg.asset(
+    **stage("comparison", {"pytorch"}),
+    ins={name: dg.AssetIn(**_window_in) for name in ("training_samples", "node_features", "bipartite_graph",
+                                                      "user_similarity_graph", "item_similarity_graph")},
+    code_version=COMPARISON_CODE,
+)
+def model_comparison(context: dg.AssetExecutionContext, training_samples, node_features, bipartite_graph,
+                     user_similarity_graph, item_similarity_graph) -> dg.MaterializeResult:
+    """GAUC / AUC / logloss per task, training time and parameter count of every comparison
+    variant (baselines, +Graph variants, MoGE, E2E-GRec, LightGODE, SEvo, MGOE), mean ± std over
+    seeds, the relative improvement of the best over the best baseline; table, plot, report.md."""
+    cfg, lake = settings(context)
+    day = context.partition_key
+    train_days = [d for d in training_samples.days if d < day]
+    out = pipeline.run_model_comparison(cfg, lake, day, train_days, log=context.log.info)
+    stats = {"variants": len(out["summary"]), "seeds": out["seeds"], "train_days": train_days,
+             "improvements": out["improvements"], "summary": out["summary"]}
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
+                                 if not isinstance(v, (list, dict))}) for r in out["summary"]])
+    res = result(lake, "model_comparison", day, stats, plots={"gauc_plot": out["plot"]},
+                 markdown={"report": out["report"]})
+    res.metadata["table"] = table
+    return res
