@@ -1,0 +1,193 @@
+"""LightGODE: light post-training graph ODE (papers/lightgode-abstract.txt; MODELS.md "LightGODE").
+
+Training uses no graph convolution at all: id embeddings only, L2-normalised, fitted with
+DirectAU's alignment and uniformity losses on the batch's positive pairs P (users U_P, items I_P):
+
+.. math::
+    \\tilde e = e / \\|e\\|_2, \\qquad
+    \\mathcal{L}_{align} = \\frac{1}{|P|} \\sum_{(u,i) \\in P} \\|\\tilde e_u - \\tilde e_i\\|^2, \\qquad
+    \\mathcal{L}_{unif}(X) = \\log \\frac{1}{|X|(|X|-1)/2} \\sum_{a < b} e^{-2 \\|\\tilde x_a - \\tilde x_b\\|^2}
+
+    \\mathcal{L} = \\mathcal{L}_{align}
+        + \\gamma \\tfrac{1}{2}\\big(\\mathcal{L}_{unif}(U_P) + \\mathcal{L}_{unif}(I_P)\\big)
+        + \\sum_k \\mathrm{BCE}_k\\big(\\mathrm{sg}(\\hat y^k)\\big)
+
+At inference the graph enters once, through the ODE of :mod:`ml_core.train.lightgode` over the
+normalised bipartite adjacency (no self loops), integrated from the normalised trained table
+``E(0) = [\\tilde E_U ; \\tilde E_I]`` to ``T``; a pair is scored by the dot product of the
+re-normalised results, turned into per-task logits by a scale and a bias per task:
+
+.. math::
+    \\frac{dE}{dt} = \\hat A E + E(0), \\qquad
+    c_{ui} = \\widetilde{E(T)}_u^\\top \\widetilde{E(T)}_i, \\qquad
+    \\hat y^k = \\sigma(a_k c_{ui} + b_k)
+
+Choices the paper and MODELS.md leave open (documented):
+
+* Positives = samples whose first task (``click``, any interaction) is 1; the day's sampled
+  negatives take no part in the alignment/uniformity objective (DirectAU uses positives only).
+  Uniformity over the batch's *distinct* positive users and items.
+* K logits for the shared trainer and metrics: one cosine ranks every task (MODELS.md: scored by
+  dot product for the click task); ``a_k, b_k`` (initialised ``a_k = scale_init``,
+  ``b_k = logit(base rate)``) calibrate it per task and are fitted by the tasks' BCE on the
+  *detached* score ``sg(.)``, so only alignment + uniformity shape the embeddings. Per-task GAUC
+  therefore equals the GAUC of the one cosine on each task's labels.
+* The ODE starts from the *normalised* table (the space training shaped; raw norms are not
+  trained by a cosine loss) and its result is normalised again for scoring.
+* Which graph: the most recent training day's bipartite graph (interactions before that day, none
+  of the evaluation day), binarised (``graph_*`` options, :mod:`ml_core.train.id_graph`). ``T =
+  1``, one Euler step = the public code's ``E(T) = (1 + T) E(0) + T A^ E(0)``; ``T = 0`` switches
+  the ODE off (the "without post-training" ablation).
+* When: the model keeps ``E(0)`` as its parameters and holds ``E(T)`` in a buffer (saved with the
+  model, shape ``[n_user_ids + n_item_ids, d]``), recomputed whenever the model is switched to
+  eval mode while it holds a graph (so the trainer's ``model.eval()`` after the last epoch
+  integrates the final table, and training may resume from ``E(0)``); eval-mode forwards read
+  the buffer once it is filled. The graph comes from ``prepare(contexts)`` when the training
+  contexts carry graphs (``needs_day_graph``), or from the ``lightgode`` post-training step,
+  which for this model only hands it the graph. Without a graph the model scores with ``E(0)``.
+
+Args:
+    spec (ModelSpec): id vocabularies, tasks, d.
+    gamma (float): weight of the uniformity loss (default: 0.5; DirectAU tunes it per dataset. On the
+        planted zoo data 0.2-0.5 gave click GAUC 0.69 vs 0.65 at 1.0, with the ODE).
+    T (float): ODE integration time (default: 1.0).
+    solver (str): ``"euler"`` (default) or ``"rk4"``.
+    steps (int): solver steps (default: 1).
+    scale_init (float): initial per-task scale ``a_k`` of the cosine (default: 5.0).
+    graph_channels (list[str], optional): graph(s) of the ODE (default: ``["bipartite"]``).
+    graph_days (str): ``"last"`` training day's graph (default) or ``"all"``.
+    weighted (bool): keep edge weights (default: False: binary A).
+Shapes: Batch of B samples -> logits ``[B, K]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, SideShape, bce_per_task
+from ml_core.models.registry import register
+from ml_core.train.id_graph import id_adjacency, stack_rows
+from ml_core.train.lightgode import check_ode_args, graph_ode
+
+
+def uniformity(x: torch.Tensor) -> torch.Tensor:
+    """DirectAU's ``log mean_{a<b} exp(-2 ||x_a - x_b||^2)`` of unit rows ``x [n, d]`` (0 if n < 2)."""
+    if x.shape[0] < 2:
+        return x.new_zeros(())
+    return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean().log()
+
+
+@register("lightgode")
+class LightGODE(RecModel):
+    needs_graph = False  # training samples no subgraph: no convolution before inference
+    needs_day_graph = True  # reads the training days' graph once, for the ODE
+    integrates_graph_ode = True  # the lightgode post-training step hands it the graph only
+
+    def __init__(self, spec: ModelSpec, gamma: float = 0.5, T: float = 1.0, solver: str = "euler", steps: int = 1,
+                 scale_init: float = 5.0, graph_channels: list[str] | None = None, graph_days: str = "last",
+                 weighted: bool = False):
+        super().__init__()
+        check_ode_args(T, solver, steps)
+        if gamma < 0:
+            raise ValueError(f"gamma (uniformity weight) must be >= 0, got {gamma}")
+        self.spec = spec
+        self.gamma = gamma
+        self.T, self.solver, self.steps = T, solver, int(steps)
+        self.graph_channels = list(graph_channels or ["bipartite"])
+        self.graph_days = graph_days
+        self.weighted = weighted
+        self.scale_init = scale_init
+        # id-only encoders (no feature columns): E_U, E_I
+        self.user_enc = FeatureEncoder(SideShape(spec.user.n_ids, [], 0), spec.dim)
+        self.item_enc = FeatureEncoder(SideShape(spec.item.n_ids, [], 0), spec.dim)
+        self.task_scale = nn.Parameter(torch.empty(spec.n_tasks))  # a_k
+        self.task_bias = nn.Parameter(torch.empty(spec.n_tasks))  # b_k
+        self.register_buffer("ode_emb", torch.zeros(spec.user.n_ids + spec.item.n_ids, spec.dim))  # E(T)
+        self.register_buffer("ode_ready", torch.zeros((), dtype=torch.bool))
+        self._graph: torch.Tensor | None = None  # A^ over [user | item] id rows, not saved
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.user_enc.reset_parameters()
+        self.item_enc.reset_parameters()
+        nn.init.constant_(self.task_scale, self.scale_init)
+        nn.init.zeros_(self.task_bias)
+        self.ode_emb.zero_()
+        self.ode_ready.fill_(False)
+
+    @torch.no_grad()
+    def set_task_priors(self, rates: torch.Tensor) -> None:
+        self.task_bias.copy_(torch.logit(rates.clamp(1e-4, 1 - 1e-4)))
+
+    # -- embeddings and scores -----------------------------------------------------------------
+    def embeddings(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit user and item vectors ``([B, d], [B, d])``: ``E(0)`` in training, ``E(T)`` at inference."""
+        if not self.training and bool(self.ode_ready):
+            e_u = self.ode_emb[user_ids]  # [B, d]
+            e_i = self.ode_emb[self.spec.user.n_ids + item_ids]  # [B, d]
+        else:
+            e_u = self.user_enc.id_emb(user_ids)  # [B, d]
+            e_i = self.item_enc.id_emb(item_ids)  # [B, d]
+        return F.normalize(e_u, dim=-1), F.normalize(e_i, dim=-1)
+
+    def score(self, e_u: torch.Tensor, e_i: torch.Tensor) -> torch.Tensor:
+        cos = (e_u * e_i).sum(dim=-1, keepdim=True)  # [B, 1]
+        return cos * self.task_scale + self.task_bias  # [B, K]
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.score(*self.embeddings(batch.user.ids, batch.item.ids))
+
+    def compute_loss(self, batch):
+        e_u, e_i = self.embeddings(batch.user.ids, batch.item.ids)  # [B, d] each
+        pos = batch.labels[:, 0] > 0.5  # positives: first task (click = any interaction)
+        if bool(pos.any()):
+            align = (e_u[pos] - e_i[pos]).pow(2).sum(dim=-1).mean()
+            users = F.normalize(self.user_enc.id_emb(torch.unique(batch.user.ids[pos])), dim=-1)  # [U_P, d]
+            items = F.normalize(self.item_enc.id_emb(torch.unique(batch.item.ids[pos])), dim=-1)  # [I_P, d]
+            unif = (uniformity(users) + uniformity(items)) / 2
+        else:
+            align = unif = e_u.new_zeros(())
+        logits = self.score(e_u.detach(), e_i.detach())  # [B, K] heads only
+        per_task = bce_per_task(logits, batch.labels)
+        loss = align + self.gamma * unif + per_task.sum()
+        parts = {"align": float(align.detach()), "uniform": float(unif.detach())}
+        parts.update({f"bce_{k}": float(v) for k, v in enumerate(per_task.detach())})
+        return logits, loss, parts
+
+    # -- the post-training graph ODE -------------------------------------------------------------
+    def prepare(self, contexts) -> None:
+        if any(c.channels for c in contexts):
+            self.attach_graph(contexts)
+        else:
+            warnings.warn("lightgode: the training contexts carry no graph, so no ODE at inference (the trainer "
+                          "builds graphs for needs_day_graph models, or add 'lightgode' to train.post_training)")
+
+    def attach_graph(self, contexts) -> dict:
+        """Take the ODE's graph from the training ``contexts``; integrate now when in eval mode."""
+        graph = id_adjacency(contexts, self.spec.user.n_ids, self.spec.item.n_ids, self.graph_channels,
+                             self.graph_days, self.weighted)
+        self._graph = graph.adj
+        if not self.training:
+            self.refresh_ode()
+        return {"T": self.T, "solver": self.solver, "steps": self.steps, "integrated_by": "model",
+                **graph.stats()}
+
+    @torch.no_grad()
+    def refresh_ode(self) -> None:
+        """``ode_emb = E(T)`` from the current normalised tables (needs the graph)."""
+        if self._graph is None:
+            raise ValueError("lightgode: no graph attached (prepare/attach_graph with graph contexts first)")
+        e0 = F.normalize(stack_rows((self.user_enc.id_emb, self.item_enc.id_emb)), dim=-1)  # [N, d]
+        adj = self._graph.to(e0.device)
+        self.ode_emb.copy_(graph_ode(e0, adj, self.T, self.solver, self.steps))
+        self.ode_ready.fill_(True)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode and getattr(self, "_graph", None) is not None:
+            self.refresh_ode()
+        return self
