@@ -12,7 +12,7 @@ MoGE's step spent sampling. ``--prefetch`` also measures both models end to end 
 built ahead while the model computes, in the trainer's background thread
 (``batching.iterate(prefetch=4)``) and in a DataLoader worker process (no GIL sharing). Interleaving makes the ratio robust to other jobs on the machine.
 
-Data: the lake of ``benchmarks/compare_moge_mmoe.py`` (built on first use).
+Data: the lake of ``benchmarks/compare_models.py`` (built on first use).
 
     python benchmarks/bench_moge.py --dataset synthetic --steps 60
 """
@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_moge_mmoe import DATASETS, defaults_config, prepare  # noqa: E402
+from compare_models import DATASETS, defaults_config, prepare  # noqa: E402
 from ml_core import pipeline as P  # noqa: E402
 from ml_core.models.blocks import ModelSpec  # noqa: E402
 from ml_core.models.registry import build_model  # noqa: E402
