@@ -6,12 +6,19 @@
     \\hat{y}^k = \\sigma(v_k^\\top o^k)
 
 with ``p_u``, ``q_i`` the shared feature transforms (ids count as features), N = 4 experts
-``f^n``: MLP [32, 32] with LeakyReLU, gates ``g^k``: linear + softmax (MoGE paper section 5.4).
+``f^n``: MLP [32, 32] with LeakyReLU, gates ``g^k``: linear + softmax (MoGE paper section 5.4
+lists gates of [16, 16]; the text also says "linear transform + softmax", as MoGE here: pass
+``gate_hidden=[16, 16]`` for the other reading).
+
+``mmoe_graph`` (MMoE + Graph, section 5.2): the same body on ``x^ = [h_u || h_i || s_u || s_i]``
+from an MGNN (:class:`~ml_core.models.inputs.GraphInput`; MGNN options ``layers``,
+``combine``, ``channels``).
 
 Args:
     spec (ModelSpec): input sizes and tasks.
     n_experts (int): number of experts (default: 4).
     expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
+    gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
 Shapes: Batch of B samples -> logits ``[B, K]``.
 """
 
@@ -19,21 +26,21 @@ from __future__ import annotations
 
 import torch
 
-from ml_core.models.blocks import FeatureEncoder, MixtureOfExperts, ModelSpec, RecModel, TaskTowers
-from ml_core.models.registry import register
+from ml_core.models.blocks import MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.models.inputs import FeatureInput, register_with_graph
 
 
-@register("mmoe")
-class MMoE(RecModel):
-    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None):
+@register_with_graph("mmoe")
+class MMoE(FeatureInput):
+    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None,
+                 gate_hidden: list[int] | None = None, **input_args):
         super().__init__()
         self.spec = spec
-        self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
-        self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
-        self.moe = MixtureOfExperts(2 * spec.dim, spec.n_tasks, n_experts, expert_hidden or [32, 32])
-        self.towers = TaskTowers(self.moe.expert_dim, spec.n_tasks)
+        in_dim = self.build_input(spec, **input_args)  # P, Q (+ MGNN)
+        self.moe = MixtureOfExperts(in_dim, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
+        self.towers = TaskTowers(self.moe.expert_dim, spec.n_tasks)  # v_k
 
     def forward(self, batch) -> torch.Tensor:
-        x = torch.cat([self.user_enc(batch.user), self.item_enc(batch.item)], dim=-1)  # [B, 2d]
-        mixed, _, _ = self.moe(x)  # [K, B, 32]
+        x = self.model_input(batch)  # x^ [B, 2d] (graph: [B, 4d])
+        mixed, _, _ = self.moe(x)  # o^k [K, B, 32]
         return self.towers(mixed)  # [B, K]

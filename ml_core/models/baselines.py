@@ -1,0 +1,364 @@
+"""The MoGE paper's multi-task baselines (section 5.2) and their "+Graph" variants.
+
+Each body reads ``x`` from its input class (:mod:`ml_core.models.inputs`): ``x = [p_u || q_i]``
+(``[B, 2d]``) for ``<name>``, ``x = [h_u || h_i || s_u || s_i]`` (``[B, 4d]``, from an MGNN)
+for ``<name>_graph``. Every body ends in :class:`~ml_core.models.blocks.TaskTowers` (one head
+per task, its bias initialised to the task's base rate by ``set_task_priors``) and is trained
+with the sum of the tasks' mean BCE (no L2 term, as MMoE here).
+
+=================  =====================================================  ======================
+registry name      body                                                   paper
+=================  =====================================================  ======================
+``shared_bottom``  one shared MLP, a tower per task                       Caruana 1997
+``cross_stitch``   one MLP column per task, learned linear mixing          Misra et al. CVPR 2016
+``esmm``           CTR and CVR towers, ``pCTCVR = pCTR * pCVR``           Ma et al. SIGIR 2018
+``snr_trans``      experts routed to tasks by coded transforms            Ma et al. AAAI 2019
+``cgc``            shared + task-specific experts, per-task gates         Tang et al. RecSys 2020
+=================  =====================================================  ======================
+
+(``mmoe`` / ``mmoe_graph`` are in :mod:`ml_core.models.mmoe`.) Sizes follow section 5.4
+where it gives them: ESMM's towers [512, 256, 128]; 4 experts of [32, 32] for the expert
+models. The gates there are "[16, 16]" but also "linear + softmax": linear by default here,
+as MMoE and MoGE (``gate_hidden=[16, 16]`` gives the other reading).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ml_core.models.blocks import MLP, ExpertPool, HardConcreteGate, MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.models.inputs import FeatureInput, register_with_graph
+
+
+def _check_sizes(**sizes: list[int] | None) -> None:
+    for name, v in sizes.items():
+        if v is not None and (not isinstance(v, (list, tuple)) or any(int(h) < 1 for h in v)):
+            raise ValueError(f"{name} must be a list of positive layer sizes, got {v!r}")
+
+
+# -- Shared-Bottom ------------------------------------------------------------------------------------
+@register_with_graph("shared_bottom")
+class SharedBottom(FeatureInput):
+    """Shared-Bottom (hard parameter sharing; Caruana 1997).
+
+    .. math::
+        b = \\mathrm{MLP}_{shared}(x), \\qquad \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(b)\\big)
+
+    Sizes (the paper lists "4 experts [32, 32]" for Shared-Bottom, which has no experts): the
+    bottom is as wide as MMoE's four [32, 32] experts side by side, [128, 128], dense and shared
+    by every task; each task keeps a one-layer tower [32] so that the tasks differ by more than
+    their last linear map.
+
+    Args:
+        spec (ModelSpec): input sizes and tasks.
+        bottom_hidden (list[int]): shared MLP sizes (default: [128, 128]).
+        tower_hidden (list[int]): hidden sizes of each task's tower (default: [32]).
+        **input_args: MGNN options of the ``_graph`` variant.
+    Shapes: Batch of B samples -> logits ``[B, K]``.
+    """
+
+    def __init__(self, spec: ModelSpec, bottom_hidden: list[int] | None = None,
+                 tower_hidden: list[int] | None = None, **input_args):
+        super().__init__()
+        _check_sizes(bottom_hidden=bottom_hidden, tower_hidden=tower_hidden)
+        self.spec = spec
+        in_dim = self.build_input(spec, **input_args)
+        self.bottom = MLP(in_dim, list(bottom_hidden or [128, 128]))
+        self.towers = TaskTowers(self.bottom.out_dim, spec.n_tasks, list(tower_hidden or [32]))
+
+    def forward(self, batch) -> torch.Tensor:
+        b = self.bottom(self.model_input(batch))  # [B, 128]
+        return self.towers([b] * self.spec.n_tasks)  # [B, K]
+
+
+# -- Cross-Stitch -------------------------------------------------------------------------------------
+class CrossStitchUnit(nn.Module):
+    """Learned linear mixing of the K task columns' activations (Misra et al. 2016, eq. 1).
+
+    .. math::
+        \\tilde{h}^k = \\sum_{j=1}^{K} \\alpha_{kj} h^j
+
+    One scalar per (task, task) pair and layer (the paper's cross-stitch unit, not per channel).
+    Initialised to ``alpha_kk = init_self`` and ``alpha_kj = (1 - init_self) / (K - 1)`` (the
+    paper's best initialisation for two tasks is ``(alpha_S, alpha_D) = (0.9, 0.1)``; each row
+    starts as a convex combination). Alphas are not constrained during training (as in the
+    paper); their learning-rate multiplier (1e2-1e3 in the paper) is not used: the trainer's
+    optimizer has one learning rate.
+
+    Shapes: ``h [K, B, d]`` -> ``[K, B, d]``.
+    """
+
+    def __init__(self, n_tasks: int, init_self: float = 0.9):
+        super().__init__()
+        self.n_tasks = n_tasks
+        self.init_self = init_self
+        self.alpha = nn.Parameter(torch.empty(n_tasks, n_tasks))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        K = self.n_tasks
+        off = (1.0 - self.init_self) / (K - 1) if K > 1 else 0.0
+        with torch.no_grad():
+            self.alpha.fill_(off).fill_diagonal_(self.init_self if K > 1 else 1.0)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kj,jbd->kbd", self.alpha.to(h.dtype), h)  # [K, B, d]
+
+
+@register_with_graph("cross_stitch")
+class CrossStitch(FeatureInput):
+    """Cross-Stitch networks (Misra et al., CVPR 2016).
+
+    One MLP column per task; after every hidden layer a :class:`CrossStitchUnit` mixes the
+    columns' activations:
+
+    .. math::
+        h^k_0 = x, \\qquad
+        h^k_{l+1} = \\sum_j \\alpha^{(l)}_{kj}\\ \\mathrm{LeakyReLU}(W^k_l h^j_l + b^k_l), \\qquad
+        \\hat{y}^k = \\sigma(v_k^\\top h^k_L)
+
+    Sizes: each column is [32, 32] (the paper's "[32, 32]" unit for the expert models; one
+    column per task rather than four experts), a linear head per task.
+
+    Args:
+        spec (ModelSpec): input sizes and tasks.
+        hidden (list[int]): each column's layer sizes; a stitch follows every layer
+            (default: [32, 32]).
+        init_self (float): initial ``alpha_kk`` (default: 0.9).
+        **input_args: MGNN options of the ``_graph`` variant.
+    Shapes: Batch of B samples -> logits ``[B, K]``.
+    """
+
+    def __init__(self, spec: ModelSpec, hidden: list[int] | None = None, init_self: float = 0.9, **input_args):
+        super().__init__()
+        _check_sizes(hidden=hidden)
+        if not 0.0 <= init_self <= 1.0:
+            raise ValueError(f"init_self must be in [0, 1], got {init_self}")
+        self.spec = spec
+        hidden = list(hidden or [32, 32])
+        in_dim = self.build_input(spec, **input_args)
+        dims = [in_dim, *hidden]
+        self.columns = nn.ModuleList(  # columns[l][k]: task k's layer l
+            nn.ModuleList(MLP(dims[l], [dims[l + 1]]) for _ in range(spec.n_tasks)) for l in range(len(hidden)))
+        self.stitches = nn.ModuleList(CrossStitchUnit(spec.n_tasks, init_self) for _ in hidden)
+        self.towers = TaskTowers(hidden[-1], spec.n_tasks)
+
+    def forward(self, batch) -> torch.Tensor:
+        x = self.model_input(batch)  # [B, d_in]
+        h = [x] * self.spec.n_tasks
+        for layer, stitch in zip(self.columns, self.stitches):
+            h = stitch(torch.stack([f(h_k) for f, h_k in zip(layer, h)]))  # [K, B, d_l]
+        return self.towers(h)  # [B, K]
+
+
+# -- ESMM ---------------------------------------------------------------------------------------------
+def logit_of_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``logit(sigmoid(a) * sigmoid(b))``, stable for any finite ``a``, ``b``.
+
+    ``log p = log sigma(a) + log sigma(b)`` and, since ``1 - sigma(a) sigma(b) = sigma(-a) +
+    sigma(a) sigma(-b)``, ``log(1 - p) = logaddexp(log sigma(-a), log sigma(a) + log sigma(-b))``:
+    no ``1 - p`` is formed, so the logit stays finite when ``p`` is within float eps of 0 or 1.
+    """
+    ls = nn.functional.logsigmoid
+    log_p = ls(a) + ls(b)
+    log_not_p = torch.logaddexp(ls(-a), ls(a) + ls(-b))
+    return log_p - log_not_p
+
+
+@register_with_graph("esmm")
+class ESMM(FeatureInput):
+    """ESMM: Entire Space Multi-task Model (Ma et al., SIGIR 2018).
+
+    Task 0 is the click (CTR), every later task k a post-click conversion (CVR_k); both towers
+    read the same shared input (the paper's shared embedding layer):
+
+    .. math::
+        p_{CTR} = \\sigma(a_0),\\quad p_{CVR,k} = \\sigma(a_k),\\quad a_k = \\mathrm{MLP}_k(x)
+
+        p_{CTCVR,k} = p_{CTR} \\cdot p_{CVR,k}, \\qquad
+        \\mathrm{logits} = [a_0,\\ \\mathrm{logit}(p_{CTCVR,1}), \\ldots]
+
+    so the trainer's BCE on the logits is ESMM's loss over the entire space: BCE(pCTR, click)
+    + BCE(pCTCVR_k, y_k); pCVR is never fitted on its own. ``logit(pCTCVR)`` is computed from
+    log-sigmoids (:func:`logit_of_product`), never as ``logit(product)``.
+
+    Choices: with more than two tasks each later task is its own CVR tower times the same pCTR
+    (each conversion is conditioned on the click only); the CVR prior of
+    :meth:`set_task_priors` is ``logit(rate_k / rate_0)`` (a conversion implies a click, as the
+    sample builder's "click" = any interaction), so at step 0 ``pCTCVR_k`` equals task k's base
+    rate. Towers [512, 256, 128] (section 5.4) with LeakyReLU, then a linear head.
+
+    Args:
+        spec (ModelSpec): input sizes and tasks (K >= 2; task 0 = click).
+        tower_hidden (list[int]): each tower's hidden sizes (default: [512, 256, 128]).
+        **input_args: MGNN options of the ``_graph`` variant.
+    Shapes: Batch of B samples -> logits ``[B, K]``.
+    """
+
+    def __init__(self, spec: ModelSpec, tower_hidden: list[int] | None = None, **input_args):
+        super().__init__()
+        if spec.n_tasks < 2:
+            raise ValueError(f"ESMM needs a click task and at least one conversion task, got tasks {spec.tasks}")
+        _check_sizes(tower_hidden=tower_hidden)
+        self.spec = spec
+        in_dim = self.build_input(spec, **input_args)
+        self.towers = TaskTowers(in_dim, spec.n_tasks, list(tower_hidden or [512, 256, 128]))  # a_0 (CTR), a_k (CVR_k)
+
+    def tower_logits(self, batch) -> torch.Tensor:
+        """``[a_0 (CTR), a_1 (CVR_1), ...]``, ``[B, K]``."""
+        x = self.model_input(batch)  # [B, d_in]
+        return self.towers([x] * self.spec.n_tasks)  # [B, K]
+
+    def forward(self, batch) -> torch.Tensor:
+        a = self.tower_logits(batch)  # [B, K]
+        ctr = a[:, :1]  # [B, 1]
+        return torch.cat([ctr, logit_of_product(ctr, a[:, 1:])], dim=-1)  # [B, K]: CTR, CTCVR_k
+
+    @torch.no_grad()
+    def set_task_priors(self, rates: torch.Tensor) -> None:
+        rates = rates.clamp(1e-4, 1 - 1e-4)
+        cvr = torch.cat([rates[:1], (rates[1:] / rates[0]).clamp(1e-4, 1 - 1e-4)])  # [K]: pCTR, pCVR_k
+        self.towers.init_bias(torch.logit(cvr))
+
+
+# -- SNR-Trans ----------------------------------------------------------------------------------------
+@register_with_graph("snr_trans")
+class SNRTrans(FeatureInput):
+    """SNR-Trans: Sub-Network Routing with transformation matrices (Ma et al., AAAI 2019).
+
+    The shared bottom is split into N sub-networks (experts); the connection from expert n to
+    task k's upper sub-network is a transformation matrix ``W_kn`` switched by a learned code
+    ``z_kn in [0, 1]`` (hard concrete: exact 0/1 reachable, L0-penalised):
+
+    .. math::
+        e_n = f^n(x), \\qquad u_k = \\sum_{n=1}^{N} z_{kn} W_{kn} e_n, \\qquad
+        \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(u_k)\\big)
+
+        \\mathcal{L} = \\sum_k \\mathrm{BCE}_k + \\frac{\\lambda_0}{|H|}\\ \\mathbb{E}\\|z\\|_0
+
+    Choices: the paper's two levels of sub-networks read as N = 4 lower experts [32, 32]
+    (section 5.4) routed to one upper sub-network per task, the task tower's hidden layer [32]
+    (without it ``v_k^T W_kn`` would fold into one vector and the transforms would add nothing).
+    ``W`` is one ``[K, N, d_e, d_u]`` parameter (a plain Python list of matrices - a known fault
+    of a public implementation - is invisible to ``parameters()`` and never trains). Codes:
+    :class:`~ml_core.models.blocks.HardConcreteGate` (Louizos et al.'s beta 2/3, gamma -0.1,
+    zeta 1.1), one draw per batch in training, the deterministic ``clamp(sigmoid(log alpha)
+    (zeta - gamma) + gamma, 0, 1)`` in eval; ``log alpha`` starts at ``init_log_alpha``. The
+    L0 penalty's weight is divided by the training-set size ``|H|`` (read in :meth:`prepare`),
+    the summed objective's per-sample share as in MoGE's L2.
+
+    Args:
+        spec (ModelSpec): input sizes and tasks.
+        n_experts (int): N lower sub-networks (default: 4).
+        expert_hidden (list[int]): their MLP sizes (default: [32, 32]).
+        route_dim (int, optional): ``d_u``, the size of ``W_kn e_n`` (default: the expert size).
+        tower_hidden (list[int]): the upper (per-task) sub-network (default: [32]).
+        l0 (float): lambda_0, weight of the expected L0 norm of the codes (default: 1e-3).
+        init_log_alpha (float): initial code logit (default: 1.0, eval code 0.78: mostly open).
+        **input_args: MGNN options of the ``_graph`` variant.
+    Shapes: Batch of B samples -> logits ``[B, K]``; :meth:`codes` -> ``[K, N]``.
+    """
+
+    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None,
+                 route_dim: int | None = None, tower_hidden: list[int] | None = None, l0: float = 1e-3,
+                 init_log_alpha: float = 1.0, **input_args):
+        super().__init__()
+        _check_sizes(expert_hidden=expert_hidden, tower_hidden=tower_hidden)
+        if l0 < 0:
+            raise ValueError(f"l0 must be >= 0, got {l0}")
+        self.spec = spec
+        self.l0 = l0
+        self.n_train: int | None = None
+        in_dim = self.build_input(spec, **input_args)
+        self.experts = ExpertPool(in_dim, n_experts, list(expert_hidden or [32, 32]))  # f^n
+        d_e = self.experts.out_dim
+        d_u = int(route_dim or d_e)
+        self.transforms = nn.Parameter(torch.empty(spec.n_tasks, n_experts, d_e, d_u))  # W_kn
+        self.code = HardConcreteGate((spec.n_tasks, n_experts), init_log_alpha=init_log_alpha)  # z_kn
+        self.towers = TaskTowers(d_u, spec.n_tasks, list(tower_hidden or [32]))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        d_e, d_u = self.transforms.shape[-2:]
+        bound = math.sqrt(6.0 / (d_e + d_u))  # Glorot for each W_kn
+        nn.init.uniform_(self.transforms, -bound, bound)
+
+    def codes(self) -> torch.Tensor:
+        """``z [K, N]`` (sampled in training mode, deterministic in eval)."""
+        return self.code()
+
+    def forward(self, batch) -> torch.Tensor:
+        e = self.experts(self.model_input(batch))  # [B, N, d_e]
+        z = self.codes()  # [K, N]
+        u = torch.einsum("kn,bne,kneu->kbu", z.to(e.dtype), e, self.transforms.to(e.dtype))  # [K, B, d_u]
+        return self.towers(u)  # [B, K]
+
+    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        logits, loss, parts = super().compute_loss(batch)
+        if self.l0 > 0:
+            l0 = self.code.expected_l0()
+            loss = loss + (self.l0 / (self.n_train or len(batch))) * l0
+            parts["l0"] = float(l0.detach())
+        return logits, loss, parts
+
+    def prepare(self, contexts) -> None:
+        """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L0 term)."""
+        self.n_train = int(sum(c.n_samples for c in contexts)) or None
+
+
+# -- CGC ----------------------------------------------------------------------------------------------
+@register_with_graph("cgc")
+class CGC(FeatureInput):
+    """CGC: Customized Gate Control, i.e. PLE with one extraction level (Tang et al., RecSys 2020).
+
+    Shared experts ``S`` and task-specific experts ``E_k``; task k's gate mixes only its own and
+    the shared experts:
+
+    .. math::
+        o^k = \\sum_{n \\in E_k \\cup S} g^k(x)_n f^n(x), \\qquad
+        g^k(x) = \\mathrm{softmax}_{n \\in E_k \\cup S}(W_k x), \\qquad
+        \\hat{y}^k = \\sigma(v_k^\\top o^k)
+
+    (:class:`~ml_core.models.blocks.MixtureOfExperts` with per-task ``routes``; experts are
+    ordered shared first, then each task's.) Sizes: the paper's 4 experts [32, 32] read as 2
+    shared + 1 specific per task (4 in all at K = 2, MMoE's budget); linear gates and heads as
+    MMoE. With one extraction level there is no shared gate (PLE's is only needed to feed a
+    next level).
+
+    Args:
+        spec (ModelSpec): input sizes and tasks.
+        n_shared (int): shared experts (default: 2).
+        n_specific (int): experts per task (default: 1).
+        expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
+        gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
+        tower_hidden (list[int], optional): hidden layers of the towers (default: None = linear).
+        **input_args: MGNN options of the ``_graph`` variant.
+    Shapes: Batch of B samples -> logits ``[B, K]``; gates ``[K, B, n_shared + K n_specific]``.
+    """
+
+    def __init__(self, spec: ModelSpec, n_shared: int = 2, n_specific: int = 1, expert_hidden: list[int] | None = None,
+                 gate_hidden: list[int] | None = None, tower_hidden: list[int] | None = None, **input_args):
+        super().__init__()
+        _check_sizes(expert_hidden=expert_hidden, gate_hidden=gate_hidden, tower_hidden=tower_hidden)
+        if n_shared < 0 or n_specific < 0 or n_shared + n_specific < 1:
+            raise ValueError(f"CGC needs n_shared, n_specific >= 0 and at least one expert per task, "
+                             f"got n_shared={n_shared}, n_specific={n_specific}")
+        self.spec = spec
+        K = spec.n_tasks
+        shared = list(range(n_shared))
+        routes = [shared + [n_shared + k * n_specific + j for j in range(n_specific)] for k in range(K)]
+        in_dim = self.build_input(spec, **input_args)
+        self.moe = MixtureOfExperts(in_dim, K, n_shared + K * n_specific, list(expert_hidden or [32, 32]),
+                                    gate_hidden, routes=routes)
+        self.towers = TaskTowers(self.moe.expert_dim, K, tower_hidden)
+
+    def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits ``[B, K]``, gates ``[K, B, N]``, 0 outside each task's experts)."""
+        mixed, gates, _ = self.moe(self.model_input(batch))  # o^k [K, B, 32], g^k [K, B, N]
+        return self.towers(mixed), gates
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.forward_with_gates(batch)[0]

@@ -1,0 +1,192 @@
+"""The MoGE paper's single-task baselines (section 5.2.1): MLP and NGCF.
+
+"Single-task" = K independent networks, one per task, trained side by side by the same
+trainer on the same batches: no parameter is shared between tasks (not even the feature
+encoders), so task k's loss moves only task k's network. Both return the usual ``[B, K]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, TaskTowers, weighted_sum
+from ml_core.models.mgnn import layer_plan
+from ml_core.models.registry import register
+from ml_core.train.data import ChannelBatch
+
+
+@register("mlp")
+class SingleTaskMLP(RecModel):
+    """MLP: one feed-forward network per task on the shared-transform features.
+
+    .. math::
+        x^k = [x_u P^k \\| x_i Q^k], \\qquad \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(x^k)\\big)
+
+    Each task has its own ``P^k``, ``Q^k`` (id embedding + feature projection,
+    :class:`~ml_core.models.blocks.FeatureEncoder`) and its own MLP [512, 256, 128] with
+    LeakyReLU (section 5.4), then a linear head.
+
+    Args:
+        spec (ModelSpec): input sizes and tasks.
+        hidden (list[int]): each task's MLP sizes (default: [512, 256, 128]).
+        dropout (float): dropout after each hidden layer (default: 0.0).
+    Shapes: Batch of B samples -> logits ``[B, K]``.
+    """
+
+    def __init__(self, spec: ModelSpec, hidden: list[int] | None = None, dropout: float = 0.0):
+        super().__init__()
+        hidden = list(hidden or [512, 256, 128])
+        if any(int(h) < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"hidden must be positive sizes and dropout in [0, 1), got {hidden}, {dropout}")
+        self.spec = spec
+        self.user_encs = nn.ModuleList(FeatureEncoder(spec.user, spec.dim) for _ in spec.tasks)  # P^k
+        self.item_encs = nn.ModuleList(FeatureEncoder(spec.item, spec.dim) for _ in spec.tasks)  # Q^k
+        self.towers = TaskTowers(2 * spec.dim, spec.n_tasks, hidden)  # independent MLP_k + v_k
+
+    def forward(self, batch) -> torch.Tensor:
+        x = [torch.cat([P(batch.user), Q(batch.item)], dim=-1) for P, Q in zip(self.user_encs, self.item_encs)]  # K x [B, 2d]
+        return self.towers(x)  # [B, K]
+
+
+class NGCFLayer(nn.Module):
+    """One NGCF embedding-propagation layer (Wang et al., SIGIR 2019, eq. 3-4 in matrix form 7).
+
+    .. math::
+        m_i = \\sum_{j \\in \\mathcal{N}(i)} \\rho_{ij}\\, e_j, \\qquad
+        e'_i = \\mathrm{LeakyReLU}\\big(W_1 (e_i + m_i) + W_2 (m_i \\odot e_i)\\big)
+
+    (``sum_j rho_ij (e_j * e_i) = m_i * e_i``.) ``rho_ij`` is given per edge (see :class:`NGCF`);
+    ``W_1``, ``W_2`` have biases (the authors' code); message dropout follows.
+
+    Args:
+        dim (int): d (input and output).
+        negative_slope (float): LeakyReLU slope (default: 0.2).
+        dropout (float): message dropout (default: 0.1).
+    Shapes: ``h [N_s, d]``, ``edges [2, E]`` (row 0 indexes ``h``, row 1 the targets),
+    ``targets`` (rows of ``h`` updated, ``[T]`` or a slice), ``rho [E]`` -> ``[T, d]``.
+    """
+
+    def __init__(self, dim: int, negative_slope: float = 0.2, dropout: float = 0.1):
+        super().__init__()
+        self.w1 = nn.Linear(dim, dim)
+        self.w2 = nn.Linear(dim, dim)
+        self.negative_slope = negative_slope
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, edges: torch.Tensor, targets, rho: torch.Tensor) -> torch.Tensor:
+        h_t = h[targets] if isinstance(targets, slice) else h.index_select(0, targets)  # [T, d]
+        m = weighted_sum(rho, h, edges, h_t.shape[0]).to(h.dtype)  # [T, d]
+        out = nn.functional.leaky_relu(self.w1(h_t + m) + self.w2(m * h_t), self.negative_slope)
+        return self.dropout(out)  # [T, d]
+
+
+class NGCFTower(nn.Module):
+    """One task's NGCF: its own embeddings ``e^0`` (id + features) and L propagation layers.
+
+    Returns ``e* = [e^0 || e^1 / ||e^1|| || ... || e^L / ||e^L||]`` of the requested rows.
+    """
+
+    def __init__(self, spec: ModelSpec, n_layers: int, negative_slope: float, dropout: float):
+        super().__init__()
+        self.user_enc = FeatureEncoder(spec.user, spec.dim)
+        self.item_enc = FeatureEncoder(spec.item, spec.dim)
+        self.layers = nn.ModuleList(NGCFLayer(spec.dim, negative_slope, dropout) for _ in range(n_layers))
+
+    def initial(self, ch: ChannelBatch) -> torch.Tensor:
+        """``e^0`` of every subgraph node, ``[num_nodes, d]``."""
+        p, q = self.user_enc(ch.users), self.item_enc(ch.items)  # [n_u, d], [n_i, d]
+        e0 = p.new_zeros(ch.num_nodes, p.shape[1])
+        return e0.index_copy(0, ch.user_pos, p).index_copy(0, ch.item_pos, q.to(p.dtype))  # [N, d]
+
+    def forward(self, ch: ChannelBatch, plan, seed_rows: list[torch.Tensor], rhos: list[torch.Tensor]) -> torch.Tensor:
+        h = self.initial(ch)  # [N, d]
+        outs = [h.index_select(0, seed_rows[0])]  # e^0 of the seeds
+        for layer, (targets, edges), rho, rows in zip(self.layers, plan, rhos, seed_rows[1:]):
+            h = layer(h, edges, targets, rho)  # states on R_l only
+            outs.append(nn.functional.normalize(h.index_select(0, rows), dim=-1))  # e^l of the seeds
+        return torch.cat(outs, dim=-1)  # [S, (L + 1) d]
+
+
+@register("ngcf")
+class NGCF(RecModel):
+    """NGCF: Neural Graph Collaborative Filtering (Wang et al., SIGIR 2019), one network per task.
+
+    Over the batch's sampled user-item subgraph (channel ``bipartite`` only), per task k:
+
+    .. math::
+        e^{l+1}_i = \\mathrm{LeakyReLU}\\Big(W^l_1\\big(e^l_i + \\textstyle\\sum_{j} \\rho_{ij} e^l_j\\big)
+            + W^l_2\\big(\\textstyle\\sum_{j} \\rho_{ij} e^l_j \\odot e^l_i\\big)\\Big),
+        \\qquad j \\in \\mathcal{N}_s(i)
+
+        e^*_v = [e^0_v \\| \\bar{e}^1_v \\| \\cdots \\| \\bar{e}^L_v], \\qquad
+        \\hat{y}^k = \\sigma\\big(v_k^\\top (e^*_u \\odot e^*_i) + b_k\\big)
+
+    Choices the paper (and the sampled setting) leave open:
+
+    * Normalisation on sampled neighbourhoods: ``rho_ij = 1 / |N_s(i)|``, the mean over the
+      neighbours sampled for ``i`` (GraphSAGE-style). NGCF's ``1 / sqrt(|N_i| |N_j|)`` needs the
+      full-graph degree of every neighbour, which a batch does not carry, and degrees counted in
+      the sampled subgraph are capped at the fan-out (0 for the last hop's nodes). Under uniform
+      sampling the sampled mean is an unbiased estimate of the full neighbourhood mean
+      (``D^-1 A``, the random-walk Laplacian NGCF lists as an alternative), the same at train and
+      serve time. A node without sampled neighbours gets ``m_i = 0``. Edge weights are not used.
+    * Layers run with :func:`~ml_core.models.mgnn.layer_plan` (each layer updates only nodes
+      that still reach a seed), exact for the seeds' ``e^l``. ``W_1``, ``W_2`` per layer.
+    * ``e^0`` = the task's own :class:`~ml_core.models.blocks.FeatureEncoder` (id embedding +
+      feature projection, as every model here), layer outputs L2-normalised before the concat
+      (``bar e``, the authors' code), message dropout 0.1 (the authors' default).
+    * Score: NGCF's inner product ``e*_u^T e*_i`` generalised to ``v_k^T (e*_u * e*_i) + b_k``
+      (``v = 1, b = 0`` is the inner product); ``b_k`` starts at the task's base rate.
+    * Single task: K independent copies (embeddings, layers, head); the sampled subgraph is
+      shared (it holds no parameter).
+
+    Args:
+        spec (ModelSpec): input sizes, tasks, d, fan-outs.
+        layers (int, optional): L (default: ``len(spec.fanouts)``, 2 with the default fan-outs
+            = the paper's setting; must not exceed the sampler's hops).
+        dropout (float): message dropout (default: 0.1).
+        negative_slope (float): LeakyReLU slope (default: 0.2).
+    Shapes: Batch of B samples (with ``channels["bipartite"]``) -> logits ``[B, K]``.
+    """
+
+    needs_graph = True
+
+    def __init__(self, spec: ModelSpec, layers: int | None = None, dropout: float = 0.1, negative_slope: float = 0.2):
+        super().__init__()
+        self.n_layers = len(spec.fanouts) if layers is None else int(layers)
+        if not 1 <= self.n_layers <= len(spec.fanouts):
+            raise ValueError(f"layers must be in 1..{len(spec.fanouts)} (the sampler's hops, fanouts {spec.fanouts}), "
+                             f"got {self.n_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.spec = spec
+        self.nets = nn.ModuleList(NGCFTower(spec, self.n_layers, negative_slope, dropout) for _ in spec.tasks)
+        self.towers = TaskTowers((self.n_layers + 1) * spec.dim, spec.n_tasks)  # v_k, b_k
+
+    def propagation_plan(self, ch: ChannelBatch):
+        """What every task's network shares: the layer plan, the seeds' rows at each layer and
+        the per-edge ``rho`` of each layer."""
+        seeds = torch.cat([ch.seed_user, ch.seed_item])  # [2B] subgraph rows
+        plan, pos = layer_plan(ch.edge_index, ch.num_nodes, seeds, self.n_layers)
+        rows = [pos.index_select(0, seeds)]  # rows of the seeds in R_{L-1}
+        for targets, _ in reversed(plan):  # targets: positions of R_l inside R_{l-1}
+            rows.insert(0, rows[0] if isinstance(targets, slice) else targets.index_select(0, rows[0]))
+        rhos = []
+        for targets, edges in plan:
+            n_t = targets.stop if isinstance(targets, slice) else targets.numel()
+            deg = torch.bincount(edges[1], minlength=n_t).clamp(min=1)  # |N_s(i)|
+            rhos.append(1.0 / deg.index_select(0, edges[1]).float())  # [E_l]
+        return plan, rows, rhos
+
+    def forward(self, batch) -> torch.Tensor:
+        if batch.channels is None or "bipartite" not in batch.channels:
+            raise ValueError("NGCF needs batch.channels['bipartite'] (build batches with need_graph=True)")
+        ch = batch.channels["bipartite"]
+        plan, rows, rhos = self.propagation_plan(ch)
+        B = ch.seed_user.numel()
+        x = []
+        for net in self.nets:
+            e_u, e_i = net(ch, plan, rows, rhos).split([B, ch.seed_item.numel()])  # [B, (L+1)d] each
+            x.append(e_u * e_i)  # [B, (L+1)d]
+        return self.towers(x)  # [B, K]
