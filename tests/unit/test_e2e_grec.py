@@ -154,7 +154,7 @@ def test_model_gradnorm_norms_are_taken_on_the_gnn_output_layer(data):
     assert loss.item() == pytest.approx(float((torch.tensor([0.5, 1.0, 1.5]) * losses.detach()).sum()), rel=1e-5)
 
 
-def test_training_keeps_weights_normalised_and_save_load_round_trip(data, tmp_path):
+def test_training_keeps_weights_normalised_and_save_load_round_trip(tmp_path):
     from ml_core.config import TrainConfig
     from ml_core.model_registry import load_model, save_model
     from ml_core.train.trainer import train
@@ -170,7 +170,6 @@ def test_training_keeps_weights_normalised_and_save_load_round_trip(data, tmp_pa
     assert not torch.allclose(gn.weights.detach(), torch.ones(3))  # the weights moved
     save_model(tmp_path / "m", res.model, "e2e_grec", cfg.model_args, res.model_spec, res.feature_spec)
     loaded, _, _, _ = load_model(tmp_path / "m")
-    _, _, ctx, _ = data
     fresh = DayContext.build(day, res.feature_spec, with_graph=True)
     batch = BatchMaker(fresh, cfg.fanouts, need_graph=True).make(np.arange(100), torch.Generator().manual_seed(5))
     res.model.eval()
