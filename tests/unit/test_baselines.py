@@ -108,6 +108,19 @@ def test_esmm_task1_probability_is_pctr_times_pcvr():
     torch.testing.assert_close(probs[:, 1], torch.sigmoid(a[:, 0]) * torch.sigmoid(a[:, 1]))
 
 
+def test_esmm_more_tasks_condition_each_conversion_on_the_click():
+    spec = ModelSpec(["click", "cart", "purchase"], SPEC.user, SPEC.item, dim=16, fanouts=[4, 3])
+    torch.manual_seed(0)
+    model = ESMM(spec, tower_hidden=[16]).eval()
+    model.set_task_priors(torch.tensor([0.4, 0.2, 0.1]))
+    batch = random_batch(spec)
+    with torch.no_grad():
+        a, probs = model.tower_logits(batch), torch.sigmoid(model(batch))
+    torch.testing.assert_close(probs[:, 2], torch.sigmoid(a[:, 0]) * torch.sigmoid(a[:, 2]))
+    biases = torch.stack([t[-1].bias[0] for t in model.towers.towers])
+    torch.testing.assert_close(biases, torch.logit(torch.tensor([0.4, 0.5, 0.25])))
+
+
 def test_logit_of_product_is_exact_and_stable():
     a = torch.linspace(-30, 30, 41, dtype=torch.float64)
     A, B = torch.meshgrid(a, a, indexing="ij")
