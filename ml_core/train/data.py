@@ -51,6 +51,9 @@ class SideSpec:
     nums: list[str]
     num_mean: list[float]
     num_std: list[float]
+    #: per categorical column, the sorted raw codes known to the model (code ``vocab[j]`` -> row
+    #: ``j + 1``); None = rows are raw code + 1 (bundles saved before vocabularies existed)
+    cat_vocabs: list[np.ndarray] | None = None
 
     @property
     def n_ids(self) -> int:
@@ -61,10 +64,15 @@ class SideSpec:
         table = pl.concat(tables, how="diagonal_relaxed")
         cats, nums = feature_columns(table, prefix)
         ids = np.unique(np.concatenate([table[id_col].to_numpy(), *extra_ids])).astype(np.int64)
-        cat_sizes = [int(max(table[c].max() or 0, 0)) + 2 for c in cats]
+        # each categorical column gets a compact vocabulary of the codes seen in training (row 0 =
+        # unknown): raw codes can be sparse and huge (Taobao's category ids reach 5M), and an
+        # embedding table sized by the largest code costs memory and optimiser time for nothing
+        vocabs = [np.unique(table[c].drop_nulls().to_numpy()).astype(np.int64) for c in cats]
+        vocabs = [v[v >= 0] for v in vocabs]
+        cat_sizes = [len(v) + 1 for v in vocabs]
         mean = [float(table[c].mean() or 0.0) for c in nums]
         std = [float(table[c].std() or 0.0) or 1.0 for c in nums]
-        return cls(prefix, ids, cats, cat_sizes, nums, mean, std)
+        return cls(prefix, ids, cats, cat_sizes, nums, mean, std, vocabs)
 
     def encode(self, raw_ids: np.ndarray, table: pl.DataFrame, id_col: str) -> "NodeTable":
         """NodeTable rows for ``raw_ids`` (features looked up in ``table``; absent = unknown)."""
@@ -74,8 +82,12 @@ class SideSpec:
         cats = np.zeros((len(raw_ids), len(self.cats)), dtype=np.int64)
         for j, (c, size) in enumerate(zip(self.cats, self.cat_sizes)):
             if c in frame.columns:
-                v = frame[c].fill_null(-1).to_numpy().astype(np.int64) + 1  # -1 -> 0 (unknown)
-                cats[:, j] = np.where((v >= 0) & (v < size), v, 0)
+                raw = frame[c].fill_null(-1).to_numpy().astype(np.int64)
+                if self.cat_vocabs is not None:
+                    cats[:, j] = _lookup(self.cat_vocabs[j], raw) + 1  # unseen / null -> 0 (unknown)
+                else:
+                    v = raw + 1  # -1 -> 0 (unknown)
+                    cats[:, j] = np.where((v >= 0) & (v < size), v, 0)
         nums = np.zeros((len(raw_ids), len(self.nums)), dtype=np.float32)
         for j, (c, m, s) in enumerate(zip(self.nums, self.num_mean, self.num_std)):
             if c in frame.columns:
@@ -83,7 +95,7 @@ class SideSpec:
         return NodeTable(torch.from_numpy(id_idx), torch.from_numpy(cats), torch.from_numpy(nums))
 
     def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "ids"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("ids", "cat_vocabs")}
 
 
 @dataclass
@@ -105,6 +117,9 @@ class FeatureSpec:
     def save(self, directory: Path) -> None:
         np.save(directory / "user_ids.npy", self.user.ids)
         np.save(directory / "item_ids.npy", self.item.ids)
+        for side in (self.user, self.item):
+            if side.cat_vocabs is not None:
+                np.savez(directory / f"{side.prefix}_cat_vocabs.npz", *side.cat_vocabs)
         (directory / "feature_spec.json").write_text(
             json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json()}, indent=2)
         )
@@ -112,8 +127,15 @@ class FeatureSpec:
     @classmethod
     def load(cls, directory: Path) -> "FeatureSpec":
         raw = json.loads((directory / "feature_spec.json").read_text())
-        user = SideSpec(ids=np.load(directory / "user_ids.npy"), **raw["user"])
-        item = SideSpec(ids=np.load(directory / "item_ids.npy"), **raw["item"])
+        def vocabs(prefix: str) -> list[np.ndarray] | None:
+            f = directory / f"{prefix}_cat_vocabs.npz"
+            if not f.exists():
+                return None
+            with np.load(f) as z:
+                return [z[f"arr_{j}"] for j in range(len(z.files))]
+
+        user = SideSpec(ids=np.load(directory / "user_ids.npy"), cat_vocabs=vocabs(raw["user"]["prefix"]), **raw["user"])
+        item = SideSpec(ids=np.load(directory / "item_ids.npy"), cat_vocabs=vocabs(raw["item"]["prefix"]), **raw["item"])
         return cls(raw["tasks"], user, item)
 
 

@@ -49,3 +49,23 @@ def test_node_features_aggregate_window_and_keep_profiles():
     assert users.filter(pl.col("user_id") == 2)["u_cat_age"][0] == -1  # unknown profile
     assert items.filter(pl.col("item_id") == 10)["i_num_log_users"][0] == np.float32(np.log1p(2))
     assert items.filter(pl.col("item_id") == 12)["category"][0] == 2
+
+
+def test_categorical_codes_get_a_compact_vocabulary_that_survives_save_and_load(tmp_path):
+    """Raw codes as large as Taobao's (millions) map to rows 1..n of a small table; unseen -> 0."""
+    import numpy as np
+    import polars as pl
+
+    from ml_core.train.data import DayInputs, FeatureSpec
+
+    users = pl.DataFrame({"user_id": [1, 2, 3], "u_num_x": [0.0, 1.0, 2.0]})
+    items = pl.DataFrame({"item_id": [10, 11, 12], "i_cat_category": [5_000_000, 7, 5_000_000]})
+    samples = pl.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "label_click": [1, 0]})
+    spec = FeatureSpec.fit([DayInputs("2026-01-01", samples, users, items)], ["click"])
+    assert spec.item.cat_sizes == [3]  # unknown + two seen codes, not 5,000,002 rows
+    probe = pl.DataFrame({"item_id": [10, 11, 12, 13], "i_cat_category": [5_000_000, 7, 99, 7]})
+    rows = spec.item.encode(np.array([10, 11, 12, 13, 14]), probe, "item_id").cats[:, 0].tolist()
+    assert rows == [2, 1, 0, 1, 0]  # 99 never seen and item 14 without features -> unknown
+    spec.save(tmp_path)
+    again = FeatureSpec.load(tmp_path)
+    assert again.item.encode(np.array([10, 11, 12, 13, 14]), probe, "item_id").cats[:, 0].tolist() == rows
