@@ -43,8 +43,15 @@ Choices the paper and MODELS.md leave open (documented):
   eval mode while it holds a graph (so the trainer's ``model.eval()`` after the last epoch
   integrates the final table, and training may resume from ``E(0)``); eval-mode forwards read
   the buffer once it is filled. The graph comes from ``prepare(contexts)`` when the training
-  contexts carry graphs (``needs_day_graph``), or from the ``lightgode`` post-training step,
+  contexts carry graphs (``needs_day_graph = True`` declares that the model reads the day graph
+  without sampling subgraphs; the trainer does not read it yet, see the zoo test), or from the
+  ``lightgode`` post-training step (``train.post_training = ["lightgode"]``),
   which for this model only hands it the graph. Without a graph the model scores with ``E(0)``.
+
+Measured (2 shared CPU cores, 1 thread; default synthetic data, 3 training days, 245,870
+samples per epoch, evaluation on the next day; one seed): one epoch trains in 8 s (NGCF 124 s,
+MoGE 166 s, MMoE 18 s) to GAUC click/purchase .768/.863 (without the ODE .731/.834; NGCF
+.836/.731, MoGE .849/.912, MMoE .761/.815); five epochs (49 s) reach .824/.881.
 
 Args:
     spec (ModelSpec): id vocabularies, tasks, d.
@@ -163,8 +170,8 @@ class LightGODE(RecModel):
         if any(c.channels for c in contexts):
             self.attach_graph(contexts)
         else:
-            warnings.warn("lightgode: the training contexts carry no graph, so no ODE at inference (the trainer "
-                          "builds graphs for needs_day_graph models, or add 'lightgode' to train.post_training)")
+            warnings.warn("lightgode: the training contexts carry no graph, so no ODE at inference yet: add "
+                          "'lightgode' to train.post_training to hand the model its graph")
 
     def attach_graph(self, contexts) -> dict:
         """Take the ODE's graph from the training ``contexts``; integrate now when in eval mode."""

@@ -19,7 +19,8 @@ offset by ``n_user_ids``; edges that touch an unknown id are dropped.
 
 Which graph (``days``): ``"last"`` (default) - the graph of the most recent training day D-1,
 which holds the interactions of the graph window *before* D-1, so nothing of the evaluation day D
-(nor of D-1's own samples) is in it. ``"all"`` - the union of every training day's graph (each
+(nor of D-1's own samples) is in it; the interactions of earlier training days are, as in SEvo and
+LightGODE, whose graph is the training interaction graph. ``"all"`` - the union of every training day's graph (each
 also from before its own day). Edges are binarised by default (``A_uv = 1`` for an observed pair,
 the usual LightGCN / LightGODE / SEvo adjacency); ``weighted=True`` keeps the stored weights
 (behaviour-weighted counts, similarities). No self loops.

@@ -23,7 +23,7 @@ evolve alike, without a GNN in the model. With the stacked id rows ``E = [E_U ; 
 (moment-estimate correction: a row the batch did not touch keeps its bias-corrected moments,
 :math:`\\hat m_t = \\hat m_{t-1}`, instead of decaying towards zero; decoupled weight decay
 :math:`\\lambda`). Every other parameter takes a plain AdamW step (the same formula with
-``psi = identity`` and no correction). ``L = 0`` is AdamW (with ``correction=False`` exactly;
+``psi = identity`` and no correction). ``L = 0`` is AdamW (with ``correction=False`` bit for bit;
 with it, AdamW plus the corrected moments of untouched rows). ``b = 1`` is the limit
 :math:`\\frac{1}{L+1} \\sum_l \\hat A^l \\Delta`.
 

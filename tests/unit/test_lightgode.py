@@ -161,7 +161,7 @@ def test_lightgode_model_integrates_its_ode_once_and_survives_save_load(planted,
 
 
 def test_lightgode_model_takes_the_graph_from_prepare(planted):
-    """With graph contexts (the trainer builds them for needs_day_graph models), no step is needed."""
+    """With graph contexts handed to prepare(), no post-training step is needed."""
     res = train([planted[0]], _cfg("lightgode"), TASKS)
     model = res.model
     assert not bool(model.ode_ready)  # the current contexts carried no graph
