@@ -82,7 +82,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     mspec = ModelSpec.from_feature_spec(fspec, cfg.dim, cfg.fanouts)
     model = build_model(cfg.model, mspec, **cfg.model_args).to(device)
     need_graph = type(model).needs_graph
-    contexts = build_contexts(days, fspec, need_graph or extensions_need_graph(cfg))
+    contexts = build_contexts(days, fspec, need_graph or _needs_day_graph(type(model)) or extensions_need_graph(cfg))
     makers = [BatchMaker(c, cfg.fanouts, need_graph, mask_target_edges=cfg.mask_target_edges) for c in contexts]
     model.set_task_priors(torch.from_numpy(np.concatenate([c.labels for c in contexts]).mean(axis=0)))
     if hasattr(model, "prepare"):
@@ -156,10 +156,18 @@ def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[i
     return metrics
 
 
+def _needs_day_graph(cls) -> bool:
+    """A model that samples no subgraph may still read whole day graphs (``needs_day_graph``,
+    e.g. LightGODE's inference ODE): the trainer then builds the days' channel adjacencies."""
+    return bool(getattr(cls, "needs_day_graph", False))
+
+
 def training_needs_graph(cfg: TrainConfig) -> bool:
     """Whether training ``cfg`` reads the similarity graphs (the model, its optimizer or a
     post-training step)."""
-    return model_needs_graph(cfg.model) or extensions_need_graph(cfg)
+    from ml_core.models.registry import MODELS
+
+    return model_needs_graph(cfg.model) or _needs_day_graph(MODELS[cfg.model]) or extensions_need_graph(cfg)
 
 
 def model_needs_graph(name: str) -> bool:

@@ -164,17 +164,15 @@ def test_lightgode_model_takes_the_graph_from_prepare(planted):
     """With graph contexts handed to prepare(), no post-training step is needed."""
     res = train([planted[0]], _cfg("lightgode"), TASKS)
     model = res.model
-    assert not bool(model.ode_ready)  # the current contexts carried no graph
+    assert bool(model.ode_ready)  # needs_day_graph: the trainer built the day graph and handed it over
+    before = model.ode_emb.clone()
     ctx = build_contexts([planted[0]], res.feature_spec, need_graph=True)
     model.train()
-    model.prepare(ctx)
-    assert not bool(model.ode_ready)  # training mode: E(0)
-    model.eval()  # the trainer's switch after the last epoch integrates the final table
-    assert bool(model.ode_ready)
-    before = model.ode_emb.clone()
     with torch.no_grad():
-        model.user_enc.id_emb.weight.mul_(-1)  # training continued: the next eval() re-integrates
-    model.eval()
+        model.user_enc.id_emb.weight.mul_(-1)  # training continued
+    model.prepare(ctx)
+    assert torch.equal(model.ode_emb, before)  # training mode: nothing integrated yet
+    model.eval()  # the trainer's switch after the last epoch integrates the final table
     assert not torch.allclose(model.ode_emb, before)
 
 
