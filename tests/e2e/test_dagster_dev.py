@@ -238,10 +238,16 @@ def test_asset_graph_schedule_and_job(dagster_dev):
     edges = {(d["asset"]["assetKey"]["path"][-1], a): d["partitionMapping"]["className"] if d["partitionMapping"] else None
              for a, n in nodes.items() for d in n["dependencies"]}
     assert EDGES <= set(edges), f"missing lineage edges: {sorted(EDGES - set(edges))}"
+    # the on-demand comparison reads the flow's data stages; it is in its own group and job
+    cmp = nodes["model_comparison"]
+    assert cmp["groupName"] == "comparison" and "model_comparison_job" in cmp["jobNames"] and "daily_flow" not in cmp["jobNames"], cmp
+    assert {u for u, d in edges if d == "model_comparison"} == {
+        "training_samples", "node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph"}
+    edges = {e: m for e, m in edges.items() if e[1] != "model_comparison"}
     assert {u for u, _ in edges} | {d for _, d in edges} <= set(GROUPS), f"edges to unknown assets: {edges}"
     for e in WINDOW_EDGES:
         assert edges[e] == "TimeWindowPartitionMapping", (e, edges[e])
-    roots = {a for a in GROUPS if not nodes[a]["dependencies"]}
+    roots = {a for a in nodes if not nodes[a]["dependencies"]}
     assert roots == {"interaction_logs"}
 
     repo = dagster_dev.gql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
