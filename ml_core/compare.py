@@ -134,7 +134,7 @@ def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants:
             runs.append({
                 "variant": v.name, "model": v.model, "family": v.family, "model_args": v.model_args, "train": v.train,
                 "seed": seed, "train_seconds": round(res.seconds, 3), "eval_seconds": round(time.perf_counter() - t1, 3),
-                "n_params": res.n_params, "samples_seen": res.samples_seen,
+                "n_params": res.n_params, "samples_seen": res.samples_seen, "post_training": res.post_training,
                 "metrics": {t: {k: float(m[k]) for k in ("gauc", "auc", "logloss")} for t, m in metrics.items()},
             })
             log(f"{v.name} seed {seed}: " + " ".join(f"{t} GAUC {m['gauc']:.4f}" for t, m in metrics.items())
@@ -191,7 +191,8 @@ def markdown_report(result: dict, title: str = "Model comparison") -> str:
     meta = result.get("meta", {})
     if meta:
         lines += [f"- {k}: {v}" for k, v in meta.items()] + [""]
-    lines += [f"Seeds {result['seeds']}; mean ± sample std over seeds; budget {result['budget'] or 'the train section'}.", ""]
+    budget = result["budget"] or "the [train] settings"
+    lines += [f"Seeds {result['seeds']}; mean ± sample std over seeds; every variant trained with {budget}.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ranked = sorted(summary, key=lambda r: -np.mean([r[f"gauc_{t}"] for t in tasks]))
     best = {t: max(r[f"gauc_{t}"] for r in summary) for t in tasks}
