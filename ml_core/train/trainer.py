@@ -132,15 +132,17 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
 
 
 @torch.no_grad()
-def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0) -> np.ndarray:
-    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling)."""
+def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
+            prefetch: int = 2) -> np.ndarray:
+    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
+    batches built ``prefetch`` ahead in a background thread, same batches either way)."""
     device = next(model.parameters()).device
     model.eval()
     maker = BatchMaker(ctx, fanouts, type(model).needs_graph)
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for _, rows in batch_plan([ctx], batch_size, shuffle=False, rng=None):
-        logits = model(maker.make(rows, gen).to(device))
+    for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
+        logits = model(batch.to(device))
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
 

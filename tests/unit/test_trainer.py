@@ -93,3 +93,19 @@ def test_prefetch_errors_surface_in_the_training_loop():
 
     with pytest.raises(RuntimeError, match="sampler exploded"):
         list(iterate([Broken()], [(0, np.arange(3))], None, prefetch=2))
+
+
+def test_predict_is_the_same_with_and_without_prefetch():
+    """Evaluation builds batches in a background thread: same sampled subgraphs, same scores."""
+    from ml_core.config import TrainConfig
+    from ml_core.train.data import DayContext
+    from ml_core.train.trainer import predict, train
+    from tests.planted import planted_days
+
+    train_day, test_day = planted_days(n_users=300, n_items=30)
+    cfg = TrainConfig(model="moge", epochs=1, batch_size=128, dim=8, fanouts=[3, 2], threads=1)
+    res = train([train_day], cfg, ["click", "purchase"])
+    ctx = DayContext.build(test_day, res.feature_spec, with_graph=True)
+    a = predict(res.model, ctx, cfg.fanouts, batch_size=64, seed=5, prefetch=0)
+    b = predict(res.model, ctx, cfg.fanouts, batch_size=64, seed=5, prefetch=3)
+    assert a.shape == (ctx.n_samples, 2) and np.array_equal(a, b)
