@@ -104,11 +104,13 @@ class FeatureEncoder(nn.Module):
         for e in self.cat_embs:
             nn.init.normal_(e.weight, std=0.05)
 
-    def forward(self, x: NodeTable) -> torch.Tensor:
+    def inputs(self, x: NodeTable) -> torch.Tensor:
+        """``[emb(c_1) || ... || emb(c_C) || nums]``, what the projection reads: ``[n, in_dim]``."""
         parts = [emb(x.cats[:, j]) for j, emb in enumerate(self.cat_embs)]  # each [n, cat_dim]
-        if x.nums.shape[1]:
-            parts.append(x.nums)  # [n, F]
-        out = self.proj(torch.cat(parts, dim=-1)) if self.proj is not None else x.nums.new_zeros(len(x), self.dim)
+        return torch.cat(parts + [x.nums], dim=-1)  # nums: [n, F]
+
+    def forward(self, x: NodeTable) -> torch.Tensor:
+        out = self.proj(self.inputs(x)) if self.proj is not None else x.nums.new_zeros(len(x), self.dim)
         if self.id_emb is not None:
             out = out + self.id_emb(x.ids)
         return out  # [n, dim]

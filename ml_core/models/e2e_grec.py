@@ -281,8 +281,7 @@ class HeteroGraphEncoder(nn.Module):
 def encoder_inputs(enc: FeatureEncoder, x: NodeTable) -> torch.Tensor:
     """``e_v = [emb(c_1) || ... || emb(c_C) || nums]``: what ``enc`` projects, ``[n, in_dim]`` (no graph)."""
     with torch.no_grad():
-        parts = [emb(x.cats[:, j]) for j, emb in enumerate(enc.cat_embs)]  # each [n, cat_dim]
-        return torch.cat(parts + [x.nums.float()], dim=-1)  # [n, C * cat_dim + F]
+        return enc.inputs(x)  # [n, C * cat_dim + F]
 
 
 @dataclass
