@@ -1,23 +1,35 @@
 # The two commands of the README:
 #   make run    install everything, run the daily flow over 8 days of the embedded data,
 #               print the GAUC table and the deployed model
-#   make test   install everything and run the test suite (what CI runs)
+#   make test   install everything (Chromium too) and run the whole test suite (what CI runs)
+# and for development:
+#   make test-fast   the unit tests only (ml_core, no Dagster process), under 2 minutes
+#   make lock        re-resolve the dependencies into requirements/lock.txt (see scripts/lock.sh)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 START ?= 2026-01-01
 DAYS ?= 8
 
-.PHONY: install run test dev backfill bench-graph bench-moge clean
+.PHONY: install install-test lock run test test-fast dev backfill bench-graph bench-moge clean
 
 install:
 	./scripts/install.sh
 
+install-test:
+	./scripts/install.sh --browser
+
+lock:
+	./scripts/lock.sh
+
 run: install
 	$(PY) -m orchestration.run_flow --start $(START) --days $(DAYS)
 
-test: install
+test: install-test
 	$(PY) -m pytest tests -q
+
+test-fast: install
+	$(PY) -m pytest tests -q -m unit
 
 dev: install
 	mkdir -p $(DAGSTER_HOME) && [ -f $(DAGSTER_HOME)/dagster.yaml ] || cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml

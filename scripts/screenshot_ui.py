@@ -2,6 +2,7 @@
 docs/ui/*.png).
 
     python scripts/screenshot_ui.py --base http://127.0.0.1:3000 --out docs/ui
+    python scripts/screenshot_ui.py --find      # which Chromium would be used (exit 1: none)
 
 Drives Chromium over the DevTools protocol (``websockets`` comes with dagster-webserver's
 uvicorn[standard]) so a page is captured once its content is rendered (the texts we expect are on
@@ -235,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="names of the shots to take (lineage, partitions, schedules)")
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--find", action="store_true", help="print the Chromium found (exit 1 when none) and stop")
     args = ap.parse_args(argv)
+    if args.find:
+        found = find_chromium()
+        print(found or "no chromium found")
+        return 0 if found else 1
     shots = [s for s in DEFAULT_SHOTS if not args.only or s.name in args.only]
     for name, path in capture(args.base, args.out, shots, width=args.width, height=args.height, small=True).items():
         print(f"{name}: {path} ({path.stat().st_size // 1024} KB)")

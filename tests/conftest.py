@@ -1,4 +1,14 @@
-"""Shared fixtures: small configs on temp lakes, and the real-data location."""
+"""Shared fixtures (small configs on temp lakes, the real-data location) and two suite rules:
+
+* **Kinds.** Every test is marked by its folder: ``unit`` (tests/unit: ml_core alone, no Dagster
+  process, the fast inner loop of ``make test-fast``), ``assets`` (tests/assets: the Dagster
+  definitions and assets in process), ``reliability`` (tests/reliability: bad input, crashes) and
+  ``e2e`` (tests/e2e: ``dagster dev``, the run command, a browser, the real logs). ``make test``
+  runs them all.
+* **No skip in CI.** When ``CI`` is set (CI runs the suite next to ../shared, with Chromium
+  installed by ``make test``), a test that would skip fails instead, with the skip's reason:
+  a missing browser or data set is a broken CI machine, not a pass.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +39,53 @@ from ml_core.storage import Lake
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 TAOBAO_HEAD = SHARED_DATA / "taobao-userbehavior" / "UserBehavior_head_84475.csv"
+
+KINDS = ("unit", "assets", "reliability", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        kind = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+        if kind not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(KINDS)}}}/, not tests/{kind}/")
+        item.add_marker(getattr(pytest.mark, kind))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, which must run every test: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The model-zoo margins (tests/unit/test_zoo.py): each model's GAUC minus its threshold, the
+    smallest over the data seeds run, per task."""
+    margins: dict[str, dict[str, list[float]]] = {}
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) != "call":
+                continue
+            for key, value in getattr(rep, "user_properties", ()):
+                if isinstance(key, str) and key.startswith("zoo_margin/"):
+                    _, model, _seed, task = key.split("/")
+                    margins.setdefault(model, {}).setdefault(task, []).append(value)
+    if not margins:
+        return
+    tasks = sorted({t for m in margins.values() for t in m})
+    n_seeds = max(len(v) for m in margins.values() for v in m.values())
+    terminalreporter.write_sep("-", f"model zoo margins: GAUC - threshold, smallest over {n_seeds} data seed(s)")
+    for model in sorted(margins, key=lambda m: min(min(v) for v in margins[m].values())):
+        cells = "  ".join(f"{t} {min(margins[model][t]):+.3f}" for t in tasks if t in margins[model])
+        terminalreporter.write_line(f"{model:22s} {cells}")
+
 
 def make_config(root: Path, *overrides: str):
     return load_config(None, [f'storage.root="{root}"', *FAST, *overrides])

@@ -99,10 +99,16 @@ class FeatureEncoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Ids ``N(0, 0.05^2)`` (added to the output, one row per node: start small); categorical
+        embeddings ``N(0, 1)``, the scale of the standardised numeric columns they are concatenated
+        with. (At std 0.05 a category entered the projection 20x weaker than a unit-variance numeric
+        column, so at initialisation ``p_u`` was mostly its numeric columns, noise included; on the
+        planted zoo data the feature-only baselines then spent ~2 epochs on a loss plateau and
+        Cross-Stitch missed its threshold on one data seed of five.)"""
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.05)
         for e in self.cat_embs:
-            nn.init.normal_(e.weight, std=0.05)
+            nn.init.normal_(e.weight, std=1.0)
 
     def inputs(self, x: NodeTable) -> torch.Tensor:
         """``[emb(c_1) || ... || emb(c_C) || nums]``, what the projection reads: ``[n, in_dim]``."""
@@ -406,24 +412,53 @@ class GatedCombine(nn.Module):
     and hidden state ``h`` (update gate ``z`` decides how much of ``h`` to keep):
 
     .. math::
-        r = \\sigma(W_r m + U_r h),\\ z = \\sigma(W_z m + U_z h),\\
+        r = \\sigma(W_r m + U_r h),\\ z = \\sigma(W_z m + U_z h + b_z),\\
         \\tilde h = \\tanh(W m + r \\odot U h),\\ h' = (1 - z) \\odot \\tilde h + z \\odot h
 
     ``kind="lstm"``: an LSTM cell whose memory ``c`` is carried across layers (GeniePath's
     form, ``c^0 = 0``).
 
+    Initialisation (why it is not torch's default): with ``nn.GRUCell``'s default (every weight
+    and bias ``U(-1/sqrt(d), 1/sqrt(d))``) each layer keeps about half of ``h`` (``z ~ 0.5``),
+    passes the rest through matrices of gain ~0.58 and adds a bias vector shared by every node.
+    Two layers turned ``h^0 = p_u`` (between-sample std 0.165 on the planted zoo data) into an
+    output of std 0.05 sitting on a constant offset of ~0.1 per dimension: a representation
+    nearly constant across samples, which the "+Graph" baselines sat on for ~2 epochs before
+    learning. Here every weight block is Glorot-initialised (gain 1: the candidate keeps the
+    scale of its inputs), the biases are 0 (no offset common to all nodes) except the carry bias
+    ``b_z = carry_bias``: a GRU layer starts close to "keep the state, add some of the message"
+    (``z = sigmoid(2) = 0.88``), the carry bias of highway networks, so the L layers start with
+    gain ~1 on the node's own features and the message's share is learned. Measured on the planted zoo data:
+    two layers keep ~75% of ``h^0``'s between-sample std (torch's default: ~30%). For ``kind="lstm"`` the same bias goes to the forget
+    gate (Gers et al. 2000, Jozefowicz et al. 2015), which keeps the memory ``c`` across layers.
+
     Args:
         dim (int): d.
         kind (str): ``"gru"`` or ``"lstm"`` (default: ``"gru"``).
+        carry_bias (float): initial bias of the update (GRU) / forget (LSTM) gate (default: 2.0).
     Shapes: ``m [n, d]``, ``h [n, d]``, ``c [n, d] or None`` -> ``(h' [n, d], c' [n, d] or None)``.
     """
 
-    def __init__(self, dim: int, kind: str = "gru"):
+    def __init__(self, dim: int, kind: str = "gru", carry_bias: float = 2.0):
         super().__init__()
         if kind not in ("gru", "lstm"):
             raise ValueError(f"combine kind must be 'gru' or 'lstm', got {kind!r}")
         self.kind = kind
+        self.dim = dim
+        self.carry_bias = float(carry_bias)
         self.cell = nn.GRUCell(dim, dim) if kind == "gru" else nn.LSTMCell(dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        d = self.dim
+        for w in (self.cell.weight_ih, self.cell.weight_hh):  # gate blocks stacked: GRU (r, z, n), LSTM (i, f, g, o)
+            for block in w.data.split(d):
+                nn.init.xavier_uniform_(block)
+        nn.init.zeros_(self.cell.bias_ih)
+        nn.init.zeros_(self.cell.bias_hh)
+        carry = 1  # the block index of GRU's z and of LSTM's f
+        with torch.no_grad():
+            self.cell.bias_ih[carry * d:(carry + 1) * d] = self.carry_bias
 
     def forward(self, m: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
         if self.kind == "gru":

@@ -13,9 +13,17 @@ def test_definitions_resolve_every_job_and_schedule():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert FLOW <= keys
-    for job in defs.resolve_all_job_defs():
-        assert job.name
-    job = defs.resolve_job_def("daily_flow")
+    jobs = {j.name: j for j in defs.resolve_all_job_defs()}
+    # the two jobs of the UI plus Dagster's implicit asset job (what "Materialize" on the lineage page runs)
+    assert set(jobs) == {"daily_flow", "model_comparison_job", "__ASSET_JOB"}, sorted(jobs)
+    for name, job in jobs.items():
+        keys = job.asset_layer.selected_asset_keys
+        assert keys, f"{name} selects no asset"
+        assert job.partitions_def == graph.get(next(iter(keys))).partitions_def, name  # the one daily partitioning
+    # the named jobs run in process: a multiprocess step would re-import torch per step
+    assert {n: jobs[n].executor_def.name for n in ("daily_flow", "model_comparison_job")} == {
+        "daily_flow": "in_process", "model_comparison_job": "in_process"}
+    job = jobs["daily_flow"]
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} >= FLOW
     sched = defs.resolve_schedule_def("daily_flow_schedule")
     assert sched.cron_schedule == "30 2 * * *"

@@ -31,8 +31,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.e2e
-
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 GROUPS = {
     "interaction_logs": "ingest",
@@ -421,7 +419,8 @@ def test_ui_screenshot(dagster_dev, backfill, tmp_path):
     Set MOGE_E2E_SCREENSHOTS=<dir> to write all three docs/ui pages there instead."""
     shots_mod = _screenshot_module()
     if not shots_mod.find_chromium():
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        pytest.skip("no Chromium on this machine: `make test` installs it as root (scripts/install.sh --browser, "
+                    "apt-get install chromium); without root, install it yourself")
     out_dir = Path(os.environ.get("MOGE_E2E_SCREENSHOTS") or tmp_path)
     shots = shots_mod.DEFAULT_SHOTS
     if not os.environ.get("MOGE_E2E_SCREENSHOTS"):
