@@ -5,7 +5,7 @@ A :class:`CSR` stores row ``r``'s neighbours in ``indices[indptr[r]:indptr[r+1]]
 written by :mod:`ml_core.storage` into a temp directory that is renamed into place.
 
 Node identity: ``user_ids`` / ``item_ids`` / ``node_ids`` are sorted raw int64 ids; the row of id
-``x`` is ``searchsorted(ids, x)``. Ids are stable across days (they are the raw ids).
+``x`` is ``searchsorted(ids, x)`` (:func:`lookup`, -1 for an absent id). Ids are stable across days (they are the raw ids).
 """
 
 from __future__ import annotations
@@ -157,10 +157,10 @@ class BipartiteGraph:
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id, -1 where the user is not in this graph."""
-        return _lookup(self.user_ids, raw_ids)
+        return lookup(self.user_ids, raw_ids)
 
     def item_index(self, raw_ids: np.ndarray) -> np.ndarray:
-        return _lookup(self.item_ids, raw_ids)
+        return lookup(self.item_ids, raw_ids)
 
     def combined(self) -> CSR:
         """Symmetric adjacency over ``[users | items]`` (item j is node ``n_users + j``).
@@ -238,7 +238,18 @@ class SimilarityGraph:
         return cls(node_ids, CSR.load(directory, "adj", n_cols=meta["n"], mmap=mmap), meta["kind"], stats)
 
 
-def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+def lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+    """Row of each raw id in ``sorted_ids``, -1 where the id is absent.
+
+    Args:
+        sorted_ids (np.ndarray): int64 ``[n]`` ascending, unique raw ids (a graph's
+            ``user_ids`` / ``item_ids`` / ``node_ids``, a vocabulary).
+        raw_ids (np.ndarray): ``[m]`` raw ids to place (any order, repeats allowed).
+
+    Returns:
+        np.ndarray: int64 ``[m]``, ``sorted_ids[out[j]] == raw_ids[j]`` where ``out[j] >= 0``
+        (one binary search per id: ``O(m log n)``).
+    """
     raw_ids = np.asarray(raw_ids, dtype=np.int64)
     if len(sorted_ids) == 0:
         return np.full(len(raw_ids), -1, dtype=np.int64)

@@ -64,7 +64,7 @@ from numba import njit
 
 from ml_core.data.schema import BEHAVIORS
 from ml_core.graph.bipartite import build_bipartite, edge_table
-from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, _lookup
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.graph.similarity import _MemWatch, _Prepared, similarity_stats
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -199,8 +199,8 @@ def refresh_similarity_state(
     n = len(node_ids)
     with _MemWatch() as mem:
         node_ids = np.asarray(node_ids, np.int64)
-        old_to_new = _lookup(node_ids, prev.node_ids)          # [n_old] -> new row or -1
-        new_to_old = _lookup(np.asarray(prev.node_ids, np.int64), node_ids)  # [n] -> old row or -1
+        old_to_new = lookup(node_ids, prev.node_ids)          # [n_old] -> new row or -1
+        new_to_old = lookup(np.asarray(prev.node_ids, np.int64), node_ids)  # [n] -> old row or -1
         C = np.asarray(changed, bool) | (new_to_old < 0)
 
         # S_u: yesterday's entries of unchanged rows whose neighbour is unchanged.
@@ -421,7 +421,7 @@ def apply_delta(prev: BipartiteGraph, delta: pl.DataFrame, behavior_weights: dic
 
 
 def _changed_rows(node_ids: np.ndarray, delta_ids: np.ndarray) -> np.ndarray:
-    return _lookup(node_ids, np.unique(delta_ids)) if len(delta_ids) else np.zeros(0, np.int64)
+    return lookup(node_ids, np.unique(delta_ids)) if len(delta_ids) else np.zeros(0, np.int64)
 
 
 def _hub_flip_rows(prev_m: CSR, prev_cols: np.ndarray, new_m: CSR, new_cols: np.ndarray, new_rows: np.ndarray,

@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, _lookup
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.model_registry import ModelRegistry, load_model, read_manifest
 from ml_core.models.mgnn import cat_tables
 from ml_core.sampling.samples import label_columns
@@ -211,7 +211,7 @@ class Scorer:
         """Distinct ids (sorted) outside the model's vocabulary."""
         u = np.unique(np.asarray(user_ids, np.int64))
         i = np.unique(np.asarray(item_ids, np.int64))
-        return u[_lookup(self.spec.user.ids, u) < 0], i[_lookup(self.spec.item.ids, i) < 0]
+        return u[lookup(self.spec.user.ids, u) < 0], i[lookup(self.spec.item.ids, i) < 0]
 
     def seen_items(self, user_id: int) -> np.ndarray:
         """Items ``user_id`` interacted with in the graph snapshot (sorted raw ids)."""

@@ -20,7 +20,7 @@ import polars as pl
 import torch
 
 from ml_core.features import feature_columns
-from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, _lookup
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.sampling.samples import label_columns
 
 CHANNELS = ("bipartite", "user_sim", "item_sim")
@@ -77,14 +77,14 @@ class SideSpec:
     def encode(self, raw_ids: np.ndarray, table: pl.DataFrame, id_col: str) -> "NodeTable":
         """NodeTable rows for ``raw_ids`` (features looked up in ``table``; absent = unknown)."""
         raw_ids = np.asarray(raw_ids, dtype=np.int64)
-        id_idx = _lookup(self.ids, raw_ids) + 1  # -1 (unknown) -> 0
+        id_idx = lookup(self.ids, raw_ids) + 1  # -1 (unknown) -> 0
         frame = pl.DataFrame({id_col: raw_ids}).join(table, on=id_col, how="left", maintain_order="left")
         cats = np.zeros((len(raw_ids), len(self.cats)), dtype=np.int64)
         for j, (c, size) in enumerate(zip(self.cats, self.cat_sizes)):
             if c in frame.columns:
                 raw = frame[c].fill_null(-1).to_numpy().astype(np.int64)
                 if self.cat_vocabs is not None:
-                    cats[:, j] = _lookup(self.cat_vocabs[j], raw) + 1  # unseen / null -> 0 (unknown)
+                    cats[:, j] = lookup(self.cat_vocabs[j], raw) + 1  # unseen / null -> 0 (unknown)
                 else:
                     v = raw + 1  # -1 -> 0 (unknown)
                     cats[:, j] = np.where((v >= 0) & (v < size), v, 0)
@@ -292,8 +292,8 @@ class DayContext:
 
 
 def _space_lookup(graph_ids: np.ndarray, new_ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    in_graph = _lookup(graph_ids, raw)
-    in_new = _lookup(new_ids, raw) + len(graph_ids)
+    in_graph = lookup(graph_ids, raw)
+    in_new = lookup(new_ids, raw) + len(graph_ids)
     row = np.where(in_graph >= 0, in_graph, in_new)
     if (row < 0).any():
         raise AssertionError("sample id missing from the day's node space")
