@@ -10,8 +10,9 @@ What runs (each step in its own subprocess, so its peak RSS -- ``ru_maxrss`` -- 
    popularity, repeat visits, 4 behaviours) -> the window's bipartite graph.
 2. ``fast``: ``ml_core.graph.similarity.topk_similarity`` (k=10, cosine, exact) for the user graph
    (on ``ui``) and the item graph (on ``iu``).
-3. ``baseline``: "scipy A@A.T + per-row top-k" (``topk_similarity_scipy``): the full sparse product
-   in SciPy, then a vectorised per-row top-k of its entries. Its memory is predicted from the
+3. ``baseline``: "scipy A@A.T + per-row top-k" (``topk_similarity_scipy`` in
+   ``benchmarks/reference_graph.py``): the full sparse product in SciPy, then a per-row top-k
+   of its entries. Its memory is predicted from the
    number of co-occurring pairs first; if it cannot fit in ``--mem-limit-gb`` the step is
    reported as not finishing, and both methods are compared again on the largest smaller
    synthetic graph (same generator, fewer users/items/events) where the baseline fits.
@@ -160,18 +161,20 @@ def step_window(data: Path, lo: int, hi: int, out: Path) -> dict:
 
 
 def step_similarity(method: str, side: str, graph: Path, out: Path) -> dict:
-    from ml_core.graph import similarity as S
+    from benchmarks.reference_graph import topk_similarity_scipy
+    from ml_core.graph.similarity import topk_similarity
+    from ml_core.graph.topk_kernel import n_threads
 
     a = _load_csr(graph / ("ui.npz" if side == "user" else "iu.npz"))
     base = _rss_mb()
     st: dict = {}
     if method == "fast":
-        res, wall, cpu = _timed(lambda: S.topk_similarity(a, K, "cosine", 0, stats=st))
+        res, wall, cpu = _timed(lambda: topk_similarity(a, K, "cosine", 0, stats=st))
     else:
-        res, wall, cpu = _timed(lambda: S.topk_similarity_scipy(a, K, "cosine"))
+        res, wall, cpu = _timed(lambda: topk_similarity_scipy(a, K, "cosine"))
     _save_csr(out / f"{method}_{side}.npz", res)
     return {"wall_s": wall, "cpu_s": cpu, "base_rss_mb": base, "nnz": int(res.nnz),
-            "threads": S._n_threads() if method == "fast" else 1,
+            "threads": n_threads() if method == "fast" else 1,
             "candidate_pairs": st.get("candidate_pairs"), "pairs_counted": st.get("pairs_counted"),
             "share_no_similar_neighbour": st.get("share_no_similar_neighbour")}
 

@@ -65,7 +65,9 @@ from numba import njit
 from ml_core.data.schema import BEHAVIORS
 from ml_core.graph.bipartite import build_bipartite, edge_table
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.graph.similarity import _MemWatch, _Prepared, similarity_stats
+from ml_core.graph.similarity import PreparedMatrix
+from ml_core.graph.stats import similarity_stats
+from ml_core.graph.telemetry import MemWatch
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -163,8 +165,8 @@ def build_similarity_state(
     """Full build of one similarity state (top-``buffer`` per row) from the matrix ``a``."""
     buffer = _default_buffer(k, buffer)
     t0 = time.perf_counter()
-    with _MemWatch() as mem:
-        prep = _Prepared(a, measure, hub_degree_cap)
+    with MemWatch() as mem:
+        prep = PreparedMatrix(a, measure, hub_degree_cap)
         out = prep.run(np.arange(a.n_rows, dtype=np.int64), buffer, chunk_rows)
         state = _state_from_rows(node_ids, *out, buffer, k=k, measure=measure, hub_degree_cap=int(hub_degree_cap), kind=kind)
     graph = state.to_graph()
@@ -197,7 +199,7 @@ def refresh_similarity_state(
     t0 = time.perf_counter()
     k, buffer = prev.k, prev.buffer
     n = len(node_ids)
-    with _MemWatch() as mem:
+    with MemWatch() as mem:
         node_ids = np.asarray(node_ids, np.int64)
         old_to_new = lookup(node_ids, prev.node_ids)          # [n_old] -> new row or -1
         new_to_old = lookup(np.asarray(prev.node_ids, np.int64), node_ids)  # [n] -> old row or -1
@@ -228,7 +230,7 @@ def refresh_similarity_state(
         b_key[kr] = np.where(comp, INT64_MAX, np.asarray(prev.node_ids)[np.asarray(prev.indices)[np.maximum(last, 0)]])
 
         t_map = time.perf_counter()
-        prep = _Prepared(a, prev.measure, prev.hub_degree_cap)
+        prep = PreparedMatrix(a, prev.measure, prev.hub_degree_cap)
         t_prep = time.perf_counter()
         total_cost = float(prep.row_cost.sum())
         est_share = float(prep.row_cost[~kept].sum()) / total_cost if total_cost else 0.0
@@ -490,7 +492,7 @@ class WindowGraphs:
 
 def _bip_stats(bip: BipartiteGraph) -> dict:
     from ml_core.graph.bipartite import degree_summary
-    from ml_core.graph.similarity import degree_histogram
+    from ml_core.graph.stats import degree_histogram
 
     ud, idg = bip.ui.degrees(), np.bincount(np.asarray(bip.ui.indices), minlength=bip.n_items)
     return {"n_users": bip.n_users, "n_items": bip.n_items, "n_edges": int(bip.ui.nnz),
@@ -514,7 +516,7 @@ def build_states(bip: BipartiteGraph, cfg, buffer: int | None = None) -> WindowG
 def build_window(events: pl.DataFrame | pl.LazyFrame, cfg, days: list[str], buffer: int | None = None) -> WindowGraphs:
     """Full rebuild of the window's graphs (and the refresh state) from all its events."""
     t0 = time.perf_counter()
-    with _MemWatch() as mem:
+    with MemWatch() as mem:
         bip = build_bipartite(events, cfg.behavior_weights, days)
     t_bip = time.perf_counter() - t0
     out = build_states(bip, cfg, buffer)
@@ -566,7 +568,7 @@ def refresh_window(
         raise IncrementalNotSupported("similarity states do not belong to the previous bipartite graph")
     days = list(days or [])
     t0 = time.perf_counter()
-    with _MemWatch() as mem:
+    with MemWatch() as mem:
         delta = window_delta(entering, leaving, cfg.behavior_weights)
         bip = apply_delta(prev_bip, delta, cfg.behavior_weights, days)
     t_bip = time.perf_counter() - t0

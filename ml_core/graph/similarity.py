@@ -31,228 +31,47 @@ one on a seeded sample of rows (``stats["hub_recall_at_k"]``). ``0`` = exact (th
 
 Implementations
 ---------------
-* :func:`topk_similarity` -- the production path (numba, parallel, running top-k).
-* :func:`topk_similarity_reference` -- the original chunked SciPy/dense implementation.
-* :func:`topk_similarity_scipy` -- the straightforward baseline: full SciPy ``A @ A.T`` followed by
-  per-row top-k (used by the benchmark; exact but memory-hungry).
-* :func:`topk_similarity_bruteforce` -- fully dense ``A A^T`` (tiny graphs, tests).
+* :func:`topk_similarity` -- the production path (numba, parallel, running top-k): this module
+  drives the kernels of :mod:`ml_core.graph.topk_kernel` through :class:`PreparedMatrix`
+  (which the incremental refresh, :mod:`ml_core.graph.similarity_state`, also runs on chosen
+  rows).
+* ``benchmarks/reference_graph.py`` holds the reference implementations the tests and the
+  benchmark compare it with (chunked SciPy, full SciPy ``A @ A.T``, fully dense): all
+  bit-identical to it.
+
+Statistics of the built graphs are in :mod:`ml_core.graph.stats`, memory telemetry in
+:mod:`ml_core.graph.telemetry`.
 """
 
 from __future__ import annotations
 
-import os
 import time
 
-import numba
 import numpy as np
-from numba import njit, prange
 
 from ml_core.graph.csr import CSR, SimilarityGraph
+from ml_core.graph.stats import similarity_stats
+from ml_core.graph.telemetry import MemWatch
+from ml_core.graph.topk_kernel import n_threads, row_norms_kernel, topk_rows_kernel
 
 MEASURES = ("cosine", "jaccard")
 
 
-def _check_measure(measure: str) -> None:
+def check_measure(measure: str) -> None:
+    """Raise ``ValueError`` unless ``measure`` is one of :data:`MEASURES`."""
     if measure not in MEASURES:
         raise ValueError(f"measure must be 'cosine' or 'jaccard', got {measure!r}")
 
 
-# --------------------------------------------------------------------------------------------
-# shared pieces
-# --------------------------------------------------------------------------------------------
-def _row_norms(m: CSR, measure: str) -> np.ndarray:
-    if measure == "cosine":
-        sq = np.zeros(m.n_rows, dtype=np.float64)
-        np.add.at(sq, m.row_of_entries(), m.weights.astype(np.float64) ** 2)
-        return np.sqrt(sq)
-    return m.degrees().astype(np.float64)
-
-
-@njit(cache=True, nogil=True)
-def _row_norms_kernel(indptr, weights, cosine):
-    """Same float64 operations, in the same order, as :func:`_row_norms`."""
-    n = len(indptr) - 1
-    out = np.empty(n, np.float64)
-    for r in range(n):
-        if cosine:
-            s = 0.0
-            for p in range(indptr[r], indptr[r + 1]):
-                w = np.float64(weights[p])
-                s += w * w
-            out[r] = np.sqrt(s)
-        else:
-            out[r] = np.float64(indptr[r + 1] - indptr[r])
-    return out
-
-
 def row_norms(a: CSR, measure: str) -> np.ndarray:
     """float64 ``||A_r||`` (cosine) or ``|N(r)|`` (jaccard) for every row of ``a``."""
-    _check_measure(measure)
-    return _row_norms_kernel(np.asarray(a.indptr, np.int64), np.asarray(a.weights), measure == "cosine")
-
-
-def hub_columns(a: CSR, hub_degree_cap: int) -> np.ndarray:
-    """Boolean ``[n_cols]``: True where a column has more than ``hub_degree_cap`` entries."""
-    col_deg = np.bincount(np.asarray(a.indices), minlength=a.n_cols)
-    if hub_degree_cap and hub_degree_cap > 0:
-        return col_deg > hub_degree_cap
-    return np.zeros(a.n_cols, dtype=bool)
-
-
-def topk_from_dense_rows(scores: np.ndarray, row_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k per row of a dense score block; ``scores[r, row_ids[r]]`` (self) is excluded."""
-    n_rows, n_cols = scores.shape
-    scores = scores.copy()
-    scores[np.arange(n_rows), row_ids] = 0.0
-    kk = min(k, n_cols)
-    # Order: descending score, ascending column on ties (stable sort on -score).
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
-    top = np.take_along_axis(scores, order, axis=1)
-    keep = top > 0
-    rows = np.repeat(row_ids, kk).reshape(n_rows, kk)[keep]
-    return rows, order[keep].astype(np.int64), top[keep].astype(np.float32)
-
-
-def _csr_from_rows(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n: int) -> CSR:
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return CSR(indptr, cols.astype(np.int64), w.astype(np.float32), n)
+    check_measure(measure)
+    return row_norms_kernel(np.asarray(a.indptr, np.int64), np.asarray(a.weights), measure == "cosine")
 
 
 # --------------------------------------------------------------------------------------------
-# the fast kernel
+# work split
 # --------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True, inline="always")
-def _better(s1, v1, s2, v2):
-    """(s1, v1) ranks before (s2, v2): higher similarity, then lower id."""
-    return s1 > s2 or (s1 == s2 and v1 < v2)
-
-
-@njit(cache=True, nogil=True)
-def _push_topk(vals, idx, cnt, k, s, v):
-    """Insert (s, v) into the sorted top-k prefix ``vals[:cnt]``; returns the new count."""
-    if cnt == k:
-        if not _better(s, v, vals[k - 1], idx[k - 1]):
-            return cnt
-        pos = k - 1
-    else:
-        pos = cnt
-        cnt += 1
-    while pos > 0 and _better(s, v, vals[pos - 1], idx[pos - 1]):
-        vals[pos] = vals[pos - 1]
-        idx[pos] = idx[pos - 1]
-        pos -= 1
-    vals[pos] = s
-    idx[pos] = v
-    return cnt
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _topk_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, norms, jaccard, k, tile,
-                 n_threads, max_deg, out_idx, out_val, out_cnt, out_npos,
-                 emit, b_val, b_key, node_key, em_off, em_cap, em_row, em_col, em_val, em_cnt, em_overflow):
-    """Top-k similar rows for each ``rows[i]``; results go to ``out_*[i]``.
-
-    ``a`` (CSR, float32 weights > 0) holds the nodes as rows; ``t`` is its transpose, with
-    sorted row ids in each column. Work blocks ``rows[block_ptr[b]:block_ptr[b+1]]`` are spread
-    over the threads. Each thread owns a dense float64 accumulator over one *tile* of
-    ``tile`` candidate rows (sized to stay in the L2 cache); a row's 2-hop walk is done tile by
-    tile, with a cursor per column remembering where the previous tile stopped. A zero
-    accumulator means "not touched yet" (all products are > 0), so nothing is ever cleared
-    except the touched entries. Each tile's candidates are folded into the row's running top-k
-    right away. ``out_npos[i]`` counts the row's candidates with a positive similarity.
-
-    Emission (incremental refresh): when ``emit``, every candidate ``v`` of row ``u`` whose
-    ``(sim, node_key[u])`` ranks at or before the boundary ``(b_val[v], b_key[v])`` is also
-    written as ``(v, u, sim)`` into block ``b``'s slice ``em_off[b] : em_off[b] + em_cap[b]``
-    of ``em_*`` (``b_val = inf`` disables a row). A block whose slice overflows sets
-    ``em_overflow[b]`` and must be run again with more room.
-    """
-    n = len(norms)
-    n_tiles = (n + tile - 1) // tile
-    acc = np.zeros((n_threads, tile), np.float64)
-    touched = np.empty((n_threads, tile), np.int32)
-    cursors = np.empty((n_threads, max(max_deg, 1)), np.int64)
-    n_blocks = len(block_ptr) - 1
-    for b in prange(n_blocks):
-        tid = numba.get_thread_id()
-        acc_t = acc[tid]
-        tch = touched[tid]
-        cur = cursors[tid]
-        n_em = 0
-        for ii in range(block_ptr[b], block_ptr[b + 1]):
-            u = rows[ii]
-            p0 = a_ptr[u]
-            p1 = a_ptr[u + 1]
-            for p in range(p0, p1):
-                cur[p - p0] = t_ptr[a_idx[p]]
-            vals = out_val[ii]
-            idx = out_idx[ii]
-            cnt = 0
-            npos = 0
-            nu = norms[u]
-            ukey = node_key[u] if emit else 0
-            for tb in range(n_tiles):
-                lo = tb * tile
-                hi = lo + tile
-                nt = 0
-                for p in range(p0, p1):
-                    j = a_idx[p]
-                    if not col_ok[j]:
-                        continue
-                    w = np.float64(a_w[p])
-                    q = cur[p - p0]
-                    qe = t_ptr[j + 1]
-                    while q < qe:
-                        v = t_idx[q]
-                        if v >= hi:
-                            break
-                        vl = v - lo
-                        y = acc_t[vl]
-                        if y == 0.0:
-                            tch[nt] = vl
-                            nt += 1
-                        acc_t[vl] = y + w * np.float64(t_w[q])
-                        q += 1
-                    cur[p - p0] = q
-                for t in range(nt):
-                    vl = tch[t]
-                    x = acc_t[vl]
-                    acc_t[vl] = 0.0
-                    v = vl + lo
-                    if v == u:
-                        continue
-                    if jaccard:
-                        d = (nu + norms[v]) - x
-                    else:
-                        d = nu * norms[v]
-                    if not d > 0:
-                        continue
-                    s = x / d
-                    if not s > 0:
-                        continue
-                    npos += 1
-                    cnt = _push_topk(vals, idx, cnt, k, s, v)
-                    if emit:
-                        bv = b_val[v]
-                        if s > bv or (s == bv and ukey <= b_key[v]):
-                            if n_em < em_cap[b]:
-                                pos = em_off[b] + n_em
-                                em_row[pos] = v
-                                em_col[pos] = u
-                                em_val[pos] = s
-                                n_em += 1
-                            else:
-                                em_overflow[b] = True
-            out_cnt[ii] = cnt
-            out_npos[ii] = npos
-        em_cnt[b] = n_em
-
-
-def _n_threads() -> int:
-    return int(numba.get_num_threads())
-
-
 def _balanced_blocks(cost: np.ndarray, max_rows: int, n_threads: int) -> np.ndarray:
     """Block boundaries over rows so each block has about the same work (and <= max_rows rows)."""
     n = len(cost)
@@ -276,15 +95,17 @@ def _tile_size(n: int) -> int:
     return max(1, min(max(n, 1), max(TILE_ROWS, -(-n // MAX_TILES))))
 
 
-class _Prepared:
+class PreparedMatrix:
     """Kernel inputs for one matrix: float32 weights, the transpose (int32 ids), norms, hub mask.
 
     Entries with weight <= 0 contribute nothing to a cosine product, so they are dropped (the
-    pipeline's graphs have none); Jaccard uses the binary pattern (weight 1).
+    pipeline's graphs have none); Jaccard uses the binary pattern (weight 1). ``row_cost[r]``
+    is row ``r``'s 2-hop walk length (the sum of the degrees of its non-hub columns), the unit
+    of work used to balance blocks and to choose the refresh path.
     """
 
     def __init__(self, a: CSR, measure: str, hub_degree_cap: int):
-        _check_measure(measure)
+        check_measure(measure)
         self.measure = measure
         self.n = a.n_rows
         indptr = np.asarray(a.indptr, np.int64)
@@ -315,15 +136,18 @@ class _Prepared:
         csum = np.concatenate([[0.0], np.cumsum(eff_deg[self.a_idx])])
         self.row_cost = csum[self.a_ptr[1:]] - csum[self.a_ptr[:-1]]
         self.max_deg = int(np.diff(indptr).max()) if self.n else 0
+        #: Emission blocks run again because their slice of the buffer overflowed (all runs).
+        self.emit_reruns = 0
 
     def run(self, rows: np.ndarray, k: int, chunk_rows: int = 4096, emit: dict | None = None):
         """Top-k of the given rows: ``(idx [len(rows), k], val float64 [len(rows), k], cnt, npos)``.
 
-        With ``emit = {"b_val", "b_key", "node_key"}`` (see :func:`_topk_kernel`) a fifth item is
-        returned: the emitted ``(row, col, val)`` arrays.
+        With ``emit = {"b_val", "b_key", "node_key"}`` (see
+        :func:`~ml_core.graph.topk_kernel.topk_rows_kernel`) a fifth item is returned: the
+        emitted ``(row, col, val)`` arrays.
         """
         rows = np.asarray(rows, np.int64)
-        nt = _n_threads()
+        nt = n_threads()
         cost = self.row_cost[rows] if len(rows) else np.zeros(0)
         blocks = _balanced_blocks(cost, chunk_rows, nt)
         kk = max(k, 1)
@@ -331,15 +155,26 @@ class _Prepared:
         out_val = np.zeros((len(rows), kk), np.float64)
         out_cnt = np.zeros(len(rows), np.int64)
         out_npos = np.zeros(len(rows), np.int64)
-        n_blocks = len(blocks) - 1
+        out = (out_idx, out_val, out_cnt, out_npos)
         if emit is None:
+            n_blocks = max(len(blocks) - 1, 1)
             f0, i0 = np.zeros(1, np.float64), np.zeros(1, np.int64)
-            em = (False, f0, i0, i0, np.zeros(max(n_blocks, 1), np.int64), np.zeros(max(n_blocks, 1), np.int64),
-                  i0, i0, f0, np.zeros(max(n_blocks, 1), np.int64), np.zeros(max(n_blocks, 1), np.bool_))
+            em = (False, f0, i0, i0, np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.int64),
+                  i0, i0, f0, np.zeros(n_blocks, np.int64), np.zeros(n_blocks, np.bool_))
             if len(rows) and k > 0:
-                self._call(rows, blocks, k, nt, out_idx, out_val, out_cnt, out_npos, em)
-            return out_idx, out_val, out_cnt, out_npos
-        # Emission: each block gets a slice of the buffer; blocks that overflow are run again.
+                self._call(rows, blocks, k, nt, *out, em)
+            return out
+        return (*out, self._run_emitting(rows, blocks, k, nt, out, emit))
+
+    def _run_emitting(self, rows, blocks, k, nt, out, emit):
+        """The emission path of :meth:`run`: fills ``out`` and returns the emitted arrays.
+
+        Each block gets a slice of the emission buffer (``32 * rows + 4096`` entries); the
+        blocks whose slice overflowed are run again with 8x the room until none does.
+        """
+        out_idx, out_val, out_cnt, out_npos = out
+        kk = out_idx.shape[1]
+        n_blocks = len(blocks) - 1
         block_rows = np.diff(blocks)
         cap = (32 * block_rows + 4096).astype(np.int64)
         todo = np.arange(n_blocks)
@@ -374,18 +209,20 @@ class _Prepared:
                     em_vals.append(e_val[sl])
             cap[todo[e_over]] *= 8
             todo = todo[e_over]
-            self.emit_reruns = getattr(self, "emit_reruns", 0) + len(todo)
+            self.emit_reruns += len(todo)
         cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-        emitted = (cat(em_rows, np.int64), cat(em_cols, np.int64), cat(em_vals, np.float64))
-        return out_idx, out_val, out_cnt, out_npos, emitted
+        return cat(em_rows, np.int64), cat(em_cols, np.int64), cat(em_vals, np.float64)
 
     def _call(self, rows, blocks, k, nt, out_idx, out_val, out_cnt, out_npos, em):
         # (numba.parallel_chunksize(1) was tried for dynamic hand-out: 1.5-2x slower.)
-        _topk_kernel(rows, blocks, self.a_ptr, self.a_idx, self.a_w, self.t_ptr, self.t_idx, self.t_w,
-                     self.col_ok, self.norms, self.measure == "jaccard", k, _tile_size(self.n), nt,
-                     self.max_deg, out_idx, out_val, out_cnt, out_npos, *em)
+        topk_rows_kernel(rows, blocks, self.a_ptr, self.a_idx, self.a_w, self.t_ptr, self.t_idx, self.t_w,
+                         self.col_ok, self.norms, self.measure == "jaccard", k, _tile_size(self.n), nt,
+                         self.max_deg, out_idx, out_val, out_cnt, out_npos, *em)
 
 
+# --------------------------------------------------------------------------------------------
+# the top-k graph
+# --------------------------------------------------------------------------------------------
 def _rows_to_csr(out_idx, out_val, out_cnt, n: int) -> CSR:
     k = out_idx.shape[1]
     mask = np.arange(k)[None, :] < out_cnt[:, None]
@@ -414,10 +251,10 @@ def topk_similarity(
             co-interaction counting (0 = exact, nothing left out).
         chunk_rows (int): upper bound on rows per work block (blocks are also cost-balanced).
         stats (dict | None): filled with build statistics when given (see
-            :func:`similarity_stats`).
+            :func:`ml_core.graph.stats.similarity_stats`).
     """
     t0 = time.perf_counter()
-    prep = _Prepared(a, measure, hub_degree_cap)
+    prep = PreparedMatrix(a, measure, hub_degree_cap)
     out_idx, out_val, out_cnt, out_npos = prep.run(np.arange(a.n_rows, dtype=np.int64), k, chunk_rows)
     adj = _rows_to_csr(out_idx, out_val, out_cnt, a.n_rows)
     if stats is not None:
@@ -426,63 +263,21 @@ def topk_similarity(
     return adj
 
 
-# --------------------------------------------------------------------------------------------
-# statistics
-# --------------------------------------------------------------------------------------------
-def degree_histogram(degrees: np.ndarray, log_bins: bool = True) -> dict[str, list]:
-    """Histogram of a degree array: ``{"edges": [...], "counts": [...]}`` (bin i = [e_i, e_i+1)).
-
-    Log-spaced integer bins (1, 2, 4, 8, ...) after a bin for degree 0, or unit bins when
-    ``log_bins`` is False (for degrees bounded by k).
-    """
-    degrees = np.asarray(degrees, np.int64)
-    top = int(degrees.max()) if len(degrees) else 0
-    if log_bins:
-        edges = [0, 1]
-        while edges[-1] <= top:
-            edges.append(edges[-1] * 2)
-    else:
-        edges = list(range(0, top + 2))
-    counts, _ = np.histogram(degrees, bins=np.asarray(edges, dtype=np.float64))
-    return {"edges": [int(e) for e in edges], "counts": [int(c) for c in counts]}
-
-
-def similarity_stats(adj: CSR, prep: _Prepared, k: int, candidates: int | None = None) -> dict:
-    out_deg = adj.degrees()
-    in_deg = np.bincount(adj.indices, minlength=adj.n_rows) if adj.nnz else np.zeros(adj.n_rows, np.int64)
-    col_deg = prep.col_deg.astype(np.float64)
-    pairs_total = float((col_deg**2).sum())
-    pairs_hub = float((col_deg[prep.hub] ** 2).sum())
-    st = {
-        "n_nodes": int(adj.n_rows),
-        "n_edges": int(adj.nnz),
-        "k": int(k),
-        "measure": prep.measure,
-        "threads": _n_threads(),
-        "pairs_counted": int(pairs_total - pairs_hub),
-        "pairs_skipped_hubs": int(pairs_hub),
-        "hub_nodes_skipped": int(prep.hub.sum()),
-        "share_no_similar_neighbour": round(float((out_deg == 0).mean()) if adj.n_rows else 0.0, 6),
-        "out_degree_hist": degree_histogram(out_deg, log_bins=False),
-        "in_degree_hist": degree_histogram(in_deg),
-        "mean_similarity": round(float(adj.weights.mean()) if adj.nnz else 0.0, 6),
-    }
-    if candidates is not None:
-        st["candidate_pairs"] = int(candidates)  # (u, v) pairs with a positive similarity
-    return st
-
-
 def hub_recall(a: CSR, k: int, measure: str, hub_degree_cap: int, sample_rows: int = 2000, seed: int = 0,
                capped: CSR | None = None) -> float:
-    """Recall@k of the hub-capped top-k against the exact top-k on a seeded sample of rows."""
+    """Recall@k of the hub-capped top-k against the exact top-k on a seeded sample of rows.
+
+    ``capped`` (the capped graph of ``a``, when already built) is read instead of recomputing
+    the sample's capped rows.
+    """
     rng = np.random.default_rng(seed)
     n = a.n_rows
     if n == 0:
         return 1.0
     rows = np.sort(rng.choice(n, size=min(sample_rows, n), replace=False)).astype(np.int64)
-    exact = _Prepared(a, measure, 0).run(rows, k)
+    exact = PreparedMatrix(a, measure, 0).run(rows, k)
     if capped is None:
-        approx = _Prepared(a, measure, hub_degree_cap).run(rows, k)
+        approx = PreparedMatrix(a, measure, hub_degree_cap).run(rows, k)
         a_idx, a_cnt = approx[0], approx[2]
         approx_sets = [set(a_idx[i, : a_cnt[i]].tolist()) for i in range(len(rows))]
     else:
@@ -499,60 +294,13 @@ def hub_recall(a: CSR, k: int, measure: str, hub_degree_cap: int, sample_rows: i
 # --------------------------------------------------------------------------------------------
 # graph builders used by the pipeline
 # --------------------------------------------------------------------------------------------
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _rss_mb() -> float:
-    try:
-        import psutil
-
-        return psutil.Process(os.getpid()).memory_info().rss / 2**20
-    except Exception:  # pragma: no cover - psutil is a dependency, belt and braces
-        return _peak_rss_mb()
-
-
-class _MemWatch:
-    """Peak RSS growth over a block, sampled by a background thread (numba allocations are not
-    seen by tracemalloc)."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-
-    def __enter__(self):
-        import threading
-
-        self.base = _rss_mb()
-        self.peak = self.base
-        self._stop = threading.Event()
-
-        def loop():
-            while not self._stop.wait(self.interval):
-                self.peak = max(self.peak, _rss_mb())
-
-        self._t = threading.Thread(target=loop, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss_mb())
-
-    @property
-    def delta_mb(self) -> float:
-        return round(self.peak - self.base, 1)
-
-
 def build_similarity_graph(
     a: CSR, node_ids: np.ndarray, kind: str, k: int, measure: str = "cosine", hub_degree_cap: int = 0,
     chunk_rows: int = 4096, recall_sample_rows: int = 2000,
 ) -> SimilarityGraph:
     """One top-k similarity graph with its ``stats`` (time, memory, hubs, coverage, histograms)."""
     stats: dict = {}
-    with _MemWatch() as mem:
+    with MemWatch() as mem:
         t0 = time.perf_counter()
         adj = topk_similarity(a, k, measure, hub_degree_cap, chunk_rows, stats=stats)
         stats["wall_time_s"] = round(time.perf_counter() - t0, 4)
@@ -567,141 +315,7 @@ def build_similarity_graph(
 
 def build_similarity_graphs(bip, cfg) -> tuple[SimilarityGraph, SimilarityGraph]:
     """User-user (on ``bip.ui``) and item-item (on ``bip.iu``) top-k graphs for ``GraphConfig``."""
-    kw = dict(k=cfg.topk, measure=cfg.similarity, hub_degree_cap=cfg.hub_degree_cap, chunk_rows=cfg.chunk_rows)
+    kw = {"k": cfg.topk, "measure": cfg.similarity, "hub_degree_cap": cfg.hub_degree_cap, "chunk_rows": cfg.chunk_rows}
     user = build_similarity_graph(bip.ui, bip.user_ids, "user", **kw)
     item = build_similarity_graph(bip.iu, bip.item_ids, "item", **kw)
     return user, item
-
-
-# --------------------------------------------------------------------------------------------
-# references
-# --------------------------------------------------------------------------------------------
-def topk_similarity_reference(
-    a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0, chunk_rows: int = 4096
-) -> CSR:
-    """The original chunked SciPy implementation: sparse row blocks times ``A^T``, densified."""
-    import scipy.sparse as sp
-
-    _check_measure(measure)
-    m = a.to_scipy().astype(np.float64)
-    if measure == "jaccard":
-        m.data[:] = 1.0
-    norms = _row_norms(CSR.from_scipy(m), measure)
-    mt = m.T.tocsr()
-    if hub_degree_cap > 0:
-        col_deg = np.diff(m.tocsc().indptr)
-        keep = sp.diags((col_deg <= hub_degree_cap).astype(np.float64))
-        mt = (keep @ mt).tocsr()
-    rows_out, cols_out, w_out = [], [], []
-    for start in range(0, m.shape[0], chunk_rows):
-        stop = min(start + chunk_rows, m.shape[0])
-        block = (m[start:stop] @ mt).toarray()
-        ids = np.arange(start, stop)
-        if measure == "cosine":
-            denom = np.outer(norms[start:stop], norms)
-        else:
-            denom = norms[start:stop, None] + norms[None, :] - block
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sims = np.where(denom > 0, block / np.where(denom > 0, denom, 1.0), 0.0)
-        # (The skeleton passed ``ids - start`` here, which excluded the wrong column as "self"
-        # in every chunk but the first.)
-        r, c, w = topk_from_dense_rows(sims, ids, k)
-        rows_out.append(r)
-        cols_out.append(c)
-        w_out.append(w)
-    rows = np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64)
-    cols = np.concatenate(cols_out) if cols_out else np.zeros(0, np.int64)
-    w = np.concatenate(w_out) if w_out else np.zeros(0, np.float32)
-    return _csr_from_rows(rows, cols, w, m.shape[0])
-
-
-def topk_similarity_bruteforce(a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0) -> CSR:
-    """Fully dense ``A A^T`` with a Python loop per row: the definition, for tiny graphs."""
-    _check_measure(measure)
-    n = a.n_rows
-    dense = np.zeros((n, a.n_cols), np.float64)
-    r = a.row_of_entries()
-    dense[r, a.indices] = 1.0 if measure == "jaccard" else np.asarray(a.weights, np.float64)
-    if measure == "cosine":
-        norms = np.sqrt((dense**2).sum(axis=1))
-    else:
-        norms = (dense > 0).sum(axis=1).astype(np.float64)
-    masked = dense.copy()
-    if hub_degree_cap > 0:
-        masked[:, (dense > 0).sum(axis=0) > hub_degree_cap] = 0.0
-    # Column-ordered accumulation, like a sparse product (so float64 results match bitwise).
-    dots = np.zeros((n, n), np.float64)
-    for j in range(a.n_cols):
-        dots += np.outer(masked[:, j], masked[:, j])
-    rows_out, cols_out, w_out = [], [], []
-    for u in range(n):
-        cand = []
-        for v in range(n):
-            if v == u or dots[u, v] == 0:
-                continue
-            d = norms[u] * norms[v] if measure == "cosine" else (norms[u] + norms[v]) - dots[u, v]
-            s = dots[u, v] / d if d > 0 else 0.0
-            if s > 0:
-                cand.append((-s, v))
-        cand.sort()
-        for s, v in cand[:k]:
-            rows_out.append(u)
-            cols_out.append(v)
-            w_out.append(-s)
-    return _csr_from_rows(np.asarray(rows_out, np.int64), np.asarray(cols_out, np.int64),
-                          np.asarray(w_out, np.float64), n)
-
-
-def topk_similarity_scipy(a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0) -> CSR:
-    """The straightforward baseline: full SciPy ``S = A @ A.T``, then per-row top-k of ``S``.
-
-    The per-row selection is a loop over rows: ``np.partition`` finds the k-th largest
-    similarity, and only the entries at or above it are sorted (similarity desc, id asc). The
-    baseline's memory is dominated by ``S`` itself.
-    """
-    import scipy.sparse as sp
-
-    _check_measure(measure)
-    m = a.to_scipy().astype(np.float64)
-    if measure == "jaccard":
-        m.data[:] = 1.0
-    norms = _row_norms(CSR.from_scipy(m), measure)
-    mt = m.T.tocsr()
-    if hub_degree_cap > 0:
-        col_deg = np.diff(mt.indptr)
-        mt = (sp.diags((col_deg <= hub_degree_cap).astype(np.float64)) @ mt).tocsr()
-    s = (m @ mt).tocsr()
-    del mt
-    n = m.shape[0]
-    counts = np.zeros(n, np.int64)
-    cols_out = np.empty(n * k, np.int64)
-    w_out = np.empty(n * k, np.float64)
-    indptr, indices, data = s.indptr, s.indices, s.data
-    pos = 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for r in range(n):
-            lo, hi = indptr[r], indptr[r + 1]
-            if lo == hi:
-                continue
-            cols = indices[lo:hi]
-            dots = data[lo:hi]
-            if measure == "cosine":
-                d = norms[r] * norms[cols]
-            else:
-                d = (norms[r] + norms[cols]) - dots
-            sims = np.where(d > 0, dots / np.where(d > 0, d, 1.0), 0.0)
-            sims[cols == r] = 0.0
-            if len(sims) > k:
-                thr = np.partition(sims, len(sims) - k)[len(sims) - k]
-                cand = np.flatnonzero((sims >= thr) & (sims > 0))
-            else:
-                cand = np.flatnonzero(sims > 0)
-            order = cand[np.lexsort((cols[cand], -sims[cand]))][:k]
-            c = len(order)
-            cols_out[pos:pos + c] = cols[order]
-            w_out[pos:pos + c] = sims[order]
-            counts[r] = c
-            pos += c
-    ip = np.zeros(n + 1, np.int64)
-    np.cumsum(counts, out=ip[1:])
-    return CSR(ip, cols_out[:pos].copy(), w_out[:pos].astype(np.float32), n)

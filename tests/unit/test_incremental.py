@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from benchmarks.reference_graph import topk_similarity_bruteforce
 from ml_core.config import GraphConfig
 from ml_core.graph.bipartite import build_bipartite
 from ml_core.graph.incremental import (
@@ -16,7 +17,6 @@ from ml_core.graph.incremental import (
     build_window,
     refresh_window,
 )
-from ml_core.graph.similarity import topk_similarity_bruteforce
 
 
 def _events(n_users, n_items, n_days, per_day, seed):
