@@ -49,8 +49,8 @@ if str(ROOT) not in sys.path:
 BASELINE_NAME = "scipy A@A.T + per-row top-k"
 SCALES = {
     # users/items are pools: nodes with no event in the window are not in the graph.
-    "ijcai": dict(n_users=450_000, n_items=900_000, events_per_day=250_000),
-    "small": dict(n_users=30_000, n_items=60_000, events_per_day=16_000),
+    "ijcai": {"n_users": 450_000, "n_items": 900_000, "events_per_day": 250_000},
+    "small": {"n_users": 30_000, "n_items": 60_000, "events_per_day": 16_000},
 }
 WINDOW = 30
 K = 10
@@ -200,8 +200,8 @@ def step_refresh(data: Path, state_in: Path, enter_day: int, leave_day: int, out
         prev = WindowGraphs.load_state(state_in)
         days = [str(d) for d in range(leave_day + 1, enter_day + 1)]
         t0 = time.perf_counter()
-        res = refresh_window(prev, None, None, read_days(data, enter_day, enter_day + 1),
-                             read_days(data, leave_day, leave_day + 1), _cfg(), days, max_walk_share=max_walk_share)
+        res = refresh_window(prev, read_days(data, enter_day, enter_day + 1), read_days(data, leave_day, leave_day + 1),
+                             _cfg(), days, max_walk_share=max_walk_share)
         return res, time.perf_counter() - t0
 
     (res, compute_s), wall, cpu = _timed(run)
@@ -281,7 +281,7 @@ def run_step(name: str, mem_limit_gb: float = 0.0, **params) -> dict:
     if mem_limit_gb:
         cmd += ["--mem-limit-gb", str(mem_limit_gb)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    p = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("@@RESULT@@"):
             return json.loads(line[len("@@RESULT@@"):])

@@ -89,7 +89,7 @@ GRAPH_ASSETS = {"bipartite": "bipartite_graph", "user": "user_similarity_graph",
 
 def _previous_window(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]):
     """Day D-1's stored graphs + refresh state, if they exist and cover D-1's window."""
-    from ml_core.graph.incremental import SimilarityState, WindowGraphs
+    from ml_core.graph.incremental import WindowGraphs
 
     prev_day = window(day, -1, -1)[0]
     prev_days = graph_window(cfg, prev_day)
@@ -100,8 +100,7 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]):
         bip = BipartiteGraph.load(dirs["bipartite"])
         if bip.days != prev_days:
             return None, f"previous graph covers {bip.days}, expected {prev_days}"
-        return WindowGraphs(bip, SimilarityState.load(dirs["user"] / "state"),
-                            SimilarityState.load(dirs["item"] / "state")), prev_days
+        return WindowGraphs.load_parts(dirs, bip), prev_days
     except (FileNotFoundError, KeyError, ValueError) as e:  # partially replaced / older layout
         return None, f"previous state unreadable ({e})"
 
@@ -121,7 +120,7 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
             entering = [d for d in log_days if d not in info]
             leaving = [d for d in info if d not in log_days]
             try:
-                result = refresh_window(prev, None, None, scan_logs(lake, entering), scan_logs(lake, leaving),
+                result = refresh_window(prev, scan_logs(lake, entering), scan_logs(lake, leaving),
                                         cfg.graph, log_days, verify=cfg.graph.verify_incremental)
             except IncrementalNotSupported as e:
                 reason = str(e)
@@ -130,12 +129,7 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
         result.stats["full_rebuild_reason"] = reason
     for key, asset in GRAPH_ASSETS.items():
         with lake.write_dir(asset, day) as tmp:
-            if key == "bipartite":
-                result.bip.save(tmp)
-            else:
-                state = result.user_state if key == "user" else result.item_state
-                (result.user_sim if key == "user" else result.item_sim).save(tmp)
-                state.save(tmp / "state")
+            result.save_part(key, tmp)
     return result, result.stats
 
 

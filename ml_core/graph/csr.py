@@ -58,7 +58,7 @@ class CSR:
         n_rows: int,
         n_cols: int,
         sum_duplicates: bool = True,
-    ) -> "CSR":
+    ) -> CSR:
         """Build from coordinates; duplicate ``(row, col)`` pairs are summed."""
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
@@ -78,7 +78,7 @@ class CSR:
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
         return cls(indptr, cols, w, n_cols)
 
-    def transpose(self) -> "CSR":
+    def transpose(self) -> CSR:
         return CSR.from_coo(self.indices, self.row_of_entries(), self.weights, self.n_cols, self.n_rows)
 
     def to_scipy(self):
@@ -87,12 +87,12 @@ class CSR:
         return sp.csr_matrix((self.weights, self.indices, self.indptr), shape=(self.n_rows, self.n_cols))
 
     @classmethod
-    def from_scipy(cls, m) -> "CSR":
+    def from_scipy(cls, m) -> CSR:
         m = m.tocsr()
         m.sort_indices()
         return cls(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.float32), m.shape[1])
 
-    def equals(self, other: "CSR", atol: float = 1e-6) -> bool:
+    def equals(self, other: CSR, atol: float = 1e-6) -> bool:
         return (
             self.n_cols == other.n_cols
             and np.array_equal(self.indptr, other.indptr)
@@ -106,7 +106,7 @@ class CSR:
             np.save(directory / f"{name}.{part}.npy", getattr(self, part))
 
     @classmethod
-    def load(cls, directory: Path, name: str, n_cols: int, mmap: bool = True) -> "CSR":
+    def load(cls, directory: Path, name: str, n_cols: int, mmap: bool = True) -> CSR:
         mode = "r" if mmap else None
         arrays = [np.load(directory / f"{name}.{p}.npy", mmap_mode=mode) for p in ("indptr", "indices", "weights")]
         return cls(*arrays, n_cols=n_cols)
@@ -189,7 +189,7 @@ class BipartiteGraph:
         )
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = False) -> "BipartiteGraph":
+    def load(cls, directory: Path, mmap: bool = False) -> BipartiteGraph:
         meta = _read_meta(directory)
         mode = "r" if mmap else None
         counts = {b: np.load(directory / f"count_{b}.npy", mmap_mode=mode) for b in meta["behaviors"]}
@@ -229,7 +229,7 @@ class SimilarityGraph:
         (directory / "stats.json").write_text(json.dumps(self.stats, indent=2, sort_keys=True, default=float))
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = False) -> "SimilarityGraph":
+    def load(cls, directory: Path, mmap: bool = False) -> SimilarityGraph:
         meta = _read_meta(directory)
         mode = "r" if mmap else None
         node_ids = np.load(directory / "node_ids.npy", mmap_mode=mode)

@@ -11,12 +11,12 @@ from ml_core.config import GraphConfig
 from ml_core.graph.bipartite import build_bipartite
 from ml_core.graph.incremental import (
     IncrementalNotSupported,
-    SimilarityState,
     WindowGraphs,
     build_states,
     build_window,
     refresh_window,
 )
+from ml_core.graph.similarity_state import SimilarityState
 
 
 def _events(n_users, n_items, n_days, per_day, seed):
@@ -61,7 +61,7 @@ def _chain(cfg, buffer, W=6, n_ref=4, check_state=False, max_walk_share=1.0, **k
     g = build_window(_window(ev, 0, W), cfg, [str(d) for d in range(W)], buffer=buffer)
     for d in range(1, n_ref + 1):
         days = [str(x) for x in range(d, d + W)]
-        g = refresh_window(g, None, None, _window(ev, d + W - 1, d + W), _window(ev, d - 1, d), cfg, days,
+        g = refresh_window(g, _window(ev, d + W - 1, d + W), _window(ev, d - 1, d), cfg, days,
                            max_walk_share=max_walk_share)
         full = build_window(_window(ev, d, d + W), cfg, days, buffer=buffer)
         bip, ref = g.bip, full.bip
@@ -136,8 +136,7 @@ def test_state_roundtrip_and_refresh_from_disk(tmp_path):
     g.save_state(tmp_path / "w")
     loaded = WindowGraphs.load_state(tmp_path / "w")
     assert _same(loaded.user_sim.adj, g.user_sim.adj) and loaded.user_state.buffer == g.user_state.buffer
-    nxt = refresh_window(loaded.bip, loaded.user_state, loaded.item_state, _window(ev, 4, 5), _window(ev, 0, 1), cfg,
-                         ["1", "2", "3", "4"], verify=True)
+    nxt = refresh_window(loaded, _window(ev, 4, 5), _window(ev, 0, 1), cfg, ["1", "2", "3", "4"], verify=True)
     full = build_window(_window(ev, 1, 5), cfg, ["1", "2", "3", "4"])
     assert _same(nxt.item_sim.adj, full.item_sim.adj)
 
@@ -148,10 +147,47 @@ def test_refusals():
     g = build_window(_window(ev, 0, 3), cfg, ["0", "1", "2"])
     args = (_window(ev, 3, 4), _window(ev, 0, 1))
     with pytest.raises(IncrementalNotSupported):  # a behaviour of weight 0
-        refresh_window(g, None, None, *args, GraphConfig(topk=3, behavior_weights={"view": 0.0, "cart": 1, "fav": 1, "buy": 1}), [])
+        refresh_window(g, *args, GraphConfig(topk=3, behavior_weights={"view": 0.0, "cart": 1, "fav": 1, "buy": 1}), [])
     with pytest.raises(IncrementalNotSupported):  # k changed since the state was built
-        refresh_window(g, None, None, *args, GraphConfig(topk=4), [])
+        refresh_window(g, *args, GraphConfig(topk=4), [])
     with pytest.raises(IncrementalNotSupported):  # only top-k graphs, no refresh state
-        refresh_window(g.bip, g.user_sim, g.item_sim, *args, cfg, [])
+        refresh_window(WindowGraphs(g.bip, g.user_sim, g.item_sim), *args, cfg, [])
     with pytest.raises(IncrementalNotSupported):  # leaving events that were never in the window
-        refresh_window(g, None, None, _window(ev, 0, 0), _window(ev, 3, 4), cfg, [])
+        refresh_window(g, _window(ev, 0, 0), _window(ev, 3, 4), cfg, [])
+
+
+def _lake_day_graphs(root, ev, cfg, move_state_to=None):
+    """The pipeline's window graphs of days 3 and 4 on a lake holding the logs of days 0-4 (the
+    first is a full build); before day 4, ``move_state_to`` renames each stored similarity
+    state directory (another layout)."""
+    from datetime import timedelta
+
+    from ml_core.pipeline import graph_window, run_window_graphs
+    from ml_core.storage import Lake
+
+    lake = Lake(root)
+    days = [(cfg.start_date + timedelta(days=d)).isoformat() for d in range(5)]
+    for d, day in enumerate(days):
+        lake.write_table("interaction_logs", day, _window(ev, d, d + 1).drop("day"))
+    first, second = days[3], days[4]
+    run_window_graphs(cfg, lake, first, graph_window(cfg, first))
+    if move_state_to is not None:
+        for kind in ("user", "item"):
+            part = lake.partition_dir(f"{kind}_similarity_graph", first)
+            (part / "state").rename(part / move_state_to.format(kind=kind))
+    return run_window_graphs(cfg, lake, second, graph_window(cfg, second))
+
+
+def test_lake_with_another_state_layout_falls_back_to_an_identical_full_rebuild(tmp_path):
+    # The single-directory layout save_state used to write (``user_state/``, ``item_state/``)
+    # is not read: the refresh state is unreadable, and the full rebuild gives the same graphs.
+    from ml_core.config import PipelineConfig
+
+    ev = _events(300, 150, 5, 300, seed=7)
+    cfg = PipelineConfig(graph=GraphConfig(topk=3, window_days=3))
+    inc, inc_stats = _lake_day_graphs(tmp_path / "a", ev, cfg)
+    full, full_stats = _lake_day_graphs(tmp_path / "b", ev, cfg, move_state_to="{kind}_state")
+    assert inc_stats["mode"] == "incremental"
+    assert full_stats["mode"] == "full" and "unreadable" in full_stats["full_rebuild_reason"]
+    assert _same(inc.bip.ui, full.bip.ui)
+    assert _same(inc.user_sim.adj, full.user_sim.adj) and _same(inc.item_sim.adj, full.item_sim.adj)
