@@ -70,7 +70,7 @@ def row_norms(a: CSR, measure: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# work split
+# kernel driver: work split, tiles, prepared inputs
 # --------------------------------------------------------------------------------------------
 def _balanced_blocks(cost: np.ndarray, max_rows: int, n_threads: int) -> np.ndarray:
     """Block boundaries over rows so each block has about the same work (and <= max_rows rows)."""

@@ -73,6 +73,7 @@ class SimilarityState:
         complete (np.ndarray): bool ``[n]``; True when the row holds every neighbour with a
             positive similarity.
         k, buffer, measure, hub_degree_cap, kind: how it was built.
+        stats (dict): build statistics of the last build or refresh.
     """
 
     node_ids: np.ndarray
@@ -105,6 +106,7 @@ class SimilarityState:
         return SimilarityGraph(np.asarray(self.node_ids, np.int64), adj, self.kind, dict(self.stats))
 
     def save(self, directory: Path) -> None:
+        """One ``.npy`` per array plus ``state.json`` (how it was built, ``stats``) in ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for part in ("node_ids", "indptr", "indices", "sims", "complete"):
@@ -171,6 +173,8 @@ class _Carried:
     ``k`` and not complete (walked again, without emission), ``kept`` the other unchanged rows
     (settled by a merge). ``keep_entry`` (bool, one per stored entry of ``prev``) marks the
     entries of ``S``; ``nb_new`` is each stored entry's neighbour as a new row (-1: gone).
+    Per new row: ``new_to_old`` its old row (-1: new), ``s_count`` the length of its ``S``,
+    ``old_complete`` yesterday's ``complete`` flag (False for new rows).
     """
 
     new_to_old: np.ndarray

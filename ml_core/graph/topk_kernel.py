@@ -62,8 +62,8 @@ def _push_topk(vals, idx, cnt, k, s, v):
 
 @njit(parallel=True, cache=True, nogil=True)
 def topk_rows_kernel(rows, block_ptr, a_ptr, a_idx, a_w, t_ptr, t_idx, t_w, col_ok, norms, jaccard, k, tile,
-                 n_threads, max_deg, out_idx, out_val, out_cnt, out_npos,
-                 emit, b_val, b_key, node_key, em_off, em_cap, em_row, em_col, em_val, em_cnt, em_overflow):
+                     n_threads, max_deg, out_idx, out_val, out_cnt, out_npos,
+                     emit, b_val, b_key, node_key, em_off, em_cap, em_row, em_col, em_val, em_cnt, em_overflow):
     """Top-k similar rows for each ``rows[i]``; results go to ``out_*[i]``.
 
     ``a`` (CSR, float32 weights > 0) holds the nodes as rows; ``t`` is its transpose, with
