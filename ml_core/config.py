@@ -339,20 +339,20 @@ def load_config(
         raw = tomllib.loads(path.read_text())
     elif path != DEFAULT_CONFIG_PATH:
         raise FileNotFoundError(f"config file {path} does not exist (from the argument or $MOGE_CONFIG)")
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown config sections {sorted(unknown)}; known: {list(_SECTIONS)}")
+    bad = next(((n, v) for n, v in raw.items() if not isinstance(v, Mapping)), None)
+    if bad:
+        raise ConfigError(f"[{bad[0]}] = {bad[1]!r}: expected a table of settings")
     over = apply_overrides({}, overrides or [])
     src_kind = over.get("source", {}).get("kind")
     if src_kind in SOURCE_KINDS and src_kind != raw.get("source", {}).get("kind", "synthetic"):
         # an override switches the source kind: the file's fields of its own kind do not apply
         keep = {f.name for f in dataclasses.fields(SOURCE_KINDS[src_kind])}
-        raw["source"] = {k: v for k, v in raw["source"].items() if k in keep} if "source" in raw else {}
+        raw["source"] = {k: v for k, v in raw.get("source", {}).items() if k in keep}
     for name, values in over.items():
-        raw.setdefault(name, {}).update(values)
-    unknown = set(raw) - set(_SECTIONS)
-    if unknown:
-        raise ConfigError(f"unknown config sections {sorted(unknown)}; known: {list(_SECTIONS)}")
-    for name, section in raw.items():
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"[{name}] = {section!r}: expected a table of settings")
+        raw[name] = {**raw.get(name, {}), **values}
     sections = {
         name: build_source(raw.get(name), name) if cls is None else build(cls, raw.get(name), name)
         for name, cls in _SECTIONS.items()

@@ -1,6 +1,11 @@
 """Readers that turn a file-based source (CSV or Parquet, one file or a glob) into the canonical
 event schema for ONE partition day, plus a quarantine of the rows that could not be read.
 
+The source's layout (column mapping, behaviour codes, timestamp format, timezone) comes from
+:mod:`ml_core.data.layouts`, the per-field parsing expressions from :mod:`ml_core.data.parsing`;
+this module scans the files, classifies every row and collects one day (:func:`read_file_source`).
+:func:`check_file_source` checks a source without reading its rows (used by ml_core.checks).
+
 How a row travels
 -----------------
 * CSV files are scanned lazily *as text lines* (one ``Utf8`` column; invalid UTF-8 bytes become

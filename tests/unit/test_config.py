@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from typing import get_args, get_type_hints
 
 import pytest
@@ -15,6 +18,7 @@ from ml_core.config import (
 from ml_core.data.schema import BEHAVIORS
 from ml_core.data.synthetic import PRESETS
 from ml_core.typed import ConfigError
+from tests.conftest import REPO
 
 
 def test_defaults_and_overrides(tmp_path):
@@ -174,3 +178,14 @@ def test_source_config_builds_typed_sources():
     assert source_config(kind="taobao", path="x").path == "x"
     with pytest.raises(ConfigError, match="source.columns"):
         source_config(kind="taobao", columns={"user_id": "u"})
+
+
+def test_code_location_load_reports_a_bad_model_and_source(tmp_path):
+    """assets/partitions.py checks the config when the code location loads: a wrong train.model
+    or source path stops the load with the key named, before any run."""
+    p = tmp_path / "bad.toml"
+    p.write_text(f'[source]\nkind = "taobao"\npath = "{tmp_path / "none.csv"}"\n[train]\nmodel = "mogee"\n')
+    out = subprocess.run([sys.executable, "-c", "import assets.partitions"], check=False, cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "MOGE_CONFIG": str(p)}, timeout=300)
+    assert out.returncode != 0
+    assert "train.model = 'mogee': not a registered model" in out.stderr and "none.csv" in out.stderr
