@@ -19,7 +19,7 @@ __all__ = ["SourceProfile", "scan_file_source"]
 
 @dataclass
 class SourceProfile:
-    """A whole-source summary, for the UI and for choosing the partition range."""
+    """A whole-source summary: counts per class and per day, quarantine reasons, distinct ids."""
 
     kind: str
     timezone: str
