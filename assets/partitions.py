@@ -11,9 +11,11 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from ml_core.checks import check_runnable
 from ml_core.config import load_config
 
 CONFIG = load_config()
+check_runnable(CONFIG)  # a wrong source.* or train.model fails the code location load, not a run
 
 # source.end_date is inclusive; Dagster's end_date is exclusive.
 _end = (date.fromisoformat(CONFIG.source.end_date) + timedelta(days=1)).isoformat() if CONFIG.source.end_date else None

@@ -7,7 +7,15 @@ Every stage reads one typed dataclass below. Values come from, in order of prece
 2. a TOML file (default ``data/pipeline.toml``, or the path in ``$MOGE_CONFIG``),
 3. the defaults written here, each with the reason it was chosen.
 
+Every section is built with :func:`ml_core.typed.build`, so an unknown key or a value of the
+wrong type fails at load with a :class:`~ml_core.typed.ConfigError` naming the key, the value
+and the expected type (``train.epochs = '2' (str): expected int``). ``source.kind`` selects the
+dataclass of ``[source]`` (:data:`SOURCE_KINDS`). :func:`validate_config` then checks what
+needs nothing above this module; checks that need the models, the training extensions or the
+source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
+
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
+This module imports nothing of ml_core but :mod:`ml_core.typed`.
 """
 
 from __future__ import annotations
@@ -15,41 +23,131 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ml_core.typed import ConfigError, build
 
 DEFAULT_CONFIG_PATH = Path("data/pipeline.toml")
 
 
-@dataclass
-class SourceConfig:
-    """Where the raw events come from (see README "Point it at your own logs")."""
+#: Canonical behaviours, in funnel order (re-exported by :mod:`ml_core.data.schema`). Defined
+#: here, at the bottom layer, so the configuration can check task and weight names.
+BEHAVIORS: tuple[str, ...] = ("view", "cart", "fav", "buy")
 
-    #: ``synthetic`` (embedded default), ``taobao`` (UserBehavior.csv), ``tmall``
-    #: (IJCAI-15 user_log_format1.csv) or ``table`` (any CSV/Parquet + ``columns`` mapping).
+#: ``source.timezone`` default. ``taobao`` / ``tmall`` read it as "use the preset's zone".
+DEFAULT_TIMEZONE = "UTC"
+
+
+@dataclass
+class SourceBase:
+    """Fields every source has (see README "Point it at your own logs").
+
+    ``source.kind`` picks the dataclass of the ``[source]`` section: :class:`SyntheticSource`,
+    :class:`TaobaoSource`, :class:`TmallSource` or :class:`TableSource`. Each holds these common
+    fields plus only its own; a field of another kind is a configuration error.
+    """
+
     kind: str = "synthetic"
-    #: File or glob for file-based sources.
-    path: str = ""
     #: First partition day (the DailyPartitionsDefinition start). Synthetic day 0.
     start_date: str = "2026-01-01"
     #: Last day with data, inclusive (file sources); empty = open-ended.
     end_date: str = ""
-    #: Timezone in which calendar days (partitions) are cut. Taobao: Asia/Shanghai.
-    timezone: str = "UTC"
-    #: ``table`` source: canonical column -> source column, e.g. {user_id = "uid", ...}.
-    columns: dict[str, str] = field(default_factory=dict)
-    #: ``table`` source: source behaviour value -> canonical behaviour (view/cart/fav/buy).
-    behavior_map: dict[str, str] = field(default_factory=dict)
-    #: ``table`` source: ``unix_s``, ``unix_ms``, or a strptime format such as "%Y-%m-%d %H".
-    ts_format: str = "unix_s"
-    #: Tmall's time_stamp is MMDD without a year: the year to put in front.
-    year: int = 2014
-    #: synthetic source: size preset (``small``, ``medium``, ``large``) and seed.
-    preset: str = "small"
+    #: Timezone in which calendar days (partitions) are cut. Taobao/Tmall: left at ``"UTC"``,
+    #: the preset's Asia/Shanghai is used (set e.g. ``"Etc/UTC"`` to force UTC).
+    timezone: str = DEFAULT_TIMEZONE
+
+
+@dataclass
+class SyntheticSource(SourceBase):
+    """The embedded synthetic traffic (ml_core/data/synthetic.py)."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    #: Size preset (ml_core.data.synthetic_spec.PRESETS) and seed.
+    preset: Literal["small", "medium", "large"] = "small"
     seed: int = 7
+
+
+@dataclass
+class TaobaoSource(SourceBase):
+    """Taobao UserBehavior.csv (no header; unix seconds; days cut in Asia/Shanghai)."""
+
+    kind: Literal["taobao"] = "taobao"
+    #: File, glob or directory.
+    path: str = ""
+
+
+@dataclass
+class TmallSource(SourceBase):
+    """Tmall IJCAI-15 user_log_format1.csv (time_stamp is MMDD without a year)."""
+
+    kind: Literal["tmall"] = "tmall"
+    #: File, glob or directory.
+    path: str = ""
+    #: The year to put in front of the MMDD time stamps.
+    year: int = 2014
+
+
+@dataclass
+class TableSource(SourceBase):
+    """Any CSV/Parquet table, described by a column mapping."""
+
+    kind: Literal["table"] = "table"
+    #: File, glob or directory.
+    path: str = ""
+    #: Canonical column -> source column, e.g. {user_id = "uid", ...}; user_id, item_id,
+    #: behavior and ts are required, category is optional.
+    columns: dict[str, str] = field(default_factory=dict)
+    #: Source behaviour value -> canonical behaviour (view/cart/fav/buy); empty = identity.
+    behavior_map: dict[str, str] = field(default_factory=dict)
+    #: ``unix_s``, ``unix_ms``, ``mmdd`` or a strptime format such as "%Y-%m-%d %H".
+    ts_format: str = "unix_s"
+    #: With ``ts_format = "mmdd"``: the year to put in front.
+    year: int = 2014
+
+
+#: ``source.kind`` -> the dataclass of the ``[source]`` section.
+SOURCE_KINDS: dict[str, type[SourceBase]] = {
+    "synthetic": SyntheticSource,
+    "taobao": TaobaoSource,
+    "tmall": TmallSource,
+    "table": TableSource,
+}
+
+#: The ``[source]`` section: one of the per-kind dataclasses (a tagged union on ``kind``).
+SourceConfig = SyntheticSource | TaobaoSource | TmallSource | TableSource
+#: The sources read from files (ml_core/data/readers.py).
+FileSourceConfig = TaobaoSource | TmallSource | TableSource
+
+
+def build_source(values: Mapping[str, Any] | None, where: str = "source") -> SourceConfig:
+    """The source dataclass selected by ``values["kind"]`` (default ``synthetic``), keys and types
+    checked; a field that belongs to another kind is a :class:`ConfigError` naming it."""
+    values = dict(values or {})
+    kind = values.get("kind", "synthetic")
+    cls = SOURCE_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ConfigError(f"{where}.kind = {kind!r}: expected one of {list(SOURCE_KINDS)}")
+    own = {f.name for f in dataclasses.fields(cls)}
+    for key in sorted(set(values) - own):
+        owners = [k for k, c in SOURCE_KINDS.items() if key in {f.name for f in dataclasses.fields(c)}]
+        if owners:
+            raise ConfigError(
+                f"{where}.{key} = {values[key]!r} is not a field of a {kind!r} source (it belongs to "
+                f"kind {' / '.join(repr(o) for o in owners)}); {kind!r} sources take: {sorted(own)}"
+            )
+    return build(cls, values, where)
+
+
+def source_config(**values: Any) -> SourceConfig:
+    """Keyword form of :func:`build_source`: ``source_config(kind="taobao", path=...)``."""
+    return build_source(values)
 
 
 @dataclass
@@ -63,7 +161,7 @@ class GraphConfig:
     #: k of the top-k similarity graphs.
     topk: int = 10
     #: ``cosine`` over behaviour-weighted co-interactions (default) or ``jaccard``.
-    similarity: str = "cosine"
+    similarity: Literal["cosine", "jaccard"] = "cosine"
     #: Nodes of the other side with more neighbours than this are "hubs": their
     #: co-interactions are skipped when counting (cost grows with degree squared). 0 = exact.
     hub_degree_cap: int = 0
@@ -108,7 +206,8 @@ class TrainConfig:
     dim: int = 64
     #: Per-hop neighbour fan-outs of the sampler (L = len(fanouts)).
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
-    #: ``auto`` picks CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:1``.
+    #: ``auto`` picks CUDA when available, else CPU; or ``cpu`` / ``cuda`` / ``cuda:N`` / ``mps``
+    #: (a str checked by :func:`validate_config`, since ``cuda:N`` is open-ended).
     device: str = "auto"
     #: Intra-op CPU threads for torch (0 = all cores). 1 by default: at these layer sizes the
     #: ops are too small to split, and on the 2-core CI machine 2 threads measured up to 37x
@@ -170,7 +269,7 @@ class StorageConfig:
 
 @dataclass
 class PipelineConfig:
-    source: SourceConfig = field(default_factory=SourceConfig)
+    source: SourceConfig = field(default_factory=SyntheticSource)
     graph: GraphConfig = field(default_factory=GraphConfig)
     samples: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -194,16 +293,9 @@ class PipelineConfig:
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)} in [{where}]; known: {sorted(known)}")
-    return cls(**values)
-
-
-_SECTIONS = {
-    "source": SourceConfig,
+#: Section name -> its dataclass (``source``: see :data:`SOURCE_KINDS`).
+_SECTIONS: dict[str, type | None] = {
+    "source": None,
     "graph": GraphConfig,
     "samples": SampleConfig,
     "train": TrainConfig,
@@ -235,41 +327,76 @@ def load_config(
     path: str | os.PathLike | None = None, overrides: list[str] | dict[str, Any] | None = None
 ) -> PipelineConfig:
     """Read the TOML file at ``path`` (else $MOGE_CONFIG, else data/pipeline.toml; only the
-    default file may be absent, which means all defaults)."""
+    default file may be absent, which means all defaults), apply ``overrides`` and check it.
+
+    An override that changes ``source.kind`` drops the file's ``[source]`` fields that the new
+    kind does not have (e.g. ``preset`` when switching to ``taobao``); the common ones stay.
+    Raises :class:`~ml_core.typed.ConfigError` (a ``ValueError``) naming the bad key.
+    """
     path = Path(path or os.environ.get("MOGE_CONFIG") or DEFAULT_CONFIG_PATH)
     raw: dict[str, Any] = {}
     if path.exists():
         raw = tomllib.loads(path.read_text())
     elif path != DEFAULT_CONFIG_PATH:
         raise FileNotFoundError(f"config file {path} does not exist (from the argument or $MOGE_CONFIG)")
-    raw = apply_overrides(raw, overrides or [])
     unknown = set(raw) - set(_SECTIONS)
     if unknown:
-        raise ValueError(f"unknown config sections {sorted(unknown)}; known: {list(_SECTIONS)}")
-    cfg = PipelineConfig(**{name: _build(cls, raw.get(name, {}), name) for name, cls in _SECTIONS.items()})
+        raise ConfigError(f"unknown config sections {sorted(unknown)}; known: {list(_SECTIONS)}")
+    bad = next(((n, v) for n, v in raw.items() if not isinstance(v, Mapping)), None)
+    if bad:
+        raise ConfigError(f"[{bad[0]}] = {bad[1]!r}: expected a table of settings")
+    over = apply_overrides({}, overrides or [])
+    src_kind = over.get("source", {}).get("kind")
+    if src_kind in SOURCE_KINDS and src_kind != raw.get("source", {}).get("kind", "synthetic"):
+        # an override switches the source kind: the file's fields of its own kind do not apply
+        keep = {f.name for f in dataclasses.fields(SOURCE_KINDS[src_kind])}
+        raw["source"] = {k: v for k, v in raw.get("source", {}).items() if k in keep}
+    for name, values in over.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    sections = {
+        name: build_source(raw.get(name), name) if cls is None else build(cls, raw.get(name), name)
+        for name, cls in _SECTIONS.items()
+    }
+    cfg = PipelineConfig(**sections)
     validate_config(cfg)
     return cfg
 
 
-def validate_config(cfg: PipelineConfig) -> None:
-    from ml_core.data.schema import BEHAVIORS
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
+
+def validate_config(cfg: PipelineConfig) -> None:
+    """Checks across fields that need nothing above this module (types were checked by
+    :func:`ml_core.typed.build`). Checks that need the models, the training extensions or the
+    data files are in :func:`ml_core.checks.check_runnable`."""
     if cfg.graph.window_days < 1 or cfg.train.train_days < 1:
-        raise ValueError("graph.window_days and train.train_days must be >= 1")
+        raise ConfigError("graph.window_days and train.train_days must be >= 1")
     for task, behs in cfg.samples.tasks.items():
         bad = set(behs) - set(BEHAVIORS)
         if bad:
-            raise ValueError(f"task {task!r} uses unknown behaviours {sorted(bad)}; known: {BEHAVIORS}")
+            raise ConfigError(f"task {task!r} uses unknown behaviours {sorted(bad)}; known: {BEHAVIORS}")
     if not cfg.samples.tasks:
-        raise ValueError("samples.tasks must define at least one task")
+        raise ConfigError("samples.tasks must define at least one task")
     bad = set(cfg.graph.behavior_weights) - set(BEHAVIORS)
     if bad:
-        raise ValueError(f"graph.behavior_weights has unknown behaviours {sorted(bad)}")
-    if cfg.graph.similarity not in ("cosine", "jaccard"):
-        raise ValueError(f"graph.similarity must be 'cosine' or 'jaccard', got {cfg.graph.similarity!r}")
-    date.fromisoformat(cfg.source.start_date)
-    from ml_core.train import extensions
-
-    extensions.validate(cfg.train)
+        raise ConfigError(f"graph.behavior_weights has unknown behaviours {sorted(bad)}")
+    src = cfg.source
+    try:
+        start = date.fromisoformat(src.start_date)
+    except ValueError:
+        raise ConfigError(f"source.start_date = {src.start_date!r}: expected a YYYY-MM-DD date") from None
+    if src.end_date:
+        try:
+            end = date.fromisoformat(src.end_date)
+        except ValueError:
+            raise ConfigError(f"source.end_date = {src.end_date!r}: expected a YYYY-MM-DD date or empty") from None
+        if end < start:
+            raise ConfigError(f"source.end_date {end} is before source.start_date {start}")
+    try:
+        ZoneInfo(src.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"source.timezone = {src.timezone!r} is not a known IANA timezone") from None
+    if not _DEVICE.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device = {cfg.train.device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     if not cfg.comparison.seeds:
-        raise ValueError("comparison.seeds must list at least one seed")
+        raise ConfigError("comparison.seeds must list at least one seed")

@@ -1,7 +1,8 @@
 """Resources: the pipeline settings (the one config system) and the lake IO manager.
 
-``PipelineResource`` wraps :func:`ml_core.config.load_config`: a TOML path plus optional
-``section.key=value`` overrides, so the Dagster launchpad, the CLI and tests share one schema.
+``PipelineResource`` wraps :func:`ml_core.config.load_config` (+ :func:`ml_core.checks.check_runnable`):
+a TOML path plus optional ``section.key=value`` overrides, so the Dagster launchpad, the CLI and
+tests share one schema.
 ``LakeIOManager`` gives each asset its upstream partitions as :class:`PartitionRefs` (the days
 the partition mapping selected); assets write their own partitions through ml_core, atomically.
 """
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ml_core.config import PipelineConfig, load_config
+from ml_core.checks import load_runnable_config
+from ml_core.config import PipelineConfig
 from ml_core.storage import Lake
 
 
@@ -23,7 +25,7 @@ class PipelineResource(dg.ConfigurableResource):
     overrides: list[str] = []
 
     def config(self) -> PipelineConfig:
-        return load_config(self.config_path or None, self.overrides)
+        return load_runnable_config(self.config_path or None, self.overrides)
 
     def lake(self) -> Lake:
         return Lake(self.config().storage.root)

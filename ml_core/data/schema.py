@@ -22,11 +22,26 @@ parallel.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
-#: Canonical behaviours, in funnel order. Sources map their own codes onto these.
-BEHAVIORS: tuple[str, ...] = ("view", "cart", "fav", "buy")
+from ml_core.config import BEHAVIORS
+
+__all__ = [
+    "BEHAVIORS",
+    "EVENT_SCHEMA",
+    "QUARANTINE_SCHEMA",
+    "DayEvents",
+    "conform_events",
+    "empty_events",
+    "empty_quarantine",
+    "stable_id",
+]
+
+# BEHAVIORS: canonical behaviours, in funnel order; sources map their own codes onto these.
+# Defined in ml_core.config (the bottom layer) so the configuration can check task names.
 
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.Int64(),
@@ -43,6 +58,15 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "raw": pl.Utf8(),
     "reason": pl.Utf8(),
 }
+
+
+@dataclass
+class DayEvents:
+    """One partition day of a source: its events, its quarantine and read statistics."""
+
+    events: pl.DataFrame  # EVENT_SCHEMA
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def empty_events() -> pl.DataFrame:

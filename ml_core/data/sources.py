@@ -3,21 +3,15 @@ node profiles when the source has them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 
 import polars as pl
 
-from ml_core.config import SourceConfig
-from ml_core.data.schema import empty_quarantine
+from ml_core.config import SourceConfig, SyntheticSource
+from ml_core.data.schema import DayEvents, empty_quarantine
 
-
-@dataclass
-class DayEvents:
-    events: pl.DataFrame
-    quarantine: pl.DataFrame
-    stats: dict = field(default_factory=dict)
+__all__ = ["DayEvents", "profiles", "read_day"]
 
 
 @lru_cache(maxsize=4)
@@ -31,16 +25,14 @@ def read_day(cfg: SourceConfig, day: date) -> DayEvents:
     """The day's events from the configured source, validated (bad rows quarantined)."""
     from ml_core.data.validate import validate_events
 
-    if cfg.kind == "synthetic":
+    if isinstance(cfg, SyntheticSource):
         raw = _synthetic(cfg.preset, cfg.seed, cfg.start_date).events(day)
         read_q, read_stats = empty_quarantine(), {"rows_read": raw.height}
-    elif cfg.kind in ("taobao", "tmall", "table"):
+    else:  # taobao, tmall, table: the typed config admits no other kind
         from ml_core.data.readers import read_file_source
 
         batch = read_file_source(cfg, day)
         raw, read_q, read_stats = batch.events, batch.quarantine, batch.stats
-    else:
-        raise ValueError(f"source.kind must be synthetic, taobao, tmall or table; got {cfg.kind!r}")
     clean, val_q, val_stats = validate_events(raw, day)
     quarantine = pl.concat([read_q, val_q], how="vertical_relaxed")
     stats = {"read": read_stats, "validate": val_stats, "rows": clean.height, "quarantined": quarantine.height}
@@ -49,7 +41,7 @@ def read_day(cfg: SourceConfig, day: date) -> DayEvents:
 
 def profiles(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """(user profiles, item profiles) when the source has them (synthetic does), else None."""
-    if cfg.kind == "synthetic":
+    if isinstance(cfg, SyntheticSource):
         t = _synthetic(cfg.preset, cfg.seed, cfg.start_date)
         return t.user_profiles(), t.item_profiles()
     return None, None

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ml_core.config import SourceConfig
-from ml_core.data.readers import read_file_source, scan_file_source
+from ml_core.config import SourceConfig, source_config
+from ml_core.data.readers import read_file_source
 from ml_core.data.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, conform_events, stable_id
 from ml_core.data.validate import validate_events
+from tests.source_profile import scan_file_source
 
 UTC = timezone.utc
 DAY = date(2017, 11, 26)
@@ -31,7 +32,7 @@ def _taobao(path: Path, **kw) -> SourceConfig:
     args = dict(kind="taobao", path=str(path), start_date=DAY.isoformat(), end_date="2017-11-30",
                 timezone="Asia/Shanghai")
     args.update(kw)
-    return SourceConfig(**args)
+    return source_config(**args)
 
 
 def _check_invariants(b) -> None:
@@ -147,7 +148,7 @@ def test_invalid_utf8_and_bom_do_not_crash(tmp_path):
 
 def test_empty_file_gives_empty_day(tmp_path):
     f = _write(tmp_path / "empty.csv", b"")
-    for cfg in (_taobao(f), SourceConfig(kind="table", path=str(f), start_date=DAY.isoformat(),
+    for cfg in (_taobao(f), source_config(kind="table", path=str(f), start_date=DAY.isoformat(),
                                          columns={"user_id": "u", "item_id": "i", "behavior": "b", "ts": "t"})):
         b = read_file_source(cfg, DAY)
         _check_invariants(b)
@@ -159,7 +160,7 @@ def test_empty_file_gives_empty_day(tmp_path):
 
 def test_header_only_table_gives_empty_day(tmp_path):
     f = _write(tmp_path / "h.csv", ["u,i,b,t"])
-    cfg = SourceConfig(kind="table", path=str(f), start_date=DAY.isoformat(),
+    cfg = source_config(kind="table", path=str(f), start_date=DAY.isoformat(),
                        columns={"user_id": "u", "item_id": "i", "behavior": "b", "ts": "t"})
     b = read_file_source(cfg, DAY)
     _check_invariants(b)
@@ -187,20 +188,20 @@ def test_config_mistakes_are_named(tmp_path):
     f = _write(tmp_path / "t.csv", ["uid,iid,act,when", f"u1,i1,view,{T0}"])
     base = dict(kind="table", path=str(f), start_date=DAY.isoformat())
     with pytest.raises(ValueError, match="'ts'"):
-        read_file_source(SourceConfig(**base, columns={"user_id": "uid", "item_id": "iid", "behavior": "act"}), DAY)
+        read_file_source(source_config(**base, columns={"user_id": "uid", "item_id": "iid", "behavior": "act"}), DAY)
     cols = {"user_id": "uid", "item_id": "iid", "behavior": "act", "ts": "time"}
     with pytest.raises(ValueError, match="'time'"):
-        read_file_source(SourceConfig(**base, columns=cols), DAY)
+        read_file_source(source_config(**base, columns=cols), DAY)
     cols["ts"] = "when"
     with pytest.raises(ValueError, match="'like'"):
-        read_file_source(SourceConfig(**base, columns=cols, behavior_map={"v": "like"}), DAY)
+        read_file_source(source_config(**base, columns=cols, behavior_map={"v": "like"}), DAY)
     with pytest.raises(ValueError, match="Mars/Olympus"):
-        read_file_source(SourceConfig(**base, columns=cols, timezone="Mars/Olympus"), DAY)
+        read_file_source(source_config(**base, columns=cols, timezone="Mars/Olympus"), DAY)
     with pytest.raises(ValueError, match="ts_format"):
-        read_file_source(SourceConfig(**base, columns=cols, ts_format="seconds"), DAY)
+        read_file_source(source_config(**base, columns=cols, ts_format="seconds"), DAY)
     with pytest.raises(ValueError, match="kind"):
-        read_file_source(SourceConfig(**{**base, "kind": "orc"}, columns=cols), DAY)
-    assert read_file_source(SourceConfig(**base, columns=cols), DAY).events.height == 1
+        read_file_source(source_config(**{**base, "kind": "orc"}, columns=cols), DAY)
+    assert read_file_source(source_config(**base, columns=cols), DAY).events.height == 1
 
 
 def test_table_csv_quotes_string_ids_and_formats(tmp_path):
@@ -214,7 +215,7 @@ def test_table_csv_quotes_string_ids_and_formats(tmp_path):
         "u5,i5,click,2017-11-27 00:30:00,next day",
     ]
     f = _write(tmp_path / "t.csv", lines)
-    cfg = SourceConfig(kind="table", path=str(f), start_date=DAY.isoformat(), timezone="Asia/Shanghai",
+    cfg = source_config(kind="table", path=str(f), start_date=DAY.isoformat(), timezone="Asia/Shanghai",
                        columns={"user_id": "user", "item_id": "item", "behavior": "action", "ts": "time"},
                        behavior_map={"click": "view", "buy": "buy"}, ts_format="%Y-%m-%d %H:%M:%S")
     b = read_file_source(cfg, DAY)
@@ -239,7 +240,7 @@ def test_table_csv_quotes_string_ids_and_formats(tmp_path):
 )
 def test_table_timestamp_formats(tmp_path, fmt, value, expected):
     f = _write(tmp_path / "t.csv", ["u,i,b,t", f"1,2,view,{value}"])
-    cfg = SourceConfig(kind="table", path=str(f), start_date=DAY.isoformat(), timezone="Asia/Shanghai",
+    cfg = source_config(kind="table", path=str(f), start_date=DAY.isoformat(), timezone="Asia/Shanghai",
                        columns={"user_id": "u", "item_id": "i", "behavior": "b", "ts": "t"}, ts_format=fmt, year=2017)
     b = read_file_source(cfg, DAY)
     assert b.quarantine.height == 0, b.quarantine
@@ -249,7 +250,7 @@ def test_table_timestamp_formats(tmp_path, fmt, value, expected):
 def test_nonexistent_local_time_is_quarantined(tmp_path):
     # 2024-03-31 02:30 does not exist in Berlin (clocks jump 02:00 -> 03:00)
     f = _write(tmp_path / "t.csv", ["u,i,b,t", "1,2,view,2024-03-31 02:30", "1,3,view,2024-03-31 03:30"])
-    cfg = SourceConfig(kind="table", path=str(f), start_date="2024-03-31", timezone="Europe/Berlin",
+    cfg = source_config(kind="table", path=str(f), start_date="2024-03-31", timezone="Europe/Berlin",
                        columns={"user_id": "u", "item_id": "i", "behavior": "b", "ts": "t"}, ts_format="%Y-%m-%d %H:%M")
     b = read_file_source(cfg, date(2024, 3, 31))
     assert b.events["item_id"].to_list() == [3]

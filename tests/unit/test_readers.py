@@ -8,10 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ml_core.config import SourceConfig
-from ml_core.data.readers import TAOBAO, TMALL, layout_for, read_file_source, scan_file_source
+from ml_core.config import SourceConfig, source_config
+from ml_core.data.readers import TAOBAO, TMALL, layout_for, read_file_source
 from ml_core.data.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, stable_id
 from ml_core.data.validate import validate_events
+from tests.source_profile import scan_file_source
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TAOBAO_HEAD = DATA / "taobao-userbehavior" / "UserBehavior_head_84475.csv"
@@ -32,7 +33,7 @@ def _taobao_cfg(**kw) -> SourceConfig:
     args = dict(kind="taobao", path=str(_need(TAOBAO_HEAD)), start_date="2017-11-25", end_date="2017-12-03",
                 timezone="Asia/Shanghai")
     args.update(kw)
-    return SourceConfig(**args)
+    return source_config(**args)
 
 
 def _tianchi_cfg(**kw) -> SourceConfig:
@@ -48,7 +49,7 @@ def _tianchi_cfg(**kw) -> SourceConfig:
         ts_format="%Y-%m-%d %H",
     )
     args.update(kw)
-    return SourceConfig(**args)
+    return source_config(**args)
 
 
 def _schema_ok(batch) -> None:
@@ -123,7 +124,7 @@ def test_taobao_ds_is_shanghai_day_and_behaviours_mapped():
 
 
 def test_taobao_preset_default_timezone_is_shanghai():
-    cfg = _taobao_cfg(timezone=SourceConfig().timezone)  # left at the config default
+    cfg = _taobao_cfg(timezone=source_config().timezone)  # left at the config default
     assert layout_for(cfg).timezone == "Asia/Shanghai" == TAOBAO.timezone
     b = read_file_source(cfg, date(2017, 12, 3))
     assert b.stats["timezone"] == "Asia/Shanghai"
@@ -149,7 +150,7 @@ def test_taobao_output_feeds_validate():
 
 
 def test_tmall_sample_multi_day():
-    cfg = SourceConfig(kind="tmall", path=str(_need(TMALL_LOG)), start_date="2014-05-11", end_date="2014-11-11",
+    cfg = source_config(kind="tmall", path=str(_need(TMALL_LOG)), start_date="2014-05-11", end_date="2014-11-11",
                        timezone="Asia/Shanghai", year=2014)
     assert layout_for(cfg).behavior_map == TMALL.behavior_map
     p = scan_file_source(cfg)
@@ -172,7 +173,7 @@ def test_tmall_sample_multi_day():
 
 
 def test_tmall_year_from_config():
-    cfg = SourceConfig(kind="tmall", path=str(_need(TMALL_LOG)), start_date="2015-01-01", year=2015)
+    cfg = source_config(kind="tmall", path=str(_need(TMALL_LOG)), start_date="2015-01-01", year=2015)
     p = scan_file_source(cfg)
     assert p.first_day.year == 2015 and p.rows_in_range == 3_000
 
@@ -222,7 +223,7 @@ def test_generic_parquet_string_ids(tmp_path):
     )
     df.write_parquet(tmp_path / "part-0.parquet")
     df.head(1).write_parquet(tmp_path / "part-1.parquet")
-    cfg = SourceConfig(
+    cfg = source_config(
         kind="table",
         path=str(tmp_path / "part-*.parquet"),
         start_date="2024-03-01",
