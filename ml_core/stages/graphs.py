@@ -8,12 +8,16 @@ they exist and cover D-1's window (the result is identical), else rebuilt in ful
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ml_core.config import PipelineConfig
 from ml_core.graph.csr import BipartiteGraph
 from ml_core.stages.inputs import scan_logs
 from ml_core.stages.windows import graph_window, window
 from ml_core.storage import Lake
+
+if TYPE_CHECKING:
+    from ml_core.graph.incremental import WindowGraphs
 
 #: Graph kind -> the asset (partition) it is stored as.
 GRAPH_ASSETS = {"bipartite": "bipartite_graph", "user": "user_similarity_graph", "item": "item_similarity_graph"}
@@ -60,7 +64,7 @@ class GraphsResult:
     """The three graphs (``graphs.bip``, ``graphs.user_sim``, ``graphs.item_sim``) and their
     summaries; ``mode`` and ``seconds`` are the whole computation's."""
 
-    graphs: object  # ml_core.graph.incremental.WindowGraphs
+    graphs: WindowGraphs
     mode: str
     seconds: float
     bipartite: BipartiteSummary
