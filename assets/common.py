@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
@@ -22,14 +23,17 @@ def stage(group: str, kinds: set[str]) -> dict:
     """Decorator arguments every asset of the flow shares."""
     from assets.partitions import daily
 
-    return dict(partitions_def=daily, group_name=group, kinds=kinds, owners=["team:recsys"], io_manager_key=LAKE_IO,
-                required_resource_keys={"pipeline"}, retry_policy=RETRY)
+    return {"partitions_def": daily, "group_name": group, "kinds": kinds, "owners": ["team:recsys"],
+            "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"}, "retry_policy": RETRY}
 
 
 def code_version(*paths: str) -> str:
-    """Hash of the source files an asset's result depends on (ml_core subpackages + its module).
+    """Hash of the source files an asset's result depends on: :data:`COMMON`, its own stage
+    module(s) in ``ml_core/stages``, the ml_core code those call, and its asset module (paths
+    relative to the repository; a directory counts every ``.py`` file under it).
 
-    Changing any of them marks the asset's materializations stale in the UI.
+    Changing any of them marks the asset's materializations stale in the UI, and only those:
+    editing the deployment gate (``ml_core/stages/gate.py``) changes deployed_model's version alone.
     """
     h = hashlib.sha256()
     for rel in sorted(paths):
@@ -41,8 +45,8 @@ def code_version(*paths: str) -> str:
     return h.hexdigest()[:12]
 
 
-# Every stage depends on these shared modules.
-COMMON = ("ml_core/config.py", "ml_core/storage.py", "ml_core/pipeline.py", "ml_core/data/schema.py")
+#: Every stage depends on these: the config schema, the lake, the event schema and the windows.
+COMMON = ("ml_core/config.py", "ml_core/storage.py", "ml_core/data/schema.py", "ml_core/stages/windows.py")
 
 
 def settings(context) -> tuple[PipelineConfig, Lake]:
@@ -62,6 +66,11 @@ def settings(context) -> tuple[PipelineConfig, Lake]:
             "Change them in the TOML file and reload the code location instead of overriding them per run."
         )
     return cfg, Lake(cfg.storage.root)
+
+
+def fields_of(obj, *drop: str) -> dict:
+    """A stage result's fields (a dataclass) as a flat dict for metadata, less ``drop``."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in drop}
 
 
 def to_metadata_value(v):

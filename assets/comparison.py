@@ -10,34 +10,33 @@ import dagster as dg
 
 from assets.common import COMMON, code_version, result, settings, stage
 from assets.partitions import train_and_eval_window
-from ml_core import pipeline
+from ml_core.stages.comparison import run_model_comparison
 
-COMPARISON_CODE = code_version(*COMMON, "ml_core/models", "ml_core/train", "ml_core/compare.py",
-                               "ml_core/eval", "assets/comparison.py")
-_window_in = dict(partition_mapping=train_and_eval_window)
+COMPARISON_CODE = code_version(*COMMON, "ml_core/stages/comparison.py", "ml_core/stages/inputs.py", "ml_core/models",
+                               "ml_core/train", "ml_core/compare.py", "ml_core/eval", "assets/comparison.py")
 
 
 @dg.asset(
     **stage("comparison", {"pytorch"}),
-    ins={name: dg.AssetIn(**_window_in) for name in ("training_samples", "node_features", "bipartite_graph",
-                                                      "user_similarity_graph", "item_similarity_graph")},
+    ins={"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
+    # the same days' features and graphs, read by the stage from the lake: lineage only
+    deps=[dg.AssetDep(name, partition_mapping=train_and_eval_window)
+          for name in ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")],
     code_version=COMPARISON_CODE,
 )
-def model_comparison(context: dg.AssetExecutionContext, training_samples, node_features, bipartite_graph,
-                     user_similarity_graph, item_similarity_graph) -> dg.MaterializeResult:
+def model_comparison(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
     """GAUC / AUC / logloss per task, training time and parameter count of every comparison
     variant (baselines, +Graph variants, MoGE, E2E-GRec, LightGODE, SEvo, MGOE), mean ± std over
     seeds, the relative improvement of the best over the best baseline; table, plot, report.md."""
     cfg, lake = settings(context)
     day = context.partition_key
-    train_days = [d for d in training_samples.days if d < day]
-    out = pipeline.run_model_comparison(cfg, lake, day, train_days, log=context.log.info)
-    stats = {"variants": len(out["summary"]), "seeds": out["seeds"], "train_days": train_days,
-             "improvements": out["improvements"], "summary": out["summary"]}
+    out = run_model_comparison(cfg, lake, day, [d for d in training_samples.days if d < day], log=context.log.info)
+    stats = {"variants": len(out.summary), "seeds": out.seeds, "train_days": out.train_days,
+             "improvements": out.improvements, "summary": out.summary}
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()
-                                 if not isinstance(v, (list, dict))}) for r in out["summary"]])
-    res = result(lake, "model_comparison", day, stats, plots={"gauc_plot": out["plot"]},
-                 markdown={"report": out["report"]})
+                                 if not isinstance(v, (list, dict))}) for r in out.summary])
+    res = result(lake, "model_comparison", day, stats, plots={"gauc_plot": out.plot},
+                 markdown={"report": out.report})
     res.metadata["table"] = table
     return res

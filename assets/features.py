@@ -4,20 +4,21 @@ days D-W .. D-1)."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, result, settings, stage
+from assets.common import COMMON, code_version, fields_of, result, settings, stage
 from assets.partitions import graph_window
-from ml_core import pipeline
+from ml_core.stages.features import run_node_features
 
 
 @dg.asset(
     **stage("features", {"polars", "parquet"}),
     ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
-    code_version=code_version(*COMMON, "ml_core/features.py", "ml_core/data", "assets/features.py"),
+    code_version=code_version(*COMMON, "ml_core/stages/features.py", "ml_core/stages/inputs.py",
+                              "ml_core/features.py", "ml_core/data", "assets/features.py"),
 )
 def node_features(context: dg.AssetExecutionContext, interaction_logs) -> dg.MaterializeResult:
     """Feature vectors of every user and item: profile columns (when the source has profiles)
     and behavioural aggregates over the graph window (never day D)."""
     cfg, lake = settings(context)
     day = context.partition_key
-    stats = pipeline.run_node_features(cfg, lake, day, interaction_logs.days)
-    return result(lake, "node_features", day, stats)
+    out = run_node_features(cfg, lake, day, interaction_logs.days)
+    return result(lake, "node_features", day, fields_of(out))

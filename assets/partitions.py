@@ -1,7 +1,8 @@
 """The one DailyPartitionsDefinition of the flow and its rolling-window mappings.
 
-Windows come from the pipeline config (``graph.window_days`` = W, ``train.train_days`` = T) so
-the lineage graph, backfills and the stage code agree on which days feed which partition.
+Windows come from the pipeline config (``graph.window_days`` = W, ``train.train_days`` = T)
+through :mod:`ml_core.stages.windows`, so the lineage graph, backfills and the stage code agree
+on which days feed which partition.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import dagster as dg
 
 from ml_core.checks import check_runnable
 from ml_core.config import load_config
+from ml_core.stages.windows import (
+    Window,
+    graph_window_of,
+    train_and_eval_window_of,
+    train_window_of,
+)
 
 CONFIG = load_config()
 check_runnable(CONFIG)  # a wrong source.* or train.model fails the code location load, not a run
@@ -23,16 +30,17 @@ _end = (date.fromisoformat(CONFIG.source.end_date) + timedelta(days=1)).isoforma
 daily = dg.DailyPartitionsDefinition(start_date=CONFIG.source.start_date, end_date=_end)
 
 
-def days_before(n: int, include_day: bool = False) -> dg.TimeWindowPartitionMapping:
-    """Partition D reads upstream partitions D-n .. D-1 (.. D with ``include_day``; missing early
-    days are dropped)."""
+def mapping(window: Window) -> dg.TimeWindowPartitionMapping:
+    """Partition D reads the upstream partitions of ``window`` (missing early days are dropped)."""
     with warnings.catch_warnings():  # the flag is marked beta; its behaviour is what we need
         warnings.simplefilter("ignore")
-        return dg.TimeWindowPartitionMapping(start_offset=-n, end_offset=0 if include_day else -1,
+        return dg.TimeWindowPartitionMapping(start_offset=window.start_offset, end_offset=window.end_offset,
                                              allow_nonexistent_upstream_partitions=True)
 
 
-graph_window = days_before(CONFIG.graph.window_days)
-train_window = days_before(CONFIG.train.train_days)
+#: D-W .. D-1: the logs of a day's graphs and node features.
+graph_window = mapping(graph_window_of(CONFIG))
+#: D-T .. D-1: the training days of a day's model.
+train_window = mapping(train_window_of(CONFIG))
 #: The training days of D and D itself (the held-out evaluation day of the model comparison).
-train_and_eval_window = days_before(CONFIG.train.train_days, include_day=True)
+train_and_eval_window = mapping(train_and_eval_window_of(CONFIG))

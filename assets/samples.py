@@ -4,19 +4,21 @@ negatives."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, result, settings, stage
-from ml_core import pipeline
+from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from ml_core.stages.samples import run_training_samples
 
 
 @dg.asset(
     **stage("samples", {"polars", "parquet"}),
-    ins={"interaction_logs": dg.AssetIn(), "bipartite_graph": dg.AssetIn()},
-    code_version=code_version(*COMMON, "ml_core/sampling", "assets/samples.py"),
+    # read by the stage from the lake (day D's logs and its graph's item pool): lineage only
+    deps=[dg.AssetDep("interaction_logs"), dg.AssetDep("bipartite_graph")],
+    code_version=code_version(*COMMON, "ml_core/stages/samples.py", "ml_core/stages/inputs.py", "ml_core/sampling",
+                              "assets/samples.py"),
 )
-def training_samples(context: dg.AssetExecutionContext, interaction_logs, bipartite_graph) -> dg.MaterializeResult:
+def training_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Samples of day D: positives labelled per task (default click = any behaviour, purchase =
     buy) and popularity-sampled negatives of items the user did not touch that day."""
     cfg, lake = settings(context)
     day = context.partition_key
-    stats = pipeline.run_training_samples(cfg, lake, day)
-    return result(lake, "training_samples", day, stats)
+    out = run_training_samples(cfg, lake, day)
+    return result(lake, "training_samples", day, fields_of(out))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_models import DATASETS, defaults_config, prepare  # noqa: E402
-from ml_core import pipeline as P  # noqa: E402
+from ml_core import stages as P  # noqa: E402
 from ml_core.models.blocks import ModelSpec  # noqa: E402
 from ml_core.models.registry import build_model  # noqa: E402
 from ml_core.storage import Lake  # noqa: E402

@@ -2,7 +2,7 @@
 
 The data stages of the daily flow run once per dataset on a lake under ``--root`` (logs,
 bipartite + similarity graphs, node features, samples, each day from the days before it). Then
-:func:`ml_core.compare.run_comparison` (the code of the ``model_comparison`` asset) trains every
+:func:`ml_core.stages.comparison.compare_days` (the code of the ``model_comparison`` asset) trains every
 (variant, seed) on the ``train.train_days`` days before the evaluation day and evaluates it on
 that day. Every variant gets the same days, batches, budget and learning rate; only the model,
 its arguments, its trainer settings and the seed change.
@@ -28,9 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml_core import pipeline as P  # noqa: E402
-from ml_core.compare import improvements, markdown_report, parse_variants, run_comparison  # noqa: E402
+from ml_core.compare import improvements, markdown_report, parse_variants  # noqa: E402
 from ml_core.config import load_config  # noqa: E402
+from ml_core.stages.comparison import compare_days  # noqa: E402
+from ml_core.stages.data_day import run_data_day  # noqa: E402
+from ml_core.stages.logs import run_interaction_logs  # noqa: E402
+from ml_core.stages.windows import graph_window, train_window  # noqa: E402
 from ml_core.storage import Lake  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -50,17 +53,15 @@ DATASETS = {
 
 
 def prepare(cfg, lake: Lake, eval_day: str, log=print) -> list[str]:
-    """Materialise the data stages the evaluation day and its training days need."""
-    model_days = P.train_window(cfg, eval_day) + [eval_day]
-    log_days = sorted({d for m in model_days for d in P.graph_window(cfg, m)} | set(model_days))
-    for d in log_days:
+    """Materialise the data stages the evaluation day and its training days need: the logs of
+    their graph windows, then every data stage of each of those days (stored days are kept)."""
+    model_days = train_window(cfg, eval_day) + [eval_day]
+    log_days = sorted({d for m in model_days for d in graph_window(cfg, m)} - set(model_days))
+    for d in log_days:  # all before the first model day
         if not lake.exists("interaction_logs", d):
-            P.run_interaction_logs(cfg, lake, d)
+            run_interaction_logs(cfg, lake, d)
     for d in model_days:
-        if not lake.exists("training_samples", d):
-            P.run_window_graphs(cfg, lake, d, P.graph_window(cfg, d))  # bipartite + both similarity graphs
-            P.run_node_features(cfg, lake, d, P.graph_window(cfg, d))
-            P.run_training_samples(cfg, lake, d)
+        if run_data_day(cfg, lake, d, only_missing=True):
             log(f"  prepared {d}")
     return model_days[:-1]
 
@@ -96,12 +97,11 @@ def main(argv=None) -> None:
     lake = Lake(root)
     train_days = prepare(cfg, lake, eval_day)
     variants = parse_variants([] if args.variants == ["all"] else [variant_entry(v) for v in args.variants])
-    train_in = [P.load_day_inputs(lake, d, with_graph=True) for d in train_days]
-    eval_in = P.load_day_inputs(lake, eval_day, with_graph=True)
     tasks = list(cfg.samples.tasks)
-    out = run_comparison(train_in, eval_in, tasks, cfg.train, variants, args.seeds, log=lambda m: print(" ", m, flush=True))
+    out, n_eval = compare_days(cfg, lake, eval_day, train_days, variants, args.seeds,
+                               log=lambda m: print(" ", m, flush=True))
     out["meta"] = {"dataset": args.dataset, "evaluation day": eval_day, "training days": ", ".join(train_days),
-                   "evaluation samples": eval_in.samples.height,
+                   "evaluation samples": n_eval,
                    "budget": f"epochs {cfg.train.epochs}, max steps/epoch {cfg.train.max_steps_per_epoch or 'all'}, "
                              f"batch {cfg.train.batch_size}, lr {cfg.train.lr}, d {cfg.train.dim}, fanouts {cfg.train.fanouts}"}
     out["improvements"] = improvements(out["summary"], tasks)

@@ -4,7 +4,7 @@ Layout under ``root``::
 
     lake/<asset>/ds=YYYY-MM-DD/part-0.parquet      tables (events, samples, features)
     lake/<asset>/ds=YYYY-MM-DD/*.npy, meta.json    graphs (CSR arrays, memory-mappable)
-    registry/<model>/<version>/...                 model bundles (see ml_core.registry)
+    registry/versions/<version>/...                model bundles (see ml_core.bundles)
 
 Every write goes to a hidden temp directory beside the target and is renamed into place, so a
 crash never leaves a half-written partition that a later run would read as good, and writing a

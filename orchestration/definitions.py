@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import comparison, features, graphs, logs, model, samples
+from assets import (
+    comparison,
+    deployment,
+    evaluation,
+    features,
+    graphs,
+    logs,
+    samples,
+    training,
+)
 from orchestration.checks import CHECKS
 from orchestration.jobs import daily_flow, model_comparison_job
 from orchestration.resources import LakeIOManager, PipelineResource
 from orchestration.schedules import daily_flow_schedule
 
 #: The daily flow (logs -> deployed model) and the on-demand comparison.
-FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, model])
+FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, evaluation, deployment])
 ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison])]
 
 defs = dg.Definitions(

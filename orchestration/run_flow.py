@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from ml_core.pipeline import gauc_table, load_evaluation
-    from ml_core.model_registry import ModelRegistry
+    from ml_core.bundles import BundleStore
+    from ml_core.stages.evaluation import gauc_table, load_evaluation
     from orchestration.definitions import defs
 
     cfg = defs.resources["pipeline"].config()
@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
     ev = load_evaluation(lake, end.isoformat())
-    print(f"\nGAUC table, evaluation day {end} (model trained on {ev['candidate_manifest']['train_days']}):\n")
+    print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
     print(gauc_table(ev))
-    prod = ModelRegistry(lake.root).production()
+    store = BundleStore(lake.root)
+    prod = store.production()
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"
-          f"  ({ModelRegistry(lake.root).version_dir(prod['version']) if prod else '-'})")
+          f"  ({store.version_dir(prod['version']) if prod else '-'})")
     return 0
 
 

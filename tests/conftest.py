@@ -32,8 +32,9 @@ _cfg_file.write_text(
 )
 os.environ["MOGE_CONFIG"] = str(_cfg_file)
 
-from ml_core import pipeline as P
 from ml_core.config import load_config
+from ml_core.stages.data_day import run_data_days
+from ml_core.stages.windows import window
 from ml_core.storage import Lake
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,8 +94,7 @@ def make_config(root: Path, *overrides: str):
 
 def build_data_days(cfg, lake: Lake, days: list[str]) -> None:
     """Materialize the data stages (logs .. samples) of ``days`` in order."""
-    for d in days:
-        P.run_data_day(cfg, lake, d)
+    run_data_days(cfg, lake, days)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +103,6 @@ def synthetic_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("lake")
     cfg = make_config(root)
     lake = Lake(root)
-    days = P.window("2026-01-05", -4, 0)
+    days = window("2026-01-05", -4, 0)
     build_data_days(cfg, lake, days)
     return cfg, lake, days

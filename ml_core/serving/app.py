@@ -25,7 +25,7 @@ from typing import Annotated
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from ml_core.model_registry import ModelRegistry
+from ml_core.bundles import BundleStore
 from ml_core.serving.scorer import Scorer
 
 #: Largest request /score accepts (bigger batches: ``moge score``).
@@ -168,7 +168,7 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
                                                         "with a storage root to follow the production pointer")
         with current.lock:
             old = current.scorer
-            prod = ModelRegistry(path).production()
+            prod = BundleStore(path).production()
             if prod is None:
                 raise HTTPException(status_code=503, detail=f"no production pointer under {path / 'registry'}; "
                                                             f"still serving {old.version}")

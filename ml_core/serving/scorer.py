@@ -1,6 +1,6 @@
 """Online scoring with a deployed bundle, without the lake.
 
-A deployed bundle (see :mod:`ml_core.model_registry`, :func:`ml_core.pipeline.run_deployed_model`)
+A deployed bundle (see :mod:`ml_core.bundles`, :func:`ml_core.stages.deployment.run_deployed_model`)
 carries the model and ``context/``: copies of the bipartite graph, the two similarity graphs and
 the node features of the day it was evaluated on. :class:`Scorer` loads them once and builds the
 *base* :class:`~ml_core.train.data.DayContext` of that snapshot (every graph node encoded, channel
@@ -27,8 +27,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from ml_core.bundles import BundleStore, load_model, read_manifest
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.model_registry import ModelRegistry, load_model, read_manifest
 from ml_core.models.mgnn import cat_tables
 from ml_core.sampling.samples import label_columns
 from ml_core.train.data import DayContext, DayInputs, FeatureSpec, _extend_rows, _space_lookup
@@ -180,7 +180,7 @@ class Scorer:
     @classmethod
     def from_registry(cls, root: str | Path, **kwargs) -> "Scorer":
         """The version the registry's production pointer names under ``<root>/registry``."""
-        reg = ModelRegistry(root)
+        reg = BundleStore(root)
         prod = reg.production()
         if prod is None:
             raise FileNotFoundError(f"no production model under {reg.root} (production.json missing): "

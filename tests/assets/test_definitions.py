@@ -66,3 +66,65 @@ def test_window_dependencies_are_partition_mappings():
         graph.get(model).partitions_def, graph.get(samples).partitions_def,
     ).partitions_subset.get_partition_keys()
     assert sorted(up) == [f"2026-01-{d:02d}" for d in range(20 - CONFIG.train.train_days, 20)]
+
+
+def test_assets_load_only_the_inputs_they_read():
+    """Inputs an asset body does not read are deps (lineage only); the window an asset reads
+    the days of stays an input (its PartitionRefs list the days)."""
+    loaded = {}
+    for a in defs.assets:
+        for key in a.keys:
+            loaded[key.to_user_string()] = {a.keys_by_input_name[i.name].to_user_string()
+                                            for i in a.node_def.input_defs if not i.dagster_type.is_nothing}
+    assert loaded["interaction_logs"] == set()
+    assert loaded["bipartite_graph"] == {"interaction_logs"}
+    assert loaded["node_features"] == {"interaction_logs"}
+    assert loaded["training_samples"] == set()
+    assert loaded["trained_model"] == {"training_samples"}
+    assert loaded["model_evaluation"] == set()
+    assert loaded["deployed_model"] == set()
+    assert loaded["model_comparison"] == {"training_samples"}
+
+
+def test_checks_fail_without_a_partition(tmp_path):
+    """A run with no partition does not judge some stored day (here: a stored, clean one)."""
+    from ml_core.stages.logs import run_interaction_logs
+    from ml_core.storage import Lake
+    from orchestration.checks import CHECKS
+    from orchestration.definitions import FLOW_ASSETS
+    from orchestration.resources import LakeIOManager, PipelineResource
+    from tests.conftest import make_config
+
+    run_interaction_logs(make_config(tmp_path), Lake(tmp_path), "2026-01-01")
+    res = {"pipeline": PipelineResource(overrides=[f'storage.root="{tmp_path}"']), "lake_io": LakeIOManager()}
+    result = dg.materialize([*FLOW_ASSETS, *CHECKS], selection=dg.AssetSelection.checks(*CHECKS), resources=res,
+                            raise_on_error=False)
+    evaluations = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {"check_quarantine_share", "check_gauc_is_finite"}
+    for e in evaluations.values():
+        assert not e.passed and "this run has no partition" in e.metadata["observed"].value
+
+
+def test_editing_the_gate_changes_only_deployed_models_code_version(tmp_path):
+    """Each asset's code version hashes its own stage module(s): the gate is deployed_model's."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for d in ("ml_core", "assets", "orchestration"):
+        shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    script = ("import json; from orchestration.definitions import defs; g = defs.resolve_asset_graph(); "
+              "print(json.dumps({k.to_user_string(): g.get(k).code_version for k in g.get_all_asset_keys()}))")
+
+    def versions() -> dict:
+        out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    before = versions()
+    with open(tmp_path / "ml_core" / "stages" / "gate.py", "a") as fh:
+        fh.write("\n# edited\n")
+    after = versions()
+    assert {k for k in before if before[k] != after[k]} == {"deployed_model"}

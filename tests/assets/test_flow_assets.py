@@ -5,7 +5,7 @@ import json
 import dagster as dg
 import pytest
 
-from ml_core.model_registry import ModelRegistry
+from ml_core.bundles import BundleStore
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
 from tests.conftest import FAST
@@ -76,7 +76,7 @@ def test_metadata_is_useful(flow):
 
 def test_deployment_moves_pointer_and_records_decisions(flow):
     root, _, _ = flow
-    reg = ModelRegistry(root)
+    reg = BundleStore(root)
     prod = reg.production()
     assert prod is not None and prod["version"] in reg.versions()
     bundle = reg.version_dir(prod["version"])

@@ -10,7 +10,7 @@ import sys
 import polars as pl
 import pytest
 
-from ml_core.model_registry import ModelRegistry
+from ml_core.bundles import BundleStore
 from ml_core.storage import Lake
 from tests.conftest import REPO, TAOBAO_HEAD
 
@@ -37,7 +37,7 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
     # the printed production model is the registry's, and it is the newest promoted version
     printed = re.search(r"^production model: (\S+)", out.stdout, re.M)
     assert printed, out.stdout[-2000:]
-    reg = ModelRegistry(tmp_path / "data")
+    reg = BundleStore(tmp_path / "data")
     promoted = [d["version"] for d in reg.decisions() if d["promoted"]]
     assert promoted, f"no day was promoted: {reg.decisions()}"
     assert printed.group(1) == reg.production()["version"] == promoted[-1]

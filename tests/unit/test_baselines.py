@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core.model_registry import load_model, save_model
+from ml_core.bundles import load_model, save_model
 from ml_core.models.baselines import CGC, ESMM, CrossStitch, CrossStitchUnit, SNRTrans, logit_of_product
 from ml_core.models.blocks import HardConcreteGate, ModelSpec, SideShape, TaskTowers, bce_per_task
 from ml_core.models.inputs import FeatureInput, GraphInput

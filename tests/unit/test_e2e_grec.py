@@ -156,7 +156,7 @@ def test_model_gradnorm_norms_are_taken_on_the_gnn_output_layer(data):
 
 def test_training_keeps_weights_normalised_and_save_load_round_trip(tmp_path):
     from ml_core.config import TrainConfig
-    from ml_core.model_registry import load_model, save_model
+    from ml_core.bundles import load_model, save_model
     from ml_core.train.trainer import train
 
     day, _ = planted_days(seed=3, n_users=120, n_items=40, split="samples")

@@ -162,7 +162,7 @@ def _lake_day_graphs(root, ev, cfg, move_state_to=None):
     state directory (another layout)."""
     from datetime import timedelta
 
-    from ml_core.pipeline import graph_window, run_window_graphs
+    from ml_core.stages import graph_window, run_window_graphs
     from ml_core.storage import Lake
 
     lake = Lake(root)
@@ -175,7 +175,8 @@ def _lake_day_graphs(root, ev, cfg, move_state_to=None):
         for kind in ("user", "item"):
             part = lake.partition_dir(f"{kind}_similarity_graph", first)
             (part / "state").rename(part / move_state_to.format(kind=kind))
-    return run_window_graphs(cfg, lake, second, graph_window(cfg, second))
+    res = run_window_graphs(cfg, lake, second, graph_window(cfg, second))
+    return res.graphs, res.graphs.stats
 
 
 def test_lake_with_another_state_layout_falls_back_to_an_identical_full_rebuild(tmp_path):

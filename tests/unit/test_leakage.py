@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from ml_core import pipeline as P
+from ml_core import stages as P
 from ml_core.features import build_node_features
 from ml_core.graph.bipartite import build_bipartite
 from ml_core.data.sources import profiles

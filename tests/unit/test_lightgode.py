@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from ml_core.config import TrainConfig
-from ml_core.model_registry import load_model, save_model
+from ml_core.bundles import load_model, save_model
 from ml_core.train.data import DayContext
 from ml_core.train.id_graph import id_adjacency, stack_rows
 from ml_core.train.lightgode import apply_lightgode, graph_ode, isolated_growth

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from ml_core.model_registry import load_model, save_model
+from ml_core.bundles import load_model, save_model
 from ml_core.models.blocks import ModelSpec, SideShape
 from ml_core.models.mgoe import MGOE, kmeans
 from ml_core.models.registry import build_model

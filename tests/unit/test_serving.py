@@ -1,7 +1,7 @@
 """Serving of the deployed bundle: Scorer, FastAPI app, ``moge score``.
 
 One small lake (3 synthetic days through the data stages), then train + evaluate + deploy of each
-model with ml_core.pipeline. The scorers load from a copy of the registry with no lake beside it,
+model with ml_core.stages. The scorers load from a copy of the registry with no lake beside it,
 so every score they give comes from the bundle alone.
 """
 
@@ -15,9 +15,9 @@ import polars as pl
 import pytest
 import torch
 
-from ml_core import pipeline as P
+from ml_core import stages as P
 from ml_core.graph.csr import SimilarityGraph
-from ml_core.model_registry import ModelRegistry, load_model
+from ml_core.bundles import BundleStore, load_model
 from ml_core.serving.scorer import Scorer, canonical_pairs, pair_samples, request_context
 from ml_core.storage import Lake
 from ml_core.train.data import DayContext
@@ -54,7 +54,7 @@ def deploy(cfg, root) -> dict:
     lake = Lake(root)
     P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
     P.run_model_evaluation(cfg, lake, D)
-    decision = P.run_deployed_model(cfg, lake, D)
+    decision = P.run_deployed_model(cfg, lake, D).to_dict()
     assert decision["promoted"], decision["reasons"]
     return decision
 
@@ -100,7 +100,7 @@ def test_scorer_equals_lake_predict(deployments, model):
     dep = deployments(model)
     assert not (dep.serve_root / "lake").exists()
     sc = Scorer.from_registry(dep.serve_root)
-    assert sc.version == dep.version == ModelRegistry(dep.serve_root).production()["version"]
+    assert sc.version == dep.version == BundleStore(dep.serve_root).production()["version"]
     assert sc.needs_graph == (model != "mmoe")
 
     # the lake-based path of evaluation: the day's stored inputs, DayContext.build, predict
@@ -316,7 +316,7 @@ def test_reload_after_second_deployment(mmoe, tmp_path):
         body = c.post("/score", json={"pairs": [[1, 1]]}).json()
         assert body["version"] == second
     # a fixed bundle has nothing to reload
-    with TestClient(create_app(ModelRegistry(root).version_dir(second))) as c:
+    with TestClient(create_app(BundleStore(root).version_dir(second))) as c:
         assert c.get("/model").json()["source"] == "bundle"
         assert c.post("/reload").status_code == 409
 

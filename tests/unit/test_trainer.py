@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core import pipeline as P
-from ml_core.model_registry import ModelRegistry, gate, load_model
+from ml_core import stages as P
+from ml_core.bundles import BundleStore, load_model
+from ml_core.config import DeployConfig
+from ml_core.stages.gate import gate
 from ml_core.train.trainer import predict, resolve_device, train
 from ml_core.train.data import DayContext
 
@@ -32,7 +34,7 @@ def test_mmoe_learns_on_synthetic_days_and_bundle_roundtrips(synthetic_lake, tmp
     for task in cfg.samples.tasks:
         assert metrics[task]["gauc"] > 0.55, metrics
     # save -> load gives the same predictions
-    from ml_core.model_registry import save_model
+    from ml_core.bundles import save_model
 
     save_model(tmp_path / "b", res.model, res.model_name, res.model_args, res.model_spec, res.feature_spec)
     model2, fspec2, _, _ = load_model(tmp_path / "b")
@@ -48,16 +50,18 @@ def test_empty_training_window_is_a_clear_error(synthetic_lake):
 
 def test_gate_refuses_nan_floor_and_regression():
     good = {"click": {"gauc": 0.7}, "purchase": {"gauc": 0.72}}
-    assert gate(good, None, 0.005, 0.5) == (True, [])
-    ok, why = gate({"click": {"gauc": float("nan")}, "purchase": {"gauc": 0.7}}, None, 0.005, 0.5)
-    assert not ok and "NaN" in why[0]
-    ok, why = gate(good, {"click": {"gauc": 0.71}, "purchase": {"gauc": 0.70}}, 0.005, 0.5)
-    assert not ok and why == ["click: GAUC 0.7000 < production 0.7100 - tolerance 0.005"]
-    assert gate(good, {"click": {"gauc": 0.704}, "purchase": {"gauc": 0.70}}, 0.005, 0.5)[0]
+    deploy = DeployConfig(gauc_tolerance=0.005, min_gauc=0.5)
+    d = gate(good, None, deploy)
+    assert d.promote and d.reasons == []
+    d = gate({"click": {"gauc": float("nan")}, "purchase": {"gauc": 0.7}}, None, deploy)
+    assert not d.promote and "NaN" in d.reasons[0]
+    d = gate(good, {"click": {"gauc": 0.71}, "purchase": {"gauc": 0.70}}, deploy)
+    assert not d.promote and d.reasons == ["click: GAUC 0.7000 < production 0.7100 - tolerance 0.005"]
+    assert gate(good, {"click": {"gauc": 0.704}, "purchase": {"gauc": 0.70}}, deploy).promote
 
 
 def test_registry_pointer_moves_only_to_published_versions(tmp_path):
-    reg = ModelRegistry(tmp_path)
+    reg = BundleStore(tmp_path)
     with pytest.raises(FileNotFoundError):
         reg.set_production("nope", {})
     (tmp_path / "bundle").mkdir()

@@ -1,4 +1,6 @@
-"""Versioned model bundles and the production pointer.
+"""The bundle store: versioned model bundles, the production pointer and the decisions log.
+
+Not to be confused with :mod:`ml_core.models.registry` (the registry of model classes by name).
 
 A bundle is a directory::
 
@@ -9,7 +11,8 @@ A bundle is a directory::
                          metrics, content hash
     context/             (deployed bundles) the graph snapshot + node features it serves with
 
-Registry layout under ``<root>/registry``::
+Store layout under ``<root>/registry`` (the directory name predates this module; serving
+copies and reads it as is)::
 
     versions/<version>/   immutable bundles, version = "<partition>-<content hash[:10]>"
     production.json       the pointer: only the deployment gate moves it (atomic rename)
@@ -23,14 +26,14 @@ import dataclasses
 import fcntl
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from ml_core.models.blocks import ModelSpec, RecModel, SideShape
 from ml_core.models.registry import build_model
-from ml_core.storage import atomic_dir, atomic_write_text, content_hash  # noqa: F401
+from ml_core.storage import atomic_dir, atomic_write_text
 from ml_core.train.data import FeatureSpec
 
 
@@ -67,8 +70,8 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     (Path(directory) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
 
 
-class ModelRegistry:
-    """Immutable versions plus a production pointer (see module docstring)."""
+class BundleStore:
+    """Immutable bundle versions plus the production pointer (see module docstring)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / "registry"
@@ -114,30 +117,11 @@ class ModelRegistry:
 
     def record_decision(self, decision: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        decision = {"at": datetime.now(timezone.utc).isoformat(), **decision}
+        decision = {"at": datetime.now(UTC).isoformat(), **decision}
         with open(self.root / "decisions.jsonl", "a") as fh:
             fh.write(json.dumps(decision, sort_keys=True, default=str) + "\n")
 
     def decisions(self) -> list[dict]:
         p = self.root / "decisions.jsonl"
-        return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
 
-
-def gate(candidate: dict[str, dict], production: dict[str, dict] | None, tolerance: float, min_gauc: float) -> tuple[bool, list[str]]:
-    """Deployment gate: (promote?, reasons).
-
-    Refuses when any task's GAUC is NaN or below ``min_gauc``, or is worse than the production
-    model's GAUC *measured on the same day* by more than ``tolerance``.
-    """
-    reasons = []
-    for task, m in candidate.items():
-        g = m.get("gauc", float("nan"))
-        if g != g:
-            reasons.append(f"{task}: GAUC is NaN (no user with both classes?)")
-        elif g < min_gauc:
-            reasons.append(f"{task}: GAUC {g:.4f} < floor {min_gauc}")
-        if production is not None and task in production:
-            p = production[task].get("gauc", float("nan"))
-            if p == p and g == g and g < p - tolerance:
-                reasons.append(f"{task}: GAUC {g:.4f} < production {p:.4f} - tolerance {tolerance}")
-    return (not reasons), reasons

@@ -1,0 +1,39 @@
+"""trained_model: the candidate model of day D, trained on days D-T .. D-1."""
+
+
+import dagster as dg
+
+from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from assets.partitions import train_window
+from ml_core.eval.plots import curve_plot
+from ml_core.stages.training import run_trained_model
+
+TRAINING_CODE = code_version(*COMMON, "ml_core/stages/training.py", "ml_core/stages/inputs.py", "ml_core/bundles.py",
+                             "ml_core/models", "ml_core/train", "assets/training.py")
+
+
+@dg.asset(
+    **stage("model", {"pytorch"}),
+    ins={"training_samples": dg.AssetIn(partition_mapping=train_window)},
+    # the same days' features and graphs, read by the stage from the lake: lineage only
+    deps=[dg.AssetDep(name, partition_mapping=train_window)
+          for name in ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")],
+    code_version=TRAINING_CODE,
+    output_required=False,
+)
+def trained_model(context: dg.AssetExecutionContext, training_samples):
+    """Model trained on the samples of days D-T .. D-1, each day scored with its own graphs and
+    features (built from days before it); weights, feature spec, training curve, manifest.
+    Not materialized when the window has no day yet (the first partition)."""
+    cfg, lake = settings(context)
+    day = context.partition_key
+    if not training_samples.days:
+        context.log.warning(f"{day}: no training days before this partition yet; trained_model skipped")
+        return
+    out = run_trained_model(cfg, lake, day, training_samples.days, code_version=TRAINING_CODE, log=context.log.info)
+    curve = [(h["step"], h["loss"]) for h in out.history if "loss" in h]
+    plot = curve_plot(curve, f"{out.model} training loss", "step", "loss (running mean)")
+    stats = fields_of(out, "history")
+    stats["epoch_losses"] = [round(h["epoch_loss"], 5) for h in out.history if "epoch_loss" in h]
+    stats["samples_per_s"] = [round(h["samples_per_s"], 1) for h in out.history if "samples_per_s" in h]
+    yield result(lake, "trained_model", day, stats, plots={"training_curve": plot})

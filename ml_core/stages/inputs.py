@@ -1,0 +1,50 @@
+"""Readers of stored partitions that several stages share (the logs of a window, a day's
+graphs and features, a day's training inputs)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
+from ml_core.storage import Lake, day_str
+from ml_core.train.data import DayInputs
+
+
+def scan_logs(lake: Lake, days: list[str]) -> pl.LazyFrame:
+    """The stored interaction logs of ``days`` (an empty frame with the event schema for none)."""
+    if not days:
+        from ml_core.data.schema import EVENT_SCHEMA
+
+        return pl.LazyFrame(schema=EVENT_SCHEMA)
+    return lake.scan_tables("interaction_logs", days)
+
+
+def load_bipartite(lake: Lake, day) -> BipartiteGraph:
+    d = lake.partition_dir("bipartite_graph", day)
+    if not d.is_dir():
+        raise FileNotFoundError(f"bipartite_graph partition {day_str(day)} is not materialized")
+    return BipartiteGraph.load(d)
+
+
+def load_similarity(lake: Lake, day, kind: str) -> SimilarityGraph:
+    d = lake.partition_dir(f"{kind}_similarity_graph", day)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{kind}_similarity_graph partition {day_str(day)} is not materialized")
+    return SimilarityGraph.load(d)
+
+
+def load_features(lake: Lake, day) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return lake.read_table("node_features", day), lake.read_table("node_features", day, "items")
+
+
+def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
+    """Day ``day``'s samples, node features and bipartite graph (+ both similarity graphs with
+    ``with_graph``), as the trainer and the evaluation read them."""
+    users, items = load_features(lake, day)
+    inputs = DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items)
+    # the graph is always loaded: it defines the day's node space (and the cold-start share)
+    inputs.graph = load_bipartite(lake, day)
+    if with_graph:
+        inputs.user_sim = load_similarity(lake, day, "user")
+        inputs.item_sim = load_similarity(lake, day, "item")
+    return inputs
