@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml_core.compare import improvements, markdown_report, parse_variants  # noqa: E402
-from ml_core.config import load_config  # noqa: E402
-from ml_core.stages.comparison import compare_days  # noqa: E402
-from ml_core.stages.data_day import run_data_day  # noqa: E402
-from ml_core.stages.logs import run_interaction_logs  # noqa: E402
-from ml_core.stages.windows import graph_window, train_window  # noqa: E402
-from ml_core.storage import Lake  # noqa: E402
+from ml_core.compare import improvements, markdown_report, parse_variants
+from ml_core.config import load_config
+from ml_core.stages.comparison import compare_days
+from ml_core.stages.data_day import run_data_day
+from ml_core.stages.logs import run_interaction_logs
+from ml_core.stages.windows import graph_window, train_window
+from ml_core.storage import Lake
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

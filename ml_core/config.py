@@ -323,9 +323,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
     return raw
 
 
-def load_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | dict[str, Any] | None = None
-) -> PipelineConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | dict[str, Any] | None = None) -> PipelineConfig:
     """Read the TOML file at ``path`` (else $MOGE_CONFIG, else data/pipeline.toml; only the
     default file may be absent, which means all defaults), apply ``overrides`` and check it.
 

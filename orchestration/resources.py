@@ -22,7 +22,7 @@ class PipelineResource(dg.ConfigurableResource):
     """Pipeline settings. ``config_path`` empty = $MOGE_CONFIG, then data/pipeline.toml."""
 
     config_path: str = ""
-    overrides: list[str] = []  # noqa: RUF012  (a pydantic field: each instance gets its own copy)
+    overrides: list[str] = []
 
     def config(self) -> PipelineConfig:
         return load_runnable_config(self.config_path or None, self.overrides)

@@ -32,10 +32,10 @@ _cfg_file.write_text(
 )
 os.environ["MOGE_CONFIG"] = str(_cfg_file)
 
-from ml_core.config import load_config
-from ml_core.stages.data_day import run_data_days
-from ml_core.stages.windows import window
-from ml_core.storage import Lake
+from ml_core.config import load_config  # noqa: E402 - after $MOGE_CONFIG is set
+from ml_core.stages.data_day import run_data_days  # noqa: E402 - after $MOGE_CONFIG is set
+from ml_core.stages.windows import window  # noqa: E402 - after $MOGE_CONFIG is set
+from ml_core.storage import Lake  # noqa: E402 - after $MOGE_CONFIG is set
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

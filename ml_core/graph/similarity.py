@@ -210,8 +210,7 @@ class PreparedMatrix:
             cap[todo[e_over]] *= 8
             todo = todo[e_over]
             self.emit_reruns += len(todo)
-        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
-        return cat(em_rows, np.int64), cat(em_cols, np.int64), cat(em_vals, np.float64)
+        return _concat(em_rows, np.int64), _concat(em_cols, np.int64), _concat(em_vals, np.float64)
 
     def _call(self, rows, blocks, k, nt, out_idx, out_val, out_cnt, out_npos, em):
         # (numba.parallel_chunksize(1) was tried for dynamic hand-out: 1.5-2x slower.)
@@ -319,3 +318,8 @@ def build_similarity_graphs(bip, cfg) -> tuple[SimilarityGraph, SimilarityGraph]
     user = build_similarity_graph(bip.ui, bip.user_ids, "user", **kw)
     item = build_similarity_graph(bip.iu, bip.item_ids, "item", **kw)
     return user, item
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """``np.concatenate(parts)``, or an empty array of ``dtype`` when there are none."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)

@@ -18,7 +18,7 @@ def rss_mb() -> float:
         import psutil
 
         return psutil.Process(os.getpid()).memory_info().rss / 2**20
-    except Exception:  # noqa: BLE001  # pragma: no cover - psutil is a dependency, belt and braces
+    except Exception:  # pragma: no cover - psutil is a dependency, belt and braces
         return peak_rss_mb()
 
 

@@ -4,7 +4,7 @@ up, nothing crashes, and configuration mistakes fail early with a message naming
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -16,7 +16,7 @@ from ml_core.data.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, conform_events,
 from ml_core.data.validate import validate_events
 from tests.source_profile import scan_file_source
 
-UTC = timezone.utc
+UTC = UTC
 DAY = date(2017, 11, 26)
 # 2017-11-26 10:00 in Shanghai, as unix seconds
 T0 = int(datetime(2017, 11, 26, 2, 0, tzinfo=UTC).timestamp())
@@ -64,7 +64,7 @@ MIXED = [
     f"{T0}",  # 17 a single field
     f"10,112,10,pv,{T0 + 86400}",  # 18 good but the next day: not in this partition
     f"11,113,10,pv,{T0 - 5 * 86400}",  # 19 good but before start_date: outside the range
-    f"12,114,10,pv,99999999999999999",  # 20 absurd timestamp
+    "12,114,10,pv,99999999999999999",  # 20 absurd timestamp
 ]
 
 EXPECTED_REASONS = {

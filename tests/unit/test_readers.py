@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,7 @@ TMALL_LOG = DATA / "tmall-ijcai15" / "user_log_sample.csv"
 TIANCHI = DATA / "tianchi-mobile-recommend" / "sample_user_behavior.csv"
 
 TAOBAO_DAYS = [date(2017, 11, 25) + timedelta(days=i) for i in range(9)]
-UTC = timezone.utc
+UTC = UTC
 
 
 def _need(path: Path) -> Path:
