@@ -31,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_models import DATASETS, defaults_config, prepare  # noqa: E402
+
 from ml_core import pipeline as P  # noqa: E402
-from ml_core.models.blocks import ModelSpec  # noqa: E402
+from ml_core.contracts.day import DayContext  # noqa: E402
+from ml_core.contracts.features import FeatureSpec  # noqa: E402
+from ml_core.contracts.spec import ModelSpec  # noqa: E402
 from ml_core.models.registry import build_model  # noqa: E402
+from ml_core.sampling.batching import BatchMaker, batch_plan, iterate  # noqa: E402
 from ml_core.storage import Lake  # noqa: E402
-from ml_core.train.batching import BatchMaker, batch_plan, iterate  # noqa: E402
-from ml_core.train.data import DayContext, FeatureSpec  # noqa: E402
 from ml_core.train.trainer import configure_threads, resolve_device  # noqa: E402
 
 

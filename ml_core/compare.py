@@ -118,8 +118,9 @@ def variant_train_config(base, variant: Variant, seed: int, budget: dict[str, An
 def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants: list[Variant], seeds: list[int],
                    budget: dict[str, Any] | None = None, log=None) -> dict:
     """Train and evaluate every (variant, seed) on the same data. ``train_days`` / ``eval_day``
-    are :class:`~ml_core.train.data.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
-    from ml_core.train.trainer import evaluate, train
+    are :class:`~ml_core.contracts.day.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
+    from ml_core.inference import evaluate
+    from ml_core.train.trainer import train
 
     log = log or (lambda msg: None)
     budget = budget or {}

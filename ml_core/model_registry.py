@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from ml_core.models.blocks import ModelSpec, RecModel, SideShape
+from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.storage import atomic_dir, atomic_write_text, content_hash  # noqa: F401
-from ml_core.train.data import FeatureSpec
+from ml_core.contracts.features import FeatureSpec
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,

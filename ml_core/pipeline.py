@@ -23,7 +23,7 @@ from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
 from ml_core.model_registry import ModelRegistry, gate, load_model, read_manifest, save_model, write_manifest
 from ml_core.sampling.samples import build_training_samples
 from ml_core.storage import Lake, day_str
-from ml_core.train.data import DayInputs
+from ml_core.contracts.day import DayInputs
 
 ASSETS = ("interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph",
           "node_features", "training_samples", "trained_model", "model_evaluation", "deployed_model")
@@ -231,11 +231,11 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> dict:
     """Metrics of the candidate (trained_model[D]) and of the production model on day D."""
-    from ml_core.train.trainer import evaluate
+    from ml_core.inference import evaluate, inference_needs_graph
 
     cand_dir = lake.partition_dir("trained_model", day)
     model, fspec, _, _ = load_model(cand_dir)
-    need_graph = type(model).needs_graph
+    need_graph = inference_needs_graph(model)
     inputs = load_day_inputs(lake, day, with_graph=need_graph)
     out = {"day": day_str(day), "candidate": evaluate(model, fspec, inputs, cfg.train.fanouts),
            "candidate_manifest": read_manifest(cand_dir), "production": None}
@@ -243,7 +243,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> dict:
     if prod is not None:
         pdir = ModelRegistry(lake.root).version_dir(prod["version"])
         pmodel, pspec, _, _ = load_model(pdir)
-        pin = inputs if type(pmodel).needs_graph == need_graph else load_day_inputs(lake, day, type(pmodel).needs_graph)
+        pin = inputs if inference_needs_graph(pmodel) == need_graph else load_day_inputs(lake, day, inference_needs_graph(pmodel))
         out["production"] = {"version": prod["version"], "metrics": evaluate(pmodel, pspec, pin, cfg.train.fanouts)}
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out, indent=2, default=str))

@@ -245,3 +245,7 @@ def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(sorted_ids, raw_ids)
     pos_c = np.minimum(pos, len(sorted_ids) - 1)
     return np.where(sorted_ids[pos_c] == raw_ids, pos_c, -1).astype(np.int64)
+
+
+#: public name of :func:`_lookup` (``ml_core.contracts`` maps raw ids to rows with it)
+lookup = _lookup

@@ -2,7 +2,7 @@
 
 Each body reads ``x`` from its input class (:mod:`ml_core.models.inputs`): ``x = [p_u || q_i]``
 (``[B, 2d]``) for ``<name>``, ``x = [h_u || h_i || s_u || s_i]`` (``[B, 4d]``, from an MGNN)
-for ``<name>_graph``. Every body ends in :class:`~ml_core.models.blocks.TaskTowers` (one head
+for ``<name>_graph``. Every body ends in :class:`~ml_core.nn.dense.TaskTowers` (one head
 per task, its bias initialised to the task's base rate by ``set_task_priors``) and is trained
 with the sum of the tasks' mean BCE (no L2 term, as MMoE here).
 
@@ -29,8 +29,15 @@ import math
 import torch
 from torch import nn
 
-from ml_core.models.blocks import MLP, ExpertPool, HardConcreteGate, MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.contracts.spec import ModelSpec
 from ml_core.models.inputs import FeatureInput, register_with_graph
+from ml_core.nn.dense import (
+    MLP,
+    ExpertPool,
+    HardConcreteGate,
+    MixtureOfExperts,
+    TaskTowers,
+)
 
 
 def _check_sizes(**sizes: list[int] | None) -> None:
@@ -244,7 +251,7 @@ class SNRTrans(FeatureInput):
     (without it ``v_k^T W_kn`` would fold into one vector and the transforms would add nothing).
     ``W`` is one ``[K, N, d_e, d_u]`` parameter (a plain Python list of matrices - a known fault
     of a public implementation - is invisible to ``parameters()`` and never trains). Codes:
-    :class:`~ml_core.models.blocks.HardConcreteGate` (Louizos et al.'s beta 2/3, gamma -0.1,
+    :class:`~ml_core.nn.dense.HardConcreteGate` (Louizos et al.'s beta 2/3, gamma -0.1,
     zeta 1.1), one draw per batch in training, the deterministic ``clamp(sigmoid(log alpha)
     (zeta - gamma) + gamma, 0, 1)`` in eval; ``log alpha`` starts at ``init_log_alpha``. The
     L0 penalty's weight is divided by the training-set size ``|H|`` (read in :meth:`prepare`),
@@ -322,7 +329,7 @@ class CGC(FeatureInput):
         g^k(x) = \\mathrm{softmax}_{n \\in E_k \\cup S}(W_k x), \\qquad
         \\hat{y}^k = \\sigma(v_k^\\top o^k)
 
-    (:class:`~ml_core.models.blocks.MixtureOfExperts` with per-task ``routes``; experts are
+    (:class:`~ml_core.nn.dense.MixtureOfExperts` with per-task ``routes``; experts are
     ordered shared first, then each task's.) Sizes: the paper's 4 experts [32, 32] read as 2
     shared + 1 specific per task (4 in all at K = 2, MMoE's budget); linear gates and heads as
     MMoE. With one extraction level there is no shared gate (PLE's is only needed to feed a

@@ -15,7 +15,7 @@ with node types ``{user, item}`` and four relations (``R``): ``item->user`` and 
     z_v = W_{out} h^L_v
 
 ``AGG`` = mean over the sampled neighbours (GraphSAGE, ``conv="sage"``) or GAT attention
-(``conv="gat"``, :class:`~ml_core.models.blocks.NeighborAttention`, whose ``W`` is ``W^l_r``);
+(``conv="gat"``, :class:`~ml_core.nn.graph.NeighborAttention`, whose ``W`` is ``W^l_r``);
 the relations' messages are summed per node type (PyG ``HeteroConv(aggr="sum")``).
 
 **(ii) Graph Feature Auto-Encoder.** Each node type's decoder ``D_tau`` (an MLP) reconstructs the
@@ -42,7 +42,7 @@ over all decoded entries).
     \\mathcal{L} = \\sum_{k=1}^{K} w_k \\mathrm{BCE}_k + w_{K+1} \\mathcal{L}_{gfae}
     \\qquad (w \\text{ by GradNorm, } \\alpha = 1.5, \\text{ on } W_{out})
 
-GradNorm (:class:`~ml_core.train.gradnorm.GradNorm`) balances all ``K + 1`` losses; the weights
+GradNorm (:class:`~ml_core.nn.gradnorm.GradNorm`) balances all ``K + 1`` losses; the weights
 are logged as ``w_0 .. w_K`` (``w_K`` = GFAE) in the loss parts.
 
 Choices the paper leaves open (documented here):
@@ -103,12 +103,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ml_core.models.blocks import (MLP, FeatureEncoder, MixtureOfExperts, ModelSpec, NeighborAttention,
-                                   PairInteraction, RecModel, TaskTowers, bce_per_task, weighted_sum)
+from ml_core.contracts.batch import CHANNELS, NodeTable
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel, bce_per_task
 from ml_core.models.mgnn import cat_tables
 from ml_core.models.registry import register
-from ml_core.train.data import CHANNELS, NodeTable
-from ml_core.train.gradnorm import GradNorm
+from ml_core.nn.dense import (
+    MLP,
+    FeatureEncoder,
+    MixtureOfExperts,
+    PairInteraction,
+    TaskTowers,
+)
+from ml_core.nn.gradnorm import GradNorm
+from ml_core.nn.graph import NeighborAttention, weighted_sum
 
 NODE_TYPES = ("user", "item")
 #: relation -> (channel it is read from, source node type, target node type)
@@ -295,7 +303,7 @@ class GraphOutput:
 
 @register("e2e_grec")
 class E2EGRec(RecModel):
-    needs_graph = True
+    graph_needs = GraphNeeds.SUBGRAPHS
 
     def __init__(self, spec: ModelSpec, conv: str = "sage", layers: int | None = None,
                  channels: list[str] | None = None, n_experts: int = 4, expert_hidden: list[int] | None = None,
@@ -401,12 +409,12 @@ class E2EGRec(RecModel):
             loss = bce.sum() + (0.0 if r.gfae is None else self.gfae_weight * r.gfae)
         return logits, loss, parts
 
-    def make_optimizer(self, cfg) -> torch.optim.Optimizer:
-        """Adam (the trainer's default) with the GradNorm weights in their own group: no weight
-        decay, learning rate ``gradnorm_lr`` (default ``cfg.lr``)."""
+    def param_groups(self, cfg) -> list[dict]:
+        """The GradNorm weights in their own group: no weight decay, learning rate ``gradnorm_lr``
+        (default ``cfg.lr``); every other parameter in the optimiser's default group."""
         w = [] if self.gradnorm is None else [self.gradnorm.weights]
         rest = [p for p in self.parameters() if all(p is not q for q in w)]
         groups = [{"params": rest}]
         if w:
             groups.append({"params": w, "weight_decay": 0.0, "lr": self.gradnorm_lr or cfg.lr})
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_args)
+        return groups

@@ -30,7 +30,7 @@ Choices (the paper gives none):
   planted zoo data), so the
   variants learn from the first epoch like their feature-only bodies. It did not with torch's
   default GRU initialisation and categorical embeddings at std 0.05 (a ~2-epoch loss plateau);
-  see :class:`~ml_core.models.blocks.GatedCombine` and ``FeatureEncoder.reset_parameters``.
+  see :class:`~ml_core.nn.graph.GatedCombine` and ``FeatureEncoder.reset_parameters``.
 
 Parameter names: the encoders are ``user_enc`` / ``item_enc`` and the MGNN ``mgnn`` directly
 on the model (MMoE's state-dict keys are the ones MoGE's ``use_mgnn=False`` reduction loads).
@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import torch
 
-from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel
+from ml_core.contracts.batch import CHANNELS
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel
 from ml_core.models.mgnn import MGNN
 from ml_core.models.registry import register
-from ml_core.train.data import CHANNELS
+from ml_core.nn.dense import FeatureEncoder
 
 #: the MGNN outputs a GraphInput concatenates by default, in this order
 GRAPH_FEATURES = ("h_u", "h_i", "s_u", "s_i")
@@ -58,7 +60,7 @@ _REPRESENTATIONS = ("p_u", "q_i", "h_u", "h_i", "s_u", "s_i")
 class FeatureInput(RecModel):
     """Input ``x = [p_u || q_i]`` (``[B, 2d]``) from the shared feature transforms P, Q."""
 
-    needs_graph = False
+    graph_needs = GraphNeeds.NONE
 
     def build_input(self, spec: ModelSpec, **input_args) -> int:
         """Build the input's modules on ``self``; returns the input size."""
@@ -77,7 +79,7 @@ class GraphInput(FeatureInput):
     """Input ``x = [h_u || h_i || s_u || s_i]`` (``[B, 4d]``) from an MGNN over the batch's
     sampled subgraphs, reading the model's own P, Q (see the module docstring)."""
 
-    needs_graph = True
+    graph_needs = GraphNeeds.SUBGRAPHS
 
     def build_input(self, spec: ModelSpec, layers: int | None = None, combine: str = "gru",
                     channels: list[str] | None = None, graph_features: list[str] | None = None,

@@ -12,7 +12,7 @@ DirectAU's alignment and uniformity losses on the batch's positive pairs P (user
         + \\gamma \\tfrac{1}{2}\\big(\\mathcal{L}_{unif}(U_P) + \\mathcal{L}_{unif}(I_P)\\big)
         + \\sum_k \\mathrm{BCE}_k\\big(\\mathrm{sg}(\\hat y^k)\\big)
 
-At inference the graph enters once, through the ODE of :mod:`ml_core.train.lightgode` over the
+At inference the graph enters once, through the ODE of :mod:`ml_core.nn.graph_ode` over the
 normalised bipartite adjacency (no self loops), integrated from the normalised trained table
 ``E(0) = [\\tilde E_U ; \\tilde E_I]`` to ``T``; a pair is scored by the dot product of the
 re-normalised results, turned into per-task logits by a scale and a bias per task:
@@ -35,7 +35,7 @@ Choices the paper and MODELS.md leave open (documented):
 * The ODE starts from the *normalised* table (the space training shaped; raw norms are not
   trained by a cosine loss) and its result is normalised again for scoring.
 * Which graph: the most recent training day's bipartite graph (interactions before that day, none
-  of the evaluation day), binarised (``graph_*`` options, :mod:`ml_core.train.id_graph`). ``T =
+  of the evaluation day), binarised (``graph_*`` options, :mod:`ml_core.nn.id_graph`). ``T =
   1``, one Euler step = the public code's ``E(T) = (1 + T) E(0) + T A^ E(0)``; ``T = 0`` switches
   the ODE off (the "without post-training" ablation).
 * When: the model keeps ``E(0)`` as its parameters and holds ``E(T)`` in a buffer (saved with the
@@ -43,8 +43,8 @@ Choices the paper and MODELS.md leave open (documented):
   eval mode while it holds a graph (so the trainer's ``model.eval()`` after the last epoch
   integrates the final table, and training may resume from ``E(0)``); eval-mode forwards read
   the buffer once it is filled. The graph comes from ``prepare(contexts)`` when the training
-  contexts carry graphs (``needs_day_graph = True`` declares that the model reads the day graph
-  without sampling subgraphs; the trainer does not read it yet, see the zoo test), or from the
+  contexts carry graphs (``graph_needs = GraphNeeds.DAY_GRAPHS`` declares that the model reads
+  the training days' graph without sampling subgraphs, so the trainer builds it), or from the
   ``lightgode`` post-training step (``train.post_training = ["lightgode"]``),
   which for this model only hands it the graph. Without a graph the model scores with ``E(0)``.
 
@@ -75,10 +75,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, SideShape, bce_per_task
+from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.models.base import GraphNeeds, RecModel, bce_per_task
 from ml_core.models.registry import register
-from ml_core.train.id_graph import id_adjacency, stack_rows
-from ml_core.train.lightgode import check_ode_args, graph_ode
+from ml_core.nn.dense import FeatureEncoder
+from ml_core.nn.graph_ode import check_ode_args, graph_ode
+from ml_core.nn.id_graph import id_adjacency, stack_rows
 
 
 def uniformity(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +92,7 @@ def uniformity(x: torch.Tensor) -> torch.Tensor:
 
 @register("lightgode")
 class LightGODE(RecModel):
-    needs_graph = False  # training samples no subgraph: no convolution before inference
-    needs_day_graph = True  # reads the training days' graph once, for the ODE
+    graph_needs = GraphNeeds.DAY_GRAPHS  # the training days' graph, once, for the ODE; no subgraph, no graph at inference
     integrates_graph_ode = True  # the lightgode post-training step hands it the graph only
 
     def __init__(self, spec: ModelSpec, gamma: float = 0.5, T: float = 1.0, solver: str = "euler", steps: int = 1,

@@ -63,7 +63,7 @@ Readings of the abstract (documented choices):
   zoo's planted data: click / purchase GAUC +0.007 / +0.013, mean of 3 seeds). The user's
   *cluster* still comes from its own training positives (MacGNN's transductive reading). Before
   :meth:`prepare` every user is cold and ``A = 0``. The model reads no day graph
-  (``needs_graph = False``): the samples are available to every model, and a macro graph of
+  (``graph_needs = GraphNeeds.NONE``): the samples are available to every model, and a macro graph of
   ``C x M`` nodes needs no sampling.
 * **Neighbourhood aggregation**: attention of the pair's other macro node (the target category
   queries the cluster's categories and vice versa: a bilinear score per task and side) plus
@@ -110,8 +110,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_core.models.blocks import FeatureEncoder, MixtureOfExperts, ModelSpec, RecModel, TaskTowers
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel
 from ml_core.models.registry import register
+from ml_core.nn.dense import FeatureEncoder, MixtureOfExperts, TaskTowers
 
 EDGE_WEIGHTS = ("log1p", "count")
 
@@ -205,7 +207,7 @@ class MacroNeighborhood(nn.Module):
 
 @register("mgoe")
 class MGOE(RecModel):
-    needs_graph = False
+    graph_needs = GraphNeeds.NONE
 
     def __init__(self, spec: ModelSpec, category: str | int | None = None, n_clusters: int = 20,
                  max_categories: int = 1000, seed: int = 0, kmeans_iters: int = 50, edge_weight: str = "log1p",

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import torch
 
-from ml_core.models.blocks import MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.contracts.spec import ModelSpec
 from ml_core.models.inputs import FeatureInput, register_with_graph
+from ml_core.nn.dense import MixtureOfExperts, TaskTowers
 
 
 @register_with_graph("mmoe")

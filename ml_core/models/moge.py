@@ -15,7 +15,7 @@ Pipeline of one sample (u, i), symbol by symbol:
     \\hat{y}^k = \\sigma(v_k^\\top o^k)
 
     \\mathcal{L} = \\sum_k \\big(e^{-s_k} \\mathrm{BCE}_k + s_k\\big) + \\beta \\mathcal{L}_{co}
-        + \\lambda \\|\\Theta\\|^2 \\qquad \\text{(section 4.3, :mod:`ml_core.train.losses`)}
+        + \\lambda \\|\\Theta\\|^2 \\qquad \\text{(section 4.3, :mod:`ml_core.nn.losses`)}
 
 Experts ``f^n``: MLP [32, 32] with LeakyReLU; gates ``g^k``: linear + softmax over the N
 experts (normalised by the softmax only); ``v_k``: a linear head per task.
@@ -71,12 +71,18 @@ from __future__ import annotations
 
 import torch
 
-from ml_core.models.blocks import (FeatureEncoder, MixtureOfExperts, ModelSpec, PairInteraction, RecModel,
-                                   TaskTowers, bce_per_task)
+from ml_core.contracts.batch import CHANNELS
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel, bce_per_task
 from ml_core.models.mgnn import MGNN
 from ml_core.models.registry import register
-from ml_core.train.data import CHANNELS
-from ml_core.train.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
+from ml_core.nn.dense import (
+    FeatureEncoder,
+    MixtureOfExperts,
+    PairInteraction,
+    TaskTowers,
+)
+from ml_core.nn.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 
 #: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
 PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
@@ -84,7 +90,7 @@ PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
 
 @register("moge")
 class MoGE(RecModel):
-    needs_graph = True
+    graph_needs = GraphNeeds.SUBGRAPHS
 
     def __init__(self, spec: ModelSpec, interaction: str = "ep", n_experts: int = 4,
                  expert_hidden: list[int] | None = None, gate_hidden: list[int] | None = None,

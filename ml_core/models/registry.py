@@ -1,7 +1,7 @@
 """One registry of models by name. Adding a model = one file in ``ml_core/models/`` with one ``@register`` line.
 
 Every registered class is built as ``cls(spec: ModelSpec, **model_args)``, takes a
-:class:`~ml_core.train.data.Batch` and returns per-task logits ``[B, K]``.
+:class:`~ml_core.contracts.batch.Batch` and returns per-task logits ``[B, K]``.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ml_core.models.blocks import ModelSpec, RecModel
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import RecModel
 
 MODELS: dict[str, type[RecModel]] = {}
 
 # Every module of the ml_core.models package may register models; they are imported lazily (on
 # the first lookup) so the registry is complete when asked and a new model file needs no list edit.
-_INFRA = {"blocks", "registry", "mgnn"}
+_INFRA = {"base", "registry", "mgnn"}
 
 
 def register(name: str):
@@ -42,8 +43,14 @@ def available_models() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str, spec: ModelSpec, **model_args) -> RecModel:
+def model_class(name: str) -> type[RecModel]:
+    """The class registered as ``name`` (every model module loaded first); ValueError names the
+    registered models when ``name`` is unknown."""
     _load_all()
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name](spec, **model_args)
+    return MODELS[name]
+
+
+def build_model(name: str, spec: ModelSpec, **model_args) -> RecModel:
+    return model_class(name)(spec, **model_args)

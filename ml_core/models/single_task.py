@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, TaskTowers, weighted_sum
+from ml_core.contracts.batch import ChannelBatch
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel
 from ml_core.models.mgnn import layer_plan
 from ml_core.models.registry import register
-from ml_core.train.data import ChannelBatch
+from ml_core.nn.dense import FeatureEncoder, TaskTowers
+from ml_core.nn.graph import weighted_sum
 
 
 @register("mlp")
@@ -24,7 +27,7 @@ class SingleTaskMLP(RecModel):
         x^k = [x_u P^k \\| x_i Q^k], \\qquad \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(x^k)\\big)
 
     Each task has its own ``P^k``, ``Q^k`` (id embedding + feature projection,
-    :class:`~ml_core.models.blocks.FeatureEncoder`) and its own MLP [512, 256, 128] with
+    :class:`~ml_core.nn.dense.FeatureEncoder`) and its own MLP [512, 256, 128] with
     LeakyReLU (section 5.4), then a linear head.
 
     Args:
@@ -133,7 +136,7 @@ class NGCF(RecModel):
       serve time. A node without sampled neighbours gets ``m_i = 0``. Edge weights are not used.
     * Layers run with :func:`~ml_core.models.mgnn.layer_plan` (each layer updates only nodes
       that still reach a seed), exact for the seeds' ``e^l``. ``W_1``, ``W_2`` per layer.
-    * ``e^0`` = the task's own :class:`~ml_core.models.blocks.FeatureEncoder` (id embedding +
+    * ``e^0`` = the task's own :class:`~ml_core.nn.dense.FeatureEncoder` (id embedding +
       feature projection, as every model here), layer outputs L2-normalised before the concat
       (``bar e``, the authors' code), message dropout 0.1 (the authors' default).
     * Score: NGCF's inner product ``e*_u^T e*_i`` generalised to ``v_k^T (e*_u * e*_i) + b_k``
@@ -150,7 +153,7 @@ class NGCF(RecModel):
     Shapes: Batch of B samples (with ``channels["bipartite"]``) -> logits ``[B, K]``.
     """
 
-    needs_graph = True
+    graph_needs = GraphNeeds.SUBGRAPHS
 
     def __init__(self, spec: ModelSpec, layers: int | None = None, dropout: float = 0.1, negative_slope: float = 0.2):
         super().__init__()

@@ -8,15 +8,25 @@ import numpy as np
 import pytest
 import torch
 
+from ml_core.contracts.day import DayContext
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.model_registry import load_model, save_model
-from ml_core.models.baselines import CGC, ESMM, CrossStitch, CrossStitchUnit, SNRTrans, logit_of_product
-from ml_core.models.blocks import HardConcreteGate, ModelSpec, SideShape, TaskTowers, bce_per_task
+from ml_core.models.base import bce_per_task
+from ml_core.models.baselines import (
+    CGC,
+    ESMM,
+    CrossStitch,
+    CrossStitchUnit,
+    SNRTrans,
+    logit_of_product,
+)
 from ml_core.models.inputs import FeatureInput, GraphInput
 from ml_core.models.mmoe import MMoE
 from ml_core.models.registry import MODELS, available_models, build_model
 from ml_core.models.single_task import NGCF
-from ml_core.train.batching import BatchMaker
-from ml_core.train.data import DayContext, FeatureSpec
+from ml_core.nn.dense import HardConcreteGate, TaskTowers
+from ml_core.sampling.batching import BatchMaker
 from tests.planted import planted_days
 from tests.unit.test_moge import SPEC, random_batch
 
@@ -32,10 +42,10 @@ def test_every_baseline_is_registered_with_the_right_input():
     assert set(MINE) <= names
     for b in BASES:
         base, graph = MODELS[b], MODELS[f"{b}_graph"]
-        assert issubclass(base, FeatureInput) and not issubclass(base, GraphInput) and not base.needs_graph
-        assert issubclass(graph, GraphInput) and issubclass(graph, base) and graph.needs_graph
+        assert issubclass(base, FeatureInput) and not issubclass(base, GraphInput) and not base.graph_needs.subgraphs
+        assert issubclass(graph, GraphInput) and issubclass(graph, base) and graph.graph_needs.subgraphs
         assert graph.registry_name == f"{b}_graph" and base.registry_name == b
-    assert MODELS["ngcf"].needs_graph and not MODELS["mlp"].needs_graph
+    assert MODELS["ngcf"].graph_needs.subgraphs and not MODELS["mlp"].graph_needs.subgraphs
 
 
 # -- shapes, gradients, priors ---------------------------------------------------------------------

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ml_core import pipeline as P
+from ml_core.contracts.day import DayContext
 from ml_core.model_registry import ModelRegistry, gate, load_model
 from ml_core.train.trainer import predict, resolve_device, train
-from ml_core.train.data import DayContext
 
 
 def test_resolve_device_picks_cuda_only_when_present():
@@ -68,8 +68,8 @@ def test_registry_pointer_moves_only_to_published_versions(tmp_path):
 
 
 def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
-    from ml_core.train.batching import BatchMaker, batch_plan, iterate
-    from ml_core.train.data import FeatureSpec
+    from ml_core.contracts.features import FeatureSpec
+    from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
 
     cfg, lake, days = synthetic_lake
     inputs = P.load_day_inputs(lake, days[3], with_graph=True)
@@ -85,7 +85,7 @@ def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
 
 
 def test_prefetch_errors_surface_in_the_training_loop():
-    from ml_core.train.batching import iterate
+    from ml_core.sampling.batching import iterate
 
     class Broken:
         def make(self, rows, gen):
@@ -98,7 +98,7 @@ def test_prefetch_errors_surface_in_the_training_loop():
 def test_predict_is_the_same_with_and_without_prefetch():
     """Evaluation builds batches in a background thread: same sampled subgraphs, same scores."""
     from ml_core.config import TrainConfig
-    from ml_core.train.data import DayContext
+    from ml_core.contracts.day import DayContext
     from ml_core.train.trainer import predict, train
     from tests.planted import planted_days
 

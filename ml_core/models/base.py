@@ -1,0 +1,96 @@
+"""The model contract: :class:`RecModel`, the base class of every registered model.
+
+A model is built as ``cls(spec, config)`` (:mod:`ml_core.models.registry`), takes a
+:class:`~ml_core.contracts.batch.Batch` and returns per-task logits ``[B, K]``. What the trainer,
+its extensions, inference and serving ask of a model is declared here, with defaults:
+
+* :attr:`RecModel.graph_needs` - which graphs the model reads (:class:`GraphNeeds`): the one
+  declaration the trainer, the training extensions and serving all read.
+* :meth:`RecModel.prepare` - set-up from the training days, before the first step.
+* :meth:`RecModel.param_groups` - the optimiser's parameter groups.
+* :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
+* :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ml_core.nn.dense import TaskTowers
+
+
+class GraphNeeds(enum.IntEnum):
+    """Which graphs a model (or a training extension) reads; ordered, so needs combine by ``max``.
+
+    * ``NONE`` - no graph: the days' contexts carry no adjacency, batches no subgraph.
+    * ``DAY_GRAPHS`` - the training days' whole channel adjacencies (``DayContext.channels``), read
+      outside the batches (in :meth:`RecModel.prepare`, an optimiser or a post-training step);
+      batches carry no subgraph and inference reads no graph (e.g. LightGODE, whose inference
+      embeddings are integrated once over the training graph).
+    * ``SUBGRAPHS`` - every batch, in training and at inference, carries sampled channel
+      subgraphs (``Batch.channels``), so every day's context needs its adjacencies.
+    """
+
+    NONE = 0
+    DAY_GRAPHS = 1
+    SUBGRAPHS = 2
+
+    @property
+    def day_graphs(self) -> bool:
+        """Training days need their channel adjacencies built."""
+        return self >= GraphNeeds.DAY_GRAPHS
+
+    @property
+    def subgraphs(self) -> bool:
+        """Batches (training and inference) sample channel subgraphs; inference reads graphs."""
+        return self >= GraphNeeds.SUBGRAPHS
+
+
+class RecModel(nn.Module):
+    """Base class: ``forward(batch) -> logits [B, K]``; the hooks below have defaults.
+
+    Class attributes: ``graph_needs`` (:class:`GraphNeeds`, default ``NONE``); ``registry_name``
+    (set by :func:`~ml_core.models.registry.register`); ``config_cls`` (the model's config
+    dataclass, set by ``register``).
+    """
+
+    graph_needs: ClassVar[GraphNeeds] = GraphNeeds.NONE
+    #: True for a model that integrates LightGODE's graph ODE itself (``attach_graph(contexts)``):
+    #: the ``lightgode`` post-training step then hands it the graph instead of integrating
+    integrates_graph_ode: ClassVar[bool] = False
+
+    def prepare(self, contexts) -> None:
+        """Set-up that needs the training days (``list[DayContext]``), called by the trainer after
+        :meth:`set_task_priors` and before the optimiser is built (e.g. MoGE's dense channel
+        operators, MGOE's clusters). Default: nothing."""
+
+    def param_groups(self, cfg) -> list[dict]:
+        """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is
+        the :class:`~ml_core.config.TrainConfig`. Default: one group of every parameter, at the
+        optimiser's ``lr`` and ``weight_decay``."""
+        return [{"params": list(self.parameters())}]
+
+    @torch.no_grad()
+    def set_task_priors(self, rates: torch.Tensor) -> None:
+        """Initialise output biases to ``logit(rate_k)`` (called by the trainer before step 1)."""
+        logits = torch.logit(rates.clamp(1e-4, 1 - 1e-4))
+        for m in self.modules():
+            if isinstance(m, TaskTowers):
+                m.init_bias(logits)
+
+    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """(logits, loss, parts): default = sum over tasks of the mean BCE."""
+        logits = self(batch)
+        per_task = bce_per_task(logits, batch.labels)
+        loss = per_task.sum()
+        return logits, loss, {f"bce_{k}": float(v) for k, v in enumerate(per_task.detach())}
+
+
+def bce_per_task(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of each task, ``[K]``."""
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=0)
+
