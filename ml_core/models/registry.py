@@ -16,7 +16,7 @@ MODELS: dict[str, type[RecModel]] = {}
 
 # Every module of the ml_core.models package may register models; they are imported lazily (on
 # the first lookup) so the registry is complete when asked and a new model file needs no list edit.
-_INFRA = {"base", "registry", "mgnn"}
+_INFRA = {"base", "registry", "mgnn", "hetero"}
 
 
 def register(name: str):

@@ -15,7 +15,8 @@ from ml_core.contracts.day import DayContext
 from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import bce_per_task
-from ml_core.models.e2e_grec import RELATIONS, E2EGRec, encoder_inputs, merge_channels
+from ml_core.models.e2e_grec import E2EGRec, encoder_inputs
+from ml_core.models.hetero import RELATIONS, merge_channels
 from ml_core.nn.gradnorm import GradNorm
 from ml_core.sampling.batching import BatchMaker
 from tests.planted import planted_days
