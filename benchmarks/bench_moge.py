@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     ctxs = [DayContext.build(d, fspec, with_graph=True) for d in days]
     torch.manual_seed(0)
     models = {"mmoe": build_model("mmoe", mspec).to(device),
-              "moge": build_model("moge", mspec, **json.loads(args.moge_args)).to(device)}
+              "moge": build_model("moge", mspec, json.loads(args.moge_args)).to(device)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
     makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
               "moge": [BatchMaker(c, args.fanouts, need_graph=True) for c in ctxs]}

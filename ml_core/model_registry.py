@@ -53,7 +53,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[Rec
     ms = meta["model_spec"]
     mspec = ModelSpec(tasks=ms["tasks"], user=SideShape(**ms["user"]), item=SideShape(**ms["item"]),
                       dim=ms["dim"], fanouts=ms["fanouts"])
-    model = build_model(meta["model"], mspec, **meta["model_args"])
+    model = build_model(meta["model"], mspec, meta["model_args"])
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()

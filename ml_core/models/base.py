@@ -1,6 +1,8 @@
 """The model contract: :class:`RecModel`, the base class of every registered model.
 
-A model is built as ``cls(spec, config)`` (:mod:`ml_core.models.registry`), takes a
+A model is built as ``cls(spec, config)`` (:mod:`ml_core.models.registry`; ``config`` an instance
+of the dataclass the model registers with, next to the model, built from ``train.model_args`` by
+:func:`ml_core.typed.build`: a wrong key or type names the key), takes a
 :class:`~ml_core.contracts.batch.Batch` and returns per-task logits ``[B, K]``. What the trainer,
 its extensions, inference and serving ask of a model is declared here, with defaults:
 
@@ -15,12 +17,27 @@ its extensions, inference and serving ask of a model is declared here, with defa
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ml_core.nn.dense import TaskTowers
+from ml_core.typed import build
+
+
+def check_sizes(**sizes: list[int] | None) -> None:
+    """ValueError unless every given list of layer sizes holds positive sizes (None = not given)."""
+    for name, v in sizes.items():
+        if v is not None and any(h < 1 for h in v):
+            raise ValueError(f"{name} must be a list of positive layer sizes, got {v!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``choices`` (the layer's or function's own list)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 class GraphNeeds(enum.IntEnum):
@@ -54,14 +71,28 @@ class RecModel(nn.Module):
     """Base class: ``forward(batch) -> logits [B, K]``; the hooks below have defaults.
 
     Class attributes: ``graph_needs`` (:class:`GraphNeeds`, default ``NONE``); ``registry_name``
-    (set by :func:`~ml_core.models.registry.register`); ``config_cls`` (the model's config
-    dataclass, set by ``register``).
+    and ``config_cls`` (the model's config dataclass), both set by
+    :func:`~ml_core.models.registry.register`.
     """
 
     graph_needs: ClassVar[GraphNeeds] = GraphNeeds.NONE
+    config_cls: ClassVar[type | None] = None
     #: True for a model that integrates LightGODE's graph ODE itself (``attach_graph(contexts)``):
     #: the ``lightgode`` post-training step then hands it the graph instead of integrating
     integrates_graph_ode: ClassVar[bool] = False
+
+    @classmethod
+    def configure(cls, config: Any = None, args: Mapping[str, Any] | None = None) -> Any:
+        """The model's configuration: ``config`` as given, or built from keyword ``args`` by
+        :func:`ml_core.typed.build` (keys and types checked, errors name ``<Class>.<key>``), so
+        ``Model(spec, config)`` and ``Model(spec, key=value, ...)`` are the same model."""
+        if config is None:
+            return build(cls.config_cls, args or {}, cls.__name__)
+        if args:
+            raise TypeError(f"{cls.__name__}: pass a config or keyword arguments, not both")
+        if not isinstance(config, cls.config_cls):
+            raise TypeError(f"{cls.__name__} takes a {cls.config_cls.__name__}, got {type(config).__name__}")
+        return config
 
     def prepare(self, contexts) -> None:
         """Set-up that needs the training days (``list[DayContext]``), called by the trainer after

@@ -25,11 +25,13 @@ as MMoE and MoGE (``gate_hidden=[16, 16]`` gives the other reading).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import check_sizes
 from ml_core.models.inputs import FeatureInput, register_with_graph
 from ml_core.nn.dense import (
     MLP,
@@ -40,14 +42,21 @@ from ml_core.nn.dense import (
 )
 
 
-def _check_sizes(**sizes: list[int] | None) -> None:
-    for name, v in sizes.items():
-        if v is not None and (not isinstance(v, (list, tuple)) or any(int(h) < 1 for h in v)):
-            raise ValueError(f"{name} must be a list of positive layer sizes, got {v!r}")
-
-
 # -- Shared-Bottom ------------------------------------------------------------------------------------
-@register_with_graph("shared_bottom")
+@dataclass
+class SharedBottomConfig:
+    """Shared-Bottom's options (``train.model_args``); ``shared_bottom_graph`` adds the MGNN options."""
+
+    #: the shared MLP: as wide as MMoE's four [32, 32] experts side by side (MoGE paper section 5.4)
+    bottom_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    #: each task's tower hidden sizes: one layer, so the tasks differ by more than a linear map (choice)
+    tower_hidden: list[int] = field(default_factory=lambda: [32])
+
+    def __post_init__(self) -> None:
+        check_sizes(bottom_hidden=self.bottom_hidden, tower_hidden=self.tower_hidden)
+
+
+@register_with_graph("shared_bottom", SharedBottomConfig)
 class SharedBottom(FeatureInput):
     """Shared-Bottom (hard parameter sharing; Caruana 1997).
 
@@ -59,22 +68,17 @@ class SharedBottom(FeatureInput):
     by every task; each task keeps a one-layer tower [32] so that the tasks differ by more than
     their last linear map.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        bottom_hidden (list[int]): shared MLP sizes (default: [128, 128]).
-        tower_hidden (list[int]): hidden sizes of each task's tower (default: [32]).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`SharedBottomConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, bottom_hidden: list[int] | None = None,
-                 tower_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: SharedBottomConfig | None = None, **args):
         super().__init__()
-        _check_sizes(bottom_hidden=bottom_hidden, tower_hidden=tower_hidden)
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        in_dim = self.build_input(spec, **input_args)
-        self.bottom = MLP(in_dim, list(bottom_hidden or [128, 128]))
-        self.towers = TaskTowers(self.bottom.out_dim, spec.n_tasks, list(tower_hidden or [32]))
+        in_dim = self.build_input(spec, cfg)
+        self.bottom = MLP(in_dim, list(cfg.bottom_hidden))
+        self.towers = TaskTowers(self.bottom.out_dim, spec.n_tasks, list(cfg.tower_hidden))
 
     def forward(self, batch) -> torch.Tensor:
         b = self.bottom(self.model_input(batch))  # [B, 128]
@@ -115,7 +119,24 @@ class CrossStitchUnit(nn.Module):
         return torch.einsum("kj,jbd->kbd", self.alpha.to(h.dtype), h)  # [K, B, d]
 
 
-@register_with_graph("cross_stitch")
+@dataclass
+class CrossStitchConfig:
+    """Cross-Stitch's options (``train.model_args``); ``cross_stitch_graph`` adds the MGNN options."""
+
+    #: each column's layer sizes, a stitch after every layer: the "[32, 32]" unit (MoGE paper section 5.4)
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: initial ``alpha_kk``, in [0, 1] (Misra et al. initialise the self weight high, 0.9)
+    init_self: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_sizes(hidden=self.hidden)
+        if not self.hidden:
+            raise ValueError("hidden must list at least one layer (a stitch follows each)")
+        if not 0.0 <= self.init_self <= 1.0:
+            raise ValueError(f"init_self must be in [0, 1], got {self.init_self}")
+
+
+@register_with_graph("cross_stitch", CrossStitchConfig)
 class CrossStitch(FeatureInput):
     """Cross-Stitch networks (Misra et al., CVPR 2016).
 
@@ -130,23 +151,17 @@ class CrossStitch(FeatureInput):
     Sizes: each column is [32, 32] (the paper's "[32, 32]" unit for the expert models; one
     column per task rather than four experts), a linear head per task.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        hidden (list[int]): each column's layer sizes; a stitch follows every layer
-            (default: [32, 32]).
-        init_self (float): initial ``alpha_kk`` (default: 0.9).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`CrossStitchConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, hidden: list[int] | None = None, init_self: float = 0.9, **input_args):
+    def __init__(self, spec: ModelSpec, config: CrossStitchConfig | None = None, **args):
         super().__init__()
-        _check_sizes(hidden=hidden)
-        if not 0.0 <= init_self <= 1.0:
-            raise ValueError(f"init_self must be in [0, 1], got {init_self}")
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        hidden = list(hidden or [32, 32])
-        in_dim = self.build_input(spec, **input_args)
+        hidden = list(cfg.hidden)
+        init_self = cfg.init_self
+        in_dim = self.build_input(spec, cfg)
         dims = [in_dim, *hidden]
         self.columns = nn.ModuleList(  # columns[l][k]: task k's layer l
             nn.ModuleList(MLP(dims[l], [dims[l + 1]]) for _ in range(spec.n_tasks)) for l in range(len(hidden)))
@@ -175,7 +190,18 @@ def logit_of_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return log_p - log_not_p
 
 
-@register_with_graph("esmm")
+@dataclass
+class ESMMConfig:
+    """ESMM's options (``train.model_args``); ``esmm_graph`` adds the MGNN options."""
+
+    #: each tower's hidden sizes: "[512, 256, 128]" (MoGE paper section 5.4)
+    tower_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+
+    def __post_init__(self) -> None:
+        check_sizes(tower_hidden=self.tower_hidden)
+
+
+@register_with_graph("esmm", ESMMConfig)
 class ESMM(FeatureInput):
     """ESMM: Entire Space Multi-task Model (Ma et al., SIGIR 2018).
 
@@ -198,21 +224,18 @@ class ESMM(FeatureInput):
     sample builder's "click" = any interaction), so at step 0 ``pCTCVR_k`` equals task k's base
     rate. Towers [512, 256, 128] (section 5.4) with LeakyReLU, then a linear head.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks (K >= 2; task 0 = click).
-        tower_hidden (list[int]): each tower's hidden sizes (default: [512, 256, 128]).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Tasks: K >= 2, task 0 = click. Configuration: :class:`ESMMConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, tower_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: ESMMConfig | None = None, **args):
         super().__init__()
+        cfg = self.config = self.configure(config, args)
         if spec.n_tasks < 2:
             raise ValueError(f"ESMM needs a click task and at least one conversion task, got tasks {spec.tasks}")
-        _check_sizes(tower_hidden=tower_hidden)
         self.spec = spec
-        in_dim = self.build_input(spec, **input_args)
-        self.towers = TaskTowers(in_dim, spec.n_tasks, list(tower_hidden or [512, 256, 128]))  # a_0 (CTR), a_k (CVR_k)
+        in_dim = self.build_input(spec, cfg)
+        self.towers = TaskTowers(in_dim, spec.n_tasks, list(cfg.tower_hidden))  # a_0 (CTR), a_k (CVR_k)
 
     def tower_logits(self, batch) -> torch.Tensor:
         """``[a_0 (CTR), a_1 (CVR_1), ...]``, ``[B, K]``."""
@@ -232,7 +255,30 @@ class ESMM(FeatureInput):
 
 
 # -- SNR-Trans ----------------------------------------------------------------------------------------
-@register_with_graph("snr_trans")
+@dataclass
+class SNRTransConfig:
+    """SNR-Trans's options (``train.model_args``); ``snr_trans_graph`` adds the MGNN options."""
+
+    #: N lower sub-networks: the MoGE paper's "4 experts" (section 5.4)
+    n_experts: int = 4
+    #: their MLP sizes: "[32, 32]" (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: ``d_u``, the size of ``W_kn e_n``; None = the expert size (choice)
+    route_dim: int | None = None
+    #: the upper (per-task) sub-network: one hidden layer [32], so the transforms add something (choice)
+    tower_hidden: list[int] = field(default_factory=lambda: [32])
+    #: lambda_0, weight of the expected L0 norm of the codes, divided by |H| (choice, as MoGE's L2)
+    l0: float = 1e-3
+    #: initial code logit: eval code 0.78, mostly open (choice)
+    init_log_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, tower_hidden=self.tower_hidden)
+        if self.l0 < 0:
+            raise ValueError(f"l0 must be >= 0, got {self.l0}")
+
+
+@register_with_graph("snr_trans", SNRTransConfig)
 class SNRTrans(FeatureInput):
     """SNR-Trans: Sub-Network Routing with transformation matrices (Ma et al., AAAI 2019).
 
@@ -257,35 +303,24 @@ class SNRTrans(FeatureInput):
     L0 penalty's weight is divided by the training-set size ``|H|`` (read in :meth:`prepare`),
     the summed objective's per-sample share as in MoGE's L2.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        n_experts (int): N lower sub-networks (default: 4).
-        expert_hidden (list[int]): their MLP sizes (default: [32, 32]).
-        route_dim (int, optional): ``d_u``, the size of ``W_kn e_n`` (default: the expert size).
-        tower_hidden (list[int]): the upper (per-task) sub-network (default: [32]).
-        l0 (float): lambda_0, weight of the expected L0 norm of the codes (default: 1e-3).
-        init_log_alpha (float): initial code logit (default: 1.0, eval code 0.78: mostly open).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`SNRTransConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``; :meth:`codes` -> ``[K, N]``.
     """
 
-    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 route_dim: int | None = None, tower_hidden: list[int] | None = None, l0: float = 1e-3,
-                 init_log_alpha: float = 1.0, **input_args):
+    def __init__(self, spec: ModelSpec, config: SNRTransConfig | None = None, **args):
         super().__init__()
-        _check_sizes(expert_hidden=expert_hidden, tower_hidden=tower_hidden)
-        if l0 < 0:
-            raise ValueError(f"l0 must be >= 0, got {l0}")
+        cfg = self.config = self.configure(config, args)
+        n_experts = cfg.n_experts
         self.spec = spec
-        self.l0 = l0
+        self.l0 = cfg.l0
         self.n_train: int | None = None
-        in_dim = self.build_input(spec, **input_args)
-        self.experts = ExpertPool(in_dim, n_experts, list(expert_hidden or [32, 32]))  # f^n
+        in_dim = self.build_input(spec, cfg)
+        self.experts = ExpertPool(in_dim, n_experts, list(cfg.expert_hidden))  # f^n
         d_e = self.experts.out_dim
-        d_u = int(route_dim or d_e)
+        d_u = int(cfg.route_dim or d_e)
         self.transforms = nn.Parameter(torch.empty(spec.n_tasks, n_experts, d_e, d_u))  # W_kn
-        self.code = HardConcreteGate((spec.n_tasks, n_experts), init_log_alpha=init_log_alpha)  # z_kn
-        self.towers = TaskTowers(d_u, spec.n_tasks, list(tower_hidden or [32]))
+        self.code = HardConcreteGate((spec.n_tasks, n_experts), init_log_alpha=cfg.init_log_alpha)  # z_kn
+        self.towers = TaskTowers(d_u, spec.n_tasks, list(cfg.tower_hidden))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -317,7 +352,29 @@ class SNRTrans(FeatureInput):
 
 
 # -- CGC ----------------------------------------------------------------------------------------------
-@register_with_graph("cgc")
+@dataclass
+class CGCConfig:
+    """CGC's options (``train.model_args``); ``cgc_graph`` adds the MGNN options."""
+
+    #: shared experts: the paper's 4 experts read as 2 shared + 1 per task at K = 2 (MMoE's budget)
+    n_shared: int = 2
+    #: experts per task (as above)
+    n_specific: int = 1
+    #: expert MLP sizes: "[32, 32]" (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = linear + softmax, as MMoE
+    gate_hidden: list[int] | None = None
+    #: tower hidden layers; None = a linear head, as MMoE
+    tower_hidden: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden, tower_hidden=self.tower_hidden)
+        if self.n_shared < 0 or self.n_specific < 0 or self.n_shared + self.n_specific < 1:
+            raise ValueError(f"CGC needs n_shared, n_specific >= 0 and at least one expert per task, "
+                             f"got n_shared={self.n_shared}, n_specific={self.n_specific}")
+
+
+@register_with_graph("cgc", CGCConfig)
 class CGC(FeatureInput):
     """CGC: Customized Gate Control, i.e. PLE with one extraction level (Tang et al., RecSys 2020).
 
@@ -335,32 +392,22 @@ class CGC(FeatureInput):
     MMoE. With one extraction level there is no shared gate (PLE's is only needed to feed a
     next level).
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        n_shared (int): shared experts (default: 2).
-        n_specific (int): experts per task (default: 1).
-        expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-        gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
-        tower_hidden (list[int], optional): hidden layers of the towers (default: None = linear).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`CGCConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``; gates ``[K, B, n_shared + K n_specific]``.
     """
 
-    def __init__(self, spec: ModelSpec, n_shared: int = 2, n_specific: int = 1, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, tower_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: CGCConfig | None = None, **args):
         super().__init__()
-        _check_sizes(expert_hidden=expert_hidden, gate_hidden=gate_hidden, tower_hidden=tower_hidden)
-        if n_shared < 0 or n_specific < 0 or n_shared + n_specific < 1:
-            raise ValueError(f"CGC needs n_shared, n_specific >= 0 and at least one expert per task, "
-                             f"got n_shared={n_shared}, n_specific={n_specific}")
+        cfg = self.config = self.configure(config, args)
+        n_shared, n_specific = cfg.n_shared, cfg.n_specific
         self.spec = spec
         K = spec.n_tasks
         shared = list(range(n_shared))
         routes = [shared + [n_shared + k * n_specific + j for j in range(n_specific)] for k in range(K)]
-        in_dim = self.build_input(spec, **input_args)
-        self.moe = MixtureOfExperts(in_dim, K, n_shared + K * n_specific, list(expert_hidden or [32, 32]),
-                                    gate_hidden, routes=routes)
-        self.towers = TaskTowers(self.moe.expert_dim, K, tower_hidden)
+        in_dim = self.build_input(spec, cfg)
+        self.moe = MixtureOfExperts(in_dim, K, n_shared + K * n_specific, list(cfg.expert_hidden),
+                                    cfg.gate_hidden, routes=routes)
+        self.towers = TaskTowers(self.moe.expert_dim, K, cfg.tower_hidden)
 
     def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits ``[B, K]``, gates ``[K, B, N]``, 0 outside each task's experts)."""

@@ -75,38 +75,28 @@ Choices the paper leaves open (documented here):
   trained by the same Adam at ``gradnorm_lr`` (default: the trainer's lr), without weight decay.
   ``gradnorm=False`` trains ``sum_k BCE_k + gfae_weight * L_gfae`` instead.
 
-Args:
-    spec (ModelSpec): input sizes, tasks, d, fan-outs.
-    conv (str): neighbour aggregation per relation, ``"sage"`` (mean) or ``"gat"`` (default: ``"sage"``).
-    layers (int, optional): L (default: ``len(spec.fanouts)``; at most the sampler's hops).
-    channels (list[str], optional): channels read as relations (default: all three); must give
-        both node types (``bipartite``, or ``user_sim`` and ``item_sim``).
-    n_experts (int): MMoE experts N (default: 4).
-    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-    gate_hidden (list[int], optional): gate hidden layers (default: None = linear + softmax).
-    fusion (str): representation-level ``kappa``: ``ep``, ``add``, ``con`` or ``mlp`` (default: ``"ep"``).
-    gfae (bool): train the GFAE loss (default: True).
-    gfae_nodes (str): ``"seeds"`` or ``"all"`` sampled nodes are decoded (default: ``"seeds"``).
-    decoder_hidden (list[int], optional): decoder MLP hidden sizes (default: ``[d]``).
-    gfae_weight (float): GFAE weight when ``gradnorm=False`` (default: 1.0).
-    gradnorm (bool): balance the losses with GradNorm (default: True).
-    alpha (float): GradNorm's asymmetry (default: 1.5).
-    gradnorm_lr (float, optional): learning rate of the loss weights (default: the trainer's lr).
-    negative_slope (float): LeakyReLU slope of the layers (and GAT logits) (default: 0.2).
+Configuration: :class:`E2EGRecConfig` (``spec``: input sizes, tasks, d, fan-outs).
 Shapes: Batch of B samples (with sampled ``channels`` carrying ``n_id``) -> logits ``[B, K]``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ml_core.contracts.batch import CHANNELS, NodeTable
 from ml_core.contracts.spec import ModelSpec
-from ml_core.models.base import GraphNeeds, RecModel, bce_per_task
+from ml_core.models.base import (
+    GraphNeeds,
+    RecModel,
+    bce_per_task,
+    check_choice,
+    check_sizes,
+)
 from ml_core.models.hetero import (
+    CONVS,
     NODE_TYPES,
     RELATIONS,
     HeteroGraphEncoder,
@@ -138,52 +128,90 @@ class GraphOutput:
     gfae: torch.Tensor | None  # scalar GFAE loss (None when not asked for)
 
 
-@register("e2e_grec")
+@dataclass
+class E2EGRecConfig:
+    """E2E-GRec's options (``train.model_args``); the abstract gives no values, so each default
+    is this package's choice unless a source is named (module docstring: the choices)."""
+
+    #: neighbour aggregation per relation: ``sage`` (mean, GraphSAGE) or ``gat`` (attention)
+    conv: str = "sage"
+    #: GNN layers L; None = ``len(spec.fanouts)`` (one per sampled hop); at most the sampler's hops
+    layers: int | None = None
+    #: channels read as relations; None = all three. Must give both node types (``bipartite``,
+    #: or ``user_sim`` and ``item_sim``)
+    channels: list[str] | None = None
+    #: MMoE experts N: 4, as MMoE (MoGE paper section 5.4)
+    n_experts: int = 4
+    #: expert MLP sizes: [32, 32], as MMoE (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = linear + softmax, as MMoE
+    gate_hidden: list[int] | None = None
+    #: representation-level ``kappa``: ``ep`` (element-wise product, MoGE's default), ``add``, ``con``, ``mlp``
+    fusion: str = "ep"
+    #: train the GFAE loss (the abstract's component ii)
+    gfae: bool = True
+    #: decoded nodes: the ``seeds`` (standard mini-batch GNN loss) or ``all`` sampled nodes (~2x the encoder's cost)
+    gfae_nodes: str = "seeds"
+    #: decoder MLP hidden sizes; None = ``[d]``
+    decoder_hidden: list[int] | None = None
+    #: GFAE weight when ``gradnorm=False``, >= 0
+    gfae_weight: float = 1.0
+    #: balance the losses with GradNorm (the abstract's component iii)
+    gradnorm: bool = True
+    #: GradNorm's asymmetry: 1.5, Chen et al.'s most used value
+    alpha: float = 1.5
+    #: learning rate of the loss weights, > 0; None = the trainer's lr
+    gradnorm_lr: float | None = None
+    #: LeakyReLU slope of the layers (and GAT logits): 0.2, as GAT
+    negative_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden, decoder_hidden=self.decoder_hidden)
+        if self.channels is not None and (not self.channels or set(self.channels) - set(CHANNELS)):
+            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {self.channels}")
+        channels = set(self.channels or CHANNELS)
+        if "bipartite" not in channels and not {"user_sim", "item_sim"} <= channels:
+            raise ValueError(f"channels must reach users and items (bipartite, or user_sim and item_sim), got {self.channels}")
+        check_choice("conv", self.conv, CONVS)
+        check_choice("gfae_nodes", self.gfae_nodes, ("seeds", "all"))
+        check_choice("fusion (interaction)", self.fusion, PairInteraction.KINDS)
+        if self.gfae_weight < 0 or (self.gradnorm_lr is not None and self.gradnorm_lr <= 0):
+            raise ValueError(f"gfae_weight must be >= 0 and gradnorm_lr > 0, got {self.gfae_weight}, {self.gradnorm_lr}")
+
+
+@register("e2e_grec", E2EGRecConfig)
 class E2EGRec(RecModel):
     graph_needs = GraphNeeds.SUBGRAPHS
 
-    def __init__(self, spec: ModelSpec, conv: str = "sage", layers: int | None = None,
-                 channels: list[str] | None = None, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, fusion: str = "ep", gfae: bool = True,
-                 gfae_nodes: str = "seeds", decoder_hidden: list[int] | None = None, gfae_weight: float = 1.0,
-                 gradnorm: bool = True, alpha: float = 1.5, gradnorm_lr: float | None = None,
-                 negative_slope: float = 0.2):
+    def __init__(self, spec: ModelSpec, config: E2EGRecConfig | None = None, **args):
         super().__init__()
-        if channels is not None and (not channels or set(channels) - set(CHANNELS)):
-            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {channels}")
-        channels = tuple(c for c in CHANNELS if c in (channels or CHANNELS))
-        if "bipartite" not in channels and not {"user_sim", "item_sim"} <= set(channels):
-            raise ValueError(f"channels must reach users and items (bipartite, or user_sim and item_sim), got {channels}")
-        if conv not in ("sage", "gat"):
-            raise ValueError(f"conv must be 'sage' or 'gat', got {conv!r}")
-        if gfae_nodes not in ("seeds", "all"):
-            raise ValueError(f"gfae_nodes must be 'seeds' or 'all', got {gfae_nodes!r}")
-        n_layers = len(spec.fanouts) if layers is None else int(layers)
+        cfg = self.config = self.configure(config, args)
+        channels = tuple(c for c in CHANNELS if c in (cfg.channels or CHANNELS))
+        n_layers = len(spec.fanouts) if cfg.layers is None else cfg.layers
         if not 1 <= n_layers <= len(spec.fanouts):
             raise ValueError(f"layers must be in 1..{len(spec.fanouts)} (the sampler's hops, fanouts {spec.fanouts}), got {n_layers}")
-        if gfae_weight < 0 or (gradnorm_lr is not None and gradnorm_lr <= 0):
-            raise ValueError(f"gfae_weight must be >= 0 and gradnorm_lr > 0, got {gfae_weight}, {gradnorm_lr}")
+        gfae, gfae_nodes, gradnorm_lr = cfg.gfae, cfg.gfae_nodes, cfg.gradnorm_lr
         d = spec.dim
         self.spec = spec
         self.channels = channels
         self.relations = tuple(r for r, (c, _, _) in RELATIONS.items() if c in channels)
         self.gfae_nodes = gfae_nodes
-        self.gfae_weight = float(gfae_weight)
+        self.gfae_weight = cfg.gfae_weight
         self.gradnorm_lr = gradnorm_lr
         self.encoders = nn.ModuleDict({"user": FeatureEncoder(spec.user, d), "item": FeatureEncoder(spec.item, d)})  # P, Q
-        self.gnn = HeteroGraphEncoder(d, n_layers, self.relations, conv, negative_slope)
+        self.gnn = HeteroGraphEncoder(d, n_layers, self.relations, cfg.conv, cfg.negative_slope)
         self.decoders = None
         if gfae:
             in_dims = {t: 0 if e.proj is None else e.proj.in_features for t, e in self.encoders.items()}  # dim e_v
             if not any(in_dims.values()):
                 raise ValueError("gfae=True needs node features to reconstruct; neither users nor items have any")
-            self.decoders = nn.ModuleDict({t: MLP(d, decoder_hidden if decoder_hidden is not None else [d], n)
+            self.decoders = nn.ModuleDict({t: MLP(d, cfg.decoder_hidden if cfg.decoder_hidden is not None else [d], n)
                                            for t, n in in_dims.items() if n > 0})  # D_tau
-        self.moe = MixtureOfExperts(4 * d, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
-        self.fuse = PairInteraction(fusion, d, n_pairs=1)  # kappa
+        self.moe = MixtureOfExperts(4 * d, spec.n_tasks, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        self.fuse = PairInteraction(cfg.fusion, d, n_pairs=1)  # kappa
         self.towers = TaskTowers(self.moe.expert_dim + self.fuse.out_dim, spec.n_tasks)  # v_k
         n_losses = spec.n_tasks + (1 if gfae else 0)
-        self.gradnorm = GradNorm(n_losses, alpha) if gradnorm else None
+        self.gradnorm = GradNorm(n_losses, cfg.alpha) if cfg.gradnorm else None
 
     # -- components ------------------------------------------------------------------------------
     def graph(self, batch, with_gfae: bool = False) -> GraphOutput:

@@ -16,6 +16,8 @@ from ml_core.models.mgnn import cat_tables
 from ml_core.nn.graph import NeighborAttention, weighted_sum
 
 NODE_TYPES = ("user", "item")
+#: per-relation aggregations: GraphSAGE mean (``sage``) or GAT attention (``gat``)
+CONVS = ("sage", "gat")
 #: relation -> (channel it is read from, source node type, target node type)
 RELATIONS = {
     "item_to_user": ("bipartite", "item", "user"),

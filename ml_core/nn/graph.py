@@ -170,10 +170,12 @@ class GatedCombine(nn.Module):
     Shapes: ``m [n, d]``, ``h [n, d]``, ``c [n, d] or None`` -> ``(h' [n, d], c' [n, d] or None)``.
     """
 
+    KINDS = ("gru", "lstm")
+
     def __init__(self, dim: int, kind: str = "gru", carry_bias: float = 2.0):
         super().__init__()
-        if kind not in ("gru", "lstm"):
-            raise ValueError(f"combine kind must be 'gru' or 'lstm', got {kind!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"combine kind must be one of {self.KINDS}, got {kind!r}")
         self.kind = kind
         self.dim = dim
         self.carry_bias = float(carry_bias)

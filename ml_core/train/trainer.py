@@ -87,7 +87,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     device = resolve_device(cfg.device)
     fspec = FeatureSpec.fit(days, tasks)
     mspec = ModelSpec.from_feature_spec(fspec, cfg.dim, cfg.fanouts)
-    model = build_model(cfg.model, mspec, **cfg.model_args).to(device)
+    model = build_model(cfg.model, mspec, cfg.model_args).to(device)
     needs = max(model.graph_needs, extension_graph_needs(cfg))
     contexts = build_contexts(days, fspec, needs.day_graphs)
     makers = [BatchMaker(c, cfg.fanouts, model.graph_needs.subgraphs, mask_target_edges=cfg.mask_target_edges)

@@ -265,6 +265,6 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(getattr(loaded, name), getattr(model, name)), name
     assert float(loaded.macro_graph.sum()) > 0 and int((loaded.user_cluster < 2).sum()) == 4
     assert torch.equal(loaded(batch), before)
-    fresh = build_model("mgoe", mspec, n_clusters=2, category="category").eval()
+    fresh = build_model("mgoe", mspec, {"n_clusters": 2, "category": "category"}).eval()
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("user_cluster", "macro_graph")}, strict=False)
     assert not torch.allclose(fresh(batch), before)  # the macro state matters: without it outputs differ
