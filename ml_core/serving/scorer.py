@@ -7,7 +7,7 @@ the node features of the day it was evaluated on. :class:`Scorer` loads them onc
 adjacencies built). A request is then a :class:`DayContext` whose samples are the requested
 pairs (zero labels): :func:`request_context` appends the ids the snapshot does not contain as
 isolated nodes, exactly as :meth:`DayContext.build` lays them out (a unit test checks the two are
-equal), and :func:`ml_core.train.trainer.predict` scores it with the same batching as evaluation.
+equal), and :func:`ml_core.inference.predict` scores it with the same batching as evaluation.
 
 Determinism. Graph models sample neighbours, so a pair's score depends on the random stream and
 on the batch it is scored in. A request is therefore made canonical first (distinct pairs sorted

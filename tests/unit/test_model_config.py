@@ -7,7 +7,13 @@ import pytest
 
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import GraphNeeds, RecModel
-from ml_core.models.registry import MODELS, available_models, build_model, model_class, validate_model_args
+from ml_core.models.registry import (
+    MODELS,
+    available_models,
+    build_model,
+    model_class,
+    validate_model_args,
+)
 from ml_core.typed import ConfigError
 
 SPEC = ModelSpec(["click", "buy"], SideShape(20, [3], 2, ["u_cat"]), SideShape(30, [4], 1, ["category"]), dim=8,

@@ -1,4 +1,4 @@
-"""AdamW-SEvo (ml_core/train/sevo.py) and the graph over id-embedding rows (ml_core/train/id_graph.py)."""
+"""AdamW-SEvo (ml_core/train/sevo.py) and the graph over id-embedding rows (ml_core/nn/id_graph.py)."""
 
 from __future__ import annotations
 
