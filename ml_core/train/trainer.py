@@ -25,7 +25,6 @@ from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
 from ml_core.train.extensions import (
-    extension_graph_needs,
     make_optimizer,
     run_post_training,
     training_graph_needs,
@@ -88,8 +87,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     fspec = FeatureSpec.fit(days, tasks)
     mspec = ModelSpec.from_feature_spec(fspec, cfg.dim, cfg.fanouts)
     model = build_model(cfg.model, mspec, cfg.model_args).to(device)
-    needs = max(model.graph_needs, extension_graph_needs(cfg))
-    contexts = build_contexts(days, fspec, needs.day_graphs)
+    contexts = build_contexts(days, fspec, training_graph_needs(cfg).day_graphs)
     makers = [BatchMaker(c, cfg.fanouts, model.graph_needs.subgraphs, mask_target_edges=cfg.mask_target_edges)
               for c in contexts]
     model.set_task_priors(torch.from_numpy(np.concatenate([c.labels for c in contexts]).mean(axis=0)))

@@ -6,7 +6,6 @@ Tiny random subgraphs for the algebra; a small planted-community dataset for lea
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -261,7 +260,8 @@ def test_mixed_precision_autocast_runs():
 # -- learning: a planted graph signal -----------------------------------------------------------------
 def test_planted_graph_signal_beats_feature_only_on_both_tasks():
     from ml_core.config import TrainConfig
-    from ml_core.train.trainer import evaluate, train
+    from ml_core.inference import evaluate
+    from ml_core.train.trainer import train
 
     train_day, test_day = planted_days()
     gauc = {}

@@ -6,8 +6,9 @@ import torch
 
 from ml_core import pipeline as P
 from ml_core.contracts.day import DayContext
+from ml_core.inference import predict
 from ml_core.model_registry import ModelRegistry, gate, load_model
-from ml_core.train.trainer import predict, resolve_device, train
+from ml_core.train.trainer import resolve_device, train
 
 
 def test_resolve_device_picks_cuda_only_when_present():
@@ -25,7 +26,7 @@ def test_mmoe_learns_on_synthetic_days_and_bundle_roundtrips(synthetic_lake, tmp
     res = train(train_days, tcfg, list(cfg.samples.tasks))
     epoch_losses = [h["epoch_loss"] for h in res.history if "epoch_loss" in h]
     assert epoch_losses[1] < epoch_losses[0]
-    from ml_core.train.trainer import evaluate
+    from ml_core.inference import evaluate
 
     test_day = P.load_day_inputs(lake, days[4], with_graph=False)
     metrics = evaluate(res, res.feature_spec, test_day, cfg.train.fanouts)
@@ -99,7 +100,8 @@ def test_predict_is_the_same_with_and_without_prefetch():
     """Evaluation builds batches in a background thread: same sampled subgraphs, same scores."""
     from ml_core.config import TrainConfig
     from ml_core.contracts.day import DayContext
-    from ml_core.train.trainer import predict, train
+    from ml_core.inference import predict
+    from ml_core.train.trainer import train
     from tests.planted import planted_days
 
     train_day, test_day = planted_days(n_users=300, n_items=30)
