@@ -10,20 +10,19 @@ import torch
 
 from ml_core.contracts.day import DayContext
 from ml_core.contracts.features import FeatureSpec
-from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.contracts.spec import ModelSpec
 from ml_core.model_registry import load_model, save_model
 from ml_core.models.base import bce_per_task
 from ml_core.models.baselines import (
-    CGC,
     ESMM,
     CrossStitch,
     CrossStitchUnit,
-    SNRTrans,
     logit_of_product,
 )
 from ml_core.models.inputs import FeatureInput, GraphInput
 from ml_core.models.mmoe import MMoE
 from ml_core.models.registry import MODELS, available_models, build_model
+from ml_core.models.routing import CGC, SNRTrans
 from ml_core.models.single_task import NGCF
 from ml_core.nn.dense import HardConcreteGate, TaskTowers
 from ml_core.sampling.batching import BatchMaker
