@@ -96,8 +96,9 @@ class RecModel(nn.Module):
 
     def prepare(self, contexts) -> None:
         """Set-up that needs the training days (``list[DayContext]``), called by the trainer after
-        :meth:`set_task_priors` and before the optimiser is built (e.g. MoGE's dense channel
-        operators, MGOE's clusters). Default: nothing."""
+        :meth:`set_task_priors` and before the optimiser is built (e.g. the training-set size
+        ``|H|`` of MoGE's L2 and SNR-Trans's L0 terms, MGOE's clusters and macro graphs,
+        LightGODE's graph). Default: nothing."""
 
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is

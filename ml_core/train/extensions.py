@@ -9,9 +9,9 @@
   the model in place, in parameters or buffers (so the saved bundle carries its result) and
   returns statistics for the run's metadata.
 
-A factory or step declares the graphs it reads as models do, with a
-:class:`~ml_core.models.base.GraphNeeds` attribute (``fn.graph_needs = GraphNeeds.DAY_GRAPHS``;
-none = ``NONE``): the trainer then builds the days' channel adjacencies (``DayContext.channels``)
+Every factory and step declares the graphs it reads as models do, with a
+:class:`~ml_core.models.base.GraphNeeds` attribute (``fn.graph_needs = GraphNeeds.DAY_GRAPHS``,
+or ``NONE``): the trainer then builds the days' channel adjacencies (``DayContext.channels``)
 even for a model that samples no subgraph (:func:`training_graph_needs`). Registering one = one
 line in the tables below, pointing at ``module:function`` (imported on first use).
 """
@@ -49,6 +49,9 @@ def adam(model, cfg, contexts, **args) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.param_groups(cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, **args)
 
 
+adam.graph_needs = GraphNeeds.NONE
+
+
 def make_optimizer(model, cfg, contexts) -> torch.optim.Optimizer:
     return _resolve(OPTIMIZERS, cfg.optimizer, "optimizer")(model, cfg, contexts, **cfg.optimizer_args)
 
@@ -68,7 +71,7 @@ def extension_graph_needs(cfg) -> GraphNeeds:
     """The graphs the configured optimizer and post-training steps read (their ``graph_needs``)."""
     fns = [_resolve(OPTIMIZERS, cfg.optimizer, "optimizer")]
     fns += [_resolve(POST_TRAINING, n, "post-training step") for n in cfg.post_training]
-    return max((getattr(fn, "graph_needs", GraphNeeds.NONE) for fn in fns), default=GraphNeeds.NONE)
+    return max(fn.graph_needs for fn in fns)
 
 
 def training_graph_needs(cfg) -> GraphNeeds:
