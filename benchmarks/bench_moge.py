@@ -31,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_models import DATASETS, defaults_config, prepare  # noqa: E402
+
 from ml_core import stages as P  # noqa: E402
-from ml_core.models.blocks import ModelSpec  # noqa: E402
+from ml_core.contracts.day import DayContext  # noqa: E402
+from ml_core.contracts.features import FeatureSpec  # noqa: E402
+from ml_core.contracts.spec import ModelSpec  # noqa: E402
 from ml_core.models.registry import build_model  # noqa: E402
+from ml_core.sampling.batching import BatchMaker, batch_plan, iterate  # noqa: E402
 from ml_core.storage import Lake  # noqa: E402
-from ml_core.train.batching import BatchMaker, batch_plan, iterate  # noqa: E402
-from ml_core.train.data import DayContext, FeatureSpec  # noqa: E402
 from ml_core.train.trainer import configure_threads, resolve_device  # noqa: E402
 
 
@@ -104,7 +106,7 @@ def main(argv=None) -> None:
     ctxs = [DayContext.build(d, fspec, with_graph=True) for d in days]
     torch.manual_seed(0)
     models = {"mmoe": build_model("mmoe", mspec).to(device),
-              "moge": build_model("moge", mspec, **json.loads(args.moge_args)).to(device)}
+              "moge": build_model("moge", mspec, json.loads(args.moge_args)).to(device)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
     makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
               "moge": [BatchMaker(c, args.fanouts, need_graph=True) for c in ctxs]}

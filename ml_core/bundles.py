@@ -31,10 +31,11 @@ from pathlib import Path
 
 import torch
 
-from ml_core.models.blocks import ModelSpec, RecModel, SideShape
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.storage import atomic_dir, atomic_write_text
-from ml_core.train.data import FeatureSpec
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
@@ -55,7 +56,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[Rec
     ms = meta["model_spec"]
     mspec = ModelSpec(tasks=ms["tasks"], user=SideShape(**ms["user"]), item=SideShape(**ms["item"]),
                       dim=ms["dim"], fanouts=ms["fanouts"])
-    model = build_model(meta["model"], mspec, **meta["model_args"])
+    model = build_model(meta["model"], mspec, meta["model_args"])
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_core.models.registry import available_models
+from ml_core.models.registry import available_models, validate_model_args
 
 #: The MoGE paper's baselines (section 5.2); the "+Graph" variants are these names + "_graph".
 PAPER_BASELINES = ("mlp", "ngcf", "shared_bottom", "cross_stitch", "esmm", "mmoe", "snr_trans", "cgc")
@@ -91,6 +91,10 @@ def parse_variants(entries: list) -> list[Variant]:
                 raise ValueError(f"comparison variant table needs 'model' (and optional name, model_args, train); got {sorted(e)}")
             if e["model"] not in models:
                 raise ValueError(f"comparison variant {e!r}: unknown model {e['model']!r}; registered: {models}")
+            try:
+                validate_model_args(e["model"], e.get("model_args", {}))  # keys, types, ranges: before any training
+            except ValueError as err:
+                raise ValueError(f"comparison variant {e.get('name', e['model'])!r}: {err}") from err
             out.append(Variant(e.get("name", e["model"]), e["model"], dict(e.get("model_args", {})), dict(e.get("train", {}))))
         else:
             raise ValueError(f"comparison variant must be a name or a table, got {e!r}")
@@ -118,8 +122,9 @@ def variant_train_config(base, variant: Variant, seed: int, budget: dict[str, An
 def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants: list[Variant], seeds: list[int],
                    budget: dict[str, Any] | None = None, log=None) -> dict:
     """Train and evaluate every (variant, seed) on the same data. ``train_days`` / ``eval_day``
-    are :class:`~ml_core.train.data.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
-    from ml_core.train.trainer import evaluate, train
+    are :class:`~ml_core.contracts.day.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
+    from ml_core.inference import evaluate
+    from ml_core.train.trainer import train
 
     log = log or (lambda msg: None)
     budget = budget or {}

@@ -22,8 +22,8 @@ def planted_days(seed: int = 0, n_users: int = 1500, n_items: int = 60, n_comm: 
     embeddings can learn the signal too (the model-zoo tests: every model must learn it);
     ``code_noise`` is the share of nodes whose community code is replaced by a random one.
     """
+    from ml_core.contracts.day import DayInputs
     from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph
-    from ml_core.train.data import DayInputs
 
     rng = np.random.default_rng(seed)
     cu, ci = rng.integers(0, n_comm, n_users), rng.integers(0, n_comm, n_items)

@@ -2,7 +2,7 @@
 
 Each body reads ``x`` from its input class (:mod:`ml_core.models.inputs`): ``x = [p_u || q_i]``
 (``[B, 2d]``) for ``<name>``, ``x = [h_u || h_i || s_u || s_i]`` (``[B, 4d]``, from an MGNN)
-for ``<name>_graph``. Every body ends in :class:`~ml_core.models.blocks.TaskTowers` (one head
+for ``<name>_graph``. Every body ends in :class:`~ml_core.nn.dense.TaskTowers` (one head
 per task, its bias initialised to the task's base rate by ``set_task_priors``) and is trained
 with the sum of the tasks' mean BCE (no L2 term, as MMoE here).
 
@@ -16,7 +16,8 @@ registry name      body                                                   paper
 ``cgc``            shared + task-specific experts, per-task gates         Tang et al. RecSys 2020
 =================  =====================================================  ======================
 
-(``mmoe`` / ``mmoe_graph`` are in :mod:`ml_core.models.mmoe`.) Sizes follow section 5.4
+(``snr_trans`` and ``cgc`` are in :mod:`ml_core.models.routing`, ``mmoe`` / ``mmoe_graph`` in
+:mod:`ml_core.models.mmoe`.) Sizes follow section 5.4
 where it gives them: ESMM's towers [512, 256, 128]; 4 experts of [32, 32] for the expert
 models. The gates there are "[16, 16]" but also "linear + softmax": linear by default here,
 as MMoE and MoGE (``gate_hidden=[16, 16]`` gives the other reading).
@@ -24,23 +25,32 @@ as MMoE and MoGE (``gate_hidden=[16, 16]`` gives the other reading).
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ml_core.models.blocks import MLP, ExpertPool, HardConcreteGate, MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import check_sizes
 from ml_core.models.inputs import FeatureInput, register_with_graph
-
-
-def _check_sizes(**sizes: list[int] | None) -> None:
-    for name, v in sizes.items():
-        if v is not None and (not isinstance(v, (list, tuple)) or any(int(h) < 1 for h in v)):
-            raise ValueError(f"{name} must be a list of positive layer sizes, got {v!r}")
+from ml_core.nn.dense import MLP, TaskTowers
 
 
 # -- Shared-Bottom ------------------------------------------------------------------------------------
-@register_with_graph("shared_bottom")
+@dataclass
+class SharedBottomConfig:
+    """Shared-Bottom's options (``train.model_args``); ``shared_bottom_graph`` adds the MGNN options."""
+
+    #: the shared MLP: as wide as MMoE's four [32, 32] experts side by side (MoGE paper section 5.4)
+    bottom_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    #: each task's tower hidden sizes: one layer, so the tasks differ by more than a linear map (choice)
+    tower_hidden: list[int] = field(default_factory=lambda: [32])
+
+    def __post_init__(self) -> None:
+        check_sizes(bottom_hidden=self.bottom_hidden, tower_hidden=self.tower_hidden)
+
+
+@register_with_graph("shared_bottom", SharedBottomConfig)
 class SharedBottom(FeatureInput):
     """Shared-Bottom (hard parameter sharing; Caruana 1997).
 
@@ -52,22 +62,17 @@ class SharedBottom(FeatureInput):
     by every task; each task keeps a one-layer tower [32] so that the tasks differ by more than
     their last linear map.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        bottom_hidden (list[int]): shared MLP sizes (default: [128, 128]).
-        tower_hidden (list[int]): hidden sizes of each task's tower (default: [32]).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`SharedBottomConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, bottom_hidden: list[int] | None = None,
-                 tower_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: SharedBottomConfig | None = None, **args):
         super().__init__()
-        _check_sizes(bottom_hidden=bottom_hidden, tower_hidden=tower_hidden)
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        in_dim = self.build_input(spec, **input_args)
-        self.bottom = MLP(in_dim, list(bottom_hidden or [128, 128]))
-        self.towers = TaskTowers(self.bottom.out_dim, spec.n_tasks, list(tower_hidden or [32]))
+        in_dim = self.build_input(spec, cfg)
+        self.bottom = MLP(in_dim, list(cfg.bottom_hidden))
+        self.towers = TaskTowers(self.bottom.out_dim, spec.n_tasks, list(cfg.tower_hidden))
 
     def forward(self, batch) -> torch.Tensor:
         b = self.bottom(self.model_input(batch))  # [B, 128]
@@ -108,7 +113,24 @@ class CrossStitchUnit(nn.Module):
         return torch.einsum("kj,jbd->kbd", self.alpha.to(h.dtype), h)  # [K, B, d]
 
 
-@register_with_graph("cross_stitch")
+@dataclass
+class CrossStitchConfig:
+    """Cross-Stitch's options (``train.model_args``); ``cross_stitch_graph`` adds the MGNN options."""
+
+    #: each column's layer sizes, a stitch after every layer: the "[32, 32]" unit (MoGE paper section 5.4)
+    hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: initial ``alpha_kk``, in [0, 1] (Misra et al. initialise the self weight high, 0.9)
+    init_self: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_sizes(hidden=self.hidden)
+        if not self.hidden:
+            raise ValueError("hidden must list at least one layer (a stitch follows each)")
+        if not 0.0 <= self.init_self <= 1.0:
+            raise ValueError(f"init_self must be in [0, 1], got {self.init_self}")
+
+
+@register_with_graph("cross_stitch", CrossStitchConfig)
 class CrossStitch(FeatureInput):
     """Cross-Stitch networks (Misra et al., CVPR 2016).
 
@@ -123,23 +145,17 @@ class CrossStitch(FeatureInput):
     Sizes: each column is [32, 32] (the paper's "[32, 32]" unit for the expert models; one
     column per task rather than four experts), a linear head per task.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        hidden (list[int]): each column's layer sizes; a stitch follows every layer
-            (default: [32, 32]).
-        init_self (float): initial ``alpha_kk`` (default: 0.9).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Configuration: :class:`CrossStitchConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, hidden: list[int] | None = None, init_self: float = 0.9, **input_args):
+    def __init__(self, spec: ModelSpec, config: CrossStitchConfig | None = None, **args):
         super().__init__()
-        _check_sizes(hidden=hidden)
-        if not 0.0 <= init_self <= 1.0:
-            raise ValueError(f"init_self must be in [0, 1], got {init_self}")
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        hidden = list(hidden or [32, 32])
-        in_dim = self.build_input(spec, **input_args)
+        hidden = list(cfg.hidden)
+        init_self = cfg.init_self
+        in_dim = self.build_input(spec, cfg)
         dims = [in_dim, *hidden]
         self.columns = nn.ModuleList(  # columns[l][k]: task k's layer l
             nn.ModuleList(MLP(dims[l], [dims[l + 1]]) for _ in range(spec.n_tasks)) for l in range(len(hidden)))
@@ -168,7 +184,18 @@ def logit_of_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return log_p - log_not_p
 
 
-@register_with_graph("esmm")
+@dataclass
+class ESMMConfig:
+    """ESMM's options (``train.model_args``); ``esmm_graph`` adds the MGNN options."""
+
+    #: each tower's hidden sizes: "[512, 256, 128]" (MoGE paper section 5.4)
+    tower_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+
+    def __post_init__(self) -> None:
+        check_sizes(tower_hidden=self.tower_hidden)
+
+
+@register_with_graph("esmm", ESMMConfig)
 class ESMM(FeatureInput):
     """ESMM: Entire Space Multi-task Model (Ma et al., SIGIR 2018).
 
@@ -191,21 +218,18 @@ class ESMM(FeatureInput):
     sample builder's "click" = any interaction), so at step 0 ``pCTCVR_k`` equals task k's base
     rate. Towers [512, 256, 128] (section 5.4) with LeakyReLU, then a linear head.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks (K >= 2; task 0 = click).
-        tower_hidden (list[int]): each tower's hidden sizes (default: [512, 256, 128]).
-        **input_args: MGNN options of the ``_graph`` variant.
+    Tasks: K >= 2, task 0 = click. Configuration: :class:`ESMMConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, tower_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: ESMMConfig | None = None, **args):
         super().__init__()
+        cfg = self.config = self.configure(config, args)
         if spec.n_tasks < 2:
             raise ValueError(f"ESMM needs a click task and at least one conversion task, got tasks {spec.tasks}")
-        _check_sizes(tower_hidden=tower_hidden)
         self.spec = spec
-        in_dim = self.build_input(spec, **input_args)
-        self.towers = TaskTowers(in_dim, spec.n_tasks, list(tower_hidden or [512, 256, 128]))  # a_0 (CTR), a_k (CVR_k)
+        in_dim = self.build_input(spec, cfg)
+        self.towers = TaskTowers(in_dim, spec.n_tasks, list(cfg.tower_hidden))  # a_0 (CTR), a_k (CVR_k)
 
     def tower_logits(self, batch) -> torch.Tensor:
         """``[a_0 (CTR), a_1 (CVR_1), ...]``, ``[B, K]``."""
@@ -222,143 +246,3 @@ class ESMM(FeatureInput):
         rates = rates.clamp(1e-4, 1 - 1e-4)
         cvr = torch.cat([rates[:1], (rates[1:] / rates[0]).clamp(1e-4, 1 - 1e-4)])  # [K]: pCTR, pCVR_k
         self.towers.init_bias(torch.logit(cvr))
-
-
-# -- SNR-Trans ----------------------------------------------------------------------------------------
-@register_with_graph("snr_trans")
-class SNRTrans(FeatureInput):
-    """SNR-Trans: Sub-Network Routing with transformation matrices (Ma et al., AAAI 2019).
-
-    The shared bottom is split into N sub-networks (experts); the connection from expert n to
-    task k's upper sub-network is a transformation matrix ``W_kn`` switched by a learned code
-    ``z_kn in [0, 1]`` (hard concrete: exact 0/1 reachable, L0-penalised):
-
-    .. math::
-        e_n = f^n(x), \\qquad u_k = \\sum_{n=1}^{N} z_{kn} W_{kn} e_n, \\qquad
-        \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(u_k)\\big)
-
-        \\mathcal{L} = \\sum_k \\mathrm{BCE}_k + \\frac{\\lambda_0}{|H|}\\ \\mathbb{E}\\|z\\|_0
-
-    Choices: the paper's two levels of sub-networks read as N = 4 lower experts [32, 32]
-    (section 5.4) routed to one upper sub-network per task, the task tower's hidden layer [32]
-    (without it ``v_k^T W_kn`` would fold into one vector and the transforms would add nothing).
-    ``W`` is one ``[K, N, d_e, d_u]`` parameter (a plain Python list of matrices - a known fault
-    of a public implementation - is invisible to ``parameters()`` and never trains). Codes:
-    :class:`~ml_core.models.blocks.HardConcreteGate` (Louizos et al.'s beta 2/3, gamma -0.1,
-    zeta 1.1), one draw per batch in training, the deterministic ``clamp(sigmoid(log alpha)
-    (zeta - gamma) + gamma, 0, 1)`` in eval; ``log alpha`` starts at ``init_log_alpha``. The
-    L0 penalty's weight is divided by the training-set size ``|H|`` (read in :meth:`prepare`),
-    the summed objective's per-sample share as in MoGE's L2.
-
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        n_experts (int): N lower sub-networks (default: 4).
-        expert_hidden (list[int]): their MLP sizes (default: [32, 32]).
-        route_dim (int, optional): ``d_u``, the size of ``W_kn e_n`` (default: the expert size).
-        tower_hidden (list[int]): the upper (per-task) sub-network (default: [32]).
-        l0 (float): lambda_0, weight of the expected L0 norm of the codes (default: 1e-3).
-        init_log_alpha (float): initial code logit (default: 1.0, eval code 0.78: mostly open).
-        **input_args: MGNN options of the ``_graph`` variant.
-    Shapes: Batch of B samples -> logits ``[B, K]``; :meth:`codes` -> ``[K, N]``.
-    """
-
-    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 route_dim: int | None = None, tower_hidden: list[int] | None = None, l0: float = 1e-3,
-                 init_log_alpha: float = 1.0, **input_args):
-        super().__init__()
-        _check_sizes(expert_hidden=expert_hidden, tower_hidden=tower_hidden)
-        if l0 < 0:
-            raise ValueError(f"l0 must be >= 0, got {l0}")
-        self.spec = spec
-        self.l0 = l0
-        self.n_train: int | None = None
-        in_dim = self.build_input(spec, **input_args)
-        self.experts = ExpertPool(in_dim, n_experts, list(expert_hidden or [32, 32]))  # f^n
-        d_e = self.experts.out_dim
-        d_u = int(route_dim or d_e)
-        self.transforms = nn.Parameter(torch.empty(spec.n_tasks, n_experts, d_e, d_u))  # W_kn
-        self.code = HardConcreteGate((spec.n_tasks, n_experts), init_log_alpha=init_log_alpha)  # z_kn
-        self.towers = TaskTowers(d_u, spec.n_tasks, list(tower_hidden or [32]))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        d_e, d_u = self.transforms.shape[-2:]
-        bound = math.sqrt(6.0 / (d_e + d_u))  # Glorot for each W_kn
-        nn.init.uniform_(self.transforms, -bound, bound)
-
-    def codes(self) -> torch.Tensor:
-        """``z [K, N]`` (sampled in training mode, deterministic in eval)."""
-        return self.code()
-
-    def forward(self, batch) -> torch.Tensor:
-        e = self.experts(self.model_input(batch))  # [B, N, d_e]
-        z = self.codes()  # [K, N]
-        u = torch.einsum("kn,bne,kneu->kbu", z.to(e.dtype), e, self.transforms.to(e.dtype))  # [K, B, d_u]
-        return self.towers(u)  # [B, K]
-
-    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        logits, loss, parts = super().compute_loss(batch)
-        if self.l0 > 0:
-            l0 = self.code.expected_l0()
-            loss = loss + (self.l0 / (self.n_train or len(batch))) * l0
-            parts["l0"] = float(l0.detach())
-        return logits, loss, parts
-
-    def prepare(self, contexts) -> None:
-        """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L0 term)."""
-        self.n_train = int(sum(c.n_samples for c in contexts)) or None
-
-
-# -- CGC ----------------------------------------------------------------------------------------------
-@register_with_graph("cgc")
-class CGC(FeatureInput):
-    """CGC: Customized Gate Control, i.e. PLE with one extraction level (Tang et al., RecSys 2020).
-
-    Shared experts ``S`` and task-specific experts ``E_k``; task k's gate mixes only its own and
-    the shared experts:
-
-    .. math::
-        o^k = \\sum_{n \\in E_k \\cup S} g^k(x)_n f^n(x), \\qquad
-        g^k(x) = \\mathrm{softmax}_{n \\in E_k \\cup S}(W_k x), \\qquad
-        \\hat{y}^k = \\sigma(v_k^\\top o^k)
-
-    (:class:`~ml_core.models.blocks.MixtureOfExperts` with per-task ``routes``; experts are
-    ordered shared first, then each task's.) Sizes: the paper's 4 experts [32, 32] read as 2
-    shared + 1 specific per task (4 in all at K = 2, MMoE's budget); linear gates and heads as
-    MMoE. With one extraction level there is no shared gate (PLE's is only needed to feed a
-    next level).
-
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        n_shared (int): shared experts (default: 2).
-        n_specific (int): experts per task (default: 1).
-        expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-        gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
-        tower_hidden (list[int], optional): hidden layers of the towers (default: None = linear).
-        **input_args: MGNN options of the ``_graph`` variant.
-    Shapes: Batch of B samples -> logits ``[B, K]``; gates ``[K, B, n_shared + K n_specific]``.
-    """
-
-    def __init__(self, spec: ModelSpec, n_shared: int = 2, n_specific: int = 1, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, tower_hidden: list[int] | None = None, **input_args):
-        super().__init__()
-        _check_sizes(expert_hidden=expert_hidden, gate_hidden=gate_hidden, tower_hidden=tower_hidden)
-        if n_shared < 0 or n_specific < 0 or n_shared + n_specific < 1:
-            raise ValueError(f"CGC needs n_shared, n_specific >= 0 and at least one expert per task, "
-                             f"got n_shared={n_shared}, n_specific={n_specific}")
-        self.spec = spec
-        K = spec.n_tasks
-        shared = list(range(n_shared))
-        routes = [shared + [n_shared + k * n_specific + j for j in range(n_specific)] for k in range(K)]
-        in_dim = self.build_input(spec, **input_args)
-        self.moe = MixtureOfExperts(in_dim, K, n_shared + K * n_specific, list(expert_hidden or [32, 32]),
-                                    gate_hidden, routes=routes)
-        self.towers = TaskTowers(self.moe.expert_dim, K, tower_hidden)
-
-    def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits ``[B, K]``, gates ``[K, B, N]``, 0 outside each task's experts)."""
-        mixed, gates, _ = self.moe(self.model_input(batch))  # o^k [K, B, 32], g^k [K, B, N]
-        return self.towers(mixed), gates
-
-    def forward(self, batch) -> torch.Tensor:
-        return self.forward_with_gates(batch)[0]

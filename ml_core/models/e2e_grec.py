@@ -15,7 +15,7 @@ with node types ``{user, item}`` and four relations (``R``): ``item->user`` and 
     z_v = W_{out} h^L_v
 
 ``AGG`` = mean over the sampled neighbours (GraphSAGE, ``conv="sage"``) or GAT attention
-(``conv="gat"``, :class:`~ml_core.models.blocks.NeighborAttention`, whose ``W`` is ``W^l_r``);
+(``conv="gat"``, :class:`~ml_core.nn.graph.NeighborAttention`, whose ``W`` is ``W^l_r``);
 the relations' messages are summed per node type (PyG ``HeteroConv(aggr="sum")``).
 
 **(ii) Graph Feature Auto-Encoder.** Each node type's decoder ``D_tau`` (an MLP) reconstructs the
@@ -42,7 +42,7 @@ over all decoded entries).
     \\mathcal{L} = \\sum_{k=1}^{K} w_k \\mathrm{BCE}_k + w_{K+1} \\mathcal{L}_{gfae}
     \\qquad (w \\text{ by GradNorm, } \\alpha = 1.5, \\text{ on } W_{out})
 
-GradNorm (:class:`~ml_core.train.gradnorm.GradNorm`) balances all ``K + 1`` losses; the weights
+GradNorm (:class:`~ml_core.nn.gradnorm.GradNorm`) balances all ``K + 1`` losses; the weights
 are logged as ``w_0 .. w_K`` (``w_K`` = GFAE) in the loss parts.
 
 Choices the paper leaves open (documented here):
@@ -75,207 +75,42 @@ Choices the paper leaves open (documented here):
   trained by the same Adam at ``gradnorm_lr`` (default: the trainer's lr), without weight decay.
   ``gradnorm=False`` trains ``sum_k BCE_k + gfae_weight * L_gfae`` instead.
 
-Args:
-    spec (ModelSpec): input sizes, tasks, d, fan-outs.
-    conv (str): neighbour aggregation per relation, ``"sage"`` (mean) or ``"gat"`` (default: ``"sage"``).
-    layers (int, optional): L (default: ``len(spec.fanouts)``; at most the sampler's hops).
-    channels (list[str], optional): channels read as relations (default: all three); must give
-        both node types (``bipartite``, or ``user_sim`` and ``item_sim``).
-    n_experts (int): MMoE experts N (default: 4).
-    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-    gate_hidden (list[int], optional): gate hidden layers (default: None = linear + softmax).
-    fusion (str): representation-level ``kappa``: ``ep``, ``add``, ``con`` or ``mlp`` (default: ``"ep"``).
-    gfae (bool): train the GFAE loss (default: True).
-    gfae_nodes (str): ``"seeds"`` or ``"all"`` sampled nodes are decoded (default: ``"seeds"``).
-    decoder_hidden (list[int], optional): decoder MLP hidden sizes (default: ``[d]``).
-    gfae_weight (float): GFAE weight when ``gradnorm=False`` (default: 1.0).
-    gradnorm (bool): balance the losses with GradNorm (default: True).
-    alpha (float): GradNorm's asymmetry (default: 1.5).
-    gradnorm_lr (float, optional): learning rate of the loss weights (default: the trainer's lr).
-    negative_slope (float): LeakyReLU slope of the layers (and GAT logits) (default: 0.2).
+Configuration: :class:`E2EGRecConfig` (``spec``: input sizes, tasks, d, fan-outs).
 Shapes: Batch of B samples (with sampled ``channels`` carrying ``n_id``) -> logits ``[B, K]``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ml_core.models.blocks import (MLP, FeatureEncoder, MixtureOfExperts, ModelSpec, NeighborAttention,
-                                   PairInteraction, RecModel, TaskTowers, bce_per_task, weighted_sum)
-from ml_core.models.mgnn import cat_tables
+from ml_core.contracts.batch import CHANNELS, NodeTable
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import (
+    GraphNeeds,
+    RecModel,
+    bce_per_task,
+    check_choice,
+    check_sizes,
+)
+from ml_core.models.hetero import (
+    CONVS,
+    NODE_TYPES,
+    RELATIONS,
+    HeteroGraphEncoder,
+    merge_channels,
+)
 from ml_core.models.registry import register
-from ml_core.train.data import CHANNELS, NodeTable
-from ml_core.train.gradnorm import GradNorm
-
-NODE_TYPES = ("user", "item")
-#: relation -> (channel it is read from, source node type, target node type)
-RELATIONS = {
-    "item_to_user": ("bipartite", "item", "user"),
-    "user_to_item": ("bipartite", "user", "item"),
-    "user_to_user": ("user_sim", "user", "user"),
-    "item_to_item": ("item_sim", "item", "item"),
-}
-
-
-# -- the heterogeneous subgraph of a batch ---------------------------------------------------------
-@dataclass
-class HeteroSubgraph:
-    """The batch's channel subgraphs merged into one graph with typed nodes and relations.
-
-    ``tables[t]`` holds the inputs of the distinct nodes of type ``t``; ``edges[r]`` is
-    ``[2, E_r]`` (row 0 indexes the source type's nodes, row 1 the target type's);
-    ``sample_user[b]`` / ``sample_item[b]`` are the rows of sample b's user and item.
-    """
-
-    tables: dict[str, NodeTable]
-    edges: dict[str, torch.Tensor]
-    sample_user: torch.Tensor
-    sample_item: torch.Tensor
-
-    def seeds(self) -> dict[str, torch.Tensor]:
-        return {"user": torch.unique(self.sample_user), "item": torch.unique(self.sample_item)}
-
-
-def merge_channels(batch, channels: tuple[str, ...]) -> HeteroSubgraph:
-    """One :class:`HeteroSubgraph` from ``batch.channels`` (nodes identified by ``n_id``).
-
-    Keys: a user's row in the day's user space; an item's row in the item space (the bipartite
-    channel numbers items ``n_users + j``; ``n_users`` is read off the batch's seed items).
-    """
-    chans = {c: batch.channels[c] for c in channels}
-    missing = [c for c, ch in chans.items() if ch.n_id is None]
-    if missing:
-        raise ValueError(f"E2E-GRec merges channels by node id: channels {missing} carry no n_id")
-    item_shift = {c: 0 for c in chans}
-    if "bipartite" in chans:
-        bip = chans["bipartite"]
-        item_shift["bipartite"] = bip.n_id[bip.seed_item[:1]] - batch.item_index[:1]  # [1] = n_users
-    keys = {t: [] for t in NODE_TYPES}
-    tables = {t: [] for t in NODE_TYPES}
-    for name, ch in chans.items():
-        keys["user"].append(ch.n_id[ch.user_pos])
-        keys["item"].append(ch.n_id[ch.item_pos] - item_shift[name])
-        tables["user"].append(ch.users)
-        tables["item"].append(ch.items)
-    dev = batch.labels.device
-    merged, row_of = {}, {c: torch.empty(ch.num_nodes, dtype=torch.long, device=dev) for c, ch in chans.items()}
-    for t in NODE_TYPES:
-        k = torch.cat(keys[t])  # [sum n_t]
-        uniq, inv = torch.unique(k, return_inverse=True)  # [N_t], [sum n_t]
-        first = torch.full((len(uniq),), len(k), dtype=torch.long, device=dev).scatter_reduce(
-            0, inv, torch.arange(len(k), device=dev), "amin")  # [N_t] first occurrence of each node
-        merged[t] = cat_tables(tables[t])[first]
-        for (name, ch), part in zip(chans.items(), torch.split(inv, [len(x) for x in keys[t]])):
-            row_of[name][ch.user_pos if t == "user" else ch.item_pos] = part
-    edges = {}
-    for rel, (name, s, t) in RELATIONS.items():
-        if name not in chans:
-            continue
-        ch = chans[name]
-        is_item = torch.zeros(ch.num_nodes, dtype=torch.bool, device=dev)
-        is_item[ch.item_pos] = True
-        src, dst = ch.edge_index
-        keep = (is_item[src] == (s == "item")) & (is_item[dst] == (t == "item"))
-        edges[rel] = torch.stack([row_of[name][src[keep]], row_of[name][dst[keep]]])  # [2, E_r]
-    u_chan = "bipartite" if "bipartite" in chans else "user_sim"
-    i_chan = "bipartite" if "bipartite" in chans else "item_sim"
-    return HeteroSubgraph(merged, edges, row_of[u_chan][chans[u_chan].seed_user],
-                          row_of[i_chan][chans[i_chan].seed_item])
-
-
-def hop_masks(edges: dict[str, torch.Tensor], n_nodes: dict[str, int], seeds: dict[str, torch.Tensor],
-              n_layers: int) -> list[dict[str, torch.Tensor]]:
-    """``R_l`` per node type, ``l = 0..L-1``: the nodes layer ``l`` must update so that the seeds'
-    layer-``L`` states are exact (``R_{L-1}`` = seeds, ``R_{l-1} = R_l`` + in-neighbours over every
-    relation), as boolean masks ``{type: [N_t]}``."""
-    need = {}
-    for t in NODE_TYPES:
-        need[t] = torch.zeros(n_nodes[t], dtype=torch.bool, device=seeds[t].device)
-        need[t][seeds[t]] = True
-    masks = [need]
-    for _ in range(n_layers - 1):
-        wider = {t: m.clone() for t, m in need.items()}
-        for rel, ei in edges.items():
-            _, s, t = RELATIONS[rel]
-            wider[s][ei[0][need[t][ei[1]]]] = True
-        need = wider
-        masks.append(need)
-    return masks[::-1]
-
-
-# -- graph encoder -------------------------------------------------------------------------------
-class MeanAggregation(nn.Module):
-    """GraphSAGE's mean aggregator ``W mean_{j in N(i)} h_j`` (0 for a target without edges).
-
-    Shapes: ``x_src [N_s, d]``, ``x_dst [N_t, d]`` (only its length is read), ``edge_index [2, E]``
-    -> ``[N_t, d]``.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.lin = nn.Linear(dim, dim, bias=False)  # W_r
-
-    def forward(self, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        n = x_dst.shape[0]
-        deg = torch.bincount(edge_index[1], minlength=n).clamp(min=1)  # [N_t]
-        alpha = deg.float().reciprocal().index_select(0, edge_index[1])  # [E]  1 / |N(i)|
-        return self.lin(weighted_sum(alpha, x_src, edge_index, n).to(x_src.dtype))  # [N_t, d]
-
-
-class HeteroLayer(nn.Module):
-    """``h'_v = LeakyReLU(W_tau h_v + sum_r W_r AGG_r(h_j))`` for the nodes of ``masks``."""
-
-    def __init__(self, dim: int, relations: tuple[str, ...], conv: str, negative_slope: float):
-        super().__init__()
-        self.root = nn.ModuleDict({t: nn.Linear(dim, dim) for t in NODE_TYPES})  # W_tau
-        self.rel = nn.ModuleDict({
-            r: MeanAggregation(dim) if conv == "sage" else NeighborAttention(dim, negative_slope) for r in relations
-        })  # W_r (and GAT's a_s, a_t)
-        self.negative_slope = negative_slope
-
-    def forward(self, h: dict[str, torch.Tensor], edges: dict[str, torch.Tensor],
-                masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for t in NODE_TYPES:
-            targets = torch.nonzero(masks[t]).flatten()  # [T] rows updated by this layer
-            pos = torch.cumsum(masks[t], 0) - 1  # node -> row among the targets
-            h_t = h[t].index_select(0, targets)  # [T, d]
-            m = self.root[t](h_t)  # [T, d]
-            for rel, agg in self.rel.items():
-                _, s, dst_type = RELATIONS[rel]
-                if dst_type != t:
-                    continue
-                src, dst = edges[rel]
-                keep = masks[t][dst]
-                m = m + agg(h[s], h_t, torch.stack([src[keep], pos[dst[keep]]]))  # [T, d]
-            new = nn.functional.leaky_relu(m, self.negative_slope).to(h[t].dtype)
-            out[t] = new if len(targets) == len(h[t]) else h[t].index_copy(0, targets, new)  # [N_t, d]
-        return out
-
-
-class HeteroGraphEncoder(nn.Module):
-    """L :class:`HeteroLayer` s and the shared output layer ``z = W_out h^L``.
-
-    Shapes: ``h0 {type: [N_t, d]}`` -> ``(rows {type: [S_t]}, z {type: [S_t, d]})`` for the
-    nodes ``rows`` of ``outputs`` (their layer-L states are exact).
-    """
-
-    def __init__(self, dim: int, n_layers: int, relations: tuple[str, ...], conv: str, negative_slope: float):
-        super().__init__()
-        self.layers = nn.ModuleList(HeteroLayer(dim, relations, conv, negative_slope) for _ in range(n_layers))
-        self.out = nn.Linear(dim, dim)  # W_out, the last layer shared by every loss
-
-    def forward(self, h0: dict[str, torch.Tensor], edges: dict[str, torch.Tensor],
-                outputs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        masks = hop_masks(edges, {t: len(x) for t, x in h0.items()}, outputs, len(self.layers))
-        h = h0
-        for layer, mask in zip(self.layers, masks):
-            h = layer(h, edges, mask)
-        rows = {t: torch.nonzero(masks[-1][t]).flatten() for t in NODE_TYPES}  # [S_t]
-        return rows, {t: self.out(h[t].index_select(0, rows[t])) for t in NODE_TYPES}  # [S_t, d]
+from ml_core.nn.dense import (
+    MLP,
+    FeatureEncoder,
+    MixtureOfExperts,
+    PairInteraction,
+    TaskTowers,
+)
+from ml_core.nn.gradnorm import GradNorm
 
 
 def encoder_inputs(enc: FeatureEncoder, x: NodeTable) -> torch.Tensor:
@@ -293,52 +128,90 @@ class GraphOutput:
     gfae: torch.Tensor | None  # scalar GFAE loss (None when not asked for)
 
 
-@register("e2e_grec")
-class E2EGRec(RecModel):
-    needs_graph = True
+@dataclass
+class E2EGRecConfig:
+    """E2E-GRec's options (``train.model_args``); the abstract gives no values, so each default
+    is this package's choice unless a source is named (module docstring: the choices)."""
 
-    def __init__(self, spec: ModelSpec, conv: str = "sage", layers: int | None = None,
-                 channels: list[str] | None = None, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, fusion: str = "ep", gfae: bool = True,
-                 gfae_nodes: str = "seeds", decoder_hidden: list[int] | None = None, gfae_weight: float = 1.0,
-                 gradnorm: bool = True, alpha: float = 1.5, gradnorm_lr: float | None = None,
-                 negative_slope: float = 0.2):
+    #: neighbour aggregation per relation: ``sage`` (mean, GraphSAGE) or ``gat`` (attention)
+    conv: str = "sage"
+    #: GNN layers L; None = ``len(spec.fanouts)`` (one per sampled hop); at most the sampler's hops
+    layers: int | None = None
+    #: channels read as relations; None = all three. Must give both node types (``bipartite``,
+    #: or ``user_sim`` and ``item_sim``)
+    channels: list[str] | None = None
+    #: MMoE experts N: 4, as MMoE (MoGE paper section 5.4)
+    n_experts: int = 4
+    #: expert MLP sizes: [32, 32], as MMoE (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = linear + softmax, as MMoE
+    gate_hidden: list[int] | None = None
+    #: representation-level ``kappa``: ``ep`` (element-wise product, MoGE's default), ``add``, ``con``, ``mlp``
+    fusion: str = "ep"
+    #: train the GFAE loss (the abstract's component ii)
+    gfae: bool = True
+    #: decoded nodes: the ``seeds`` (standard mini-batch GNN loss) or ``all`` sampled nodes (~2x the encoder's cost)
+    gfae_nodes: str = "seeds"
+    #: decoder MLP hidden sizes; None = ``[d]``
+    decoder_hidden: list[int] | None = None
+    #: GFAE weight when ``gradnorm=False``, >= 0
+    gfae_weight: float = 1.0
+    #: balance the losses with GradNorm (the abstract's component iii)
+    gradnorm: bool = True
+    #: GradNorm's asymmetry: 1.5, Chen et al.'s most used value
+    alpha: float = 1.5
+    #: learning rate of the loss weights, > 0; None = the trainer's lr
+    gradnorm_lr: float | None = None
+    #: LeakyReLU slope of the layers (and GAT logits): 0.2, as GAT
+    negative_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden, decoder_hidden=self.decoder_hidden)
+        if self.channels is not None and (not self.channels or set(self.channels) - set(CHANNELS)):
+            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {self.channels}")
+        channels = set(self.channels or CHANNELS)
+        if "bipartite" not in channels and not {"user_sim", "item_sim"} <= channels:
+            raise ValueError(f"channels must reach users and items (bipartite, or user_sim and item_sim), got {self.channels}")
+        check_choice("conv", self.conv, CONVS)
+        check_choice("gfae_nodes", self.gfae_nodes, ("seeds", "all"))
+        check_choice("fusion (interaction)", self.fusion, PairInteraction.KINDS)
+        if self.gfae_weight < 0 or (self.gradnorm_lr is not None and self.gradnorm_lr <= 0):
+            raise ValueError(f"gfae_weight must be >= 0 and gradnorm_lr > 0, got {self.gfae_weight}, {self.gradnorm_lr}")
+
+
+@register("e2e_grec", E2EGRecConfig)
+class E2EGRec(RecModel):
+    graph_needs = GraphNeeds.SUBGRAPHS
+
+    def __init__(self, spec: ModelSpec, config: E2EGRecConfig | None = None, **args):
         super().__init__()
-        if channels is not None and (not channels or set(channels) - set(CHANNELS)):
-            raise ValueError(f"channels must be a non-empty subset of {CHANNELS}, got {channels}")
-        channels = tuple(c for c in CHANNELS if c in (channels or CHANNELS))
-        if "bipartite" not in channels and not {"user_sim", "item_sim"} <= set(channels):
-            raise ValueError(f"channels must reach users and items (bipartite, or user_sim and item_sim), got {channels}")
-        if conv not in ("sage", "gat"):
-            raise ValueError(f"conv must be 'sage' or 'gat', got {conv!r}")
-        if gfae_nodes not in ("seeds", "all"):
-            raise ValueError(f"gfae_nodes must be 'seeds' or 'all', got {gfae_nodes!r}")
-        n_layers = len(spec.fanouts) if layers is None else int(layers)
+        cfg = self.config = self.configure(config, args)
+        channels = tuple(c for c in CHANNELS if c in (cfg.channels or CHANNELS))
+        n_layers = len(spec.fanouts) if cfg.layers is None else cfg.layers
         if not 1 <= n_layers <= len(spec.fanouts):
             raise ValueError(f"layers must be in 1..{len(spec.fanouts)} (the sampler's hops, fanouts {spec.fanouts}), got {n_layers}")
-        if gfae_weight < 0 or (gradnorm_lr is not None and gradnorm_lr <= 0):
-            raise ValueError(f"gfae_weight must be >= 0 and gradnorm_lr > 0, got {gfae_weight}, {gradnorm_lr}")
+        gfae, gfae_nodes, gradnorm_lr = cfg.gfae, cfg.gfae_nodes, cfg.gradnorm_lr
         d = spec.dim
         self.spec = spec
         self.channels = channels
         self.relations = tuple(r for r, (c, _, _) in RELATIONS.items() if c in channels)
         self.gfae_nodes = gfae_nodes
-        self.gfae_weight = float(gfae_weight)
+        self.gfae_weight = cfg.gfae_weight
         self.gradnorm_lr = gradnorm_lr
         self.encoders = nn.ModuleDict({"user": FeatureEncoder(spec.user, d), "item": FeatureEncoder(spec.item, d)})  # P, Q
-        self.gnn = HeteroGraphEncoder(d, n_layers, self.relations, conv, negative_slope)
+        self.gnn = HeteroGraphEncoder(d, n_layers, self.relations, cfg.conv, cfg.negative_slope)
         self.decoders = None
         if gfae:
             in_dims = {t: 0 if e.proj is None else e.proj.in_features for t, e in self.encoders.items()}  # dim e_v
             if not any(in_dims.values()):
                 raise ValueError("gfae=True needs node features to reconstruct; neither users nor items have any")
-            self.decoders = nn.ModuleDict({t: MLP(d, decoder_hidden if decoder_hidden is not None else [d], n)
+            self.decoders = nn.ModuleDict({t: MLP(d, cfg.decoder_hidden if cfg.decoder_hidden is not None else [d], n)
                                            for t, n in in_dims.items() if n > 0})  # D_tau
-        self.moe = MixtureOfExperts(4 * d, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
-        self.fuse = PairInteraction(fusion, d, n_pairs=1)  # kappa
+        self.moe = MixtureOfExperts(4 * d, spec.n_tasks, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        self.fuse = PairInteraction(cfg.fusion, d, n_pairs=1)  # kappa
         self.towers = TaskTowers(self.moe.expert_dim + self.fuse.out_dim, spec.n_tasks)  # v_k
         n_losses = spec.n_tasks + (1 if gfae else 0)
-        self.gradnorm = GradNorm(n_losses, alpha) if gradnorm else None
+        self.gradnorm = GradNorm(n_losses, cfg.alpha) if cfg.gradnorm else None
 
     # -- components ------------------------------------------------------------------------------
     def graph(self, batch, with_gfae: bool = False) -> GraphOutput:
@@ -401,12 +274,12 @@ class E2EGRec(RecModel):
             loss = bce.sum() + (0.0 if r.gfae is None else self.gfae_weight * r.gfae)
         return logits, loss, parts
 
-    def make_optimizer(self, cfg) -> torch.optim.Optimizer:
-        """Adam (the trainer's default) with the GradNorm weights in their own group: no weight
-        decay, learning rate ``gradnorm_lr`` (default ``cfg.lr``)."""
+    def param_groups(self, cfg) -> list[dict]:
+        """The GradNorm weights in their own group: no weight decay, learning rate ``gradnorm_lr``
+        (default ``cfg.lr``); every other parameter in the optimiser's default group."""
         w = [] if self.gradnorm is None else [self.gradnorm.weights]
         rest = [p for p in self.parameters() if all(p is not q for q in w)]
         groups = [{"params": rest}]
         if w:
             groups.append({"params": w, "weight_decay": 0.0, "lr": self.gradnorm_lr or cfg.lr})
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **cfg.optimizer_args)
+        return groups

@@ -12,7 +12,7 @@ DirectAU's alignment and uniformity losses on the batch's positive pairs P (user
         + \\gamma \\tfrac{1}{2}\\big(\\mathcal{L}_{unif}(U_P) + \\mathcal{L}_{unif}(I_P)\\big)
         + \\sum_k \\mathrm{BCE}_k\\big(\\mathrm{sg}(\\hat y^k)\\big)
 
-At inference the graph enters once, through the ODE of :mod:`ml_core.train.lightgode` over the
+At inference the graph enters once, through the ODE of :mod:`ml_core.nn.graph_ode` over the
 normalised bipartite adjacency (no self loops), integrated from the normalised trained table
 ``E(0) = [\\tilde E_U ; \\tilde E_I]`` to ``T``; a pair is scored by the dot product of the
 re-normalised results, turned into per-task logits by a scale and a bias per task:
@@ -35,7 +35,7 @@ Choices the paper and MODELS.md leave open (documented):
 * The ODE starts from the *normalised* table (the space training shaped; raw norms are not
   trained by a cosine loss) and its result is normalised again for scoring.
 * Which graph: the most recent training day's bipartite graph (interactions before that day, none
-  of the evaluation day), binarised (``graph_*`` options, :mod:`ml_core.train.id_graph`). ``T =
+  of the evaluation day), binarised (``graph_*`` options, :mod:`ml_core.nn.id_graph`). ``T =
   1``, one Euler step = the public code's ``E(T) = (1 + T) E(0) + T A^ E(0)``; ``T = 0`` switches
   the ODE off (the "without post-training" ablation).
 * When: the model keeps ``E(0)`` as its parameters and holds ``E(T)`` in a buffer (saved with the
@@ -43,8 +43,8 @@ Choices the paper and MODELS.md leave open (documented):
   eval mode while it holds a graph (so the trainer's ``model.eval()`` after the last epoch
   integrates the final table, and training may resume from ``E(0)``); eval-mode forwards read
   the buffer once it is filled. The graph comes from ``prepare(contexts)`` when the training
-  contexts carry graphs (``needs_day_graph = True`` declares that the model reads the day graph
-  without sampling subgraphs; the trainer does not read it yet, see the zoo test), or from the
+  contexts carry graphs (``graph_needs = GraphNeeds.DAY_GRAPHS`` declares that the model reads
+  the training days' graph without sampling subgraphs, so the trainer builds it), or from the
   ``lightgode`` post-training step (``train.post_training = ["lightgode"]``),
   which for this model only hands it the graph. Without a graph the model scores with ``E(0)``.
 
@@ -53,32 +53,25 @@ samples per epoch, evaluation on the next day; one seed): one epoch trains in 8 
 MoGE 166 s, MMoE 18 s) to GAUC click/purchase .768/.863 (without the ODE .731/.834; NGCF
 .836/.731, MoGE .849/.912, MMoE .761/.815); five epochs (49 s) reach .824/.881.
 
-Args:
-    spec (ModelSpec): id vocabularies, tasks, d.
-    gamma (float): weight of the uniformity loss (default: 0.5; DirectAU tunes it per dataset. On the
-        planted zoo data 0.2-0.5 gave click GAUC 0.69 vs 0.65 at 1.0, with the ODE).
-    T (float): ODE integration time (default: 1.0).
-    solver (str): ``"euler"`` (default) or ``"rk4"``.
-    steps (int): solver steps (default: 1).
-    scale_init (float): initial per-task scale ``a_k`` of the cosine (default: 5.0).
-    graph_channels (list[str], optional): graph(s) of the ODE (default: ``["bipartite"]``).
-    graph_days (str): ``"last"`` training day's graph (default) or ``"all"``.
-    weighted (bool): keep edge weights (default: False: binary A).
+Configuration: :class:`LightGODEConfig` (``spec``: id vocabularies, tasks, d).
 Shapes: Batch of B samples -> logits ``[B, K]``.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, SideShape, bce_per_task
+from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.models.base import GraphNeeds, RecModel, bce_per_task, check_choice
 from ml_core.models.registry import register
-from ml_core.train.id_graph import id_adjacency, stack_rows
-from ml_core.train.lightgode import check_ode_args, graph_ode
+from ml_core.nn.dense import FeatureEncoder
+from ml_core.nn.graph_ode import check_ode_args, graph_ode
+from ml_core.nn.id_graph import GRAPH_DAYS, id_adjacency, stack_rows
 
 
 def uniformity(x: torch.Tensor) -> torch.Tensor:
@@ -88,26 +81,50 @@ def uniformity(x: torch.Tensor) -> torch.Tensor:
     return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean().log()
 
 
-@register("lightgode")
+@dataclass
+class LightGODEConfig:
+    """LightGODE's options (``train.model_args``)."""
+
+    #: weight of the uniformity loss, >= 0: 0.5 (DirectAU tunes it per dataset; measured on the
+    #: planted zoo data: 0.2-0.5 gave click GAUC 0.69 against 0.65 at 1.0, with the ODE)
+    gamma: float = 0.5
+    #: ODE integration time: 1 (MODELS.md: T around 1-3); 0 switches the ODE off
+    T: float = 1.0
+    #: ``euler`` (the public code) or ``rk4``
+    solver: str = "euler"
+    #: solver steps: 1 (the public code's single Euler step)
+    steps: int = 1
+    #: initial per-task scale ``a_k`` of the cosine (this package's choice; the paper scores by the cosine alone)
+    scale_init: float = 5.0
+    #: graph(s) of the ODE; None = ``["bipartite"]`` (the user-item graph, as LightGODE)
+    graph_channels: list[str] | None = None
+    #: ``last`` training day's graph (no evaluation-day edge) or ``all`` (union)
+    graph_days: str = "last"
+    #: keep edge weights; False = binary A (LightGCN / LightGODE adjacency)
+    weighted: bool = False
+
+    def __post_init__(self) -> None:
+        check_ode_args(self.T, self.solver, self.steps)
+        check_choice("graph_days", self.graph_days, GRAPH_DAYS)
+        if self.gamma < 0:
+            raise ValueError(f"gamma (uniformity weight) must be >= 0, got {self.gamma}")
+
+
+@register("lightgode", LightGODEConfig)
 class LightGODE(RecModel):
-    needs_graph = False  # training samples no subgraph: no convolution before inference
-    needs_day_graph = True  # reads the training days' graph once, for the ODE
+    graph_needs = GraphNeeds.DAY_GRAPHS  # the training days' graph, once, for the ODE; no subgraph, no graph at inference
     integrates_graph_ode = True  # the lightgode post-training step hands it the graph only
 
-    def __init__(self, spec: ModelSpec, gamma: float = 0.5, T: float = 1.0, solver: str = "euler", steps: int = 1,
-                 scale_init: float = 5.0, graph_channels: list[str] | None = None, graph_days: str = "last",
-                 weighted: bool = False):
+    def __init__(self, spec: ModelSpec, config: LightGODEConfig | None = None, **args):
         super().__init__()
-        check_ode_args(T, solver, steps)
-        if gamma < 0:
-            raise ValueError(f"gamma (uniformity weight) must be >= 0, got {gamma}")
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        self.gamma = gamma
-        self.T, self.solver, self.steps = T, solver, int(steps)
-        self.graph_channels = list(graph_channels or ["bipartite"])
-        self.graph_days = graph_days
-        self.weighted = weighted
-        self.scale_init = scale_init
+        self.gamma = cfg.gamma
+        self.T, self.solver, self.steps = cfg.T, cfg.solver, cfg.steps
+        self.graph_channels = list(cfg.graph_channels or ["bipartite"])
+        self.graph_days = cfg.graph_days
+        self.weighted = cfg.weighted
+        self.scale_init = cfg.scale_init
         # id-only encoders (no feature columns): E_U, E_I
         self.user_enc = FeatureEncoder(SideShape(spec.user.n_ids, [], 0), spec.dim)
         self.item_enc = FeatureEncoder(SideShape(spec.item.n_ids, [], 0), spec.dim)

@@ -55,8 +55,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ml_core.models.blocks import FeatureEncoder, GatedCombine, ModelSpec, NeighborAttention
-from ml_core.train.data import CHANNELS, ChannelBatch, NodeTable
+from ml_core.contracts.batch import CHANNELS, ChannelBatch, NodeTable
+from ml_core.contracts.spec import ModelSpec
+from ml_core.nn.dense import FeatureEncoder
+from ml_core.nn.graph import GatedCombine, NeighborAttention
 
 
 class ChannelLayer(nn.Module):
@@ -215,7 +217,7 @@ class MGNN(nn.Module):
             seeds = [s for s in (ch.seed_user, ch.seed_item) if s is not None]
             h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
             out[name] = torch.split(h, [len(s) for s in seeds])
-        h_u, h_i = out["bipartite"] if "bipartite" in out else (p_u, q_i)  # [B, d] each
+        h_u, h_i = out.get("bipartite", (p_u, q_i))  # [B, d] each
         s_u = out["user_sim"][0] if "user_sim" in out else p_u  # [B, d]
         s_i = out["item_sim"][0] if "item_sim" in out else q_i  # [B, d]
         return {"p_u": p_u, "q_i": q_i, "h_u": h_u, "h_i": h_i, "s_u": s_u, "s_i": s_i}

@@ -63,7 +63,7 @@ Readings of the abstract (documented choices):
   zoo's planted data: click / purchase GAUC +0.007 / +0.013, mean of 3 seeds). The user's
   *cluster* still comes from its own training positives (MacGNN's transductive reading). Before
   :meth:`prepare` every user is cold and ``A = 0``. The model reads no day graph
-  (``needs_graph = False``): the samples are available to every model, and a macro graph of
+  (``graph_needs = GraphNeeds.NONE``): the samples are available to every model, and a macro graph of
   ``C x M`` nodes needs no sampling.
 * **Neighbourhood aggregation**: attention of the pair's other macro node (the target category
   queries the cluster's categories and vice versa: a bilinear score per task and side) plus
@@ -82,22 +82,7 @@ Readings of the abstract (documented choices):
   (key, shared projection ``W_key``); values are the ``z^j`` themselves.
 * Loss: the plain sum of the per-task BCEs (the abstract names no extra term).
 
-Args:
-    spec (ModelSpec): input sizes, tasks, d.
-    category (str | int, optional): item categorical column for the macro item nodes: a name
-        from ``FeatureSpec.item.cats`` or an index into it (default: None = ``"category"`` when
-        present, else the first item categorical column).
-    n_clusters (int): user clusters C, MacGNN's default (default: 20).
-    max_categories (int): macro item nodes M at most (default: 1000).
-    seed (int): k-means++ seed (default: 0).
-    kmeans_iters (int): Lloyd iterations at most (default: 50).
-    edge_weight (str): ``omega``: ``"log1p"`` or ``"count"`` (default: ``"log1p"``).
-    macro_dim (int, optional): d_m (default: ``spec.dim``).
-    n_experts (int): N (default: 4).
-    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-    gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
-    exclude_own_edge (bool): in training mode, take the sample's own labels out of its macro
-        edges (default: True).
+Configuration: :class:`MGOEConfig`.
 Shapes: Batch of B samples -> logits ``[B, K]``. Buffers: ``user_cluster [n_user_ids]`` (int32),
     ``category_slot [cat_size]`` (int32), ``macro_graph [K, C + 1, M]`` (float32 counts).
 """
@@ -105,13 +90,16 @@ Shapes: Batch of B samples -> logits ``[B, K]``. Buffers: ``user_cluster [n_user
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from ml_core.models.blocks import FeatureEncoder, MixtureOfExperts, ModelSpec, RecModel, TaskTowers
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel, check_choice, check_sizes
 from ml_core.models.registry import register
+from ml_core.nn.dense import FeatureEncoder, MixtureOfExperts, TaskTowers
 
 EDGE_WEIGHTS = ("log1p", "count")
 
@@ -203,31 +191,61 @@ class MacroNeighborhood(nn.Module):
         return torch.einsum("kbj,kjd->kbd", alpha.to(v.dtype), v)  # [K, B, d]
 
 
-@register("mgoe")
-class MGOE(RecModel):
-    needs_graph = False
+@dataclass
+class MGOEConfig:
+    """MGOE's options (``train.model_args``)."""
 
-    def __init__(self, spec: ModelSpec, category: str | int | None = None, n_clusters: int = 20,
-                 max_categories: int = 1000, seed: int = 0, kmeans_iters: int = 50, edge_weight: str = "log1p",
-                 macro_dim: int | None = None, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, exclude_own_edge: bool = True):
+    #: item categorical column of the macro item nodes, a name from ``FeatureSpec.item.cats`` or an
+    #: index into it; None = ``"category"`` when present, else the first item categorical column
+    category: str | int | None = None
+    #: user clusters C: MacGNN's default, 20
+    n_clusters: int = 20
+    #: macro item nodes M at most: 1000, measured (module docstring: cost of the attention at B = 256)
+    max_categories: int = 1000
+    #: k-means++ seed
+    seed: int = 0
+    #: Lloyd iterations at most (k-means stops earlier when the assignment is stable)
+    kmeans_iters: int = 50
+    #: ``omega`` of a macro edge's count: ``log1p`` (MacGNN) or ``count``
+    edge_weight: str = "log1p"
+    #: d_m; None = ``spec.dim``
+    macro_dim: int | None = None
+    #: experts N: "4 experts" (MoGE paper section 5.4, as MMoE)
+    n_experts: int = 4
+    #: expert MLP sizes: "[32, 32]" (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = linear + softmax, as MMoE
+    gate_hidden: list[int] | None = None
+    #: in training mode, take the sample's own labels out of its macro edges (no label leak)
+    exclude_own_edge: bool = True
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
+        if self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be an int >= 1, got {self.n_clusters!r}")
+        if self.max_categories < 2:
+            raise ValueError(f"max_categories must be an int >= 2 (slot 0 = unknown), got {self.max_categories!r}")
+        if self.kmeans_iters < 1:
+            raise ValueError(f"kmeans_iters must be >= 1, got {self.kmeans_iters}")
+        check_choice("edge_weight", self.edge_weight, EDGE_WEIGHTS)
+
+
+@register("mgoe", MGOEConfig)
+class MGOE(RecModel):
+    graph_needs = GraphNeeds.NONE
+
+    def __init__(self, spec: ModelSpec, config: MGOEConfig | None = None, **args):
         super().__init__()
-        self.category_index = self._category_column(spec, category)
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1:
-            raise ValueError(f"n_clusters must be an int >= 1, got {n_clusters!r}")
-        if isinstance(max_categories, bool) or not isinstance(max_categories, int) or max_categories < 2:
-            raise ValueError(f"max_categories must be an int >= 2 (slot 0 = unknown), got {max_categories!r}")
-        if kmeans_iters < 1:
-            raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters}")
-        if edge_weight not in EDGE_WEIGHTS:
-            raise ValueError(f"edge_weight must be one of {EDGE_WEIGHTS}, got {edge_weight!r}")
+        cfg = self.config = self.configure(config, args)
+        n_clusters, max_categories, edge_weight = cfg.n_clusters, cfg.max_categories, cfg.edge_weight
+        self.category_index = self._category_column(spec, cfg.category)
         self.spec = spec
         self.n_clusters = n_clusters
-        self.seed = seed
-        self.kmeans_iters = kmeans_iters
-        self.exclude_own_edge = exclude_own_edge
+        self.seed = cfg.seed
+        self.kmeans_iters = cfg.kmeans_iters
+        self.exclude_own_edge = cfg.exclude_own_edge
         K, d = spec.n_tasks, spec.dim
-        d_m = macro_dim or d
+        d_m = cfg.macro_dim or d
         cat_size = spec.item.cat_sizes[self.category_index]
         self.n_macro_items = M = min(cat_size, max_categories)
         # macro state (filled by prepare(), saved in the state_dict)
@@ -243,7 +261,7 @@ class MGOE(RecModel):
         self.user_side = MacroNeighborhood(K, d_m, edge_weight)  # W^k_u: categories of the cluster
         self.item_side = MacroNeighborhood(K, d_m, edge_weight)  # W^k_i: clusters of the category
         self.macro_proj = nn.ModuleList(nn.Linear(4 * d_m, d_m) for _ in range(K))  # W^k_z
-        self.moe = MixtureOfExperts(2 * d + K * d_m, K, n_experts, expert_hidden or [32, 32], gate_hidden)
+        self.moe = MixtureOfExperts(2 * d + K * d_m, K, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.query = nn.Parameter(torch.empty(K, self.moe.expert_dim, d_m))  # W^k_q
         self.key = nn.Linear(d_m, d_m, bias=False)  # W_key
         self.towers = TaskTowers(self.moe.expert_dim + d_m, K)  # v_k
@@ -268,7 +286,7 @@ class MGOE(RecModel):
                 raise ValueError(f"category={category!r} is not an item categorical column; available: "
                                  f"{names or '(names unknown: pass an index)'}")
             return names.index(category)
-        if isinstance(category, bool) or not isinstance(category, int) or not 0 <= category < len(sizes):
+        if not 0 <= category < len(sizes):
             raise ValueError(f"category index must be in 0..{len(sizes) - 1} (item categorical columns {names}), got {category!r}")
         return category
 

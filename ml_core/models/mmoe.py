@@ -14,30 +14,45 @@ lists gates of [16, 16]; the text also says "linear transform + softmax", as MoG
 from an MGNN (:class:`~ml_core.models.inputs.GraphInput`; MGNN options ``layers``,
 ``combine``, ``channels``).
 
-Args:
-    spec (ModelSpec): input sizes and tasks.
-    n_experts (int): number of experts (default: 4).
-    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-    gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
+Configuration: :class:`MMoEConfig`.
 Shapes: Batch of B samples -> logits ``[B, K]``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from ml_core.models.blocks import MixtureOfExperts, ModelSpec, TaskTowers
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import check_sizes
 from ml_core.models.inputs import FeatureInput, register_with_graph
+from ml_core.nn.dense import MixtureOfExperts, TaskTowers
 
 
-@register_with_graph("mmoe")
+@dataclass
+class MMoEConfig:
+    """MMoE's options (``train.model_args``); ``mmoe_graph`` adds the MGNN options."""
+
+    #: experts N: the MoGE paper's "4 experts" (section 5.4)
+    n_experts: int = 4
+    #: each expert's MLP sizes: "[32, 32]" (MoGE paper section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = linear + softmax (MoGE paper's text; its table's [16, 16] is the other reading)
+    gate_hidden: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
+
+
+@register_with_graph("mmoe", MMoEConfig)
 class MMoE(FeatureInput):
-    def __init__(self, spec: ModelSpec, n_experts: int = 4, expert_hidden: list[int] | None = None,
-                 gate_hidden: list[int] | None = None, **input_args):
+    def __init__(self, spec: ModelSpec, config: MMoEConfig | None = None, **args):
         super().__init__()
+        cfg = self.config = self.configure(config, args)
         self.spec = spec
-        in_dim = self.build_input(spec, **input_args)  # P, Q (+ MGNN)
-        self.moe = MixtureOfExperts(in_dim, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
+        in_dim = self.build_input(spec, cfg)  # P, Q (+ MGNN)
+        self.moe = MixtureOfExperts(in_dim, spec.n_tasks, cfg.n_experts, cfg.expert_hidden, cfg.gate_hidden)
         self.towers = TaskTowers(self.moe.expert_dim, spec.n_tasks)  # v_k
 
     def forward(self, batch) -> torch.Tensor:

@@ -15,7 +15,7 @@ Pipeline of one sample (u, i), symbol by symbol:
     \\hat{y}^k = \\sigma(v_k^\\top o^k)
 
     \\mathcal{L} = \\sum_k \\big(e^{-s_k} \\mathrm{BCE}_k + s_k\\big) + \\beta \\mathcal{L}_{co}
-        + \\lambda \\|\\Theta\\|^2 \\qquad \\text{(section 4.3, :mod:`ml_core.train.losses`)}
+        + \\lambda \\|\\Theta\\|^2 \\qquad \\text{(section 4.3, :mod:`ml_core.nn.losses`)}
 
 Experts ``f^n``: MLP [32, 32] with LeakyReLU; gates ``g^k``: linear + softmax over the N
 experts (normalised by the softmax only); ``v_k``: a linear head per task.
@@ -49,53 +49,88 @@ linear; pass ``gate_hidden=[16, 16]`` for the other reading), beta 1e-6, lambda 
 trainer's default lr is 1e-3: our daily windows hold ~10^4-10^5 samples, not 10^6, and at 1e-4
 the models are still far from converged after the same budget.
 
-Args:
-    spec (ModelSpec): input sizes, tasks, d, fan-outs.
-    interaction (str): ``kappa``: ``ep`` (element-wise product), ``con`` (concatenation), ``add``,
-        ``mlp`` (ablation 5.6) (default: ``"ep"``).
-    n_experts (int): N, graph-enhanced experts used, 1..4 (ablation 5.8) (default: 4).
-    expert_hidden (list[int]): expert MLP sizes (default: [32, 32]).
-    gate_hidden (list[int], optional): hidden layers of the gates (default: None = linear).
-    layers (int, optional): MGNN layers L (default: ``len(spec.fanouts)`` = 2).
-    combine (str): MGNN combine ``f``: ``gru`` or ``lstm`` (default: ``"gru"``).
-    channels (list[str], optional): MGNN channels (default: all three).
-    uncertainty (bool): loss term (i) learned task weights; off = plain sum (default: True).
-    co_loss (bool): loss term (ii) expert co-operation ``beta L_co`` (default: True).
-    beta (float): weight of ``L_co`` (default: 1e-6).
-    l2 (float): lambda, loss term (iii); 0 disables it (default: 1e-3).
-    use_mgnn (bool): False drops the MGNN and ``Z`` (= MMoE) (default: True).
+Configuration: :class:`MoGEConfig` (``spec``: input sizes, tasks, d, fan-outs).
 Shapes: Batch of B samples (with sampled ``channels``) -> logits ``[B, K]``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from ml_core.models.blocks import (FeatureEncoder, MixtureOfExperts, ModelSpec, PairInteraction, RecModel,
-                                   TaskTowers, bce_per_task)
+from ml_core.contracts.batch import CHANNELS
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import (
+    GraphNeeds,
+    RecModel,
+    bce_per_task,
+    check_choice,
+    check_sizes,
+)
 from ml_core.models.mgnn import MGNN
 from ml_core.models.registry import register
-from ml_core.train.data import CHANNELS
-from ml_core.train.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
+from ml_core.nn.dense import (
+    FeatureEncoder,
+    MixtureOfExperts,
+    PairInteraction,
+    TaskTowers,
+)
+from ml_core.nn.graph import GatedCombine
+from ml_core.nn.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 
 #: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
 PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
 
 
-@register("moge")
-class MoGE(RecModel):
-    needs_graph = True
+@dataclass
+class MoGEConfig:
+    """MoGE's options (``train.model_args``)."""
 
-    def __init__(self, spec: ModelSpec, interaction: str = "ep", n_experts: int = 4,
-                 expert_hidden: list[int] | None = None, gate_hidden: list[int] | None = None,
-                 layers: int | None = None, combine: str = "gru", channels: list[str] | None = None,
-                 uncertainty: bool = True, co_loss: bool = True, beta: float = 1e-6, l2: float = 1e-3,
-                 use_mgnn: bool = True):
+    #: ``kappa``: ``ep`` (element-wise product, the paper's default), ``con``, ``add``, ``mlp`` (ablation 5.6)
+    interaction: str = "ep"
+    #: N graph-enhanced experts, 1..4, one per graph interaction pair: "4 experts" (section 5.4; ablation 5.8)
+    n_experts: int = 4
+    #: expert MLP sizes: "[32, 32]" (section 5.4)
+    expert_hidden: list[int] = field(default_factory=lambda: [32, 32])
+    #: gate hidden layers; None = "simple linear transform + softmax" (section 5.4's text; its [16, 16] the other reading)
+    gate_hidden: list[int] | None = None
+    #: MGNN layers L; None = ``len(spec.fanouts)`` (section 5.4: L = 2)
+    layers: int | None = None
+    #: MGNN combine ``f``: "usually an LSTM-like operator" (section 4.1): a GRU cell
+    combine: str = "gru"
+    #: MGNN channels; None = all three (section 4.1)
+    channels: list[str] | None = None
+    #: loss term (i), learned task weights (section 4.3); False = plain sum
+    uncertainty: bool = True
+    #: loss term (ii), expert co-operation ``beta L_co`` (section 4.3)
+    co_loss: bool = True
+    #: weight of ``L_co``: 1e-6 (section 5.4)
+    beta: float = 1e-6
+    #: lambda, loss term (iii): 1e-3 (section 5.4); 0 disables it
+    l2: float = 1e-3
+    #: False drops the MGNN and ``Z`` (= MMoE; the reduction the tests check)
+    use_mgnn: bool = True
+
+    def __post_init__(self) -> None:
+        check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
+        check_choice("interaction", self.interaction, PairInteraction.KINDS)
+        check_choice("combine", self.combine, GatedCombine.KINDS)
+        if not 1 <= self.n_experts <= len(PAIRS):
+            raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {self.n_experts}")
+        if self.beta < 0 or self.l2 < 0:
+            raise ValueError(f"beta and l2 must be >= 0, got beta={self.beta}, l2={self.l2}")
+
+
+@register("moge", MoGEConfig)
+class MoGE(RecModel):
+    graph_needs = GraphNeeds.SUBGRAPHS
+
+    def __init__(self, spec: ModelSpec, config: MoGEConfig | None = None, **args):
         super().__init__()
-        if not 1 <= n_experts <= len(PAIRS):
-            raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {n_experts}")
-        if beta < 0 or l2 < 0:
-            raise ValueError(f"beta and l2 must be >= 0, got beta={beta}, l2={l2}")
+        cfg = self.config = self.configure(config, args)
+        n_experts, beta, l2 = cfg.n_experts, cfg.beta, cfg.l2
+        co_loss, use_mgnn, interaction = cfg.co_loss, cfg.use_mgnn, cfg.interaction
         self.spec = spec
         self.n_experts = n_experts
         self.co_loss = co_loss
@@ -105,7 +140,7 @@ class MoGE(RecModel):
         self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
         self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
         if use_mgnn:
-            self.mgnn = MGNN(spec, layers=layers, channels=tuple(channels or CHANNELS), combine=combine,
+            self.mgnn = MGNN(spec, layers=cfg.layers, channels=tuple(cfg.channels or CHANNELS), combine=cfg.combine,
                              user_enc=self.user_enc, item_enc=self.item_enc)
             self.interaction = PairInteraction(interaction, spec.dim, n_experts)  # kappa
             z_dim = self.interaction.out_dim
@@ -113,9 +148,9 @@ class MoGE(RecModel):
             self.mgnn = None
             self.interaction = None
             z_dim = 0
-        self.moe = MixtureOfExperts(2 * spec.dim, spec.n_tasks, n_experts, expert_hidden or [32, 32], gate_hidden)
+        self.moe = MixtureOfExperts(2 * spec.dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
-        self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=uncertainty)  # s_k
+        self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.uncertainty)  # s_k
 
     def graph_interactions(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """``Z``: ``[B, N, d_z]``, expert n's interaction ``kappa`` of pair n (see ``PAIRS``)."""

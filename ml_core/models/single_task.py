@@ -7,16 +7,36 @@ encoders), so task k's loss moves only task k's network. Both return the usual `
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
-from ml_core.models.blocks import FeatureEncoder, ModelSpec, RecModel, TaskTowers, weighted_sum
+from ml_core.contracts.batch import ChannelBatch
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import GraphNeeds, RecModel, check_sizes
 from ml_core.models.mgnn import layer_plan
 from ml_core.models.registry import register
-from ml_core.train.data import ChannelBatch
+from ml_core.nn.dense import FeatureEncoder, TaskTowers
+from ml_core.nn.graph import weighted_sum
 
 
-@register("mlp")
+@dataclass
+class SingleTaskMLPConfig:
+    """MLP's options (``train.model_args``)."""
+
+    #: each task's MLP sizes: "[512, 256, 128]" (MoGE paper section 5.4)
+    hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+    #: dropout after each hidden layer, in [0, 1): none (section 5.4 lists none)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_sizes(hidden=self.hidden)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@register("mlp", SingleTaskMLPConfig)
 class SingleTaskMLP(RecModel):
     """MLP: one feed-forward network per task on the shared-transform features.
 
@@ -24,21 +44,17 @@ class SingleTaskMLP(RecModel):
         x^k = [x_u P^k \\| x_i Q^k], \\qquad \\hat{y}^k = \\sigma\\big(v_k^\\top \\mathrm{MLP}_k(x^k)\\big)
 
     Each task has its own ``P^k``, ``Q^k`` (id embedding + feature projection,
-    :class:`~ml_core.models.blocks.FeatureEncoder`) and its own MLP [512, 256, 128] with
+    :class:`~ml_core.nn.dense.FeatureEncoder`) and its own MLP [512, 256, 128] with
     LeakyReLU (section 5.4), then a linear head.
 
-    Args:
-        spec (ModelSpec): input sizes and tasks.
-        hidden (list[int]): each task's MLP sizes (default: [512, 256, 128]).
-        dropout (float): dropout after each hidden layer (default: 0.0).
+    Configuration: :class:`SingleTaskMLPConfig`.
     Shapes: Batch of B samples -> logits ``[B, K]``.
     """
 
-    def __init__(self, spec: ModelSpec, hidden: list[int] | None = None, dropout: float = 0.0):
+    def __init__(self, spec: ModelSpec, config: SingleTaskMLPConfig | None = None, **args):
         super().__init__()
-        hidden = list(hidden or [512, 256, 128])
-        if any(int(h) < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"hidden must be positive sizes and dropout in [0, 1), got {hidden}, {dropout}")
+        cfg = self.config = self.configure(config, args)
+        hidden = list(cfg.hidden)
         self.spec = spec
         self.user_encs = nn.ModuleList(FeatureEncoder(spec.user, spec.dim) for _ in spec.tasks)  # P^k
         self.item_encs = nn.ModuleList(FeatureEncoder(spec.item, spec.dim) for _ in spec.tasks)  # Q^k
@@ -108,7 +124,23 @@ class NGCFTower(nn.Module):
         return torch.cat(outs, dim=-1)  # [S, (L + 1) d]
 
 
-@register("ngcf")
+@dataclass
+class NGCFConfig:
+    """NGCF's options (``train.model_args``)."""
+
+    #: L; None = ``len(spec.fanouts)`` (2 with the default fan-outs = the paper's setting); at most the sampler's hops
+    layers: int | None = None
+    #: message dropout, in [0, 1): 0.1, the authors' default
+    dropout: float = 0.1
+    #: LeakyReLU slope: 0.2, the authors' code
+    negative_slope: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@register("ngcf", NGCFConfig)
 class NGCF(RecModel):
     """NGCF: Neural Graph Collaborative Filtering (Wang et al., SIGIR 2019), one network per task.
 
@@ -133,7 +165,7 @@ class NGCF(RecModel):
       serve time. A node without sampled neighbours gets ``m_i = 0``. Edge weights are not used.
     * Layers run with :func:`~ml_core.models.mgnn.layer_plan` (each layer updates only nodes
       that still reach a seed), exact for the seeds' ``e^l``. ``W_1``, ``W_2`` per layer.
-    * ``e^0`` = the task's own :class:`~ml_core.models.blocks.FeatureEncoder` (id embedding +
+    * ``e^0`` = the task's own :class:`~ml_core.nn.dense.FeatureEncoder` (id embedding +
       feature projection, as every model here), layer outputs L2-normalised before the concat
       (``bar e``, the authors' code), message dropout 0.1 (the authors' default).
     * Score: NGCF's inner product ``e*_u^T e*_i`` generalised to ``v_k^T (e*_u * e*_i) + b_k``
@@ -141,27 +173,21 @@ class NGCF(RecModel):
     * Single task: K independent copies (embeddings, layers, head); the sampled subgraph is
       shared (it holds no parameter).
 
-    Args:
-        spec (ModelSpec): input sizes, tasks, d, fan-outs.
-        layers (int, optional): L (default: ``len(spec.fanouts)``, 2 with the default fan-outs
-            = the paper's setting; must not exceed the sampler's hops).
-        dropout (float): message dropout (default: 0.1).
-        negative_slope (float): LeakyReLU slope (default: 0.2).
+    Configuration: :class:`NGCFConfig` (``spec``: input sizes, tasks, d, fan-outs).
     Shapes: Batch of B samples (with ``channels["bipartite"]``) -> logits ``[B, K]``.
     """
 
-    needs_graph = True
+    graph_needs = GraphNeeds.SUBGRAPHS
 
-    def __init__(self, spec: ModelSpec, layers: int | None = None, dropout: float = 0.1, negative_slope: float = 0.2):
+    def __init__(self, spec: ModelSpec, config: NGCFConfig | None = None, **args):
         super().__init__()
-        self.n_layers = len(spec.fanouts) if layers is None else int(layers)
+        cfg = self.config = self.configure(config, args)
+        self.n_layers = len(spec.fanouts) if cfg.layers is None else cfg.layers
         if not 1 <= self.n_layers <= len(spec.fanouts):
             raise ValueError(f"layers must be in 1..{len(spec.fanouts)} (the sampler's hops, fanouts {spec.fanouts}), "
                              f"got {self.n_layers}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.spec = spec
-        self.nets = nn.ModuleList(NGCFTower(spec, self.n_layers, negative_slope, dropout) for _ in spec.tasks)
+        self.nets = nn.ModuleList(NGCFTower(spec, self.n_layers, cfg.negative_slope, cfg.dropout) for _ in spec.tasks)
         self.towers = TaskTowers((self.n_layers + 1) * spec.dim, spec.n_tasks)  # v_k, b_k
 
     def propagation_plan(self, ch: ChannelBatch):

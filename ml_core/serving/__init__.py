@@ -3,4 +3,4 @@
 
 from ml_core.serving.scorer import Scorer, ScoreResult
 
-__all__ = ["Scorer", "ScoreResult"]
+__all__ = ["ScoreResult", "Scorer"]

@@ -44,7 +44,7 @@ class ScoreRequest(BaseModel):
     item_ids: list[RawId] | None = None
 
     @model_validator(mode="after")
-    def _one_form(self) -> "ScoreRequest":
+    def _one_form(self) -> ScoreRequest:
         if self.pairs is not None:
             if self.user_ids is not None or self.item_ids is not None:
                 raise ValueError("give either 'pairs' or 'user_ids' + 'item_ids', not both")
@@ -120,9 +120,9 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
     path = Path(root_or_bundle)
     fixed = (path / "model.pt").exists()
     if fixed:
-        loader = lambda: Scorer.from_bundle(path, batch_size=batch_size, threads=threads)  # noqa: E731
+        loader = lambda: Scorer.from_bundle(path, batch_size=batch_size, threads=threads)
     else:
-        loader = lambda: Scorer.from_registry(path, batch_size=batch_size, threads=threads)  # noqa: E731
+        loader = lambda: Scorer.from_registry(path, batch_size=batch_size, threads=threads)
     current = _Current(loader, loader())
     app = FastAPI(title="MoGE recommendation service",
                   description="Multi-task scores and top-k recommendations from the deployed model bundle.")
@@ -176,7 +176,7 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
                 return {"version": old.version, "previous": old.version, "changed": False}
             try:
                 new = current.loader()
-            except Exception as e:  # keep serving the old version
+            except Exception as e:  # noqa: BLE001  (any failure: keep serving the old version)
                 raise HTTPException(status_code=503, detail=f"reload of {prod['version']} failed ({e}); "
                                                             f"still serving {old.version}") from None
             current.scorer, current.loaded_at = new, time.time()

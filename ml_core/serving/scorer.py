@@ -3,11 +3,11 @@
 A deployed bundle (see :mod:`ml_core.bundles`, :func:`ml_core.stages.deployment.run_deployed_model`)
 carries the model and ``context/``: copies of the bipartite graph, the two similarity graphs and
 the node features of the day it was evaluated on. :class:`Scorer` loads them once and builds the
-*base* :class:`~ml_core.train.data.DayContext` of that snapshot (every graph node encoded, channel
+*base* :class:`~ml_core.contracts.day.DayContext` of that snapshot (every graph node encoded, channel
 adjacencies built). A request is then a :class:`DayContext` whose samples are the requested
 pairs (zero labels): :func:`request_context` appends the ids the snapshot does not contain as
 isolated nodes, exactly as :meth:`DayContext.build` lays them out (a unit test checks the two are
-equal), and :func:`ml_core.train.trainer.predict` scores it with the same batching as evaluation.
+equal), and :func:`ml_core.inference.predict` scores it with the same batching as evaluation.
 
 Determinism. Graph models sample neighbours, so a pair's score depends on the random stream and
 on the batch it is scored in. A request is therefore made canonical first (distinct pairs sorted
@@ -28,11 +28,17 @@ import polars as pl
 import torch
 
 from ml_core.bundles import BundleStore, load_model, read_manifest
+from ml_core.contracts import (
+    DayContext,
+    DayInputs,
+    FeatureSpec,
+    extend_rows,
+    space_lookup,
+)
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
+from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.mgnn import cat_tables
 from ml_core.sampling.samples import label_columns
-from ml_core.train.data import DayContext, DayInputs, FeatureSpec, _extend_rows, _space_lookup
-from ml_core.train.trainer import predict
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
@@ -87,16 +93,16 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
         nu, ni = base.n_graph_users + len(new_users), base.n_graph_items + len(new_items)
         channels = {
             "bipartite": _shift_bipartite(channels["bipartite"], base.n_graph_users, len(new_users), len(new_items)),
-            "user_sim": _extend_rows(channels["user_sim"], nu, nu),
-            "item_sim": _extend_rows(channels["item_sim"], ni, ni),
+            "user_sim": extend_rows(channels["user_sim"], nu, nu),
+            "item_sim": extend_rows(channels["item_sim"], ni, ni),
         }
     return dataclasses.replace(
         base,
         user_raw=np.concatenate([g_users, new_users]).astype(np.int64),
         item_raw=np.concatenate([g_items, new_items]).astype(np.int64),
         users=users, items=items, channels=dict(channels),
-        sample_user=_space_lookup(g_users, new_users, user_ids),
-        sample_item=_space_lookup(g_items, new_items, item_ids),
+        sample_user=space_lookup(g_users, new_users, user_ids),
+        sample_item=space_lookup(g_items, new_items, item_ids),
         sample_user_raw=user_ids,
         labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
     )
@@ -158,7 +164,7 @@ class Scorer:
         self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
         self.version = version or self.manifest.get("version") or self.bundle.name
         self.tasks = list(self.spec.tasks)
-        self.needs_graph = type(self.model).needs_graph
+        self.needs_graph = inference_needs_graph(self.model)
         self.fanouts = list(self.model_spec.fanouts)
         self.batch_size = batch_size
         graph = BipartiteGraph.load(ctx_dir / "bipartite_graph")
@@ -174,11 +180,11 @@ class Scorer:
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_bundle(cls, path: str | Path, **kwargs) -> "Scorer":
+    def from_bundle(cls, path: str | Path, **kwargs) -> Scorer:
         return cls(path, **kwargs)
 
     @classmethod
-    def from_registry(cls, root: str | Path, **kwargs) -> "Scorer":
+    def from_registry(cls, root: str | Path, **kwargs) -> Scorer:
         """The version the registry's production pointer names under ``<root>/registry``."""
         reg = BundleStore(root)
         prod = reg.production()

@@ -44,11 +44,11 @@ class EvaluationResult:
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResult:
     """Evaluate trained_model[D] and the production model (if any) on day D and write the result."""
-    from ml_core.train.trainer import evaluate
+    from ml_core.inference import evaluate, inference_needs_graph
 
     cand_dir = lake.partition_dir("trained_model", day)
     model, fspec, _, _ = load_model(cand_dir)
-    need_graph = type(model).needs_graph
+    need_graph = inference_needs_graph(model)
     inputs = load_day_inputs(lake, day, with_graph=need_graph)
     out = EvaluationResult(day=day_str(day), candidate=evaluate(model, fspec, inputs, cfg.train.fanouts),
                            candidate_manifest=read_manifest(cand_dir))
@@ -56,7 +56,8 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResu
     prod = store.production()
     if prod is not None:
         pmodel, pspec, _, _ = load_model(store.version_dir(prod["version"]))
-        pin = inputs if type(pmodel).needs_graph == need_graph else load_day_inputs(lake, day, type(pmodel).needs_graph)
+        p_graph = inference_needs_graph(pmodel)
+        pin = inputs if p_graph == need_graph else load_day_inputs(lake, day, p_graph)
         out.production = ProductionMetrics(prod["version"], evaluate(pmodel, pspec, pin, cfg.train.fanouts))
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))

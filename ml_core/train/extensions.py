@@ -1,17 +1,19 @@
 """Trainer extensions chosen by configuration: the optimizer and post-training steps.
 
 * ``train.optimizer`` (default ``"adam"``) with ``train.optimizer_args``: a factory
-  ``fn(model, cfg, contexts, **args) -> torch.optim.Optimizer``. A model may also bring its own
-  optimizer (a ``make_optimizer(cfg)`` method) when ``train.optimizer`` is left at ``adam``.
+  ``fn(model, cfg, contexts, **args) -> torch.optim.Optimizer``. ``adam`` optimises the model's
+  :meth:`~ml_core.models.base.RecModel.param_groups` (one group by default; a model may give some
+  parameters their own learning rate or weight decay, e.g. E2E-GRec's GradNorm weights).
 * ``train.post_training`` (default ``[]``) with ``train.post_training_args = {name = {...}}``:
   steps ``fn(model, contexts, **args) -> dict`` run in order after the last epoch. A step changes
   the model in place, in parameters or buffers (so the saved bundle carries its result) and
   returns statistics for the run's metadata.
 
-A factory or step that reads the day graphs sets ``fn.needs_graph = True``: the trainer then
-builds the days' channel adjacencies (``DayContext.channels``) even for a model that samples no
-subgraph. Registering one = one line in the tables below, pointing at ``module:function``
-(imported on first use).
+Every factory and step declares the graphs it reads as models do, with a
+:class:`~ml_core.models.base.GraphNeeds` attribute (``fn.graph_needs = GraphNeeds.DAY_GRAPHS``,
+or ``NONE``): the trainer then builds the days' channel adjacencies (``DayContext.channels``)
+even for a model that samples no subgraph (:func:`training_graph_needs`). Registering one = one
+line in the tables below, pointing at ``module:function`` (imported on first use).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import importlib
 from collections.abc import Callable
 
 import torch
+
+from ml_core.models.base import GraphNeeds
+from ml_core.models.registry import model_class
 
 OPTIMIZERS: dict[str, str] = {
     "adam": "ml_core.train.extensions:adam",
@@ -39,13 +44,15 @@ def _resolve(table: dict[str, str], name: str, what: str) -> Callable:
 
 
 def adam(model, cfg, contexts, **args) -> torch.optim.Optimizer:
-    """Adam (the MoGE paper's optimiser) at ``cfg.lr`` / ``cfg.weight_decay``."""
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **args)
+    """Adam (the MoGE paper's optimiser) over ``model.param_groups(cfg)`` at ``cfg.lr`` /
+    ``cfg.weight_decay`` (a group's own ``lr`` / ``weight_decay`` take precedence)."""
+    return torch.optim.Adam(model.param_groups(cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, **args)
+
+
+adam.graph_needs = GraphNeeds.NONE
 
 
 def make_optimizer(model, cfg, contexts) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adam" and hasattr(model, "make_optimizer"):
-        return model.make_optimizer(cfg)
     return _resolve(OPTIMIZERS, cfg.optimizer, "optimizer")(model, cfg, contexts, **cfg.optimizer_args)
 
 
@@ -60,11 +67,18 @@ def run_post_training(model, cfg, contexts, log=None) -> dict[str, dict]:
     return out
 
 
-def extensions_need_graph(cfg) -> bool:
-    """Whether the configured optimizer or post-training steps read the day graphs."""
+def extension_graph_needs(cfg) -> GraphNeeds:
+    """The graphs the configured optimizer and post-training steps read (their ``graph_needs``)."""
     fns = [_resolve(OPTIMIZERS, cfg.optimizer, "optimizer")]
     fns += [_resolve(POST_TRAINING, n, "post-training step") for n in cfg.post_training]
-    return any(getattr(fn, "needs_graph", False) for fn in fns)
+    return max(fn.graph_needs for fn in fns)
+
+
+def training_graph_needs(cfg) -> GraphNeeds:
+    """What training ``cfg`` (a :class:`~ml_core.config.TrainConfig`) reads: the model's
+    ``graph_needs`` combined with its extensions'. ``.day_graphs``: the training days need their
+    channel adjacencies; ``.subgraphs``: the batches sample subgraphs."""
+    return max(model_class(cfg.model).graph_needs, extension_graph_needs(cfg))
 
 
 def validate(cfg) -> None:

@@ -3,7 +3,7 @@
 SEvo smooths each update of the id embeddings over the user-item graph, so that related nodes
 evolve alike, without a GNN in the model. With the stacked id rows ``E = [E_U ; E_I]``
 (``N x d``) and :math:`\\hat A = D^{-1/2} A D^{-1/2}` their symmetric-normalised adjacency
-(:mod:`ml_core.train.id_graph`), one AdamW-SEvo step at step ``t`` is
+(:mod:`ml_core.nn.id_graph`), one AdamW-SEvo step at step ``t`` is
 
 .. math::
     \\tilde g_r = \\begin{cases} \\hat m_{t-1,r} & \\text{if } g_r = 0 \\text{ (row } r
@@ -31,7 +31,7 @@ Choices the abstract leaves open (documented):
 
 * Graph: the bipartite user-item graph of the most recent training day (interactions before that
   day: no evaluation-day edge), binarised, no self loops (``graph_channels`` / ``graph_days`` /
-  ``weighted`` choose others, see :mod:`ml_core.train.id_graph`). Row 0 of each table (unknown
+  ``weighted`` choose others, see :mod:`ml_core.nn.id_graph`). Row 0 of each table (unknown
   id) and ids absent from the graph are isolated: their update is :math:`\\psi(\\Delta) =
   \\frac{1-b}{1-b^{L+1}} \\Delta` (about a quarter of Adam's at the defaults), as the formula says.
 * Tables: every ``FeatureEncoder.id_emb`` of the model (user and item tables, paired); the rest
@@ -52,7 +52,8 @@ import math
 import torch
 from torch import nn
 
-from ml_core.train.id_graph import id_adjacency, id_table_pairs
+from ml_core.models.base import GraphNeeds
+from ml_core.nn.id_graph import id_adjacency, id_table_pairs
 
 
 def smooth(delta: torch.Tensor, adj: torch.Tensor, layers: int, beta: float) -> torch.Tensor:
@@ -104,8 +105,8 @@ class AdamWSEvo(torch.optim.Optimizer):
         for u, i in table_pairs:
             if u.shape[0] + i.shape[0] != n or u.shape[1] != i.shape[1]:
                 raise ValueError(f"table pair {tuple(u.shape)} + {tuple(i.shape)} does not match the graph's {n} rows")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, layers=int(layers), beta=beta,
-                        correction=correction)
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "layers": int(layers),
+                    "beta": beta, "correction": correction}
         groups = [{"params": list(dense_params), "sevo": False}]
         if table_pairs:
             groups.append({"params": [p for pair in table_pairs for p in pair], "sevo": True})
@@ -212,4 +213,4 @@ def make_sevo(model: nn.Module, cfg, contexts, layers: int = 3, beta: float = 0.
                      layers=layers, beta=beta, correction=correction)
 
 
-make_sevo.needs_graph = True
+make_sevo.graph_needs = GraphNeeds.DAY_GRAPHS

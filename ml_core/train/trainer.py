@@ -1,8 +1,8 @@
 """The one trainer every model uses: same samples, same batches, same budget.
 
 ``train`` fits a registered model on days D-T .. D-1 (each day with its own graph, built from
-days before it, so a training positive's edge is never in the graph that scores it) and
-``evaluate`` scores a day the model never saw. CUDA is used when available (with mixed
+days before it, so a training positive's edge is never in the graph that scores it); scoring a
+day the model never saw is :mod:`ml_core.inference`'s (``predict``, ``evaluate``). CUDA is used when available (with mixed
 precision), CPU otherwise (all cores).
 """
 
@@ -17,12 +17,17 @@ import numpy as np
 import torch
 
 from ml_core.config import TrainConfig
-from ml_core.eval.metrics import task_metrics
-from ml_core.models.blocks import ModelSpec, RecModel
+from ml_core.contracts.day import DayContext, DayInputs
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.train.batching import BatchMaker, batch_plan, iterate
-from ml_core.train.data import DayContext, DayInputs, FeatureSpec
-from ml_core.train.extensions import extensions_need_graph, make_optimizer, run_post_training
+from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
+from ml_core.train.extensions import (
+    make_optimizer,
+    run_post_training,
+    training_graph_needs,
+)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -80,13 +85,12 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     device = resolve_device(cfg.device)
     fspec = FeatureSpec.fit(days, tasks)
     mspec = ModelSpec.from_feature_spec(fspec, cfg.dim, cfg.fanouts)
-    model = build_model(cfg.model, mspec, **cfg.model_args).to(device)
-    need_graph = type(model).needs_graph
-    contexts = build_contexts(days, fspec, need_graph or _needs_day_graph(type(model)) or extensions_need_graph(cfg))
-    makers = [BatchMaker(c, cfg.fanouts, need_graph, mask_target_edges=cfg.mask_target_edges) for c in contexts]
+    model = build_model(cfg.model, mspec, cfg.model_args).to(device)
+    contexts = build_contexts(days, fspec, training_graph_needs(cfg).day_graphs)
+    makers = [BatchMaker(c, cfg.fanouts, model.graph_needs.subgraphs, mask_target_edges=cfg.mask_target_edges)
+              for c in contexts]
     model.set_task_priors(torch.from_numpy(np.concatenate([c.labels for c in contexts]).mean(axis=0)))
-    if hasattr(model, "prepare"):
-        model.prepare(contexts)  # per-model setup that needs the data (e.g. SEvo's graph)
+    model.prepare(contexts)  # per-model set-up that needs the data (RecModel.prepare; default: nothing)
     optimizer = make_optimizer(model, cfg, contexts)
     autocast, scaler = precision(device, cfg.amp)
     history: list[dict] = []
@@ -131,52 +135,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     )
 
 
-@torch.no_grad()
-def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
-            prefetch: int = 2) -> np.ndarray:
-    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
-    batches built ``prefetch`` ahead in a background thread, same batches either way)."""
-    device = next(model.parameters()).device
-    model.eval()
-    maker = BatchMaker(ctx, fanouts, type(model).needs_graph)
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
-        logits = model(batch.to(device))
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
-
-
-def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
-    """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw)."""
-    model = result_or_model.model if isinstance(result_or_model, TrainResult) else result_or_model
-    ctx = DayContext.build(day, spec, with_graph=type(model).needs_graph)
-    probs = predict(model, ctx, fanouts, seed=seed)
-    metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
-    for task in metrics:
-        metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
-    return metrics
-
-
-def _needs_day_graph(cls) -> bool:
-    """A model that samples no subgraph may still read whole day graphs (``needs_day_graph``,
-    e.g. LightGODE's inference ODE): the trainer then builds the days' channel adjacencies."""
-    return bool(getattr(cls, "needs_day_graph", False))
-
-
 def training_needs_graph(cfg: TrainConfig) -> bool:
     """Whether training ``cfg`` reads the similarity graphs (the model, its optimizer or a
-    post-training step)."""
-    from ml_core.models.registry import MODELS
-
-    return model_needs_graph(cfg.model) or _needs_day_graph(MODELS[cfg.model]) or extensions_need_graph(cfg)
-
-
-def model_needs_graph(name: str) -> bool:
-    """Whether the registered model ``name`` reads channel subgraphs."""
-    from ml_core.models.registry import MODELS, _load_all
-
-    _load_all()
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name].needs_graph
+    post-training step): :func:`~ml_core.train.extensions.training_graph_needs` ``.day_graphs``."""
+    return training_graph_needs(cfg).day_graphs

@@ -9,14 +9,23 @@ import pytest
 import torch
 
 from ml_core.bundles import load_model, save_model
-from ml_core.models.baselines import CGC, ESMM, CrossStitch, CrossStitchUnit, SNRTrans, logit_of_product
-from ml_core.models.blocks import HardConcreteGate, ModelSpec, SideShape, TaskTowers, bce_per_task
+from ml_core.contracts.day import DayContext
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import bce_per_task
+from ml_core.models.baselines import (
+    ESMM,
+    CrossStitch,
+    CrossStitchUnit,
+    logit_of_product,
+)
 from ml_core.models.inputs import FeatureInput, GraphInput
 from ml_core.models.mmoe import MMoE
 from ml_core.models.registry import MODELS, available_models, build_model
+from ml_core.models.routing import CGC, SNRTrans
 from ml_core.models.single_task import NGCF
-from ml_core.train.batching import BatchMaker
-from ml_core.train.data import DayContext, FeatureSpec
+from ml_core.nn.dense import HardConcreteGate, TaskTowers
+from ml_core.sampling.batching import BatchMaker
 from tests.planted import planted_days
 from tests.unit.test_moge import SPEC, random_batch
 
@@ -32,10 +41,10 @@ def test_every_baseline_is_registered_with_the_right_input():
     assert set(MINE) <= names
     for b in BASES:
         base, graph = MODELS[b], MODELS[f"{b}_graph"]
-        assert issubclass(base, FeatureInput) and not issubclass(base, GraphInput) and not base.needs_graph
-        assert issubclass(graph, GraphInput) and issubclass(graph, base) and graph.needs_graph
+        assert issubclass(base, FeatureInput) and not issubclass(base, GraphInput) and not base.graph_needs.subgraphs
+        assert issubclass(graph, GraphInput) and issubclass(graph, base) and graph.graph_needs.subgraphs
         assert graph.registry_name == f"{b}_graph" and base.registry_name == b
-    assert MODELS["ngcf"].needs_graph and not MODELS["mlp"].needs_graph
+    assert MODELS["ngcf"].graph_needs.subgraphs and not MODELS["mlp"].graph_needs.subgraphs
 
 
 # -- shapes, gradients, priors ---------------------------------------------------------------------
@@ -245,16 +254,16 @@ def test_graph_input_reads_the_mgnn_not_the_features():
 
 
 def test_graph_features_option():
-    model = build_model("cgc_graph", SPEC, graph_features=["p_u", "q_i", "h_u"])
+    model = build_model("cgc_graph", SPEC, {"graph_features": ["p_u", "q_i", "h_u"]})
     assert model.moe.experts[0][0].in_features == 3 * SPEC.dim
     assert model(random_batch()).shape == (24, 2)
     with pytest.raises(ValueError, match="graph_features"):
-        build_model("cgc_graph", SPEC, graph_features=["h_x"])
+        build_model("cgc_graph", SPEC, {"graph_features": ["h_x"]})
 
 
 def test_bad_arguments_raise_value_errors():
-    with pytest.raises(ValueError, match="_graph"):
-        build_model("mmoe", SPEC, layers=2)  # MGNN option on a feature-input model
+    with pytest.raises(ValueError, match="unknown key train.model_args.layers"):
+        build_model("mmoe", SPEC, {"layers": 2})  # MGNN option on a feature-input model
     with pytest.raises(ValueError, match="conversion"):
         ESMM(ModelSpec(["click"], SPEC.user, SPEC.item, dim=16))
     with pytest.raises(ValueError, match="n_shared"):
@@ -262,9 +271,9 @@ def test_bad_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="layers"):
         NGCF(SPEC, layers=3)
     with pytest.raises(ValueError, match="exceeds"):
-        build_model("snr_trans_graph", SPEC, layers=3)
+        build_model("snr_trans_graph", SPEC, {"layers": 3})
     with pytest.raises(ValueError, match="layer sizes"):
-        build_model("shared_bottom", SPEC, bottom_hidden=[0])
+        build_model("shared_bottom", SPEC, {"bottom_hidden": [0]})
     with pytest.raises(ValueError, match="l0"):
         SNRTrans(SPEC, l0=-1.0)
 
@@ -321,7 +330,7 @@ def test_ngcf_layer_plan_matches_dense_propagation(source, planted_small):
 def test_save_load_round_trip(name, args, planted_small, tmp_path):
     fspec, mspec, batch = planted_small
     torch.manual_seed(0)
-    model = build_model(name, mspec, **args)
+    model = build_model(name, mspec, args)
     model.set_task_priors(RATES)
     with torch.no_grad():  # move every parameter away from any fresh initialisation
         for p in model.parameters():

@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core.models.blocks import ModelSpec, bce_per_task
-from ml_core.models.e2e_grec import RELATIONS, E2EGRec, encoder_inputs, merge_channels
-from ml_core.train.batching import BatchMaker
-from ml_core.train.data import CHANNELS, DayContext, FeatureSpec
-from ml_core.train.gradnorm import GradNorm
+from ml_core.contracts.batch import CHANNELS
+from ml_core.contracts.day import DayContext
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec
+from ml_core.models.base import bce_per_task
+from ml_core.models.e2e_grec import E2EGRec, encoder_inputs
+from ml_core.models.hetero import RELATIONS, merge_channels
+from ml_core.nn.gradnorm import GradNorm
+from ml_core.sampling.batching import BatchMaker
 from tests.planted import planted_days
 
 
@@ -155,8 +159,8 @@ def test_model_gradnorm_norms_are_taken_on_the_gnn_output_layer(data):
 
 
 def test_training_keeps_weights_normalised_and_save_load_round_trip(tmp_path):
-    from ml_core.config import TrainConfig
     from ml_core.bundles import load_model, save_model
+    from ml_core.config import TrainConfig
     from ml_core.train.trainer import train
 
     day, _ = planted_days(seed=3, n_users=120, n_items=40, split="samples")
@@ -181,10 +185,11 @@ def test_training_keeps_weights_normalised_and_save_load_round_trip(tmp_path):
 
 def test_optimizer_keeps_the_loss_weights_out_of_weight_decay(data):
     from ml_core.config import TrainConfig
+    from ml_core.train.extensions import make_optimizer
 
     spec = data[0]
     model = E2EGRec(spec, gradnorm_lr=0.025)
-    opt = model.make_optimizer(TrainConfig(lr=1e-3, weight_decay=1e-4))
+    opt = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=1e-4), [])
     (rest, w) = opt.param_groups
     assert w["params"] == [model.gradnorm.weights] and w["weight_decay"] == 0.0 and w["lr"] == 0.025
     assert rest["weight_decay"] == 1e-4 and len(rest["params"]) == len(list(model.parameters())) - 1

@@ -9,12 +9,14 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from ml_core.config import TrainConfig
 from ml_core.bundles import load_model, save_model
-from ml_core.train.data import DayContext
-from ml_core.train.id_graph import id_adjacency, stack_rows
-from ml_core.train.lightgode import apply_lightgode, graph_ode, isolated_growth
-from ml_core.train.trainer import build_contexts, evaluate, predict, train
+from ml_core.config import TrainConfig
+from ml_core.contracts.day import DayContext
+from ml_core.inference import evaluate, predict
+from ml_core.nn.graph_ode import graph_ode, isolated_growth
+from ml_core.nn.id_graph import id_adjacency, stack_rows
+from ml_core.train.lightgode import apply_lightgode
+from ml_core.train.trainer import build_contexts, train
 from tests.planted import planted_days
 
 TASKS = ["click", "purchase"]
@@ -124,7 +126,7 @@ def test_post_step_changes_only_id_embeddings_and_survives_save_load(planted, tm
 def test_rescale_options(planted):
     e0 = torch.randn(6, 2, dtype=torch.float64)
     adj = _random_norm_adj(6, 0.6, seed=2)
-    from ml_core.train.lightgode import rescale_rows
+    from ml_core.nn.graph_ode import rescale_rows
 
     e = graph_ode(e0, adj, 1.5)
     torch.testing.assert_close(rescale_rows(e, e0, "growth", 2.5)[0], e0[0])  # isolated row unchanged
@@ -164,7 +166,7 @@ def test_lightgode_model_takes_the_graph_from_prepare(planted):
     """With graph contexts handed to prepare(), no post-training step is needed."""
     res = train([planted[0]], _cfg("lightgode"), TASKS)
     model = res.model
-    assert bool(model.ode_ready)  # needs_day_graph: the trainer built the day graph and handed it over
+    assert bool(model.ode_ready)  # GraphNeeds.DAY_GRAPHS: the trainer built the day graph and handed it over
     before = model.ode_emb.clone()
     ctx = build_contexts([planted[0]], res.feature_spec, need_graph=True)
     model.train()

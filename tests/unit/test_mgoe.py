@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from ml_core.bundles import load_model, save_model
-from ml_core.models.blocks import ModelSpec, SideShape
+from ml_core.contracts.batch import Batch, NodeTable
+from ml_core.contracts.day import DayContext, DayInputs
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.mgoe import MGOE, kmeans
 from ml_core.models.registry import build_model
-from ml_core.train.data import Batch, DayContext, DayInputs, FeatureSpec, NodeTable
 
 TASKS = ["click", "purchase"]
 SPEC = ModelSpec(TASKS, SideShape(40, [3], 2, ["u_cat_a"]), SideShape(30, [4, 6], 1, ["category", "i_cat_brand"]), dim=8)
@@ -164,7 +166,7 @@ def test_rare_categories_share_slot_zero_when_capped():
 
 def test_own_label_is_left_out_of_its_edges_in_training_only():
     model, fspec, _, ctx = prepared(hand_made_day(), n_clusters=2)
-    from ml_core.train.batching import BatchMaker
+    from ml_core.sampling.batching import BatchMaker
 
     j = [s[:2] for s in SAMPLES].index((12, 103))  # the only click between its cluster and category 2
     batch = BatchMaker(ctx, [2], need_graph=False).make(np.array([j]))
@@ -252,7 +254,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     model.eval()
-    from ml_core.train.batching import BatchMaker
+    from ml_core.sampling.batching import BatchMaker
 
     batch = BatchMaker(ctx, [2], need_graph=False).make(np.arange(ctx.n_samples))
     before = model(batch)
@@ -263,6 +265,6 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         assert torch.equal(getattr(loaded, name), getattr(model, name)), name
     assert float(loaded.macro_graph.sum()) > 0 and int((loaded.user_cluster < 2).sum()) == 4
     assert torch.equal(loaded(batch), before)
-    fresh = build_model("mgoe", mspec, n_clusters=2, category="category").eval()
+    fresh = build_model("mgoe", mspec, {"n_clusters": 2, "category": "category"}).eval()
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("user_cluster", "macro_graph")}, strict=False)
     assert not torch.allclose(fresh(batch), before)  # the macro state matters: without it outputs differ

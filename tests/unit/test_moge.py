@@ -6,17 +6,17 @@ Tiny random subgraphs for the algebra; a small planted-community dataset for lea
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
-from ml_core.models.blocks import ModelSpec, NeighborAttention, SideShape
+from ml_core.contracts.batch import Batch, ChannelBatch, NodeTable
+from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.mgnn import MGNN
 from ml_core.models.mmoe import MMoE
 from ml_core.models.moge import MoGE
-from ml_core.train.data import Batch, ChannelBatch, NodeTable
+from ml_core.nn.graph import NeighborAttention
+from ml_core.nn.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 from tests.planted import planted_days
-from ml_core.train.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 
 SPEC = ModelSpec(["click", "purchase"], SideShape(60, [3, 4], 2), SideShape(50, [5], 3), dim=16, fanouts=[4, 3])
 
@@ -116,7 +116,7 @@ def test_neighbor_attention_is_gatconv():
 
 
 def test_sparse_weighted_sum_matches_gather_scatter_and_gradients():
-    from ml_core.models.blocks import weighted_sum
+    from ml_core.nn.graph import weighted_sum
 
     g = torch.Generator().manual_seed(5)
     ei = torch.stack([torch.randint(0, 9, (30,), generator=g), torch.randint(0, 6, (30,), generator=g)])
@@ -149,9 +149,10 @@ def test_trimmed_layers_equal_full_propagation_at_the_seeds():
 
 
 def test_sampled_subgraphs_take_the_prefix_path_and_match_full_propagation():
+    from ml_core.contracts.day import DayContext
+    from ml_core.contracts.features import FeatureSpec
     from ml_core.models.mgnn import layer_plan
-    from ml_core.train.batching import BatchMaker
-    from ml_core.train.data import DayContext, FeatureSpec
+    from ml_core.sampling.batching import BatchMaker
 
     day, _ = planted_days(n_users=120, n_items=40)
     fspec = FeatureSpec.fit([day], ["click", "purchase"])
@@ -220,7 +221,7 @@ def test_uncertainty_weighting():
 
 
 def test_loss_terms_switch_off_to_plain_bce_sum():
-    from ml_core.models.blocks import bce_per_task
+    from ml_core.models.base import bce_per_task
 
     model = MoGE(SPEC, uncertainty=False, co_loss=False, l2=0.0)
     batch = random_batch()
@@ -259,7 +260,8 @@ def test_mixed_precision_autocast_runs():
 # -- learning: a planted graph signal -----------------------------------------------------------------
 def test_planted_graph_signal_beats_feature_only_on_both_tasks():
     from ml_core.config import TrainConfig
-    from ml_core.train.trainer import evaluate, train
+    from ml_core.inference import evaluate
+    from ml_core.train.trainer import train
 
     train_day, test_day = planted_days()
     gauc = {}

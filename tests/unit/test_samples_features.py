@@ -56,7 +56,8 @@ def test_categorical_codes_get_a_compact_vocabulary_that_survives_save_and_load(
     import numpy as np
     import polars as pl
 
-    from ml_core.train.data import DayInputs, FeatureSpec
+    from ml_core.contracts.day import DayInputs
+    from ml_core.contracts.features import FeatureSpec
 
     users = pl.DataFrame({"user_id": [1, 2, 3], "u_num_x": [0.0, 1.0, 2.0]})
     items = pl.DataFrame({"item_id": [10, 11, 12], "i_cat_category": [5_000_000, 7, 5_000_000]})

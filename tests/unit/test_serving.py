@@ -16,12 +16,17 @@ import pytest
 import torch
 
 from ml_core import stages as P
-from ml_core.graph.csr import SimilarityGraph
 from ml_core.bundles import BundleStore, load_model
-from ml_core.serving.scorer import Scorer, canonical_pairs, pair_samples, request_context
+from ml_core.contracts.day import DayContext
+from ml_core.graph.csr import SimilarityGraph
+from ml_core.inference import predict
+from ml_core.serving.scorer import (
+    Scorer,
+    canonical_pairs,
+    pair_samples,
+    request_context,
+)
 from ml_core.storage import Lake
-from ml_core.train.data import DayContext
-from ml_core.train.trainer import predict
 from tests.conftest import build_data_days, make_config
 
 DAYS = P.window("2026-01-03", -2, 0)
@@ -106,10 +111,10 @@ def test_scorer_equals_lake_predict(deployments, model):
     # the lake-based path of evaluation: the day's stored inputs, DayContext.build, predict
     lake = Lake(dep.root)
     net, spec, _, _ = load_model(lake.partition_dir("trained_model", D))
-    inputs = P.load_day_inputs(lake, D, with_graph=type(net).needs_graph)
+    inputs = P.load_day_inputs(lake, D, with_graph=type(net).graph_needs.subgraphs)
     pairs = lake_pairs(dep)
     inputs.samples = pairs
-    ctx = DayContext.build(inputs, spec, with_graph=type(net).needs_graph)
+    ctx = DayContext.build(inputs, spec, with_graph=type(net).graph_needs.subgraphs)
     assert (ctx.sample_user >= ctx.n_graph_users).any() or (ctx.sample_item >= ctx.n_graph_items).any()
 
     u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()

@@ -1,4 +1,4 @@
-"""AdamW-SEvo (ml_core/train/sevo.py) and the graph over id-embedding rows (ml_core/train/id_graph.py)."""
+"""AdamW-SEvo (ml_core/train/sevo.py) and the graph over id-embedding rows (ml_core/nn/id_graph.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import torch
 from torch import nn
 
 from ml_core.config import TrainConfig
+from ml_core.contracts.day import DayContext
+from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.spec import ModelSpec
 from ml_core.graph.csr import CSR
-from ml_core.models.blocks import ModelSpec
+from ml_core.inference import evaluate
 from ml_core.models.registry import build_model
-from ml_core.train.batching import BatchMaker
-from ml_core.train.data import DayContext, FeatureSpec
-from ml_core.train.id_graph import id_adjacency, id_table_pairs
+from ml_core.nn.id_graph import id_adjacency, id_table_pairs
+from ml_core.sampling.batching import BatchMaker
 from ml_core.train.sevo import AdamWSEvo, make_sevo, smooth
-from ml_core.train.trainer import evaluate, train
+from ml_core.train.trainer import train
 from tests.planted import planted_days
 
 TASKS = ["click", "purchase"]

@@ -7,9 +7,10 @@ import torch
 from ml_core import stages as P
 from ml_core.bundles import BundleStore, load_model
 from ml_core.config import DeployConfig
+from ml_core.contracts.day import DayContext
+from ml_core.inference import predict
 from ml_core.stages.gate import gate
-from ml_core.train.trainer import predict, resolve_device, train
-from ml_core.train.data import DayContext
+from ml_core.train.trainer import resolve_device, train
 
 
 def test_resolve_device_picks_cuda_only_when_present():
@@ -27,7 +28,7 @@ def test_mmoe_learns_on_synthetic_days_and_bundle_roundtrips(synthetic_lake, tmp
     res = train(train_days, tcfg, list(cfg.samples.tasks))
     epoch_losses = [h["epoch_loss"] for h in res.history if "epoch_loss" in h]
     assert epoch_losses[1] < epoch_losses[0]
-    from ml_core.train.trainer import evaluate
+    from ml_core.inference import evaluate
 
     test_day = P.load_day_inputs(lake, days[4], with_graph=False)
     metrics = evaluate(res, res.feature_spec, test_day, cfg.train.fanouts)
@@ -72,8 +73,8 @@ def test_registry_pointer_moves_only_to_published_versions(tmp_path):
 
 
 def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
-    from ml_core.train.batching import BatchMaker, batch_plan, iterate
-    from ml_core.train.data import FeatureSpec
+    from ml_core.contracts.features import FeatureSpec
+    from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
 
     cfg, lake, days = synthetic_lake
     inputs = P.load_day_inputs(lake, days[3], with_graph=True)
@@ -89,7 +90,7 @@ def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
 
 
 def test_prefetch_errors_surface_in_the_training_loop():
-    from ml_core.train.batching import iterate
+    from ml_core.sampling.batching import iterate
 
     class Broken:
         def make(self, rows, gen):
@@ -102,8 +103,9 @@ def test_prefetch_errors_surface_in_the_training_loop():
 def test_predict_is_the_same_with_and_without_prefetch():
     """Evaluation builds batches in a background thread: same sampled subgraphs, same scores."""
     from ml_core.config import TrainConfig
-    from ml_core.train.data import DayContext
-    from ml_core.train.trainer import predict, train
+    from ml_core.contracts.day import DayContext
+    from ml_core.inference import predict
+    from ml_core.train.trainer import train
     from tests.planted import planted_days
 
     train_day, test_day = planted_days(n_users=300, n_items=30)

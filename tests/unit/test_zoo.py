@@ -15,8 +15,9 @@ import os
 import pytest
 
 from ml_core.config import TrainConfig
+from ml_core.inference import evaluate
 from ml_core.models.registry import available_models
-from ml_core.train.trainer import evaluate, train
+from ml_core.train.trainer import train
 from tests.planted import planted_days
 
 #: model -> (min GAUC on both tasks, extra TrainConfig fields). Default: clearly above chance,

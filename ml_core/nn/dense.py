@@ -1,4 +1,4 @@
-"""Shared building blocks. Every model composes these; none re-implements a tower, gate or MLP.
+"""Dense building blocks. Every model composes these; none re-implements a tower, gate or MLP.
 
 * :class:`MLP` - stacked Linear + activation (LeakyReLU by default, as in MoGE's experts).
 * :class:`FeatureEncoder` - MoGE's shared transform ``p_u = x_u P``: the id is one more feature,
@@ -11,52 +11,18 @@
 * :class:`HardConcreteGate` - learned near-binary gates ``z in [0, 1]`` with exact 0 and 1 (hard
   concrete, L0 relaxation; SNR's sub-network routing codes).
 * :class:`TaskTowers` - one head per task, ``y^k = v_k^T o^k`` (or a small MLP first).
-* :class:`NeighborAttention` - GAT attention aggregation ``W sum_j alpha_{i<-j} h_j`` over sampled
-  edges (softmax over each target's incoming edges), via :func:`weighted_sum` (one CSR product).
-* :class:`GatedCombine` - MGNN's LSTM-like ``f(h, m)`` (GRU cell, or LSTM cell with memory).
 * :class:`PairInteraction` - MoGE's ``kappa(a, b)``: ep / add / con / mlp.
+
+Graph layers are in :mod:`ml_core.nn.graph`.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
-from ml_core.train.data import NodeTable
-
-# weighted_sum's CSR kernels are stable for what it uses (CSR @ dense, sampled_addmm)
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
-
-@dataclass
-class SideShape:
-    n_ids: int
-    cat_sizes: list[int]
-    n_nums: int
-    cat_names: list[str] = field(default_factory=list)  # FeatureSpec column names of cat_sizes (may be empty)
-
-
-@dataclass
-class ModelSpec:
-    """Sizes a model needs, derived from the fitted FeatureSpec (saved with the model)."""
-
-    tasks: list[str]
-    user: SideShape
-    item: SideShape
-    dim: int = 64
-    fanouts: list[int] = field(default_factory=lambda: [10, 5])
-
-    @property
-    def n_tasks(self) -> int:
-        return len(self.tasks)
-
-    @classmethod
-    def from_feature_spec(cls, fs, dim: int, fanouts: list[int]) -> "ModelSpec":
-        side = lambda s: SideShape(s.n_ids, list(s.cat_sizes), len(s.nums), list(s.cats))  # noqa: E731
-        return cls(list(fs.tasks), side(fs.user), side(fs.item), dim, list(fanouts))
+from ml_core.contracts.batch import NodeTable
+from ml_core.contracts.spec import SideShape
 
 
 class MLP(nn.Sequential):
@@ -247,7 +213,7 @@ class HardConcreteGate(nn.Module):
     def __init__(self, shape: tuple[int, ...], init_log_alpha: float = 0.0, beta: float = 2 / 3,
                  gamma: float = -0.1, zeta: float = 1.1):
         super().__init__()
-        if not (gamma < 0 < 1 < zeta) or beta <= 0:
+        if not (gamma < 0 and zeta > 1) or beta <= 0:
             raise ValueError(f"hard concrete needs beta > 0 and gamma < 0 < 1 < zeta, got beta={beta}, gamma={gamma}, zeta={zeta}")
         self.beta, self.gamma, self.zeta = beta, gamma, zeta
         self.init_log_alpha = init_log_alpha
@@ -269,204 +235,6 @@ class HardConcreteGate(nn.Module):
         """Expected number of non-zero gates (the L0 penalty), a scalar."""
         shift = self.beta * torch.log(torch.tensor(-self.gamma / self.zeta))
         return torch.sigmoid(self.log_alpha - shift).sum()
-
-
-class RecModel(nn.Module):
-    """Base class: ``forward(batch) -> logits [B, K]``; ``compute_loss`` adds model-specific terms.
-
-    Class attributes: ``needs_graph`` (the batch must carry sampled channel subgraphs).
-    """
-
-    needs_graph: bool = False
-
-    @torch.no_grad()
-    def set_task_priors(self, rates: torch.Tensor) -> None:
-        """Initialise output biases to ``logit(rate_k)`` (called by the trainer before step 1)."""
-        logits = torch.logit(rates.clamp(1e-4, 1 - 1e-4))
-        for m in self.modules():
-            if isinstance(m, TaskTowers):
-                m.init_bias(logits)
-
-    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """(logits, loss, parts): default = sum over tasks of the mean BCE."""
-        logits = self(batch)
-        per_task = bce_per_task(logits, batch.labels)
-        loss = per_task.sum()
-        return logits, loss, {f"bce_{k}": float(v) for k, v in enumerate(per_task.detach())}
-
-
-def bce_per_task(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of each task, ``[K]``."""
-    return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=0)
-
-
-# -- graph blocks (MoGE's MGNN and the "+Graph" variants) -----------------------------------------
-class NeighborAttention(nn.Module):
-    """GAT-style attention aggregation over sampled neighbours (Velickovic et al. 2018).
-
-    .. math::
-        e_{i \\leftarrow j} = \\mathrm{LeakyReLU}_{0.2}\\big(a_s^\\top W h_j + a_t^\\top W h_i\\big),
-        \\quad
-        \\alpha_{i \\leftarrow j} = \\mathrm{softmax}_{j \\in \\mathcal{N}(i)} e_{i \\leftarrow j},
-        \\quad
-        m_i = \\sum_{j \\in \\mathcal{N}(i)} \\alpha_{i \\leftarrow j} W h_j = W \\sum_j \\alpha_{i \\leftarrow j} h_j
-
-    The same computation as PyG's ``GATConv(dim, dim, heads=1, add_self_loops=False,
-    bias=False)`` with bipartite input ``(x_src, x_dst)`` (a unit test checks it), except that
-    ``a_t^T W h_i`` is computed as ``h_i (W^T a_t)``: the targets are never projected, so a layer
-    that updates few targets (the last MGNN layer updates only the seeds) costs little beyond its
-    sources and edges. Softmax over each target's incoming edges
-    (``torch_geometric.utils.softmax``, in float32); a target with no incoming edge gets ``m_i = 0``.
-
-    Args:
-        dim (int): input and output size d.
-        negative_slope (float): LeakyReLU slope of the attention logits (default: 0.2).
-    Shapes: ``x_src [N_s, d]``, ``x_dst [N_t, d]``, ``edge_index [2, E]`` (row 0 indexes
-    ``x_src``, row 1 ``x_dst``) -> ``[N_t, d]``.
-    """
-
-    def __init__(self, dim: int, negative_slope: float = 0.2):
-        super().__init__()
-        self.dim = dim
-        self.negative_slope = negative_slope
-        self.lin = nn.Linear(dim, dim, bias=False)  # W
-        self.att_src = nn.Parameter(torch.empty(dim))  # a_s
-        self.att_dst = nn.Parameter(torch.empty(dim))  # a_t
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.lin.weight)
-        bound = (6.0 / (1 + self.dim)) ** 0.5  # glorot on a [1, dim] vector, as GATConv
-        nn.init.uniform_(self.att_src, -bound, bound)
-        nn.init.uniform_(self.att_dst, -bound, bound)
-
-    def forward(self, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        from torch_geometric.utils import softmax
-
-        src, dst = edge_index[0], edge_index[1]
-        wh = self.lin(x_src)  # [N_s, d]  W h_j
-        wh_j = wh.index_select(0, src)  # [E, d]
-        dst_vec = self.lin.weight.t() @ self.att_dst  # [d]  W^T a_t
-        e = (wh @ self.att_src.to(wh.dtype)).index_select(0, src) + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
-        e = nn.functional.leaky_relu(e.float(), self.negative_slope)
-        alpha = softmax(e, dst, num_nodes=x_dst.shape[0])  # [E], float32
-        return weighted_sum(alpha, wh, edge_index, x_dst.shape[0])  # [N_t, d]
-
-
-def weighted_sum(alpha: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, n_dst: int,
-                 sparse: bool = True) -> torch.Tensor:
-    """``out_i = sum_{e = (j -> i)} alpha_e x_j``: message aggregation as one sparse product.
-
-    ``sparse=True`` computes it as ``A @ x`` with ``A`` the ``[n_dst, N_s]`` CSR matrix of the
-    edge values ``alpha`` (backward: ``A^T @ grad`` and a sampled dense-dense product for
-    ``alpha``), which never materialises an ``[E, d]`` message tensor: about 3x less memory
-    traffic than gather -> scale -> scatter. ``sparse=False`` is that gather/scatter form (the
-    reference). Computed in float32 (the CSR kernels do not take fp16).
-
-    Shapes: ``alpha [E]``, ``x [N_s, d]``, ``edge_index [2, E]`` -> ``[n_dst, d]``.
-    """
-    if not sparse:
-        msg = x.index_select(0, edge_index[0]) * alpha.to(x.dtype).unsqueeze(-1)  # [E, d]
-        return x.new_zeros(n_dst, x.shape[1]).index_add_(0, edge_index[1], msg)
-    src, dst = edge_index[0], edge_index[1]
-    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):  # CSR needs edges grouped by target
-        order = torch.argsort(dst, stable=True)
-        src, dst, alpha = src[order], dst[order], alpha[order]
-    with torch.autocast(x.device.type, enabled=False):
-        return _CSRWeightedSum.apply(alpha.float(), x.float(), src, dst, n_dst)
-
-
-class _CSRWeightedSum(torch.autograd.Function):
-    """``A(alpha) @ x`` with gradients for both ``alpha`` (edge values) and ``x``."""
-
-    @staticmethod
-    def forward(ctx, alpha, x, src, dst, n_dst):
-        crow = torch._convert_indices_from_coo_to_csr(dst, n_dst)
-        ctx.save_for_backward(alpha, x, src, dst, crow)
-        ctx.n_dst = n_dst
-        a = torch.sparse_csr_tensor(crow, src, alpha, (n_dst, x.shape[0]), check_invariants=False)
-        return a @ x  # [n_dst, d]
-
-    @staticmethod
-    def backward(ctx, grad):
-        alpha, x, src, dst, crow = ctx.saved_tensors
-        grad = grad.contiguous().float()
-        g_alpha = g_x = None
-        if ctx.needs_input_grad[0]:
-            a = torch.sparse_csr_tensor(crow, src, alpha, (ctx.n_dst, x.shape[0]), check_invariants=False)
-            # d out_i / d alpha_e = x_j . grad_i  for e = (j -> i): a dense-dense product sampled at A's entries
-            g_alpha = torch.sparse.sampled_addmm(a, grad, x.t().contiguous(), beta=0.0).values()
-        if ctx.needs_input_grad[1]:
-            order = torch.argsort(src, stable=True)  # A^T in CSR
-            crow_t = torch._convert_indices_from_coo_to_csr(src[order], x.shape[0])
-            a_t = torch.sparse_csr_tensor(crow_t, dst[order], alpha[order], (x.shape[0], ctx.n_dst), check_invariants=False)
-            g_x = a_t @ grad  # [N_s, d]
-        return g_alpha, g_x, None, None, None
-
-
-class GatedCombine(nn.Module):
-    """LSTM-like combine ``h' = f(h, m)`` of a node's state and its neighbours' message.
-
-    MoGE writes ``h^{l+1} = f(h^l, m^l)`` with ``f`` "usually an LSTM-like operator" (citing
-    GeniePath's adaptive depth function). ``kind="gru"`` (default): a GRU cell with input ``m``
-    and hidden state ``h`` (update gate ``z`` decides how much of ``h`` to keep):
-
-    .. math::
-        r = \\sigma(W_r m + U_r h),\\ z = \\sigma(W_z m + U_z h + b_z),\\
-        \\tilde h = \\tanh(W m + r \\odot U h),\\ h' = (1 - z) \\odot \\tilde h + z \\odot h
-
-    ``kind="lstm"``: an LSTM cell whose memory ``c`` is carried across layers (GeniePath's
-    form, ``c^0 = 0``).
-
-    Initialisation (why it is not torch's default): with ``nn.GRUCell``'s default (every weight
-    and bias ``U(-1/sqrt(d), 1/sqrt(d))``) each layer keeps about half of ``h`` (``z ~ 0.5``),
-    passes the rest through matrices of gain ~0.58 and adds a bias vector shared by every node.
-    Two layers turned ``h^0 = p_u`` (between-sample std 0.165 on the planted zoo data) into an
-    output of std 0.05 sitting on a constant offset of ~0.1 per dimension: a representation
-    nearly constant across samples, which the "+Graph" baselines sat on for ~2 epochs before
-    learning. Here every weight block is Glorot-initialised (gain 1: the candidate keeps the
-    scale of its inputs), the biases are 0 (no offset common to all nodes) except the carry bias
-    ``b_z = carry_bias``: a GRU layer starts close to "keep the state, add some of the message"
-    (``z = sigmoid(2) = 0.88``), the carry bias of highway networks, so the L layers start with
-    gain ~1 on the node's own features and the message's share is learned. Measured on the planted zoo data:
-    two layers keep ~75% of ``h^0``'s between-sample std (torch's default: ~30%). For ``kind="lstm"`` the same bias goes to the forget
-    gate (Gers et al. 2000, Jozefowicz et al. 2015), which keeps the memory ``c`` across layers.
-
-    Args:
-        dim (int): d.
-        kind (str): ``"gru"`` or ``"lstm"`` (default: ``"gru"``).
-        carry_bias (float): initial bias of the update (GRU) / forget (LSTM) gate (default: 2.0).
-    Shapes: ``m [n, d]``, ``h [n, d]``, ``c [n, d] or None`` -> ``(h' [n, d], c' [n, d] or None)``.
-    """
-
-    def __init__(self, dim: int, kind: str = "gru", carry_bias: float = 2.0):
-        super().__init__()
-        if kind not in ("gru", "lstm"):
-            raise ValueError(f"combine kind must be 'gru' or 'lstm', got {kind!r}")
-        self.kind = kind
-        self.dim = dim
-        self.carry_bias = float(carry_bias)
-        self.cell = nn.GRUCell(dim, dim) if kind == "gru" else nn.LSTMCell(dim, dim)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        d = self.dim
-        for w in (self.cell.weight_ih, self.cell.weight_hh):  # gate blocks stacked: GRU (r, z, n), LSTM (i, f, g, o)
-            for block in w.data.split(d):
-                nn.init.xavier_uniform_(block)
-        nn.init.zeros_(self.cell.bias_ih)
-        nn.init.zeros_(self.cell.bias_hh)
-        carry = 1  # the block index of GRU's z and of LSTM's f
-        with torch.no_grad():
-            self.cell.bias_ih[carry * d:(carry + 1) * d] = self.carry_bias
-
-    def forward(self, m: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        if self.kind == "gru":
-            return self.cell(m, h.to(m.dtype)), None
-        if c is None:
-            c = torch.zeros_like(h)
-        h_new, c_new = self.cell(m, (h.to(m.dtype), c.to(m.dtype)))
-        return h_new, c_new
 
 
 class PairInteraction(nn.Module):

@@ -5,14 +5,14 @@ each optimiser update over the graph, LightGODE integrates a graph ODE over the 
 They need two things this module provides:
 
 * :func:`id_table_pairs` - the model's id-embedding tables, found generically as the ``id_emb``
-  of every :class:`~ml_core.models.blocks.FeatureEncoder` among the model's modules, sorted into
+  of every :class:`~ml_core.nn.dense.FeatureEncoder` among the model's modules, sorted into
   user and item tables and paired (user table ``n``, item table ``n``).
 * :func:`id_adjacency` - the symmetric-normalised adjacency
   :math:`\\hat A = D^{-1/2} A D^{-1/2}` over the stacked rows ``[user id rows | item id rows]``
   (``N = n_user_ids + n_item_ids``; row 0 of each table is the unknown id and is isolated), built
   from the training days' graphs.
 
-Index mapping: a :class:`~ml_core.train.data.DayContext` indexes its graph by that day's node
+Index mapping: a :class:`~ml_core.contracts.day.DayContext` indexes its graph by that day's node
 space; ``ctx.users.ids[r]`` / ``ctx.items.ids[r]`` give each node-space row its id-embedding row
 (0 = unknown). An edge (node ``r``, node ``c``) becomes the entry (``ids[r]``, ``ids[c]``), items
 offset by ``n_user_ids``; edges that touch an unknown id are dropped.
@@ -34,7 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_core.train.data import CHANNELS
+from ml_core.contracts.batch import CHANNELS
+from ml_core.nn.dense import FeatureEncoder
+from ml_core.nn.graph import sparse_csr
 
 GRAPH_DAYS = ("last", "all")
 
@@ -49,8 +51,6 @@ def id_table_pairs(model: nn.Module) -> list[tuple[nn.Embedding, nn.Embedding]]:
     A shared encoder (MoGE's MGNN reuses MoGE's) counts once. Raises ValueError when the model has
     no id tables, when a table's side is undecidable, or when the tables do not pair up.
     """
-    from ml_core.models.blocks import FeatureEncoder
-
     spec = getattr(model, "spec", None)
     users: list[nn.Embedding] = []
     items: list[nn.Embedding] = []
@@ -135,7 +135,7 @@ def id_adjacency(contexts, n_user_rows: int, n_item_rows: int, channels: list[st
     for ctx in chosen:
         if not ctx.channels:
             raise ValueError(f"day {ctx.day}: the context carries no graphs (the step reading them must set "
-                             "needs_graph = True so the trainer builds DayContext.channels)")
+                             "declare graph_needs = GraphNeeds.DAY_GRAPHS so the trainer builds DayContext.channels)")
         u_row = _emb_rows(ctx.users.ids, 0)  # node-space user row -> embedding row (-1 = unknown)
         i_row = _emb_rows(ctx.items.ids, n_user_rows)
         for name in channels:
@@ -158,9 +158,8 @@ def id_adjacency(contexts, n_user_rows: int, n_item_rows: int, channels: list[st
     val = dinv[r] * w * dinv[c]  # D^-1/2 A D^-1/2
     crow = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(r, minlength=n), out=crow[1:])  # keys are sorted by (r, c)
-    adj = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(c.astype(np.int64)),
-                                  torch.from_numpy(val.astype(np.float32)), (n, n),
-                                  check_invariants=False)
+    adj = sparse_csr(torch.from_numpy(crow), torch.from_numpy(c.astype(np.int64)),
+                     torch.from_numpy(val.astype(np.float32)), (n, n))
     return IdGraph(adj, n_user_rows, n_item_rows, len(key) // 2, [ctx.day for ctx in chosen], channels)
 
 

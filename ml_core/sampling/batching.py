@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ml_core.train.data import Batch, ChannelBatch, DayContext, NodeTable
+from ml_core.contracts.batch import Batch, ChannelBatch, NodeTable
+from ml_core.contracts.day import DayContext
 
 
 def _empty_table(like: NodeTable) -> NodeTable:
@@ -130,7 +131,7 @@ def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], genera
                     return
                 q.put(makers[c].make(rows, generator))
             q.put(done)
-        except BaseException as e:  # surfaced in the consumer, never swallowed
+        except BaseException as e:  # noqa: BLE001  (surfaced in the consumer, never swallowed)
             q.put(e)
 
     worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)

@@ -1,0 +1,19 @@
+"""Types shared by models, training, inference and serving (below all of them; imports none).
+
+* :mod:`~ml_core.contracts.batch` - :class:`NodeTable`, :class:`ChannelBatch`, :class:`Batch`,
+  :data:`CHANNELS`: what a model's ``forward`` reads.
+* :mod:`~ml_core.contracts.features` - :class:`FeatureSpec` (with :class:`SideSpec`): the fitted
+  feature vocabulary saved with a model.
+* :mod:`~ml_core.contracts.spec` - :class:`ModelSpec` (with :class:`SideShape`): the sizes a
+  model is built from.
+* :mod:`~ml_core.contracts.day` - :class:`DayInputs` (one day as stored) and
+  :class:`DayContext` (its node spaces and adjacencies, encoded).
+"""
+
+from ml_core.contracts.batch import CHANNELS, Batch, ChannelBatch, NodeTable
+from ml_core.contracts.day import DayContext, DayInputs, extend_rows, space_lookup
+from ml_core.contracts.features import FeatureSpec, SideSpec
+from ml_core.contracts.spec import ModelSpec, SideShape
+
+__all__ = ["CHANNELS", "Batch", "ChannelBatch", "DayContext", "DayInputs", "FeatureSpec", "ModelSpec", "NodeTable",
+           "SideShape", "SideSpec", "extend_rows", "space_lookup"]

@@ -1,0 +1,126 @@
+"""One day's model inputs: what is stored for a day and its node spaces, encoded.
+
+Node spaces: a day's context indexes users as ``graph users ++ users only seen in the day's
+samples`` (and the same for items), so graph rows keep their CSR positions and nodes that are
+new that day are isolated (no neighbours) but still carry features. The bipartite channel uses
+the homogeneous view ``[users | items]`` (item j is node ``n_users + j``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ml_core.contracts.batch import NodeTable
+from ml_core.contracts.features import FeatureSpec
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
+from ml_core.sampling.samples import label_columns
+
+
+@dataclass
+class DayInputs:
+    """Everything stored for one day that a model trains or is evaluated on."""
+
+    day: str
+    samples: pl.DataFrame
+    users: pl.DataFrame
+    items: pl.DataFrame
+    graph: BipartiteGraph | None = None
+    user_sim: SimilarityGraph | None = None
+    item_sim: SimilarityGraph | None = None
+
+
+def extend_rows(csr: CSR, n_rows: int, n_cols: int) -> CSR:
+    """Append empty rows (and widen columns) so new nodes exist but have no neighbours."""
+    extra = n_rows - csr.n_rows
+    indptr = np.concatenate([np.asarray(csr.indptr), np.full(extra, csr.indptr[-1], dtype=np.int64)])
+    return CSR(indptr, np.asarray(csr.indices), np.asarray(csr.weights), n_cols)
+
+
+@dataclass
+class DayContext:
+    """A day's node spaces, node inputs, channel adjacencies and encoded samples."""
+
+    day: str
+    user_raw: np.ndarray
+    item_raw: np.ndarray
+    users: NodeTable
+    items: NodeTable
+    sample_user: np.ndarray  # [n] node-space rows
+    sample_item: np.ndarray
+    sample_user_raw: np.ndarray  # [n] raw ids (GAUC groups)
+    labels: np.ndarray  # [n, K] float32
+    channels: dict[str, CSR] = field(default_factory=dict)
+    n_graph_users: int = 0
+    n_graph_items: int = 0
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.sample_user)
+
+    @classmethod
+    def build(cls, inputs: DayInputs, spec: FeatureSpec, with_graph: bool) -> DayContext:
+        s = inputs.samples
+        g = inputs.graph
+        g_users = g.user_ids if g is not None else np.zeros(0, np.int64)
+        g_items = g.item_ids if g is not None else np.zeros(0, np.int64)
+        s_users = np.unique(s["user_id"].to_numpy())
+        s_items = np.unique(s["item_id"].to_numpy())
+        new_users = np.setdiff1d(s_users, g_users)
+        new_items = np.setdiff1d(s_items, g_items)
+        user_raw = np.concatenate([g_users, new_users]).astype(np.int64)
+        item_raw = np.concatenate([g_items, new_items]).astype(np.int64)
+        # node-space row of each raw id: graph ids are sorted, new ids are sorted after them
+        user_row = space_lookup(g_users, new_users, s["user_id"].to_numpy())
+        item_row = space_lookup(g_items, new_items, s["item_id"].to_numpy())
+        labels = s.select(label_columns(spec.tasks)).to_numpy().astype(np.float32)
+        ctx = cls(
+            day=inputs.day,
+            user_raw=user_raw,
+            item_raw=item_raw,
+            users=spec.user.encode(user_raw, inputs.users, "user_id"),
+            items=spec.item.encode(item_raw, inputs.items, "item_id"),
+            sample_user=user_row,
+            sample_item=item_row,
+            sample_user_raw=s["user_id"].to_numpy().astype(np.int64),
+            labels=labels,
+            n_graph_users=len(g_users),
+            n_graph_items=len(g_items),
+        )
+        if with_graph:
+            ctx.channels = ctx._channel_adjacency(inputs)
+        return ctx
+
+    def _channel_adjacency(self, inputs: DayInputs) -> dict[str, CSR]:
+        nu, ni = len(self.user_raw), len(self.item_raw)
+        g = inputs.graph
+        if g is None:
+            raise ValueError(f"day {self.day}: graph model needs the bipartite graph, none was given")
+        # bipartite channel over [users | items] with new nodes appended to each side
+        ui = g.ui
+        r = ui.row_of_entries()
+        c = np.asarray(ui.indices) + nu
+        rows = np.concatenate([r, c])
+        cols = np.concatenate([c, r])
+        w = np.concatenate([ui.weights, ui.weights])
+        out = {"bipartite": CSR.from_coo(rows, cols, w, nu + ni, nu + ni, sum_duplicates=False)}
+        for name, sim, n, ids in (("user_sim", inputs.user_sim, nu, g.user_ids), ("item_sim", inputs.item_sim, ni, g.item_ids)):
+            if sim is None:
+                raise ValueError(f"day {self.day}: graph model needs the {name} graph, none was given")
+            if len(sim.node_ids) != len(ids) or not np.array_equal(sim.node_ids, ids):
+                raise ValueError(f"day {self.day}: {name} graph nodes differ from the bipartite graph's")
+            out[name] = extend_rows(sim.adj, n, n)
+        return out
+
+
+def space_lookup(graph_ids: np.ndarray, new_ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Node-space rows of the ``raw`` ids in the space ``graph_ids ++ new_ids`` (each sorted);
+    every id must be in one of them."""
+    in_graph = lookup(graph_ids, raw)
+    in_new = lookup(new_ids, raw) + len(graph_ids)
+    row = np.where(in_graph >= 0, in_graph, in_new)
+    if (row < 0).any():
+        raise AssertionError("sample id missing from the day's node space")
+    return row.astype(np.int64)

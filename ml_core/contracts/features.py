@@ -1,0 +1,118 @@
+"""The feature vocabulary of a trained model (fitted on its training days, saved with it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+import torch
+
+from ml_core.contracts.batch import NodeTable
+from ml_core.features import feature_columns
+from ml_core.graph.csr import lookup
+
+if TYPE_CHECKING:
+    from ml_core.contracts.day import DayInputs
+
+
+@dataclass
+class SideSpec:
+    """Vocabulary and scaling of one node type's features (fitted on training days only)."""
+
+    prefix: str
+    ids: np.ndarray  # sorted raw ids known to the model; row 0 of the id embedding = unknown
+    cats: list[str]
+    cat_sizes: list[int]  # embedding rows per categorical column, incl. the unknown bucket 0
+    nums: list[str]
+    num_mean: list[float]
+    num_std: list[float]
+    #: per categorical column, the sorted raw codes known to the model (code ``vocab[j]`` -> row
+    #: ``j + 1``); None = rows are raw code + 1 (bundles saved before vocabularies existed)
+    cat_vocabs: list[np.ndarray] | None = None
+
+    @property
+    def n_ids(self) -> int:
+        return len(self.ids) + 1
+
+    @classmethod
+    def fit(cls, prefix: str, id_col: str, tables: list[pl.DataFrame], extra_ids: list[np.ndarray]) -> SideSpec:
+        table = pl.concat(tables, how="diagonal_relaxed")
+        cats, nums = feature_columns(table, prefix)
+        ids = np.unique(np.concatenate([table[id_col].to_numpy(), *extra_ids])).astype(np.int64)
+        # each categorical column gets a compact vocabulary of the codes seen in training (row 0 =
+        # unknown): raw codes can be sparse and huge (Taobao's category ids reach 5M), and an
+        # embedding table sized by the largest code costs memory and optimiser time for nothing
+        vocabs = [np.unique(table[c].drop_nulls().to_numpy()).astype(np.int64) for c in cats]
+        vocabs = [v[v >= 0] for v in vocabs]
+        cat_sizes = [len(v) + 1 for v in vocabs]
+        mean = [float(table[c].mean() or 0.0) for c in nums]
+        std = [float(table[c].std() or 0.0) or 1.0 for c in nums]
+        return cls(prefix, ids, cats, cat_sizes, nums, mean, std, vocabs)
+
+    def encode(self, raw_ids: np.ndarray, table: pl.DataFrame, id_col: str) -> NodeTable:
+        """NodeTable rows for ``raw_ids`` (features looked up in ``table``; absent = unknown)."""
+        raw_ids = np.asarray(raw_ids, dtype=np.int64)
+        id_idx = lookup(self.ids, raw_ids) + 1  # -1 (unknown) -> 0
+        frame = pl.DataFrame({id_col: raw_ids}).join(table, on=id_col, how="left", maintain_order="left")
+        cats = np.zeros((len(raw_ids), len(self.cats)), dtype=np.int64)
+        for j, (c, size) in enumerate(zip(self.cats, self.cat_sizes)):
+            if c in frame.columns:
+                raw = frame[c].fill_null(-1).to_numpy().astype(np.int64)
+                if self.cat_vocabs is not None:
+                    cats[:, j] = lookup(self.cat_vocabs[j], raw) + 1  # unseen / null -> 0 (unknown)
+                else:
+                    v = raw + 1  # -1 -> 0 (unknown)
+                    cats[:, j] = np.where((v >= 0) & (v < size), v, 0)
+        nums = np.zeros((len(raw_ids), len(self.nums)), dtype=np.float32)
+        for j, (c, m, s) in enumerate(zip(self.nums, self.num_mean, self.num_std)):
+            if c in frame.columns:
+                nums[:, j] = (frame[c].fill_null(m).to_numpy().astype(np.float32) - m) / s
+        return NodeTable(torch.from_numpy(id_idx), torch.from_numpy(cats), torch.from_numpy(nums))
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("ids", "cat_vocabs")}
+
+
+@dataclass
+class FeatureSpec:
+    """What a trained model knows about its inputs: tasks, id vocabularies, feature columns."""
+
+    tasks: list[str]
+    user: SideSpec
+    item: SideSpec
+
+    @classmethod
+    def fit(cls, days: list[DayInputs], tasks: list[str]) -> FeatureSpec:
+        return cls(
+            tasks=list(tasks),
+            user=SideSpec.fit("u", "user_id", [d.users for d in days], [d.samples["user_id"].to_numpy() for d in days]),
+            item=SideSpec.fit("i", "item_id", [d.items for d in days], [d.samples["item_id"].to_numpy() for d in days]),
+        )
+
+    def save(self, directory: Path) -> None:
+        np.save(directory / "user_ids.npy", self.user.ids)
+        np.save(directory / "item_ids.npy", self.item.ids)
+        for side in (self.user, self.item):
+            if side.cat_vocabs is not None:
+                np.savez(directory / f"{side.prefix}_cat_vocabs.npz", *side.cat_vocabs)
+        (directory / "feature_spec.json").write_text(
+            json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json()}, indent=2)
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> FeatureSpec:
+        raw = json.loads((directory / "feature_spec.json").read_text())
+        def vocabs(prefix: str) -> list[np.ndarray] | None:
+            f = directory / f"{prefix}_cat_vocabs.npz"
+            if not f.exists():
+                return None
+            with np.load(f) as z:
+                return [z[f"arr_{j}"] for j in range(len(z.files))]
+
+        user = SideSpec(ids=np.load(directory / "user_ids.npy"), cat_vocabs=vocabs(raw["user"]["prefix"]), **raw["user"])
+        item = SideSpec(ids=np.load(directory / "item_ids.npy"), cat_vocabs=vocabs(raw["item"]["prefix"]), **raw["item"])
+        return cls(raw["tasks"], user, item)

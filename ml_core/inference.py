@@ -1,0 +1,52 @@
+"""Inference: a trained model's probabilities and metrics on a day it never saw.
+
+Used by evaluation (the pipeline's model_evaluation), the model comparison and serving; nothing
+here trains. :func:`predict` scores every sample of a :class:`~ml_core.contracts.day.DayContext`
+with seeded neighbour sampling (so the same seed gives the same scores); :func:`evaluate` builds
+the day's context (with its graphs when the model samples subgraphs,
+``graph_needs.subgraphs``) and returns per-task GAUC / AUC / logloss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ml_core.contracts.day import DayContext, DayInputs
+from ml_core.contracts.features import FeatureSpec
+from ml_core.eval.metrics import task_metrics
+from ml_core.models.base import RecModel
+from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
+
+
+def inference_needs_graph(model: RecModel) -> bool:
+    """Whether scoring with ``model`` reads the day's graphs (it samples subgraphs per batch)."""
+    return model.graph_needs.subgraphs
+
+
+@torch.no_grad()
+def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
+            prefetch: int = 2) -> np.ndarray:
+    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
+    batches built ``prefetch`` ahead in a background thread, same batches either way)."""
+    device = next(model.parameters()).device
+    model.eval()
+    maker = BatchMaker(ctx, fanouts, inference_needs_graph(model))
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
+        logits = model(batch.to(device))
+        out.append(torch.sigmoid(logits.float()).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
+
+
+def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
+    """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw); ``result_or_model``
+    is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``)."""
+    model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
+    ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
+    probs = predict(model, ctx, fanouts, seed=seed)
+    metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
+    for task in metrics:
+        metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
+    return metrics

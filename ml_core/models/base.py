@@ -1,0 +1,128 @@
+"""The model contract: :class:`RecModel`, the base class of every registered model.
+
+A model is built as ``cls(spec, config)`` (:mod:`ml_core.models.registry`; ``config`` an instance
+of the dataclass the model registers with, next to the model, built from ``train.model_args`` by
+:func:`ml_core.typed.build`: a wrong key or type names the key), takes a
+:class:`~ml_core.contracts.batch.Batch` and returns per-task logits ``[B, K]``. What the trainer,
+its extensions, inference and serving ask of a model is declared here, with defaults:
+
+* :attr:`RecModel.graph_needs` - which graphs the model reads (:class:`GraphNeeds`): the one
+  declaration the trainer, the training extensions and serving all read.
+* :meth:`RecModel.prepare` - set-up from the training days, before the first step.
+* :meth:`RecModel.param_groups` - the optimiser's parameter groups.
+* :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
+* :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ml_core.nn.dense import TaskTowers
+from ml_core.typed import build
+
+
+def check_sizes(**sizes: list[int] | None) -> None:
+    """ValueError unless every given list of layer sizes holds positive sizes (None = not given)."""
+    for name, v in sizes.items():
+        if v is not None and any(h < 1 for h in v):
+            raise ValueError(f"{name} must be a list of positive layer sizes, got {v!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``choices`` (the layer's or function's own list)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+class GraphNeeds(enum.IntEnum):
+    """Which graphs a model (or a training extension) reads; ordered, so needs combine by ``max``.
+
+    * ``NONE`` - no graph: the days' contexts carry no adjacency, batches no subgraph.
+    * ``DAY_GRAPHS`` - the training days' whole channel adjacencies (``DayContext.channels``), read
+      outside the batches (in :meth:`RecModel.prepare`, an optimiser or a post-training step);
+      batches carry no subgraph and inference reads no graph (e.g. LightGODE, whose inference
+      embeddings are integrated once over the training graph).
+    * ``SUBGRAPHS`` - every batch, in training and at inference, carries sampled channel
+      subgraphs (``Batch.channels``), so every day's context needs its adjacencies.
+    """
+
+    NONE = 0
+    DAY_GRAPHS = 1
+    SUBGRAPHS = 2
+
+    @property
+    def day_graphs(self) -> bool:
+        """Training days need their channel adjacencies built."""
+        return self >= GraphNeeds.DAY_GRAPHS
+
+    @property
+    def subgraphs(self) -> bool:
+        """Batches (training and inference) sample channel subgraphs; inference reads graphs."""
+        return self >= GraphNeeds.SUBGRAPHS
+
+
+class RecModel(nn.Module):
+    """Base class: ``forward(batch) -> logits [B, K]``; the hooks below have defaults.
+
+    Class attributes: ``graph_needs`` (:class:`GraphNeeds`, default ``NONE``); ``registry_name``
+    and ``config_cls`` (the model's config dataclass), both set by
+    :func:`~ml_core.models.registry.register`.
+    """
+
+    graph_needs: ClassVar[GraphNeeds] = GraphNeeds.NONE
+    config_cls: ClassVar[type | None] = None
+    #: True for a model that integrates LightGODE's graph ODE itself (``attach_graph(contexts)``):
+    #: the ``lightgode`` post-training step then hands it the graph instead of integrating
+    integrates_graph_ode: ClassVar[bool] = False
+
+    @classmethod
+    def configure(cls, config: Any = None, args: Mapping[str, Any] | None = None) -> Any:
+        """The model's configuration: ``config`` as given, or built from keyword ``args`` by
+        :func:`ml_core.typed.build` (keys and types checked, errors name ``<Class>.<key>``), so
+        ``Model(spec, config)`` and ``Model(spec, key=value, ...)`` are the same model."""
+        if config is None:
+            return build(cls.config_cls, args or {}, cls.__name__)
+        if args:
+            raise TypeError(f"{cls.__name__}: pass a config or keyword arguments, not both")
+        if not isinstance(config, cls.config_cls):
+            raise TypeError(f"{cls.__name__} takes a {cls.config_cls.__name__}, got {type(config).__name__}")
+        return config
+
+    def prepare(self, contexts) -> None:
+        """Set-up that needs the training days (``list[DayContext]``), called by the trainer after
+        :meth:`set_task_priors` and before the optimiser is built (e.g. the training-set size
+        ``|H|`` of MoGE's L2 and SNR-Trans's L0 terms, MGOE's clusters and macro graphs,
+        LightGODE's graph). Default: nothing."""
+
+    def param_groups(self, cfg) -> list[dict]:
+        """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is
+        the :class:`~ml_core.config.TrainConfig`. Default: one group of every parameter, at the
+        optimiser's ``lr`` and ``weight_decay``."""
+        return [{"params": list(self.parameters())}]
+
+    @torch.no_grad()
+    def set_task_priors(self, rates: torch.Tensor) -> None:
+        """Initialise output biases to ``logit(rate_k)`` (called by the trainer before step 1)."""
+        logits = torch.logit(rates.clamp(1e-4, 1 - 1e-4))
+        for m in self.modules():
+            if isinstance(m, TaskTowers):
+                m.init_bias(logits)
+
+    def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """(logits, loss, parts): default = sum over tasks of the mean BCE."""
+        logits = self(batch)
+        per_task = bce_per_task(logits, batch.labels)
+        loss = per_task.sum()
+        return logits, loss, {f"bce_{k}": float(v) for k, v in enumerate(per_task.detach())}
+
+
+def bce_per_task(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of each task, ``[K]``."""
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none").mean(dim=0)
+
