@@ -19,15 +19,18 @@ __all__ = ["check_runnable", "load_runnable_config"]
 
 
 def _check_train(cfg: PipelineConfig) -> list[str]:
-    from ml_core.models.registry import available_models
+    from ml_core.models.registry import available_models, validate_model_args
     from ml_core.train import extensions
 
     problems = []
     models = available_models()
     if cfg.train.model not in models:
         problems.append(f"train.model = {cfg.train.model!r}: not a registered model; available: {models}")
-    # TODO(model configs): validate train.model_args against the model's config dataclass here,
-    # through the ml_core.models.registry function being added with the per-model configs.
+    else:
+        try:  # train.model_args against the model's config dataclass (keys, types, ranges)
+            validate_model_args(cfg.train.model, cfg.train.model_args)
+        except ValueError as exc:
+            problems.append(str(exc))
     try:
         extensions.validate(cfg.train)  # train.optimizer, train.post_training(_args)
     except ValueError as exc:

@@ -133,6 +133,18 @@ def test_shipped_configs_load_and_fingerprint():
 # ----------------------------------------------------------------------------- check_runnable
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ('train.model_args={interaction = "dot"}', "[train.model_args] interaction must be one of ('ep', 'add', 'con', 'mlp'), got 'dot'"),
+    ("train.model_args={n_experts = 2.5}", "train.model_args.n_experts = 2.5 (float): expected int"),
+    ("train.model_args={no_such_arg = 1}", "unknown key train.model_args.no_such_arg"),
+])
+def test_model_args_are_checked_against_the_model_config_at_load(override, message):
+    with pytest.raises(ValueError) as e:
+        check_runnable(load_config(None, ['train.model="moge"', override]))
+    assert message in str(e.value)
+
+
+
 def test_unknown_model_is_named():
     with pytest.raises(ConfigError, match=r"train.model = 'mogee': not a registered model; available: \[.*'moge'"):
         check_runnable(load_config(None, ['train.model="mogee"']))
