@@ -131,7 +131,7 @@ def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], genera
                     return
                 q.put(makers[c].make(rows, generator))
             q.put(done)
-        except BaseException as e:  # noqa: BLE001  (surfaced in the consumer, never swallowed)
+        except BaseException as e:
             q.put(e)
 
     worker = threading.Thread(target=produce, name="batch-prefetch", daemon=True)

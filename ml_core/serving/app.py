@@ -176,7 +176,7 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
                 return {"version": old.version, "previous": old.version, "changed": False}
             try:
                 new = current.loader()
-            except Exception as e:  # noqa: BLE001  (any failure: keep serving the old version)
+            except Exception as e:
                 raise HTTPException(status_code=503, detail=f"reload of {prod['version']} failed ({e}); "
                                                             f"still serving {old.version}") from None
             current.scorer, current.loaded_at = new, time.time()

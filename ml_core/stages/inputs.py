@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from ml_core.contracts.day import DayInputs
 from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
 from ml_core.storage import Lake, day_str
-from ml_core.contracts.day import DayInputs
 
 
 def scan_logs(lake: Lake, days: list[str]) -> pl.LazyFrame:
