@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import math
@@ -27,26 +28,82 @@ def stage(group: str, kinds: set[str]) -> dict:
             "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"}, "retry_policy": RETRY}
 
 
-def code_version(*paths: str) -> str:
-    """Hash of the source files an asset's result depends on: :data:`COMMON`, its own stage
-    module(s) in ``ml_core/stages``, the ml_core code those call, and its asset module (paths
-    relative to the repository; a directory counts every ``.py`` file under it).
+def _module_file(name: str) -> Path | None:
+    """The source file of module ``name`` of this repository (a package: its ``__init__.py``)."""
+    base = ROOT.joinpath(*name.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Repository modules that ``path`` imports, anywhere in its body (function-level imports too)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join([*base, mod] if mod else base)
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__code_deps__" for t in node.targets):
+            out.update(_package_modules(ast.literal_eval(node.value)))  # modules it loads by name
+    return {m for m in out if m.split(".")[0] in CODE_ROOTS and _module_file(m)}
+
+
+def _package_modules(names) -> set[str]:
+    """Each name of ``names``; a package stands for every module under it."""
+    out = set()
+    for name in names:
+        base = ROOT.joinpath(*name.split("."))
+        if base.is_dir():
+            out.update(".".join(f.relative_to(ROOT).with_suffix("").parts) for f in base.rglob("*.py"))
+        else:
+            out.add(name)
+    return out
+
+
+def code_files(*modules: str) -> list[Path]:
+    """Source files of ``modules`` and of every repository module they import, transitively."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        f = _module_file(name)
+        if f is None:
+            raise ValueError(f"code_version: no module {name!r} in {ROOT}")
+        if name in seen:
+            continue
+        seen[name] = f
+        todo.extend(_imported_modules(f) - set(seen))
+    return sorted(set(seen.values()))
+
+
+def code_version(*modules: str) -> str:
+    """Hash of the source an asset's result depends on: ``modules`` (its asset module and stage
+    module) and every ml_core module they import, followed through the imports (a package import
+    counts its ``__init__.py`` only). Nothing is listed by hand, so a module a stage starts to
+    use counts at once; a module that imports others by name (the model registry) declares them
+    in ``__code_deps__``.
 
     Changing any of them marks the asset's materializations stale in the UI, and only those:
     editing the deployment gate (``ml_core/stages/gate.py``) changes deployed_model's version alone.
     """
     h = hashlib.sha256()
-    for rel in sorted(paths):
-        p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            h.update(f.relative_to(ROOT).as_posix().encode())
-            h.update(f.read_bytes())
+    for f in code_files(*modules):
+        h.update(f.relative_to(ROOT).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 
-#: Every stage depends on these: the config schema, the lake, the event schema and the windows.
-COMMON = ("ml_core/config.py", "ml_core/storage.py", "ml_core/data/schema.py", "ml_core/stages/windows.py")
+#: Imports followed for code versions: ml_core's (an asset module's own imports of other asset
+#: modules, e.g. the partitions, are not its computation).
+CODE_ROOTS = ("ml_core",)
 
 
 def settings(context) -> tuple[PipelineConfig, Lake]:

@@ -8,12 +8,11 @@ Not part of ``daily_flow`` and not scheduled: materialize it from the asset page
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, result, settings, stage
+from assets.common import code_version, result, settings, stage
 from assets.partitions import train_and_eval_window
 from ml_core.stages.comparison import run_model_comparison
 
-COMPARISON_CODE = code_version(*COMMON, "ml_core/stages/comparison.py", "ml_core/stages/inputs.py", "ml_core/models",
-                               "ml_core/train", "ml_core/compare.py", "ml_core/eval", "assets/comparison.py")
+COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
 
 
 @dg.asset(

@@ -4,11 +4,10 @@ refusal)."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, result, settings, stage
+from assets.common import code_version, result, settings, stage
 from ml_core.stages.deployment import run_deployed_model
 
-DEPLOYMENT_CODE = code_version(*COMMON, "ml_core/stages/deployment.py", "ml_core/stages/gate.py",
-                               "ml_core/stages/evaluation.py", "ml_core/bundles.py", "assets/deployment.py")
+DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
 
 
 @dg.asset(

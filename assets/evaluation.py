@@ -3,11 +3,10 @@
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, result, settings, stage
+from assets.common import code_version, result, settings, stage
 from ml_core.stages.evaluation import gauc_table, run_model_evaluation
 
-EVALUATION_CODE = code_version(*COMMON, "ml_core/stages/evaluation.py", "ml_core/stages/inputs.py",
-                               "ml_core/bundles.py", "ml_core/models", "ml_core/train", "assets/evaluation.py")
+EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
 
 
 @dg.asset(

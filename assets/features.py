@@ -4,7 +4,7 @@ days D-W .. D-1)."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage
 from assets.partitions import graph_window
 from ml_core.stages.features import run_node_features
 
@@ -12,8 +12,7 @@ from ml_core.stages.features import run_node_features
 @dg.asset(
     **stage("features", {"polars", "parquet"}),
     ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
-    code_version=code_version(*COMMON, "ml_core/stages/features.py", "ml_core/stages/inputs.py",
-                              "ml_core/features.py", "ml_core/data", "assets/features.py"),
+    code_version=code_version("assets.features", "ml_core.stages.features"),
 )
 def node_features(context: dg.AssetExecutionContext, interaction_logs) -> dg.MaterializeResult:
     """Feature vectors of every user and item: profile columns (when the source has profiles)

@@ -8,7 +8,6 @@ day D-1's when its refresh state is stored (identical to a full rebuild, which r
 import dagster as dg
 
 from assets.common import (
-    COMMON,
     LAKE_IO,
     RETRY,
     code_version,
@@ -20,8 +19,7 @@ from assets.partitions import daily, graph_window
 from ml_core.eval.plots import degree_plot
 from ml_core.stages.graphs import run_window_graphs
 
-GRAPH_CODE = code_version(*COMMON, "ml_core/stages/graphs.py", "ml_core/stages/inputs.py", "ml_core/graph",
-                          "assets/graphs.py")
+GRAPH_CODE = code_version("assets.graphs", "ml_core.stages.graphs")
 _common = {"partitions_def": daily, "group_name": "graph", "kinds": {"numpy"}, "owners": ["team:recsys"],
            "code_version": GRAPH_CODE}  # multi-asset specs take these per spec
 

@@ -4,13 +4,13 @@ with a quarantine of rejected rows (reasons and counts in the metadata)."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage
 from ml_core.stages.logs import run_interaction_logs
 
 
 @dg.asset(
     **stage("ingest", {"polars", "parquet"}),
-    code_version=code_version(*COMMON, "ml_core/stages/logs.py", "ml_core/data", "assets/logs.py"),
+    code_version=code_version("assets.logs", "ml_core.stages.logs"),
 )
 def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Validated events of day D (user_id, item_id, behavior, ts, category, ds) and the

@@ -4,7 +4,7 @@ negatives."""
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage
 from ml_core.stages.samples import run_training_samples
 
 
@@ -12,8 +12,7 @@ from ml_core.stages.samples import run_training_samples
     **stage("samples", {"polars", "parquet"}),
     # read by the stage from the lake (day D's logs and its graph's item pool): lineage only
     deps=[dg.AssetDep("interaction_logs"), dg.AssetDep("bipartite_graph")],
-    code_version=code_version(*COMMON, "ml_core/stages/samples.py", "ml_core/stages/inputs.py", "ml_core/sampling",
-                              "assets/samples.py"),
+    code_version=code_version("assets.samples", "ml_core.stages.samples"),
 )
 def training_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Samples of day D: positives labelled per task (default click = any behaviour, purchase =

@@ -3,13 +3,12 @@
 
 import dagster as dg
 
-from assets.common import COMMON, code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage
 from assets.partitions import train_window
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
 
-TRAINING_CODE = code_version(*COMMON, "ml_core/stages/training.py", "ml_core/stages/inputs.py", "ml_core/bundles.py",
-                             "ml_core/models", "ml_core/train", "assets/training.py")
+TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
 
 
 @dg.asset(

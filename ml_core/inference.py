@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
-from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
 
 
 def inference_needs_graph(model: RecModel) -> bool:

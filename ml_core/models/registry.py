@@ -24,6 +24,8 @@ MODELS: dict[str, type[RecModel]] = {}
 # Every module of the ml_core.models package may register models; they are imported lazily (on
 # the first lookup) so the registry is complete when asked and a new model file needs no list edit.
 _INFRA = {"base", "registry", "mgnn", "hetero"}
+#: What this module imports by name, for the assets' code versions (assets/common.py).
+__code_deps__ = ["ml_core.models"]
 
 
 def register(name: str, config_cls: type):

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.sampling.batching import BatchMaker, batch_plan, iterate
 from ml_core.train.extensions import (
     make_optimizer,
     run_post_training,

@@ -25,7 +25,7 @@ from ml_core.models.registry import MODELS, available_models, build_model
 from ml_core.models.routing import CGC, SNRTrans
 from ml_core.models.single_task import NGCF
 from ml_core.nn.dense import HardConcreteGate, TaskTowers
-from ml_core.sampling.batching import BatchMaker
+from ml_core.batching import BatchMaker
 from tests.planted import planted_days
 from tests.unit.test_moge import SPEC, random_batch
 

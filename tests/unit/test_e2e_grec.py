@@ -18,7 +18,7 @@ from ml_core.models.base import bce_per_task
 from ml_core.models.e2e_grec import E2EGRec, encoder_inputs
 from ml_core.models.hetero import RELATIONS, merge_channels
 from ml_core.nn.gradnorm import GradNorm
-from ml_core.sampling.batching import BatchMaker
+from ml_core.batching import BatchMaker
 from tests.planted import planted_days
 
 

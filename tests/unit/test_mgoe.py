@@ -166,7 +166,7 @@ def test_rare_categories_share_slot_zero_when_capped():
 
 def test_own_label_is_left_out_of_its_edges_in_training_only():
     model, fspec, _, ctx = prepared(hand_made_day(), n_clusters=2)
-    from ml_core.sampling.batching import BatchMaker
+    from ml_core.batching import BatchMaker
 
     j = [s[:2] for s in SAMPLES].index((12, 103))  # the only click between its cluster and category 2
     batch = BatchMaker(ctx, [2], need_graph=False).make(np.array([j]))
@@ -254,7 +254,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     model.eval()
-    from ml_core.sampling.batching import BatchMaker
+    from ml_core.batching import BatchMaker
 
     batch = BatchMaker(ctx, [2], need_graph=False).make(np.arange(ctx.n_samples))
     before = model(batch)

@@ -152,7 +152,7 @@ def test_sampled_subgraphs_take_the_prefix_path_and_match_full_propagation():
     from ml_core.contracts.day import DayContext
     from ml_core.contracts.features import FeatureSpec
     from ml_core.models.mgnn import layer_plan
-    from ml_core.sampling.batching import BatchMaker
+    from ml_core.batching import BatchMaker
 
     day, _ = planted_days(n_users=120, n_items=40)
     fspec = FeatureSpec.fit([day], ["click", "purchase"])

@@ -18,7 +18,7 @@ from ml_core.graph.csr import CSR
 from ml_core.inference import evaluate
 from ml_core.models.registry import build_model
 from ml_core.nn.id_graph import id_adjacency, id_table_pairs
-from ml_core.sampling.batching import BatchMaker
+from ml_core.batching import BatchMaker
 from ml_core.train.sevo import AdamWSEvo, make_sevo, smooth
 from ml_core.train.trainer import train
 from tests.planted import planted_days
