@@ -27,7 +27,7 @@ from ml_core.models.single_task import NGCF
 from ml_core.nn.dense import HardConcreteGate, TaskTowers
 from ml_core.sampling.batching import BatchMaker
 from tests.planted import planted_days
-from tests.unit.test_moge import SPEC, random_batch
+from tests.unit.models.test_moge import SPEC, random_batch
 
 BASES = ("shared_bottom", "cross_stitch", "esmm", "mmoe", "snr_trans", "cgc")
 GRAPH = tuple(f"{b}_graph" for b in BASES)
