@@ -54,9 +54,9 @@ def random_batch(spec: ModelSpec = SPEC, B: int = 24, seed: int = 0) -> Batch:
     return Batch(labels, _table(B, spec.user, g), _table(B, spec.item, g), idx, idx, channels)
 
 
-# -- shapes and gradients ---------------------------------------------------------------------------
+# -- loss parts and MGNN shapes (gradients to every parameter: tests/unit/models/test_contract.py) ----
 @pytest.mark.parametrize("interaction,combine", [("ep", "gru"), ("add", "gru"), ("con", "gru"), ("mlp", "gru"), ("ep", "lstm")])
-def test_shapes_and_gradients_reach_every_parameter(interaction, combine):
+def test_loss_parts_and_mgnn_representations(interaction, combine):
     torch.manual_seed(0)
     model = MoGE(SPEC, interaction=interaction, combine=combine, beta=1e-2)
     batch = random_batch()
@@ -65,9 +65,6 @@ def test_shapes_and_gradients_reach_every_parameter(interaction, combine):
     assert {"bce_0", "bce_1", "co", "l2", "log_var_0"} <= set(parts)
     reps = model.mgnn(batch)
     assert [tuple(r.shape) for r in reps] == [(len(batch), SPEC.dim)] * 4
-    loss.backward()
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert dead == []
 
 
 @pytest.mark.parametrize("n_experts", [1, 2, 3, 4])
