@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import bce_per_task
 from ml_core.models.baselines import (
@@ -25,9 +23,7 @@ from ml_core.models.registry import MODELS, available_models, build_model
 from ml_core.models.routing import CGC, SNRTrans
 from ml_core.models.single_task import NGCF
 from ml_core.nn.dense import HardConcreteGate
-from ml_core.sampling.batching import BatchMaker
-from tests.planted import planted_days
-from tests.unit.models.test_moge import SPEC, random_batch
+from tests.helpers import SPEC, planted_day, random_batch
 
 BASES = ("shared_bottom", "cross_stitch", "esmm", "mmoe", "snr_trans", "cgc")
 GRAPH = tuple(f"{b}_graph" for b in BASES)
@@ -267,12 +263,8 @@ def _dense_ngcf(model: NGCF, net, ch) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def planted_small():
-    days = planted_days(seed=0, n_users=80, n_items=20, split="samples")
-    fspec = FeatureSpec.fit([days[0]], ["click", "purchase"])
-    mspec = ModelSpec.from_feature_spec(fspec, 16, [4, 3])
-    ctx = DayContext.build(days[0], fspec, with_graph=True)
-    batch = BatchMaker(ctx, mspec.fanouts, need_graph=True).make(np.arange(40), torch.Generator().manual_seed(0))
-    return fspec, mspec, batch
+    planted = planted_day(seed=0, n_users=80, n_items=20, rows=np.arange(40))
+    return planted.fspec, planted.mspec, planted.batch
 
 
 @pytest.mark.parametrize("source", ["random", "sampled"])

@@ -25,15 +25,10 @@ import pytest
 import torch
 
 from ml_core.bundles import load_model, save_model
-from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
-from ml_core.contracts.spec import ModelSpec
 from ml_core.models.registry import available_models, build_model
 from ml_core.nn.dense import TaskTowers
-from ml_core.sampling.batching import BatchMaker
-from tests.planted import planted_days
+from tests.helpers import TASKS, planted_day
 
-TASKS = ["click", "purchase"]
 RATES = torch.tensor([0.3, 0.12])
 
 # Non-default configurations checked besides each model's defaults (gradients and save/load):
@@ -97,12 +92,8 @@ MEAN_PRIOR_EXEMPT = {"lightgode"}
 @pytest.fixture(scope="module")
 def planted():
     """One planted day with its channel graphs, its specs, contexts and an 86-sample batch."""
-    day, _ = planted_days(seed=3, n_users=120, n_items=40, split="samples")
-    fspec = FeatureSpec.fit([day], TASKS)
-    mspec = ModelSpec.from_feature_spec(fspec, 16, [4, 3])
-    ctx = DayContext.build(day, fspec, with_graph=True)
-    batch = BatchMaker(ctx, mspec.fanouts, need_graph=True).make(np.arange(0, 600, 7), torch.Generator().manual_seed(0))
-    return fspec, mspec, ctx, batch
+    p = planted_day(seed=3, n_users=120, n_items=40, rows=np.arange(0, 600, 7))
+    return p.fspec, p.mspec, p.ctx, p.batch
 
 
 def prepared(name: str, args: dict, planted, rates: torch.Tensor = RATES):

@@ -11,25 +11,18 @@ import pytest
 import torch
 
 from ml_core.contracts.batch import CHANNELS
-from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
-from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import bce_per_task
 from ml_core.models.e2e_grec import E2EGRec, encoder_inputs
 from ml_core.models.hetero import RELATIONS, merge_channels
 from ml_core.nn.gradnorm import GradNorm
-from ml_core.sampling.batching import BatchMaker
+from tests.helpers import planted_day
 from tests.planted import planted_days
 
 
 @pytest.fixture(scope="module")
 def data():
-    day, _ = planted_days(seed=3, n_users=120, n_items=40, split="samples")
-    fspec = FeatureSpec.fit([day], ["click", "purchase"])
-    spec = ModelSpec.from_feature_spec(fspec, 16, [4, 3])
-    ctx = DayContext.build(day, fspec, with_graph=True)
-    batch = BatchMaker(ctx, spec.fanouts, need_graph=True).make(np.arange(0, 600, 7), torch.Generator().manual_seed(0))
-    return spec, fspec, ctx, batch
+    p = planted_day(seed=3, n_users=120, n_items=40, rows=np.arange(0, 600, 7))
+    return p.mspec, p.fspec, p.ctx, p.batch
 
 
 # -- the heterogeneous subgraph ------------------------------------------------------------------------

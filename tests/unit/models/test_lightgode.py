@@ -19,9 +19,8 @@ from ml_core.nn.graph_ode import graph_ode, isolated_growth
 from ml_core.nn.id_graph import id_adjacency, stack_rows
 from ml_core.train.lightgode import apply_lightgode
 from ml_core.train.trainer import build_contexts, train
+from tests.helpers import TASKS
 from tests.planted import planted_days
-
-TASKS = ["click", "purchase"]
 
 
 def _random_norm_adj(n: int, p: float, seed: int) -> torch.Tensor:
