@@ -67,7 +67,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The model-zoo margins (tests/unit/test_zoo.py): each model's GAUC minus its threshold, the
+    """The model-zoo margins (tests/unit/models/test_zoo.py): each model's GAUC minus its threshold, the
     smallest over the data seeds run, per task."""
     margins: dict[str, dict[str, list[float]]] = {}
     for reports in terminalreporter.stats.values():

@@ -30,7 +30,7 @@ def _latest(instance, key, day):
 def flow(tmp_path_factory):
     root = tmp_path_factory.mktemp("flow")
     instance = dg.DagsterInstance.ephemeral()
-    # The gate's floor is tested on its own (tests/unit/test_trainer.py); these 40-step models are
+    # The gate's floor is tested on its own (tests/unit/train/test_trainer.py); these 40-step models are
     # not meant to be good (MoGE's purchase GAUC here: 0.31-0.64 by day), and the pointer must move.
     res = resources(root, "deploy.min_gauc=0.0")
     for day in DAYS:

@@ -5,7 +5,7 @@ Each run records its GAUC margin over the threshold; the terminal summary lists 
 "model zoo margins" section, tests/conftest.py). The planted data's seed is 1; to see the margins
 over more draws of the data, e.g. five:
 
-    MOGE_ZOO_SEEDS=1,2,3,4,5 .venv/bin/python -m pytest tests/unit/test_zoo.py -q
+    MOGE_ZOO_SEEDS=1,2,3,4,5 .venv/bin/python -m pytest tests/unit/models/test_zoo.py -q
 """
 
 from __future__ import annotations

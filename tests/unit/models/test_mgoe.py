@@ -11,15 +11,14 @@ import polars as pl
 import pytest
 import torch
 
-from ml_core.bundles import load_model, save_model
 from ml_core.contracts.batch import Batch, NodeTable
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.mgoe import MGOE, kmeans
 from ml_core.models.registry import build_model
+from tests.helpers import TASKS, random_feature_batch
 
-TASKS = ["click", "purchase"]
 SPEC = ModelSpec(TASKS, SideShape(40, [3], 2, ["u_cat_a"]), SideShape(30, [4, 6], 1, ["category", "i_cat_brand"]), dim=8)
 
 # (user, item, click, purchase); item -> raw category: 100, 101 -> 0; 102, 104 -> 1; 103 -> 2
@@ -55,18 +54,6 @@ def row_of(fspec: FeatureSpec, raw_user: int) -> int:
     return int(np.searchsorted(fspec.user.ids, raw_user)) + 1
 
 
-def random_batch(spec: ModelSpec = SPEC, B: int = 32, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-
-    def table(shape: SideShape) -> NodeTable:
-        cats = torch.stack([torch.randint(0, s, (B,), generator=g) for s in shape.cat_sizes], 1)
-        return NodeTable(torch.randint(0, shape.n_ids, (B,), generator=g), cats, torch.randn(B, shape.n_nums, generator=g))
-
-    labels = (torch.rand(B, spec.n_tasks, generator=g) < 0.4).float()
-    idx = torch.zeros(B, dtype=torch.long)
-    return Batch(labels, table(spec.user), table(spec.item), idx, idx)
-
-
 def random_fit(model: MGOE, n: int = 400, seed: int = 1) -> None:
     g = torch.Generator().manual_seed(seed)
     rows = torch.randint(1, model.spec.user.n_ids, (n,), generator=g)
@@ -75,25 +62,25 @@ def random_fit(model: MGOE, n: int = 400, seed: int = 1) -> None:
     model.fit_macro_graph(rows, codes, labels)
 
 
-# -- shapes, gradients, arguments ---------------------------------------------------------------------
-def test_shapes_and_gradients_reach_every_parameter():
+def fitted_with_batch() -> tuple[MGOE, Batch]:
+    """A 4-cluster MGOE on the random spec, its macro graph fitted on random samples, and a batch."""
     torch.manual_seed(0)
     model = MGOE(SPEC, n_clusters=4)
     random_fit(model)
-    batch = random_batch()
+    return model, random_feature_batch(SPEC)
+
+
+# -- shapes, gradients, arguments ---------------------------------------------------------------------
+def test_macro_embeddings_and_loss_parts():
+    """(Gradients to every parameter and save/load: tests/unit/models/test_contract.py.)"""
+    model, batch = fitted_with_batch()
     assert model.macro_embeddings(batch).shape == (2, 32, 8)
     logits, loss, parts = model.compute_loss(batch)
     assert logits.shape == (32, 2) and set(parts) == {"bce_0", "bce_1"}
-    loss.backward()
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert dead == []
 
 
 def test_macro_neighbours_receive_gradient_through_the_attention():
-    torch.manual_seed(0)
-    model = MGOE(SPEC, n_clusters=4)
-    random_fit(model)
-    batch = random_batch()
+    model, batch = fitted_with_batch()
     batch.item.cats[:, 0] = 1  # every sample's category is slot 1
     batch.user.ids[:] = int(torch.nonzero(model.user_cluster == 0)[0])  # every user in cluster 0
     model.compute_loss(batch)[1].backward()
@@ -246,8 +233,10 @@ def test_unseen_users_get_the_cold_cluster_and_the_population_profile():
     assert float(model.macro_edges(batch, c, m)[0][:, 0].sum()) > 0
 
 
-# -- save / load -------------------------------------------------------------------------------------------
-def test_save_load_round_trip_gives_identical_outputs(tmp_path):
+# -- the macro state -----------------------------------------------------------------------------------------
+def test_macro_state_changes_the_outputs():
+    """The macro buffers are state (saved and restored: tests/unit/models/test_contract.py) that
+    the outputs depend on: the same parameters without them score differently."""
     day = hand_made_day()
     model, fspec, mspec, ctx = prepared(day, n_clusters=2, category="category")
     with torch.no_grad():
@@ -258,13 +247,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
 
     batch = BatchMaker(ctx, [2], need_graph=False).make(np.arange(ctx.n_samples))
     before = model(batch)
-    save_model(tmp_path, model, "mgoe", {"n_clusters": 2, "category": "category"}, mspec, fspec)
-    loaded, _, lspec, _ = load_model(tmp_path)
-    assert lspec.item.cat_names == ["category", "i_cat_brand"]
-    for name in ("user_cluster", "category_slot", "macro_graph"):
-        assert torch.equal(getattr(loaded, name), getattr(model, name)), name
-    assert float(loaded.macro_graph.sum()) > 0 and int((loaded.user_cluster < 2).sum()) == 4
-    assert torch.equal(loaded(batch), before)
+    assert float(model.macro_graph.sum()) > 0 and int((model.user_cluster < 2).sum()) == 4
     fresh = build_model("mgoe", mspec, {"n_clusters": 2, "category": "category"}).eval()
     fresh.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("user_cluster", "macro_graph")}, strict=False)
     assert not torch.allclose(fresh(batch), before)  # the macro state matters: without it outputs differ

@@ -12,9 +12,10 @@ from ml_core.config import SourceConfig, source_config
 from ml_core.data.readers import TAOBAO, TMALL, layout_for, read_file_source
 from ml_core.data.schema import EVENT_SCHEMA, QUARANTINE_SCHEMA, stable_id
 from ml_core.data.validate import validate_events
+from tests.conftest import SHARED_DATA
 from tests.source_profile import scan_file_source
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 TAOBAO_HEAD = DATA / "taobao-userbehavior" / "UserBehavior_head_84475.csv"
 TMALL_LOG = DATA / "tmall-ijcai15" / "user_log_sample.csv"
 TIANCHI = DATA / "tianchi-mobile-recommend" / "sample_user_behavior.csv"

@@ -10,20 +10,18 @@ import pytest
 import torch
 from torch import nn
 
+from ml_core.batching import BatchMaker
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext
 from ml_core.contracts.features import FeatureSpec
-from ml_core.contracts.spec import ModelSpec
 from ml_core.graph.csr import CSR
 from ml_core.inference import evaluate
 from ml_core.models.registry import build_model
 from ml_core.nn.id_graph import id_adjacency, id_table_pairs
-from ml_core.batching import BatchMaker
 from ml_core.train.sevo import AdamWSEvo, make_sevo, smooth
 from ml_core.train.trainer import train
+from tests.helpers import TASKS, planted_day
 from tests.planted import planted_days
-
-TASKS = ["click", "purchase"]
 
 
 # -- the update, by hand ----------------------------------------------------------------------------
@@ -49,7 +47,7 @@ def _reference(e0, grads, adj, lr, wd, b1, b2, eps, L, b, correction=True, smoot
         v = b2 * v + (1 - b2) * s_t
         delta = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
         if smooth_rows:
-            delta = (1 - b) / (1 - b ** (L + 1)) * sum(b ** l * np.linalg.matrix_power(adj, l) @ delta for l in range(L + 1))
+            delta = (1 - b) / (1 - b ** (L + 1)) * sum(b ** j * np.linalg.matrix_power(adj, j) @ delta for j in range(L + 1))
         e = e * (1 - lr * wd) - lr * delta
     return e
 
@@ -107,10 +105,8 @@ def test_smoother_weights_and_limits():
 @pytest.fixture(scope="module")
 def small():
     """(model spec, training contexts with graphs, batches) of a small planted dataset."""
-    train_day, _ = planted_days(seed=3, n_users=80, n_items=30, split="samples")
-    fspec = FeatureSpec.fit([train_day], TASKS)
-    ctx = DayContext.build(train_day, fspec, with_graph=True)
-    mspec = ModelSpec.from_feature_spec(fspec, 8, [3, 3])
+    planted = planted_day(seed=3, n_users=80, n_items=30, dim=8, fanouts=(3, 3))
+    ctx, mspec = planted.ctx, planted.mspec
     maker = BatchMaker(ctx, [3, 3], need_graph=False)
     batches = [maker.make(np.arange(s, s + 40)) for s in range(0, 160, 40)]
     return mspec, [ctx], batches

@@ -1,6 +1,7 @@
 """The MoGE paper's baselines (section 5.2): single-task MLP / NGCF, the multi-task bodies and their
 "+Graph" variants. Tiny random subgraphs for the algebra, a small planted dataset for real batches
-and the save/load round trip. (Learning the planted signal: tests/unit/test_zoo.py.)"""
+for the NGCF propagation. The contract every model keeps (shapes, gradients, priors, save/load):
+tests/unit/models/test_contract.py; learning the planted signal: tests/unit/models/test_zoo.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core.bundles import load_model, save_model
-from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import bce_per_task
 from ml_core.models.baselines import (
@@ -24,10 +22,8 @@ from ml_core.models.mmoe import MMoE
 from ml_core.models.registry import MODELS, available_models, build_model
 from ml_core.models.routing import CGC, SNRTrans
 from ml_core.models.single_task import NGCF
-from ml_core.nn.dense import HardConcreteGate, TaskTowers
-from ml_core.batching import BatchMaker
-from tests.planted import planted_days
-from tests.unit.test_moge import SPEC, random_batch
+from ml_core.nn.dense import HardConcreteGate
+from tests.helpers import SPEC, planted_day, random_batch
 
 BASES = ("shared_bottom", "cross_stitch", "esmm", "mmoe", "snr_trans", "cgc")
 GRAPH = tuple(f"{b}_graph" for b in BASES)
@@ -47,37 +43,7 @@ def test_every_baseline_is_registered_with_the_right_input():
     assert MODELS["ngcf"].graph_needs.subgraphs and not MODELS["mlp"].graph_needs.subgraphs
 
 
-# -- shapes, gradients, priors ---------------------------------------------------------------------
-@pytest.mark.parametrize("name", MINE)
-def test_shapes_and_every_parameter_trains(name):
-    torch.manual_seed(0)
-    model = build_model(name, SPEC).eval()  # eval: SNR's codes are their (open) means, not draws that may be 0
-    model.set_task_priors(RATES)
-    batch = random_batch()
-    logits, loss, parts = model.compute_loss(batch)
-    assert logits.shape == (len(batch), SPEC.n_tasks) and torch.isfinite(logits).all()
-    assert {"bce_0", "bce_1"} <= set(parts)
-    loss.backward()
-    dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
-    assert dead == []
-
-
-@pytest.mark.parametrize("name", MINE)
-def test_task_priors_give_base_rates_when_heads_are_silent(name):
-    """With every head's last weight zeroed, the model predicts each task's base rate (ESMM: its
-    CVR head starts at rate_1 / rate_0, so pCTR * pCVR = rate_1)."""
-    torch.manual_seed(0)
-    model = build_model(name, SPEC).eval()
-    model.set_task_priors(RATES)
-    heads = [t[-1] for m in model.modules() if isinstance(m, TaskTowers) for t in m.towers]
-    assert len(heads) == SPEC.n_tasks
-    with torch.no_grad():
-        for h in heads:
-            h.weight.zero_()
-    probs = torch.sigmoid(model(random_batch()))
-    torch.testing.assert_close(probs, RATES.expand_as(probs), atol=1e-5, rtol=1e-4)
-
-
+# -- priors (shapes, gradients, silent-head priors and save/load: tests/unit/models/test_contract.py) --
 def test_esmm_cvr_head_prior():
     model = ESMM(SPEC)
     model.set_task_priors(RATES)
@@ -297,12 +263,8 @@ def _dense_ngcf(model: NGCF, net, ch) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def planted_small():
-    days = planted_days(seed=0, n_users=80, n_items=20, split="samples")
-    fspec = FeatureSpec.fit([days[0]], ["click", "purchase"])
-    mspec = ModelSpec.from_feature_spec(fspec, 16, [4, 3])
-    ctx = DayContext.build(days[0], fspec, with_graph=True)
-    batch = BatchMaker(ctx, mspec.fanouts, need_graph=True).make(np.arange(40), torch.Generator().manual_seed(0))
-    return fspec, mspec, batch
+    planted = planted_day(seed=0, n_users=80, n_items=20, rows=np.arange(40))
+    return planted.fspec, planted.mspec, planted.batch
 
 
 @pytest.mark.parametrize("source", ["random", "sampled"])
@@ -317,28 +279,3 @@ def test_ngcf_layer_plan_matches_dense_propagation(source, planted_small):
     for net in model.nets:
         got = net(ch, *model.propagation_plan(ch))
         torch.testing.assert_close(got, _dense_ngcf(model, net, ch), atol=1e-5, rtol=1e-4)
-
-
-# -- save / load ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,args", [
-    ("snr_trans", {"route_dim": 8, "n_experts": 3}),
-    ("cgc_graph", {"n_shared": 1, "n_specific": 2, "graph_features": ["p_u", "q_i", "h_u", "h_i"]}),
-    ("esmm", {"tower_hidden": [32, 16]}),
-    ("ngcf", {"layers": 2}),
-    ("cross_stitch_graph", {}),
-])
-def test_save_load_round_trip(name, args, planted_small, tmp_path):
-    fspec, mspec, batch = planted_small
-    torch.manual_seed(0)
-    model = build_model(name, mspec, args)
-    model.set_task_priors(RATES)
-    with torch.no_grad():  # move every parameter away from any fresh initialisation
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.eval()
-    expected = model(batch)
-    save_model(tmp_path / "bundle", model, name, args, mspec, fspec)
-    torch.manual_seed(123)
-    loaded, _, _, meta = load_model(tmp_path / "bundle")
-    assert meta["model"] == name and type(loaded) is type(model)
-    torch.testing.assert_close(loaded(batch), expected, atol=0, rtol=0)
