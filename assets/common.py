@@ -106,6 +106,15 @@ def code_version(*modules: str) -> str:
 CODE_ROOTS = ("ml_core",)
 
 
+#: The day inputs a model reads from the lake beside its samples (lineage only: no IO manager load).
+MODEL_INPUTS = ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")
+
+
+def lineage_deps(mapping) -> list:
+    """``deps=`` of an asset that reads :data:`MODEL_INPUTS` itself over the days of ``mapping``."""
+    return [dg.AssetDep(name, partition_mapping=mapping) for name in MODEL_INPUTS]
+
+
 def settings(context) -> tuple[PipelineConfig, Lake]:
     """The run's config and lake; refuses a config whose windows disagree with the partitions."""
     from assets.partitions import CONFIG

@@ -8,7 +8,7 @@ Not part of ``daily_flow`` and not scheduled: materialize it from the asset page
 
 import dagster as dg
 
-from assets.common import code_version, result, settings, stage
+from assets.common import code_version, lineage_deps, result, settings, stage
 from assets.partitions import train_and_eval_window
 from ml_core.stages.comparison import run_model_comparison
 
@@ -19,8 +19,7 @@ COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
     **stage("comparison", {"pytorch"}),
     ins={"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
     # the same days' features and graphs, read by the stage from the lake: lineage only
-    deps=[dg.AssetDep(name, partition_mapping=train_and_eval_window)
-          for name in ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")],
+    deps=lineage_deps(train_and_eval_window),
     code_version=COMPARISON_CODE,
 )
 def model_comparison(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from assets.common import code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, lineage_deps, result, settings, stage
 from assets.partitions import train_window
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
@@ -15,8 +15,7 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
     **stage("model", {"pytorch"}),
     ins={"training_samples": dg.AssetIn(partition_mapping=train_window)},
     # the same days' features and graphs, read by the stage from the lake: lineage only
-    deps=[dg.AssetDep(name, partition_mapping=train_window)
-          for name in ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")],
+    deps=lineage_deps(train_window),
     code_version=TRAINING_CODE,
     output_required=False,
 )

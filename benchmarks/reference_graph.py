@@ -51,10 +51,9 @@ def _csr_from_rows(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, n: int) ->
     return CSR(indptr, cols.astype(np.int64), w.astype(np.float32), n)
 
 
-def topk_similarity_reference(
-    a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0, chunk_rows: int = 4096
-) -> CSR:
-    """The original chunked SciPy implementation: sparse row blocks times ``A^T``, densified."""
+def _scipy_operands(a: CSR, measure: str, hub_degree_cap: int):
+    """``(A, A^T with hub columns zeroed, row norms)`` as SciPy float64 matrices, for the SciPy
+    references (Jaccard: binary ``A``; a column above ``hub_degree_cap`` neighbours is a hub)."""
     import scipy.sparse as sp
 
     check_measure(measure)
@@ -64,9 +63,16 @@ def topk_similarity_reference(
     norms = _row_norms(CSR.from_scipy(m), measure)
     mt = m.T.tocsr()
     if hub_degree_cap > 0:
-        col_deg = np.diff(m.tocsc().indptr)
-        keep = sp.diags((col_deg <= hub_degree_cap).astype(np.float64))
-        mt = (keep @ mt).tocsr()
+        col_deg = np.diff(mt.indptr)  # column degrees of A = row degrees of A^T
+        mt = (sp.diags((col_deg <= hub_degree_cap).astype(np.float64)) @ mt).tocsr()
+    return m, mt, norms
+
+
+def topk_similarity_reference(
+    a: CSR, k: int, measure: str = "cosine", hub_degree_cap: int = 0, chunk_rows: int = 4096
+) -> CSR:
+    """The original chunked SciPy implementation: sparse row blocks times ``A^T``, densified."""
+    m, mt, norms = _scipy_operands(a, measure, hub_degree_cap)
     rows_out, cols_out, w_out = [], [], []
     for start in range(0, m.shape[0], chunk_rows):
         stop = min(start + chunk_rows, m.shape[0])
@@ -134,17 +140,7 @@ def topk_similarity_scipy(a: CSR, k: int, measure: str = "cosine", hub_degree_ca
     similarity, and only the entries at or above it are sorted (similarity desc, id asc). The
     baseline's memory is dominated by ``S`` itself.
     """
-    import scipy.sparse as sp
-
-    check_measure(measure)
-    m = a.to_scipy().astype(np.float64)
-    if measure == "jaccard":
-        m.data[:] = 1.0
-    norms = _row_norms(CSR.from_scipy(m), measure)
-    mt = m.T.tocsr()
-    if hub_degree_cap > 0:
-        col_deg = np.diff(mt.indptr)
-        mt = (sp.diags((col_deg <= hub_degree_cap).astype(np.float64)) @ mt).tocsr()
+    m, mt, norms = _scipy_operands(a, measure, hub_degree_cap)
     s = (m @ mt).tocsr()
     del mt
     n = m.shape[0]
