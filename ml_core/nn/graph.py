@@ -28,9 +28,11 @@ def sparse_csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size
 
 def row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     """CSR row pointers ``[n_rows + 1]`` (int64) of the sorted COO row indices ``rows``:
-    ``crow[i]`` = number of entries in rows ``< i``."""
-    bounds = torch.arange(n_rows + 1, dtype=rows.dtype, device=rows.device)
-    return torch.searchsorted(rows, bounds)
+    ``crow[i]`` = number of entries in rows ``< i`` (a count and a prefix sum: O(E + n), measured
+    faster in the MoGE step than ``searchsorted`` over the row bounds)."""
+    crow = rows.new_zeros(n_rows + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
+    return crow
 
 
 class NeighborAttention(nn.Module):
