@@ -1,4 +1,5 @@
-"""model_evaluation: the candidate of day D and the production model, measured on day D."""
+"""model_evaluation: the candidate of day D, the recent promoted models and the sanity scorers,
+measured on day D."""
 
 
 import dagster as dg
@@ -34,5 +35,10 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         stats["production_version"] = ev.production.version
         for task, m in ev.production.metrics.items():
             stats[f"production_gauc_{task}"] = m["gauc"]
+    for scorer, metrics in (ev.sanity or {}).items():
+        for task, m in metrics.items():
+            stats[f"sanity_{scorer}_gauc_{task}"] = m["gauc"]
     stats["metrics"] = ev.candidate
+    stats["trained_model_version"] = ev.candidate_version
+    stats["reference_versions"] = list(ev.references)
     return result(lake, "model_evaluation", day, stats, markdown={"gauc_table": gauc_table(ev)})

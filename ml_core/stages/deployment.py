@@ -1,8 +1,10 @@
 """Stage 7, deployed_model: the deployment decision of day D.
 
 Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) goes through
-the gate (:mod:`ml_core.stages.gate`) and two checks against the pointer as it is now (it must
-not have moved since the evaluation, nor serve a later partition). A promoted candidate is
+the gate (:mod:`ml_core.stages.gate`) and three checks: the pointer must not have moved since
+the evaluation nor serve a later partition, and trained_model[D] must still be the version the
+evaluation scored (a model re-materialized after its evaluation is never promoted on the old
+metrics). A promoted candidate is
 assembled into a bundle (trained_model[D] + the graphs and features it was evaluated with),
 published and made production; every decision is written to the partition and the store's log.
 """
@@ -77,10 +79,17 @@ def run_deployed_model(cfg: PipelineConfig, lake: Lake, day) -> DeploymentResult
 def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResult,
                        store: BundleStore) -> DeploymentResult:
     prod = store.production()
-    verdict = gate(ev.candidate, ev.production.metrics if ev.production else None, cfg.deploy)
+    refs = dict(ev.references)
+    if ev.production and ev.production.version not in refs:  # an evaluation written before references
+        refs[ev.production.version] = ev.production.metrics
+    verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity)
     stale = pointer_checks(day_str(day), ev.production.version if ev.production else None, prod)
+    current = lake.version("trained_model", day)
+    if ev.candidate_version != current:
+        stale.append(f"the evaluation scored trained_model version {ev.candidate_version or '(unrecorded)'}, "
+                     f"the partition now holds {current}: re-run model_evaluation")
     decision = Decision(promote=verdict.promote and not stale, reasons=verdict.reasons + stale)
-    version = f"{day_str(day)}-{lake.version('trained_model', day)[:10]}"
+    version = f"{day_str(day)}-{current[:10]}"
     result = DeploymentResult(partition=day_str(day), version=version, promoted=decision.promote,
                               reasons=decision.reasons, candidate=ev.candidate,
                               production_before=prod["version"] if prod else None)

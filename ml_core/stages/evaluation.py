@@ -1,6 +1,12 @@
 """Stage 6, model_evaluation: GAUC / AUC / logloss per task of the candidate (trained_model[D])
-on day D's samples, a day neither the model nor its graphs saw, next to the production model's
-metrics on the same day; stored as ``evaluation.json``."""
+on day D's samples, a day neither the model nor its graphs saw, next to, on the same samples,
+
+* the reference models: the last ``deploy.compare_last`` promoted bundles (production included),
+  each scored with its own bundle's settings (its fan-outs, not the current configuration's),
+* the sanity scorers (:mod:`ml_core.sanity`),
+
+and the content version of the trained_model partition it scored (the deployment refuses to
+promote any other). Stored as ``evaluation.json``; a non-finite prediction fails the stage."""
 
 from __future__ import annotations
 
@@ -24,13 +30,18 @@ class ProductionMetrics:
 
 @dataclass
 class EvaluationResult:
-    """The evaluation of day ``day``: candidate metrics per task, the candidate's manifest, and
-    the production model's metrics (``None`` when nothing is in production)."""
+    """The evaluation of day ``day``: candidate metrics per task, the candidate's manifest and
+    partition version, the production model's metrics (``None`` when nothing is in production),
+    the reference models' (``{version: metrics}``, production among them) and the sanity
+    scorers' (``{scorer: metrics}``)."""
 
     day: str
     candidate: dict[str, dict]
     candidate_manifest: dict
     production: ProductionMetrics | None = None
+    candidate_version: str = ""
+    references: dict[str, dict] = dataclasses.field(default_factory=dict)
+    sanity: dict[str, dict] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -39,26 +50,41 @@ class EvaluationResult:
     def from_dict(cls, d: dict) -> EvaluationResult:
         prod = d.get("production")
         return cls(day=d["day"], candidate=d["candidate"], candidate_manifest=d["candidate_manifest"],
-                   production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None)
+                   production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None,
+                   candidate_version=d.get("candidate_version", ""), references=d.get("references", {}),
+                   sanity=d.get("sanity"))
+
+
+def reference_versions(store: BundleStore, n: int) -> list[str]:
+    """The last ``n`` promoted bundle versions, oldest first, with production last (it may have
+    been set by hand, outside the decisions log)."""
+    promoted = list(dict.fromkeys(d["version"] for d in store.decisions() if d.get("promoted")))
+    prod = store.production()
+    if prod is not None:
+        promoted = [v for v in promoted if v != prod["version"]] + [prod["version"]]
+    return [v for v in promoted[-n:] if store.version_dir(v).is_dir()] if n > 0 else []
 
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResult:
-    """Evaluate trained_model[D] and the production model (if any) on day D and write the result."""
-    from ml_core.inference import evaluate, inference_needs_graph
+    """Evaluate trained_model[D], the reference models and the sanity scorers on day D and write
+    the result."""
+    from ml_core.inference import evaluate
+    from ml_core.sanity import sanity_metrics
 
     cand_dir = lake.partition_dir("trained_model", day)
-    model, fspec, _, _ = load_model(cand_dir)
-    need_graph = inference_needs_graph(model)
-    inputs = load_day_inputs(lake, day, with_graph=need_graph)
-    out = EvaluationResult(day=day_str(day), candidate=evaluate(model, fspec, inputs, cfg.train.fanouts),
-                           candidate_manifest=read_manifest(cand_dir))
+    version = lake.version("trained_model", day)
+    model, fspec, mspec, _ = load_model(cand_dir)
+    inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
+    out = EvaluationResult(day=day_str(day), candidate=evaluate(model, fspec, inputs, mspec.fanouts),
+                           candidate_manifest=read_manifest(cand_dir), candidate_version=version)
     store = BundleStore(lake.root)
     prod = store.production()
+    for ref in reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0)):
+        rmodel, rspec, rmspec, _ = load_model(store.version_dir(ref))
+        out.references[ref] = evaluate(rmodel, rspec, inputs, rmspec.fanouts)  # its own bundle's fan-outs
     if prod is not None:
-        pmodel, pspec, _, _ = load_model(store.version_dir(prod["version"]))
-        p_graph = inference_needs_graph(pmodel)
-        pin = inputs if p_graph == need_graph else load_day_inputs(lake, day, p_graph)
-        out.production = ProductionMetrics(prod["version"], evaluate(pmodel, pspec, pin, cfg.train.fanouts))
+        out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
+    out.sanity = sanity_metrics(inputs, list(fspec.tasks))
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
     return out
@@ -73,13 +99,19 @@ def load_evaluation(lake: Lake, day) -> EvaluationResult:
 
 
 def gauc_table(evaluation: EvaluationResult) -> str:
-    """A Markdown table of per-task metrics of the candidate (and production when present)."""
+    """A Markdown table of per-task metrics: the candidate, the reference models (production
+    marked) and the sanity scorers, all on the same day's samples."""
     rows = ["| model | task | GAUC | AUC | logloss | pos rate | users |", "|---|---|---|---|---|---|---|"]
+    prod = evaluation.production.version if evaluation.production else None
     entries = [("candidate", evaluation.candidate)]
-    if evaluation.production:
-        entries.append((f"production {evaluation.production.version}", evaluation.production.metrics))
+    refs = dict(evaluation.references)
+    if evaluation.production and prod not in refs:
+        refs[prod] = evaluation.production.metrics
+    entries += [(f"{'production' if v == prod else 'promoted'} {v}", m) for v, m in refs.items()]
+    entries += [(f"sanity: {name}", m) for name, m in (evaluation.sanity or {}).items()]
     for name, metrics in entries:
         for task, m in metrics.items():
-            rows.append(f"| {name} | {task} | {m['gauc']:.4f} | {m['auc']:.4f} | {m['logloss']:.4f} | "
+            logloss = f"{m['logloss']:.4f}" if "logloss" in m else "-"
+            rows.append(f"| {name} | {task} | {m['gauc']:.4f} | {m['auc']:.4f} | {logloss} | "
                         f"{m['pos_rate']:.3f} | {m['gauc_users']} |")
     return "\n".join(rows)

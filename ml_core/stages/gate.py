@@ -1,11 +1,29 @@
-"""The deployment gate: whether a candidate's metrics may replace production's. Pure: no I/O."""
+"""The deployment gate: whether a candidate's metrics may replace production's. Pure: no I/O.
+
+Every number the gate compares was measured on the same day's samples (the candidate's
+evaluation day). The candidate is refused when, for any task:
+
+* its GAUC is not finite, or below ``deploy.min_gauc``;
+* it does not beat a sanity scorer (``sanity``: window popularity, "item is new", "user already
+  interacted with the item", random; :mod:`ml_core.sanity`). This holds for the first deployment
+  too: with nothing in production, a model still has to rank better than rules that need no model;
+* it is below the best of the references (the last ``deploy.compare_last`` promoted models,
+  production included, each scored on this day with its own bundle) by more than
+  ``deploy.gauc_tolerance``. Comparing with the best of the last N, not with production alone,
+  bounds regression over time: a run of candidates each a little worse than the one before stops
+  once the total drift from any of the last N reaches the tolerance.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ml_core.config import DeployConfig
+
+#: ``{task: {"gauc": ..., ...}}``
+Metrics = Mapping[str, Mapping[str, float]]
 
 
 @dataclass
@@ -16,23 +34,42 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def gate(candidate: dict[str, dict], production: dict[str, dict] | None, deploy: DeployConfig) -> Decision:
-    """Refuse when any task's GAUC is NaN or below ``deploy.min_gauc``, or is worse than the
-    production model's GAUC *measured on the same day* by more than ``deploy.gauc_tolerance``.
+def _gauc(m: Mapping[str, float] | None) -> float:
+    g = (m or {}).get("gauc", float("nan"))
+    return float(g) if g is not None else float("nan")
 
-    ``candidate`` / ``production``: metrics per task (``{"click": {"gauc": ...}, ...}``);
-    ``production`` is ``None`` when nothing is in production.
+
+def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: DeployConfig,
+         sanity: Mapping[str, Metrics] | None = None) -> Decision:
+    """The verdict on ``candidate`` (module docstring).
+
+    Args:
+        candidate: the candidate's metrics per task.
+        references: ``{bundle version: metrics per task}`` of the promoted models to compare with,
+            scored on the same day (empty or ``None``: nothing promoted yet).
+        deploy: tolerance and floor.
+        sanity: ``{scorer: metrics per task}`` on the same day (``None``: not measured, which is
+            itself a reason to refuse: the gate never promotes what it could not compare).
     """
-    tolerance, min_gauc = deploy.gauc_tolerance, deploy.min_gauc
     reasons = []
+    if sanity is None:
+        reasons.append("no sanity-scorer metrics for this day: the evaluation predates them, re-run model_evaluation")
     for task, m in candidate.items():
-        g = m.get("gauc", float("nan"))
-        if math.isnan(g):
-            reasons.append(f"{task}: GAUC is NaN (no user with both classes?)")
-        elif g < min_gauc:
-            reasons.append(f"{task}: GAUC {g:.4f} < floor {min_gauc}")
-        if production is not None and task in production:
-            p = production[task].get("gauc", float("nan"))
-            if not math.isnan(p) and not math.isnan(g) and g < p - tolerance:
-                reasons.append(f"{task}: GAUC {g:.4f} < production {p:.4f} - tolerance {tolerance}")
+        g = _gauc(m)
+        if not math.isfinite(g):
+            reasons.append(f"{task}: GAUC is {g} (no user with both classes?)")
+            continue
+        if g < deploy.min_gauc:
+            reasons.append(f"{task}: GAUC {g:.4f} < floor {deploy.min_gauc}")
+        for scorer, sm in (sanity or {}).items():
+            s = _gauc(sm.get(task))
+            if math.isfinite(s) and g <= s:
+                reasons.append(f"{task}: GAUC {g:.4f} does not beat the sanity scorer {scorer} ({s:.4f})")
+        scored = {v: _gauc(r.get(task)) for v, r in (references or {}).items()}
+        scored = {v: x for v, x in scored.items() if math.isfinite(x)}
+        if scored:
+            best = max(scored, key=scored.get)
+            if g < scored[best] - deploy.gauc_tolerance:
+                reasons.append(f"{task}: GAUC {g:.4f} < best recent model {best} {scored[best]:.4f} "
+                               f"- tolerance {deploy.gauc_tolerance}")
     return Decision(promote=not reasons, reasons=reasons)

@@ -1,11 +1,16 @@
 """Materialize the whole flow over a range of partitions on an ephemeral instance."""
 
+import dataclasses
 import json
 
 import dagster as dg
 import pytest
 
 from ml_core.bundles import BundleStore
+from ml_core.sanity import SCORERS
+from ml_core.stages.deployment import run_deployed_model
+from ml_core.stages.evaluation import load_evaluation
+from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
 from tests.conftest import FAST
@@ -74,16 +79,69 @@ def test_metadata_is_useful(flow):
     assert samples["label_rates"].value["label_click"] == pytest.approx(0.2, abs=0.01)
 
 
-def test_deployment_moves_pointer_and_records_decisions(flow):
+def test_every_decision_is_recorded_and_is_the_gates(flow):
+    """Each model day's decision is logged, and promoted exactly when the gate passes its
+    evaluation (the 40-step models here usually do not beat the sanity scorers: then the
+    reasons say so, and nothing is promoted on luck)."""
     root, _, _ = flow
+    lake = Lake(root)
     reg = BundleStore(root)
+    decisions = reg.decisions()
+    assert [d["partition"] for d in decisions] == DAYS[1:]
+    for d in decisions:
+        ev = load_evaluation(lake, d["partition"])
+        assert ev.sanity and set(ev.sanity) == set(SCORERS)
+        assert ev.candidate_version == lake.version("trained_model", d["partition"])
+        assert d["promoted"] == (not d["reasons"]), d
+        if not d["promoted"]:
+            assert all(isinstance(r, str) and r for r in d["reasons"])
+
+
+def _doctored(lake, day, candidate_gauc: dict[str, float], **changes):
+    """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``)."""
+    ev = load_evaluation(lake, day)
+    ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
+    for k, v in changes.items():
+        setattr(ev, k, v)
+    (lake.partition_dir("model_evaluation", day) / "evaluation.json").write_text(json.dumps(ev.to_dict(), default=str))
+    return ev
+
+
+def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
+    root, _, res = flow
+    lake, reg = Lake(root), BundleStore(root)
+    cfg = res["pipeline"].config()
+    day = DAYS[-1]
+    ev = load_evaluation(lake, day)
+    beat = {t: min(0.99, max(s[t]["gauc"] for s in ev.sanity.values()) + 0.05) for t in ev.candidate}
+    below = {t: max(s[t]["gauc"] for s in ev.sanity.values()) - 0.01 for t in ev.candidate}
     prod = reg.production()
-    assert prod is not None and prod["version"] in reg.versions()
-    bundle = reg.version_dir(prod["version"])
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["train_days"] and manifest["input_versions"]["training_samples"]
-    assert (bundle / "context" / "bipartite_graph" / "meta.json").exists()
-    assert len(reg.decisions()) == len(DAYS) - 1
+    keep = {"production": ev.production, "references": ev.references, "candidate_version": ev.candidate_version}
+    try:
+        # (d) a model that does not beat every sanity scorer is refused, first deployment or not
+        _doctored(lake, day, below, **keep)
+        d = run_deployed_model(cfg, lake, day)
+        assert not d.promoted and any("sanity scorer" in r for r in d.reasons), d.reasons
+        # (a) an evaluation of another trained_model version never promotes the partition's weights
+        _doctored(lake, day, beat, **{**keep, "candidate_version": "0" * 64})
+        d = run_deployed_model(cfg, lake, day)
+        assert not d.promoted and any("scored trained_model version" in r for r in d.reasons), d.reasons
+        assert reg.production() == prod
+        # the evaluated version, beating every scorer and every reference: promoted, pointer moved
+        refs = {v: {t: {**m, "gauc": 0.5} for t, m in r.items()} for v, r in ev.references.items()}
+        _doctored(lake, day, beat, **{**keep, "references": refs, "production": dataclasses.replace(
+            ev.production, metrics=refs[ev.production.version]) if ev.production else None})
+        d = run_deployed_model(cfg, lake, day)
+        assert d.promoted, d.reasons
+        now = reg.production()
+        assert now["version"] == d.version and d.version in reg.versions()
+        assert d.version.endswith(lake.version("trained_model", day)[:10])
+        bundle = reg.version_dir(now["version"])
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["train_days"] and manifest["input_versions"]["training_samples"]
+        assert (bundle / "context" / "bipartite_graph" / "meta.json").exists()
+    finally:
+        _doctored(lake, day, {t: m["gauc"] for t, m in ev.candidate.items()}, **keep)
 
 
 def test_rematerializing_a_partition_is_idempotent(flow):

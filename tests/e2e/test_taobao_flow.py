@@ -38,10 +38,19 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
     printed = re.search(r"^production model: (\S+)", out.stdout, re.M)
     assert printed, out.stdout[-2000:]
     reg = BundleStore(tmp_path / "data")
-    promoted = [d["version"] for d in reg.decisions() if d["promoted"]]
-    assert promoted, f"no day was promoted: {reg.decisions()}"
-    assert printed.group(1) == reg.production()["version"] == promoted[-1]
-    assert re.fullmatch(r"2017-(11-2[6-9]|11-30|12-0[1-3])-[0-9a-f]{10}", printed.group(1)), printed.group(1)
+    decisions = reg.decisions()
+    assert [d["partition"] for d in decisions] == [f"2017-11-{d}" for d in range(26, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
+    assert all(d["promoted"] == (not d["reasons"]) for d in decisions), decisions
+    promoted = [d["version"] for d in decisions if d["promoted"]]
+    if promoted:  # a 15-step model may not beat the sanity scorers on this sample: then nothing is deployed
+        assert printed.group(1) == reg.production()["version"] == promoted[-1]
+        assert re.fullmatch(r"2017-(11-2[6-9]|11-30|12-0[1-3])-[0-9a-f]{10}", printed.group(1)), printed.group(1)
+    else:
+        assert printed.group(1) == "none" and reg.production() is None
+        assert any("sanity scorer" in r for d in decisions for r in d["reasons"]), decisions
+    # the sanity rows are in the printed table
+    for scorer in ("popularity", "item_is_new", "seen_pair", "random"):
+        assert f"| sanity: {scorer} | click |" in out.stdout
     lake = Lake(tmp_path / "data")
     assert lake.days("interaction_logs") == [f"2017-11-{d}" for d in range(25, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
     total = sum(lake.read_table("interaction_logs", d).height for d in lake.days("interaction_logs"))

@@ -20,13 +20,13 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     {"typed", "storage", "eval"},  # no ml_core imports: typed builder, the lake, metrics and plots
-    {"config"},  # the one configuration system
+    {"config", "source_config"},  # the one configuration system (its [source] section in its own module)
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "graph"},  # node features; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training
-    {"bundles", "inference"},  # a model on disk; predict / evaluate
+    {"bundles", "inference", "sanity"},  # a model on disk; predict / evaluate; the sanity scorers
     {"train"},  # the one trainer and its extensions (optimizers, post-training steps)
     {"compare", "checks", "serving"},  # the zoo comparison; load-time checks; the model server
     {"stages"},  # one module per daily stage (what the Dagster assets call)

@@ -6,10 +6,8 @@ import torch
 
 from ml_core import stages as P
 from ml_core.bundles import BundleStore
-from ml_core.config import DeployConfig
 from ml_core.contracts.day import DayContext
 from ml_core.inference import predict
-from ml_core.stages.gate import gate
 from ml_core.train.trainer import resolve_device, train
 
 
@@ -24,7 +22,9 @@ def test_resolve_device_picks_cuda_only_when_present():
 def test_mmoe_learns_on_synthetic_days(synthetic_lake):
     cfg, lake, days = synthetic_lake
     train_days = [P.load_day_inputs(lake, d, with_graph=False) for d in days[2:4]]
-    tcfg = dataclasses.replace(cfg.train, model="mmoe", epochs=2)
+    # two full epochs (the shared FAST budget of 40 steps is too short since negatives follow the
+    # positives' item distribution: no popularity shortcut to learn; measured 0.53 click at 40x2, 0.71 here)
+    tcfg = dataclasses.replace(cfg.train, model="mmoe", epochs=2, max_steps_per_epoch=0)
     res = train(train_days, tcfg, list(cfg.samples.tasks))
     epoch_losses = [h["epoch_loss"] for h in res.history if "epoch_loss" in h]
     assert epoch_losses[1] < epoch_losses[0]
@@ -41,18 +41,6 @@ def test_empty_training_window_is_a_clear_error(synthetic_lake):
     cfg, _, _ = synthetic_lake
     with pytest.raises(ValueError, match="no training samples"):
         train([], cfg.train, list(cfg.samples.tasks))
-
-
-def test_gate_refuses_nan_floor_and_regression():
-    good = {"click": {"gauc": 0.7}, "purchase": {"gauc": 0.72}}
-    deploy = DeployConfig(gauc_tolerance=0.005, min_gauc=0.5)
-    d = gate(good, None, deploy)
-    assert d.promote and d.reasons == []
-    d = gate({"click": {"gauc": float("nan")}, "purchase": {"gauc": 0.7}}, None, deploy)
-    assert not d.promote and "NaN" in d.reasons[0]
-    d = gate(good, {"click": {"gauc": 0.71}, "purchase": {"gauc": 0.70}}, deploy)
-    assert not d.promote and d.reasons == ["click: GAUC 0.7000 < production 0.7100 - tolerance 0.005"]
-    assert gate(good, {"click": {"gauc": 0.704}, "purchase": {"gauc": 0.70}}, deploy).promote
 
 
 def test_registry_pointer_moves_only_to_published_versions(tmp_path):

@@ -1,0 +1,67 @@
+"""Sanity scorers: what a trivial rule scores on the same samples as the models.
+
+A model's GAUC means something only next to what needs no model. Each scorer here ranks a day's
+samples from day D's window graph (``graph[D]``, built from the days before D: the same graph
+the models read, never day D itself) and nothing else:
+
+* ``popularity``: the item's degree in the window graph (0 for an item new today),
+* ``item_is_new``: 1 when the item is absent from the window graph, else 0,
+* ``seen_pair``: 1 when the user already interacted with the item in the window, else 0,
+* ``random``: a seeded uniform draw (GAUC ~0.5 by construction: the scale of the noise).
+
+With negatives drawn from the day's positive-item distribution (``samples.negative_items =
+"positives"``) the item-only rules (``popularity``, ``item_is_new``) score about 0.5; when one of
+them comes close to a model, the samples carry a free signal and the evaluation is wrong before
+the model is. The deployment gate refuses a model that does not beat every sanity scorer on
+every task (:mod:`ml_core.stages.gate`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ml_core.contracts.day import DayInputs
+from ml_core.eval.metrics import task_metrics
+from ml_core.graph.csr import lookup
+
+SCORERS = ("popularity", "item_is_new", "seen_pair", "random")
+
+
+def sanity_scores(day: DayInputs, seed: int = 0) -> dict[str, np.ndarray]:
+    """``{scorer: scores [n_samples]}`` for the samples of ``day`` (which must carry its graph)."""
+    if day.graph is None:
+        raise ValueError(f"sanity scorers need day {day.day}'s window graph (load the day with its graph)")
+    g = day.graph
+    users = day.samples["user_id"].to_numpy()
+    items = day.samples["item_id"].to_numpy()
+    u_row, i_row = lookup(g.user_ids, users), lookup(g.item_ids, items)
+    known = i_row >= 0
+    popularity = np.zeros(len(items), np.float64)
+    popularity[known] = g.iu.degrees()[i_row[known]]
+    seen = np.zeros(len(items), np.float64)
+    both = known & (u_row >= 0)
+    if both.any():
+        # an edge (u, i) exists iff i is among u's neighbours: compare sorted keys u * n_items + i
+        ui = g.ui
+        edge_keys = ui.row_of_entries().astype(np.int64) * g.n_items + np.asarray(ui.indices, np.int64)
+        edge_keys.sort()
+        keys = u_row[both].astype(np.int64) * g.n_items + i_row[both]
+        pos = np.searchsorted(edge_keys, keys)
+        seen[both] = (pos < len(edge_keys)) & (edge_keys[np.minimum(pos, len(edge_keys) - 1)] == keys)
+    rng = np.random.default_rng(seed)
+    return {"popularity": popularity, "item_is_new": (~known).astype(np.float64), "seen_pair": seen,
+            "random": rng.random(len(items))}
+
+
+def sanity_metrics(day: DayInputs, tasks: list[str], seed: int = 0) -> dict[str, dict[str, dict]]:
+    """``{scorer: {task: metrics}}``: each sanity scorer's GAUC/AUC on ``day``'s samples (the
+    same function as the models' metrics; logloss is not meaningful for a 0/1 rule and is left
+    out)."""
+    users = day.samples["user_id"].to_numpy()
+    labels = day.samples.select([f"label_{t}" for t in tasks]).to_numpy().astype(np.float64)
+    out = {}
+    for name, s in sanity_scores(day, seed).items():
+        probs = np.repeat(s[:, None], len(tasks), axis=1)
+        m = task_metrics(users, labels, np.clip(probs / max(float(s.max(initial=0.0)), 1.0), 0.0, 1.0), tasks)
+        out[name] = {t: {k: v for k, v in m[t].items() if k != "logloss"} for t in tasks}
+    return out

@@ -1,0 +1,70 @@
+"""The deployment gate (ml_core/stages/gate.py): pure verdicts on metrics measured on one day."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ml_core.config import DeployConfig
+from ml_core.stages.gate import gate
+
+DEPLOY = DeployConfig(gauc_tolerance=0.005, min_gauc=0.5, compare_last=3)
+SANITY = {"popularity": {"click": {"gauc": 0.52}, "purchase": {"gauc": 0.60}},
+          "random": {"click": {"gauc": 0.50}, "purchase": {"gauc": 0.49}}}
+
+
+def m(click: float, purchase: float) -> dict:
+    return {"click": {"gauc": click}, "purchase": {"gauc": purchase}}
+
+
+def test_first_model_must_beat_every_sanity_scorer():
+    assert gate(m(0.70, 0.72), None, DEPLOY, SANITY).promote
+    d = gate(m(0.70, 0.59), None, DEPLOY, SANITY)  # purchase below window popularity
+    assert not d.promote and d.reasons == ["purchase: GAUC 0.5900 does not beat the sanity scorer popularity (0.6000)"]
+    assert not gate(m(0.70, 0.60), None, DEPLOY, SANITY).promote  # a tie does not beat it
+
+
+def test_no_sanity_metrics_is_a_refusal():
+    d = gate(m(0.70, 0.72), None, DEPLOY, None)
+    assert not d.promote and "no sanity-scorer metrics" in d.reasons[0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_gauc_is_refused(bad):
+    d = gate(m(bad, 0.72), None, DEPLOY, SANITY)
+    assert not d.promote and d.reasons[0].startswith("click: GAUC is")
+
+
+def test_floor_and_the_best_reference():
+    assert not gate(m(0.49, 0.72), None, DeployConfig(min_gauc=0.5), {}).promote
+    refs = {"v1": m(0.71, 0.70), "v2": m(0.69, 0.72)}
+    d = gate(m(0.70, 0.72), refs, DEPLOY, SANITY)  # click within 0.005 of v1? 0.70 < 0.705: refused
+    assert not d.promote and d.reasons == ["click: GAUC 0.7000 < best recent model v1 0.7100 - tolerance 0.005"]
+    assert gate(m(0.706, 0.726), refs, DEPLOY, SANITY).promote
+
+
+def test_a_slow_drift_stops_once_the_bound_is_reached():
+    """Candidates each 0.004 worse than the last (within the per-step tolerance 0.005): comparing
+    with production alone would promote every one; the best of the last 3 stops the second."""
+    history: list[tuple[str, dict]] = []  # promoted (version, metrics), as re-scored on one day
+    g, promoted = 0.80, []
+    for step in range(6):
+        cand = m(g, 0.75)
+        refs = dict(history[-DEPLOY.compare_last:])
+        if gate(cand, refs, DEPLOY, SANITY).promote:
+            history.append((f"v{step}", cand))
+            promoted.append(step)
+        g -= 0.004
+    assert promoted == [0, 1]  # v1 is 0.004 below v0; v2 would be 0.008 below v0: refused, and so on
+    best = max(x["click"]["gauc"] for _, x in history)
+    assert all(x["click"]["gauc"] >= best - DEPLOY.gauc_tolerance for _, x in history)
+    # with production alone as the reference (compare_last = 1) the same drift walks on
+    history, promoted, g = [], [], 0.80
+    for step in range(6):
+        cand = m(g, 0.75)
+        if gate(cand, dict(history[-1:]), DEPLOY, SANITY).promote:
+            history.append((f"v{step}", cand))
+            promoted.append(step)
+        g -= 0.004
+    assert promoted == list(range(6)) and math.isclose(history[-1][1]["click"]["gauc"], 0.78)
