@@ -4,7 +4,13 @@ Used by evaluation (the pipeline's model_evaluation), the model comparison and s
 here trains. :func:`predict` scores every sample of a :class:`~ml_core.contracts.day.DayContext`
 with seeded neighbour sampling (so the same seed gives the same scores); :func:`evaluate` builds
 the day's context (with its graphs when the model samples subgraphs,
-``graph_needs.subgraphs``) and returns per-task GAUC / AUC / logloss.
+``graph_needs.subgraphs``) and returns per-task GAUC / AUC / logloss (and, for a task nested in
+another such as purchase within click, its GAUC within the outer task's positives: see
+:mod:`ml_core.eval.metrics`).
+
+Non-finite probabilities (a diverged model) fail both: :func:`predict` raises
+``FloatingPointError`` with the count per task rather than hand NaN scores to the metrics, which
+would otherwise rank them (a NaN sorts above every finite score).
 """
 
 from __future__ import annotations
@@ -19,6 +25,18 @@ from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
 
 
+def require_finite_probs(probs: np.ndarray, tasks: list[str] | None = None) -> np.ndarray:
+    """``probs`` ``[n, K]`` unchanged, or ``FloatingPointError`` naming the count of NaN /
+    infinite probabilities per task (``task k`` when ``tasks`` is not given)."""
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        names = tasks if tasks is not None else [f"task {k}" for k in range(probs.shape[1])]
+        counts = ", ".join(f"{name}: {int(c)}" for name, c in zip(names, bad.sum(axis=0)) if c)
+        raise FloatingPointError(f"{int(bad.sum())} non-finite predictions of {probs.shape[0]} samples "
+                                 f"({counts}); the model diverged or was loaded wrongly, refusing to evaluate")
+    return probs
+
+
 def inference_needs_graph(model: RecModel) -> bool:
     """Whether scoring with ``model`` reads the day's graphs (it samples subgraphs per batch)."""
     return model.graph_needs.subgraphs
@@ -26,9 +44,11 @@ def inference_needs_graph(model: RecModel) -> bool:
 
 @torch.no_grad()
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
-            prefetch: int = 2) -> np.ndarray:
+            prefetch: int = 2, tasks: list[str] | None = None) -> np.ndarray:
     """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
-    batches built ``prefetch`` ahead in a background thread, same batches either way)."""
+    batches built ``prefetch`` ahead in a background thread, same batches either way).
+    ``FloatingPointError`` when any is NaN or infinite (:func:`require_finite_probs`; ``tasks``
+    names the columns in its message)."""
     device = next(model.parameters()).device
     model.eval()
     maker = BatchMaker(ctx, fanouts, inference_needs_graph(model))
@@ -37,15 +57,19 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
     for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
         logits = model(batch.to(device))
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
+    if not out:
+        return np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
+    return require_finite_probs(np.concatenate(out), tasks)
 
 
 def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
     """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw); ``result_or_model``
-    is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``)."""
+    is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``).
+    Keys per task: :func:`~ml_core.eval.metrics.task_metrics`'s plus ``cold_users_share``.
+    ``FloatingPointError`` on non-finite predictions (no metrics are computed on them)."""
     model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
     ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
-    probs = predict(model, ctx, fanouts, seed=seed)
+    probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks)
     metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0

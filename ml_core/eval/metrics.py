@@ -4,6 +4,23 @@ GAUC (MoGE paper section 5.3): ``GAUC = sum_g w_g AUC_g / sum_g w_g`` with one g
 and ``w_g`` = the user's sample count. A user whose labels for the task are all 0 or all 1 has no
 AUC and is skipped (torch-rechub's version returns NaN there). AUC is the Mann-Whitney statistic
 with ties counted as 1/2, computed from average ranks, so it equals the brute-force pairwise count.
+
+Non-finite scores are refused (``ValueError``): a NaN has no place in a ranking, and sorting would
+put it above every finite score (two NaN positives used to give their user an AUC of 1.0).
+
+Nested tasks (:func:`task_metrics`). When the labels show that task B's positives are a subset of
+task A's positives (every sample with ``y_B = 1`` has ``y_A = 1``, ``0 < #pos_B < #pos_A``; e.g.
+purchase within click), B is also scored *within* A: ``gauc_within_A`` is B's GAUC computed only
+on the samples with ``y_A = 1``, i.e. B's positives against A's positives that are not B's (the
+CVR view: purchase vs click-without-purchase within each user). The sampled negatives (``y_A =
+0``) take no part in it, so it measures how well the model orders what the user engaged with,
+which the entire-space GAUC mixes with the much easier task of separating engagement from
+sampled negatives. Its weights are each user's count of A-positives, and a user needs both a
+B-positive and an A-positive that is not a B-positive to count (``gauc_within_A_users``). The
+relation is detected from the labels of the evaluated samples, not configured: a day whose labels
+happen to nest (or not) reports accordingly.
+
+Paired differences with their uncertainty: :func:`ml_core.eval.bootstrap.gauc_difference`.
 """
 
 from __future__ import annotations
@@ -12,10 +29,21 @@ import numpy as np
 from scipy.stats import rankdata
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when only one class is present."""
-    labels = np.asarray(labels).astype(bool)
+def require_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
+    """``scores`` as float64, or ``ValueError`` naming how many are NaN / infinite."""
     scores = np.asarray(scores, dtype=np.float64)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} of {scores.size} are not finite "
+                         f"({int(np.isnan(scores).sum())} NaN); metrics are not computed on them")
+    return scores
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when only one class is present; ``ValueError`` on
+    non-finite scores."""
+    labels = np.asarray(labels).astype(bool)
+    scores = require_finite(scores, "auc scores")
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -24,31 +52,34 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Group AUC weighted by group size, skipping single-class groups.
+def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group AUC, weight and usability: ``(auc_g, size_g, ok_g)`` over the sorted unique
+    groups (``np.unique(groups)`` order, so two scorers on the same ``groups`` line up).
 
-    Returns ``{"gauc", "groups_used", "groups_skipped", "samples_used"}``; ``gauc`` is NaN when
-    no group has both classes.
+    ``auc_g`` is 0 where ``ok_g`` is False (the group has one class only). All groups are ranked
+    in one pass: sort by (group, score), give tied (group, score) runs their average global
+    position, subtract the group's offset to get the within-group average rank, and apply the
+    Mann-Whitney formula ``AUC_g = (R_g - P_g (P_g + 1) / 2) / (P_g N_g)`` with ``R_g`` the rank
+    sum of the group's positives. ``ValueError`` on non-finite scores or unequal lengths.
     """
     groups = np.asarray(groups)
     labels = np.asarray(labels).astype(np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if not (len(groups) == len(labels) == len(scores)):
         raise ValueError(f"gauc inputs differ in length: {len(groups)}, {len(labels)}, {len(scores)}")
+    scores = require_finite(scores, "gauc scores")
     if len(groups) == 0:
-        return {"gauc": float("nan"), "groups_used": 0, "groups_skipped": 0, "samples_used": 0}
-    # Sort by group, then rank scores within each group (average ranks for ties) in one pass:
-    # a global rank of (group, score) minus the group's offset is the within-group rank.
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
     _, g = np.unique(groups, return_inverse=True)
+    g = g.reshape(-1)
     order = np.lexsort((scores, g))
     g_s, s_s, y_s = g[order], scores[order], labels[order]
     n_groups = int(g_s.max()) + 1
     size = np.bincount(g_s, minlength=n_groups).astype(np.float64)
     pos = np.bincount(g_s, weights=y_s, minlength=n_groups)
     # within-group average ranks: rank the pair (group, score) densely, then average ties
-    key = np.stack([g_s, s_s])
     change = np.ones(len(g_s), dtype=bool)
-    change[1:] = (key[:, 1:] != key[:, :-1]).any(axis=0)
+    change[1:] = (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])
     tie_id = np.cumsum(change) - 1
     first = np.flatnonzero(change)
     tie_len = np.diff(np.append(first, len(g_s)))
@@ -61,9 +92,19 @@ def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[str
     ok = (pos > 0) & (neg > 0)
     auc_g = np.zeros(n_groups)
     auc_g[ok] = (rank_sum_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    return auc_g, size, ok
+
+
+def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Group AUC weighted by group size, skipping single-class groups.
+
+    Returns ``{"gauc", "groups_used", "groups_skipped", "samples_used"}``; ``gauc`` is NaN when
+    no group has both classes. ``ValueError`` on non-finite scores.
+    """
+    auc_g, size, ok = group_aucs(groups, labels, scores)
     used = int(ok.sum())
     value = float((auc_g[ok] * size[ok]).sum() / size[ok].sum()) if used else float("nan")
-    return {"gauc": value, "groups_used": used, "groups_skipped": n_groups - used, "samples_used": int(size[ok].sum())}
+    return {"gauc": value, "groups_used": used, "groups_skipped": len(ok) - used, "samples_used": int(size[ok].sum())}
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
@@ -72,8 +113,28 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()) if len(y) else float("nan")
 
 
+def nested_tasks(labels: np.ndarray, tasks: list[str]) -> list[tuple[str, str]]:
+    """``(inner, outer)`` task pairs whose labels nest: every positive of ``inner`` is a positive
+    of ``outer``, ``inner`` has at least one positive and ``outer`` strictly more (a label > 0.5
+    is a positive). Equal positive sets nest both ways and are reported neither way."""
+    pos = np.asarray(labels) > 0.5
+    count = pos.sum(axis=0)
+    out = []
+    for b, inner in enumerate(tasks):
+        for a, outer in enumerate(tasks):
+            if a != b and 0 < count[b] < count[a] and not (pos[:, b] & ~pos[:, a]).any():
+                out.append((inner, outer))
+    return out
+
+
 def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks: list[str]) -> dict[str, dict[str, float]]:
-    """GAUC, AUC, logloss and positive rate per task for ``labels``/``probs`` of shape [n, K]."""
+    """GAUC, AUC, logloss and positive rate per task for ``labels``/``probs`` of shape [n, K].
+
+    For every nested pair (:func:`nested_tasks`, e.g. purchase within click) the inner task also
+    gets ``gauc_within_<outer>`` (its GAUC among the outer task's positives only, see the module
+    docstring) and ``gauc_within_<outer>_users`` (the users it used).
+    """
+    users = np.asarray(users)
     out = {}
     for k, task in enumerate(tasks):
         g = gauc(users, labels[:, k], probs[:, k])
@@ -85,4 +146,11 @@ def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks
             "gauc_users": g["groups_used"],
             "n": int(len(labels)),
         }
+    if len(labels):
+        for inner, outer in nested_tasks(labels, tasks):
+            b, a = tasks.index(inner), tasks.index(outer)
+            within = np.asarray(labels)[:, a] > 0.5
+            g = gauc(users[within], labels[within, b], probs[within, b])
+            out[inner][f"gauc_within_{outer}"] = g["gauc"]
+            out[inner][f"gauc_within_{outer}_users"] = g["groups_used"]
     return out

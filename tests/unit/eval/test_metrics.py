@@ -59,3 +59,57 @@ def test_task_metrics_per_task_keys():
     m = task_metrics(users, labels, probs, ["click", "purchase"])
     assert set(m) == {"click", "purchase"}
     assert {"gauc", "auc", "logloss", "pos_rate", "gauc_users", "n"} <= set(m["click"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_are_refused(bad):
+    groups = np.array([1, 1, 1, 2, 2])
+    labels = np.array([1, 1, 0, 1, 0])
+    scores = np.array([bad, bad, 0.5, 0.2, 0.1])  # NaN positives used to give user 1 an AUC of 1.0
+    with pytest.raises(ValueError, match="2 of 5 are not finite"):
+        gauc(groups, labels, scores)
+    with pytest.raises(ValueError, match="not finite"):
+        auc(labels, scores)
+    with pytest.raises(ValueError, match="not finite"):
+        task_metrics(groups, labels[:, None], scores[:, None], ["click"])
+
+
+# A handmade day: click positives c, purchase positives p (a subset of c), sampled negatives n.
+#   user 1: n 0.9, c 0.8, p 0.7, p 0.6, c 0.1 -> within click: p {0.7, 0.6} vs c {0.8, 0.1}: 2/4 = 0.5, weight 4
+#   user 2: p 0.2, c 0.3, n 0.05           -> within click: p 0.2 below c 0.3: 0.0, weight 2
+#   user 3: p 0.4, n 0.5                   -> no click-but-no-purchase: not used
+#   user 4: c 0.1, c 0.2, n 0.3            -> no purchase: not used
+NESTED_USERS = np.array([1, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4])
+NESTED_CLICK = np.array([0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 1, 0])
+NESTED_BUY = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0])
+NESTED_PBUY = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.2, 0.3, 0.05, 0.4, 0.5, 0.1, 0.2, 0.3])
+
+
+def test_nested_task_gets_its_gauc_within_the_outer_tasks_positives():
+    labels = np.stack([NESTED_CLICK, NESTED_BUY], axis=1).astype(float)
+    probs = np.stack([np.full(13, 0.5), NESTED_PBUY], axis=1)
+    m = task_metrics(NESTED_USERS, labels, probs, ["click", "purchase"])
+    assert m["purchase"]["gauc_within_click"] == pytest.approx((0.5 * 4 + 0.0 * 2) / 6)
+    assert m["purchase"]["gauc_within_click_users"] == 2
+    assert "gauc_within_purchase" not in m["click"]  # click is not nested in purchase
+    # the entire-space GAUC is another number: the sampled negatives take part there
+    # (user 1: 2/6 over 5 samples, user 2: 1/2 over 3, user 3: 0 over 2, user 4 skipped)
+    assert m["purchase"]["gauc"] == pytest.approx((5 / 3 + 1.5 + 0.0) / 10)
+
+
+def test_nesting_is_read_from_the_labels():
+    from ml_core.eval.metrics import nested_tasks
+
+    click, buy = NESTED_CLICK, NESTED_BUY
+    assert nested_tasks(np.stack([click, buy], 1), ["click", "purchase"]) == [("purchase", "click")]
+    assert nested_tasks(np.stack([buy, click], 1), ["purchase", "click"]) == [("purchase", "click")]
+    broken = buy.copy()
+    broken[0] = 1  # a purchase without a click: not nested
+    assert nested_tasks(np.stack([click, broken], 1), ["click", "purchase"]) == []
+    assert nested_tasks(np.stack([click, click], 1), ["a", "b"]) == []  # equal sets: neither way
+    assert nested_tasks(np.stack([click, 0 * click], 1), ["a", "b"]) == []  # no positives
+    rng = np.random.default_rng(0)
+    labels = np.stack([click.repeat(4), rng.permutation(buy.repeat(4))], 1).astype(float)
+    assert nested_tasks(labels, ["a", "b"]) == []
+    m = task_metrics(rng.integers(0, 5, 52), labels, rng.random((52, 2)), ["a", "b"])
+    assert not any(k.startswith("gauc_within") for t in m.values() for k in t)
