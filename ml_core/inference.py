@@ -3,10 +3,12 @@
 Used by evaluation (the pipeline's model_evaluation), the model comparison and serving; nothing
 here trains. :func:`predict` scores every sample of a :class:`~ml_core.contracts.day.DayContext`
 with seeded neighbour sampling (so the same seed gives the same scores); :func:`evaluate` builds
-the day's context (with its graphs when the model samples subgraphs,
-``graph_needs.subgraphs``) and returns per-task GAUC / AUC / logloss (and, for a task nested in
-another such as purchase within click, its GAUC within the outer task's positives: see
-:mod:`ml_core.eval.metrics`).
+the day's context (with its graphs when the model samples subgraphs, ``graph_needs.subgraphs``,
+or reads the scored day's whole graph, ``reads_day_graph_at_inference``) and returns per-task
+GAUC / AUC / logloss (and, for a task nested in another such as purchase within click, its GAUC
+within the outer task's positives: see :mod:`ml_core.eval.metrics`). Before scoring,
+:func:`predict` hands the model the scored day's context
+(:meth:`~ml_core.models.base.RecModel.prepare_inference`).
 
 Non-finite probabilities (a diverged model) fail both: :func:`predict` raises
 ``FloatingPointError`` with the count per task rather than hand NaN scores to the metrics, which
@@ -38,20 +40,23 @@ def require_finite_probs(probs: np.ndarray, tasks: list[str] | None = None) -> n
 
 
 def inference_needs_graph(model: RecModel) -> bool:
-    """Whether scoring with ``model`` reads the day's graphs (it samples subgraphs per batch)."""
-    return model.graph_needs.subgraphs
+    """Whether scoring with ``model`` reads the day's graphs: it samples subgraphs per batch, or it
+    reads the scored day's whole graph once (:attr:`RecModel.reads_day_graph_at_inference`)."""
+    return model.graph_needs.subgraphs or model.reads_day_graph_at_inference
 
 
 @torch.no_grad()
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
             prefetch: int = 2, tasks: list[str] | None = None) -> np.ndarray:
     """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
-    batches built ``prefetch`` ahead in a background thread, same batches either way).
+    batches built ``prefetch`` ahead in a background thread, same batches either way). The model
+    is switched to eval mode and handed ``ctx`` (``model.prepare_inference(ctx)``) first.
     ``FloatingPointError`` when any is NaN or infinite (:func:`require_finite_probs`; ``tasks``
     names the columns in its message)."""
     device = next(model.parameters()).device
     model.eval()
-    maker = BatchMaker(ctx, fanouts, inference_needs_graph(model))
+    model.prepare_inference(ctx)
+    maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
     gen = torch.Generator().manual_seed(seed)
     out = []
     for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):

@@ -9,6 +9,8 @@ its extensions, inference and serving ask of a model is declared here, with defa
 * :attr:`RecModel.graph_needs` - which graphs the model reads (:class:`GraphNeeds`): the one
   declaration the trainer, the training extensions and serving all read.
 * :meth:`RecModel.prepare` - set-up from the training days, before the first step.
+* :attr:`RecModel.reads_day_graph_at_inference` and :meth:`RecModel.prepare_inference` - a model
+  that reads the scored day's whole graph once before scoring it (LightGODE's ODE).
 * :meth:`RecModel.param_groups` - the optimiser's parameter groups.
 * :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
 * :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
@@ -46,8 +48,9 @@ class GraphNeeds(enum.IntEnum):
     * ``NONE`` - no graph: the days' contexts carry no adjacency, batches no subgraph.
     * ``DAY_GRAPHS`` - the training days' whole channel adjacencies (``DayContext.channels``), read
       outside the batches (in :meth:`RecModel.prepare`, an optimiser or a post-training step);
-      batches carry no subgraph and inference reads no graph (e.g. LightGODE, whose inference
-      embeddings are integrated once over the training graph).
+      batches carry no subgraph. Whether inference reads the scored day's whole graph is the
+      separate declaration :attr:`RecModel.reads_day_graph_at_inference` (LightGODE: its ODE
+      integrates over the scored day's graph in :meth:`RecModel.prepare_inference`).
     * ``SUBGRAPHS`` - every batch, in training and at inference, carries sampled channel
       subgraphs (``Batch.channels``), so every day's context needs its adjacencies.
     """
@@ -80,6 +83,11 @@ class RecModel(nn.Module):
     #: True for a model that integrates LightGODE's graph ODE itself (``attach_graph(contexts)``):
     #: the ``lightgode`` post-training step then hands it the graph instead of integrating
     integrates_graph_ode: ClassVar[bool] = False
+    #: True for a model that reads the scored day's whole channel adjacencies
+    #: (``DayContext.channels`` of day D: graph[D], built from days before D only) at inference,
+    #: through :meth:`prepare_inference`; inference then builds the scored day's context with its
+    #: graphs even when the batches sample no subgraph (:func:`ml_core.inference.inference_needs_graph`)
+    reads_day_graph_at_inference: ClassVar[bool] = False
 
     @classmethod
     def configure(cls, config: Any = None, args: Mapping[str, Any] | None = None) -> Any:
@@ -99,6 +107,13 @@ class RecModel(nn.Module):
         :meth:`set_task_priors` and before the optimiser is built (e.g. the training-set size
         ``|H|`` of MoGE's L2 and SNR-Trans's L0 terms, MGOE's clusters and macro graphs,
         LightGODE's graph). Default: nothing."""
+
+    def prepare_inference(self, ctx) -> None:
+        """Set-up from the scored day's :class:`~ml_core.contracts.day.DayContext`, called by
+        :func:`ml_core.inference.predict` (evaluation, comparison, serving) after ``model.eval()``
+        and before the first batch; ``ctx.channels`` holds the day's graphs when
+        :attr:`reads_day_graph_at_inference` is set (and may be empty for a caller that built the
+        context without them). Default: nothing."""
 
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is

@@ -24,6 +24,9 @@ LightGODE, whose graph is the training interaction graph. ``"all"`` - the union 
 also from before its own day). Edges are binarised by default (``A_uv = 1`` for an observed pair,
 the usual LightGCN / LightGODE / SEvo adjacency); ``weighted=True`` keeps the stored weights
 (behaviour-weighted counts, similarities). No self loops.
+
+At inference the standalone LightGODE model calls :func:`id_adjacency` with the single context of
+the scored day D (``[ctx]``): graph[D], built from the days before D, so no edge of day D.
 """
 
 from __future__ import annotations

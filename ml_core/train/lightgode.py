@@ -4,9 +4,15 @@ model's id embeddings (papers/lightgode-abstract.txt).
 :func:`apply_lightgode` is the ``train.post_training = ["lightgode"]`` step for any model with
 ``FeatureEncoder`` id tables: it writes ``E(T)`` into the ``id_emb`` weights (only those: an
 encoder's feature projection and every other parameter are untouched), so the saved state_dict
-carries it. The graph is the most recent training day's (see :mod:`ml_core.nn.id_graph`).
-For the standalone ``lightgode`` model, which integrates its own ODE at inference, the step only
-hands the model its graph (no second integration).
+carries it. The graph is the most recent training day's (see :mod:`ml_core.nn.id_graph`), not
+the scored day's graph[D] that the standalone model reads at inference: the step's result is
+baked into the host model's ordinary id tables and saved as such, so the bundle holds no ``E(0)``
+to integrate again, and the host model (MMoE, MoGE, ...) knows nothing of the ODE at scoring
+time. Moving the step to graph[D] would mean keeping ``E(0)`` and the step's options in every host
+model and re-integrating in its :meth:`~ml_core.models.base.RecModel.prepare_inference`; it is
+left as is, one day of graph behind the standalone model (documented, not measured).
+For the standalone ``lightgode`` model, which integrates its own ODE at inference (over the scored
+day's graph), the step only hands the model its training graph (no second integration).
 """
 
 from __future__ import annotations

@@ -108,3 +108,40 @@ def test_training_positive_edge_not_visible_to_its_message_passing(trained, mask
         checked += len(sampled)
     assert checked > 0
 
+
+
+def test_lightgode_inference_graph_has_no_evaluation_day_edge(synthetic_lake):
+    """LightGODE's inference ODE runs over graph[D] of the scored day D (as evaluation builds it):
+    every edge of it is a pair seen before D, and no pair that is new on day D is among them."""
+    from ml_core.contracts.spec import ModelSpec
+    from ml_core.inference import inference_needs_graph, predict
+    from ml_core.models.lightgode import LightGODE
+    from ml_core.nn.graph_ode import graph_ode
+    from ml_core.nn.id_graph import id_adjacency, stack_rows
+
+    cfg, lake, days = synthetic_lake
+    eval_day = days[-1]
+    inputs = P.load_day_inputs(lake, eval_day, with_graph=True)
+    spec = FeatureSpec.fit([inputs], list(cfg.samples.tasks))  # the day's own ids are all known: strictest
+    mspec = ModelSpec.from_feature_spec(spec, 8, [3, 3])
+    model = LightGODE(mspec)
+    assert inference_needs_graph(model)  # so evaluation and serving build the day's context with its graphs
+    ctx = DayContext.build(inputs, spec, with_graph=True)
+    predict(model, ctx, [3, 3])
+    nu, ni = mspec.user.n_ids, mspec.item.n_ids
+    adj = id_adjacency([ctx], nu, ni).adj
+    e0 = torch.nn.functional.normalize(stack_rows((model.user_enc.id_emb, model.item_enc.id_emb)), dim=-1)
+    torch.testing.assert_close(model._day_emb, graph_ode(e0, adj, model.T))  # the ODE read exactly this graph
+    # id row -> raw id, from the context's node tables
+    u_raw = dict(zip(ctx.users.ids.numpy().tolist(), ctx.user_raw.tolist()))
+    i_raw = dict(zip(ctx.items.ids.numpy().tolist(), ctx.item_raw.tolist()))
+    crow, col = adj.crow_indices().numpy(), adj.col_indices().numpy()
+    rows = np.repeat(np.arange(nu + ni), np.diff(crow))
+    ui = (rows < nu) & (col >= nu)
+    used = {(u_raw[r], i_raw[c - nu]) for r, c in zip(rows[ui].tolist(), col[ui].tolist())}
+    before = _pairs(lake.scan_tables("interaction_logs", [d for d in days if d < eval_day]).collect())
+    new_on_eval_day = _pairs(lake.read_table("interaction_logs", eval_day)) - before
+    assert used and used <= before
+    users, items = set(u_raw.values()), set(i_raw.values())
+    known = {(u, i) for u, i in new_on_eval_day if u in users and i in items}
+    assert known and not (known & used)

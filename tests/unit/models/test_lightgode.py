@@ -158,6 +158,8 @@ def test_lightgode_model_integrates_its_ode_once(planted):
     loaded.ode_ready.fill_(False)
     assert np.abs(predict(loaded, ctx_test, [3, 3]) - p_ode).max() > 1e-3
     # the ODE is what the graph adds: it beats the tables alone on the planted community signal
+    # (evaluate reads the scored day's graph, so "without the ODE" is T = 0)
+    loaded.T = 0.0
     m_ode = evaluate(model, res.feature_spec, planted[1], [3, 3])
     m_raw = evaluate(loaded, res.feature_spec, planted[1], [3, 3])
     assert m_ode["click"]["gauc"] > m_raw["click"]["gauc"]
@@ -183,3 +185,65 @@ def test_lightgode_model_refuses_ode_options_in_the_post_step(planted):
     cfg = _cfg("lightgode", post_training=["lightgode"], post_training_args={"lightgode": {"T": 3.0}}, epochs=1)
     with pytest.raises(ValueError, match="model_args"):
         train([planted[0]], cfg, TASKS)
+
+
+# -- inference over the scored day's graph --------------------------------------------------------
+def _drop_item_edges(inputs, col: int):
+    """``inputs`` whose bipartite graph lacks every edge of item column ``col`` (it stays a node)."""
+    import dataclasses
+
+    from ml_core.graph.csr import CSR
+
+    g = inputs.graph
+    ui = g.ui
+    keep = np.asarray(ui.indices) != col
+    rows = ui.row_of_entries()[keep]
+    csr = CSR.from_coo(rows, np.asarray(ui.indices)[keep], np.asarray(ui.weights)[keep], ui.n_rows, ui.n_cols)
+    return dataclasses.replace(inputs, graph=dataclasses.replace(g, ui=csr, counts={}, _iu=None))
+
+
+def test_lightgode_scores_day_d_with_graph_d(planted, tmp_path):
+    """The inference ODE reads the scored day's graph, not the training day's: an item with no edge
+    in the training graph but edges in graph[D] gets an ODE-smoothed embedding there."""
+    col = 3
+    train_day = _drop_item_edges(planted[0], col)
+    item = int(planted[1].graph.item_ids[col])
+    res = train([train_day], _cfg("lightgode"), TASKS)
+    model, fspec = res.model, res.feature_spec
+    n_u = res.model_spec.user.n_ids
+    row = n_u + int(fspec.item.encode(np.array([item]), planted[1].items, "item_id").ids[0])
+    e0 = F.normalize(stack_rows((model.user_enc.id_emb, model.item_enc.id_emb)), dim=-1)
+    # training graph: the item is isolated, its fallback E(T) is (1 + T) E(0)
+    torch.testing.assert_close(model.ode_emb[row], 2.0 * e0[row])
+    ctx = DayContext.build(planted[1], fspec, with_graph=True)
+    predict(model, ctx, [3, 3])
+    graph_d = id_adjacency([ctx], n_u, res.model_spec.item.n_ids)
+    want = 2.0 * e0 + graph_d.adj @ e0
+    torch.testing.assert_close(model._day_emb, want)
+    assert not torch.allclose(model._day_emb[row], 2.0 * e0[row])  # smoothed over its graph[D] edges
+    # scores follow: evaluate == predict over graph[D] != the training graph's fallback
+    p_day = predict(model, ctx, [3, 3])
+    p_fallback = predict(model, DayContext.build(planted[1], fspec, with_graph=False), [3, 3])
+    assert np.abs(p_day - p_fallback).max() > 1e-4
+    # training mode forgets the day's E(T)
+    model.train()
+    assert model._day_emb is None
+
+
+def test_lightgode_old_bundle_loads_and_scores_with_graph_d(planted, tmp_path):
+    """A bundle holds E(0), a_k, b_k and the training graph's ode_emb (the state_dict is unchanged by
+    the switch to graph[D]); loaded, it scores day D over graph[D], or over ode_emb without graphs."""
+    res = train([planted[0]], _cfg("lightgode"), TASKS)
+    save_model(tmp_path, res.model, res.model_name, res.model_args, res.model_spec, res.feature_spec)
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == {"user_enc.id_emb.weight", "item_enc.id_emb.weight", "task_scale", "task_bias",
+                          "ode_emb", "ode_ready"}
+    loaded, fspec, _, _ = load_model(tmp_path)
+    torch.testing.assert_close(loaded.ode_emb, res.model.ode_emb)
+    ctx = DayContext.build(planted[1], fspec, with_graph=True)
+    np.testing.assert_allclose(predict(loaded, ctx, [3, 3]), predict(res.model, ctx, [3, 3]), atol=1e-6, rtol=0)
+    ctx_plain = DayContext.build(planted[1], fspec, with_graph=False)
+    np.testing.assert_allclose(predict(loaded, ctx_plain, [3, 3]), predict(res.model, ctx_plain, [3, 3]),
+                               atol=1e-6, rtol=0)
+    m = evaluate(loaded, fspec, planted[1], [3, 3])
+    assert 0.0 < m["click"]["gauc"] <= 1.0

@@ -21,7 +21,7 @@ from ml_core import stages as P
 from ml_core.bundles import BundleStore, load_model
 from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import SimilarityGraph
-from ml_core.inference import predict
+from ml_core.inference import inference_needs_graph, predict
 from ml_core.serving.scorer import (
     Scorer,
     canonical_pairs,
@@ -36,7 +36,9 @@ D = DAYS[-1]
 # small and fast: fewer negatives, a few steps, one torch thread (2 shared cores oversubscribe badly)
 OVERRIDES = ["samples.negatives_per_positive=1", "train.max_steps_per_epoch=8", "train.threads=1", "deploy.min_gauc=0.0",
              "deploy.gauc_tolerance=1.0"]
-MODELS = ["mmoe", "moge"]  # a feature-only model and a graph model (sampled subgraphs at scoring time)
+# a feature-only model, a graph model (sampled subgraphs at scoring time) and LightGODE (the scored
+# day's whole graph, once, for its ODE)
+MODELS = ["mmoe", "moge", "lightgode"]
 UNKNOWN = 10**15  # far outside the synthetic id ranges
 
 
@@ -121,10 +123,10 @@ def test_scorer_equals_lake_predict(deployments, model):
     # the lake-based path of evaluation: the day's stored inputs, DayContext.build, predict
     lake = Lake(dep.root)
     net, spec, _, _ = load_model(lake.partition_dir("trained_model", D))
-    inputs = P.load_day_inputs(lake, D, with_graph=type(net).graph_needs.subgraphs)
+    inputs = P.load_day_inputs(lake, D, with_graph=inference_needs_graph(net))
     pairs = lake_pairs(dep)
     inputs.samples = pairs
-    ctx = DayContext.build(inputs, spec, with_graph=type(net).graph_needs.subgraphs)
+    ctx = DayContext.build(inputs, spec, with_graph=inference_needs_graph(net))
     assert (ctx.sample_user >= ctx.n_graph_users).any() or (ctx.sample_item >= ctx.n_graph_items).any()
 
     u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
@@ -132,6 +134,9 @@ def test_scorer_equals_lake_predict(deployments, model):
     expected = predict(net, ctx, dep.cfg.train.fanouts, batch_size=sc.batch_size, seed=r.seed)
     assert r.scores.shape == (len(pairs), len(sc.tasks))
     np.testing.assert_allclose(r.scores, expected, rtol=0, atol=1e-6)
+    if model == "lightgode":  # its ODE ran over the bundle's graph snapshot (graph[D]), as over the lake's
+        assert sc.base.channels and sc.model._day_emb is not None
+        np.testing.assert_allclose(sc.model._day_emb.numpy(), net._day_emb.numpy(), rtol=0, atol=1e-6)
     # deterministic, also in another order and with duplicates
     perm = np.random.default_rng(0).permutation(len(u))
     again = sc.score(np.concatenate([u[perm], u[:5]]), np.concatenate([i[perm], i[:5]]))
