@@ -177,6 +177,11 @@ class DeployConfig:
     #: And only if every task's GAUC is at least this (a floor; 0.5 = random). The sanity
     #: scorers (ml_core/sanity.py) are a second floor: a model must beat every one of them.
     min_gauc: float = 0.5
+    #: Each GAUC difference with a reference carries a paired bootstrap interval over users
+    #: (ml_core/eval/bootstrap.py): "worse" means the whole interval is below 0 *and* the point
+    #: difference is below -gauc_tolerance (the tolerance is the floor of what counts).
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
 
 
 @dataclass

@@ -17,6 +17,8 @@ would otherwise rank them (a NaN sorts above every finite score).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -67,15 +69,31 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
     return require_finite_probs(np.concatenate(out), tasks)
 
 
-def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
-    """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw); ``result_or_model``
-    is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``).
-    Keys per task: :func:`~ml_core.eval.metrics.task_metrics`'s plus ``cold_users_share``.
-    ``FloatingPointError`` on non-finite predictions (no metrics are computed on them)."""
+@dataclass
+class ScoredDay:
+    """A model's predictions on a day's samples with their metrics: ``users`` (raw ids, one per
+    sample), ``labels`` ``[n, K]``, ``probs`` ``[n, K]`` (sample order = the day's samples)."""
+
+    users: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    metrics: dict
+
+
+def score_day(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> ScoredDay:
+    """:func:`evaluate` keeping the predictions (what a paired comparison of two models needs)."""
     model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
     ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
     probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks)
     metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
-    return metrics
+    return ScoredDay(np.asarray(ctx.sample_user_raw), np.asarray(ctx.labels), probs, metrics)
+
+
+def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
+    """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw); ``result_or_model``
+    is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``).
+    Keys per task: :func:`~ml_core.eval.metrics.task_metrics`'s plus ``cold_users_share``.
+    ``FloatingPointError`` on non-finite predictions (no metrics are computed on them)."""
+    return score_day(result_or_model, spec, day, fanouts, seed).metrics

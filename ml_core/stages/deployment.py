@@ -82,7 +82,7 @@ def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResul
     refs = dict(ev.references)
     if ev.production and ev.production.version not in refs:  # an evaluation written before references
         refs[ev.production.version] = ev.production.metrics
-    verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity)
+    verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity, ev.differences)
     stale = pointer_checks(day_str(day), ev.production.version if ev.production else None, prod)
     current = lake.version("trained_model", day)
     if ev.candidate_version != current:

@@ -14,6 +14,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from ml_core.bundles import BundleStore, load_model, read_manifest
 from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
@@ -42,6 +44,8 @@ class EvaluationResult:
     candidate_version: str = ""
     references: dict[str, dict] = dataclasses.field(default_factory=dict)
     sanity: dict[str, dict] | None = None
+    #: ``{reference version: {task: paired bootstrap of candidate - reference GAUC}}``
+    differences: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,7 +56,7 @@ class EvaluationResult:
         return cls(day=d["day"], candidate=d["candidate"], candidate_manifest=d["candidate_manifest"],
                    production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None,
                    candidate_version=d.get("candidate_version", ""), references=d.get("references", {}),
-                   sanity=d.get("sanity"))
+                   sanity=d.get("sanity"), differences=d.get("differences", {}))
 
 
 def reference_versions(store: BundleStore, n: int) -> list[str]:
@@ -68,20 +72,29 @@ def reference_versions(store: BundleStore, n: int) -> list[str]:
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResult:
     """Evaluate trained_model[D], the reference models and the sanity scorers on day D and write
     the result."""
-    from ml_core.inference import evaluate
+    from ml_core.eval.bootstrap import gauc_difference
+    from ml_core.inference import score_day
     from ml_core.sanity import sanity_metrics
 
     cand_dir = lake.partition_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
-    out = EvaluationResult(day=day_str(day), candidate=evaluate(model, fspec, inputs, mspec.fanouts),
+    cand = score_day(model, fspec, inputs, mspec.fanouts)
+    out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version)
     store = BundleStore(lake.root)
     prod = store.production()
     for ref in reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0)):
         rmodel, rspec, rmspec, _ = load_model(store.version_dir(ref))
-        out.references[ref] = evaluate(rmodel, rspec, inputs, rmspec.fanouts)  # its own bundle's fan-outs
+        scored = score_day(rmodel, rspec, inputs, rmspec.fanouts)  # its own bundle's fan-outs
+        if not np.array_equal(scored.users, cand.users):
+            raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
+        out.references[ref] = scored.metrics
+        out.differences[ref] = {
+            task: gauc_difference(cand.users, cand.labels[:, k], cand.probs[:, k], scored.probs[:, k],
+                                  n_boot=cfg.deploy.bootstrap_samples, level=cfg.deploy.confidence)
+            for k, task in enumerate(fspec.tasks)}
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))
@@ -98,10 +111,17 @@ def load_evaluation(lake: Lake, day) -> EvaluationResult:
     return EvaluationResult.from_dict(json.loads(p.read_text()))
 
 
+def _within(m: dict) -> str:
+    """The nested-task GAUC (e.g. purchase within click) of a task's metrics, or ``-``."""
+    keys = [k for k in m if k.startswith("gauc_within_") and not k.endswith("_users")]
+    return f"{m[keys[0]]:.4f} ({keys[0].removeprefix('gauc_within_')})" if keys else "-"
+
+
 def gauc_table(evaluation: EvaluationResult) -> str:
     """A Markdown table of per-task metrics: the candidate, the reference models (production
-    marked) and the sanity scorers, all on the same day's samples."""
-    rows = ["| model | task | GAUC | AUC | logloss | pos rate | users |", "|---|---|---|---|---|---|---|"]
+    marked) and the sanity scorers, all on the same day's samples; then the candidate's GAUC
+    difference with each reference and its paired bootstrap interval over users."""
+    rows = ["| model | task | GAUC | GAUC within | AUC | logloss | pos rate | users |", "|---|---|---|---|---|---|---|---|"]
     prod = evaluation.production.version if evaluation.production else None
     entries = [("candidate", evaluation.candidate)]
     refs = dict(evaluation.references)
@@ -112,6 +132,12 @@ def gauc_table(evaluation: EvaluationResult) -> str:
     for name, metrics in entries:
         for task, m in metrics.items():
             logloss = f"{m['logloss']:.4f}" if "logloss" in m else "-"
-            rows.append(f"| {name} | {task} | {m['gauc']:.4f} | {m['auc']:.4f} | {logloss} | "
+            rows.append(f"| {name} | {task} | {m['gauc']:.4f} | {_within(m)} | {m['auc']:.4f} | {logloss} | "
                         f"{m['pos_rate']:.3f} | {m['gauc_users']} |")
+    if evaluation.differences:
+        rows += ["", "| candidate minus | task | GAUC difference | interval | users |", "|---|---|---|---|---|"]
+        for ref, per_task in evaluation.differences.items():
+            for task, d in per_task.items():
+                rows.append(f"| {ref} | {task} | {d['diff']:+.4f} | {d.get('level', 0.95):.0%} "
+                            f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['n_groups']} |")
     return "\n".join(rows)

@@ -9,7 +9,9 @@ evaluation day). The candidate is refused when, for any task:
   too: with nothing in production, a model still has to rank better than rules that need no model;
 * it is below the best of the references (the last ``deploy.compare_last`` promoted models,
   production included, each scored on this day with its own bundle) by more than
-  ``deploy.gauc_tolerance``. Comparing with the best of the last N, not with production alone,
+  ``deploy.gauc_tolerance`` with the paired bootstrap interval of the difference entirely below
+  0 (when the evaluation measured it; else by the point values). Comparing with the best of the
+  last N, not with production alone,
   bounds regression over time: a run of candidates each a little worse than the one before stops
   once the total drift from any of the last N reaches the tolerance.
 """
@@ -40,7 +42,8 @@ def _gauc(m: Mapping[str, float] | None) -> float:
 
 
 def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: DeployConfig,
-         sanity: Mapping[str, Metrics] | None = None) -> Decision:
+         sanity: Mapping[str, Metrics] | None = None,
+         differences: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> Decision:
     """The verdict on ``candidate`` (module docstring).
 
     Args:
@@ -50,6 +53,11 @@ def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: D
         deploy: tolerance and floor.
         sanity: ``{scorer: metrics per task}`` on the same day (``None``: not measured, which is
             itself a reason to refuse: the gate never promotes what it could not compare).
+        differences: ``{reference version: {task: {"diff", "low", "high", "level"}}}``, the paired
+            bootstrap interval of candidate minus reference GAUC (:mod:`ml_core.eval.bootstrap`).
+            When given for the best reference, "worse" means the whole interval is below 0 and
+            the point difference is below ``-gauc_tolerance``; without it, the point rule
+            (candidate below best - tolerance) applies.
     """
     reasons = []
     if sanity is None:
@@ -69,7 +77,13 @@ def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: D
         scored = {v: x for v, x in scored.items() if math.isfinite(x)}
         if scored:
             best = max(scored, key=scored.get)
-            if g < scored[best] - deploy.gauc_tolerance:
+            d = (differences or {}).get(best, {}).get(task)
+            if d is not None:
+                if d["high"] < 0 and d["diff"] < -deploy.gauc_tolerance:
+                    reasons.append(f"{task}: GAUC {g:.4f} worse than best recent model {best} {scored[best]:.4f}: "
+                                   f"difference {d['diff']:+.4f}, {d.get('level', 0.95):.0%} interval "
+                                   f"[{d['low']:+.4f}, {d['high']:+.4f}], beyond the tolerance {deploy.gauc_tolerance}")
+            elif g < scored[best] - deploy.gauc_tolerance:
                 reasons.append(f"{task}: GAUC {g:.4f} < best recent model {best} {scored[best]:.4f} "
                                f"- tolerance {deploy.gauc_tolerance}")
     return Decision(promote=not reasons, reasons=reasons)

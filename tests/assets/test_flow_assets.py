@@ -9,7 +9,7 @@ import pytest
 from ml_core.bundles import BundleStore
 from ml_core.sanity import SCORERS
 from ml_core.stages.deployment import run_deployed_model
-from ml_core.stages.evaluation import load_evaluation
+from ml_core.stages.evaluation import load_evaluation, run_model_evaluation
 from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
@@ -92,6 +92,9 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
         ev = load_evaluation(lake, d["partition"])
         assert ev.sanity and set(ev.sanity) == set(SCORERS)
         assert ev.candidate_version == lake.version("trained_model", d["partition"])
+        assert set(ev.differences) == set(ev.references)  # every reference with its interval
+        for per_task in ev.differences.values():
+            assert all(x["low"] <= x["diff"] <= x["high"] for x in per_task.values()), per_task
         assert d["promoted"] == (not d["reasons"]), d
         if not d["promoted"]:
             assert all(isinstance(r, str) and r for r in d["reasons"])
@@ -140,6 +143,11 @@ def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert manifest["train_days"] and manifest["input_versions"]["training_samples"]
         assert (bundle / "context" / "bipartite_graph" / "meta.json").exists()
+        # re-evaluated now, the day's model is its own reference: a zero difference, zero-width interval
+        again = run_model_evaluation(cfg, lake, day)
+        assert d.version in again.references and again.production.version == d.version
+        for x in again.differences[d.version].values():
+            assert x["diff"] == x["low"] == x["high"] == 0.0, x
     finally:
         _doctored(lake, day, {t: m["gauc"] for t, m in ev.candidate.items()}, **keep)
 

@@ -68,3 +68,19 @@ def test_a_slow_drift_stops_once_the_bound_is_reached():
             promoted.append(step)
         g -= 0.004
     assert promoted == list(range(6)) and math.isclose(history[-1][1]["click"]["gauc"], 0.78)
+
+
+def test_with_intervals_worse_means_the_whole_interval_below_zero_and_beyond_the_tolerance():
+    refs = {"v1": m(0.72, 0.75)}
+    cand = m(0.70, 0.75)  # 0.02 below on click
+
+    def diffs(low, high, diff=-0.02):
+        return {"v1": {"click": {"diff": diff, "low": low, "high": high, "level": 0.95},
+                       "purchase": {"diff": 0.0, "low": -0.01, "high": 0.01, "level": 0.95}}}
+
+    # the interval reaches 0: not shown to be worse, promoted although the point value is 0.02 below
+    assert gate(cand, refs, DEPLOY, SANITY, diffs(-0.05, 0.001)).promote
+    d = gate(cand, refs, DEPLOY, SANITY, diffs(-0.03, -0.01))
+    assert not d.promote and "interval [-0.0300, -0.0100]" in d.reasons[0]
+    # significant but smaller than the tolerance: not worse
+    assert gate(m(0.716, 0.75), refs, DEPLOY, SANITY, diffs(-0.006, -0.002, diff=-0.004)).promote
