@@ -123,29 +123,65 @@ def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants:
                    budget: dict[str, Any] | None = None, log=None) -> dict:
     """Train and evaluate every (variant, seed) on the same data. ``train_days`` / ``eval_day``
     are :class:`~ml_core.contracts.day.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
-    from ml_core.inference import evaluate
+    from ml_core.inference import score_day
+    from ml_core.sanity import sanity_metrics
     from ml_core.train.trainer import train
 
     log = log or (lambda msg: None)
     budget = budget or {}
-    runs = []
+    runs, probs = [], {}
+    scored = None
     for v in variants:
         for seed in seeds:
             cfg = variant_train_config(base_train, v, seed, budget)
             t0 = time.perf_counter()
             res = train(train_days, cfg, tasks)
             t1 = time.perf_counter()
-            metrics = evaluate(res, res.feature_spec, eval_day, cfg.fanouts, seed=seed)
+            scored = score_day(res, res.feature_spec, eval_day, cfg.fanouts, seed=seed)
+            metrics = scored.metrics
+            probs[v.name, seed] = scored.probs
             runs.append({
                 "variant": v.name, "model": v.model, "family": v.family, "model_args": v.model_args, "train": v.train,
                 "seed": seed, "train_seconds": round(res.seconds, 3), "eval_seconds": round(time.perf_counter() - t1, 3),
                 "n_params": res.n_params, "samples_seen": res.samples_seen, "post_training": res.post_training,
-                "metrics": {t: {k: float(m[k]) for k in ("gauc", "auc", "logloss")} for t, m in metrics.items()},
+                "metrics": {t: {k: float(x) for k, x in m.items() if k in ("gauc", "auc", "logloss")
+                                or (k.startswith("gauc_within_") and not k.endswith("_users"))}
+                            for t, m in metrics.items()},
             })
             log(f"{v.name} seed {seed}: " + " ".join(f"{t} GAUC {m['gauc']:.4f}" for t, m in metrics.items())
                 + f" ({t1 - t0:.1f} s train)")
-    return {"tasks": list(tasks), "seeds": list(seeds), "budget": budget, "runs": runs,
-            "summary": summarize(runs, tasks, variants)}
+    summary = summarize(runs, tasks, variants)
+    out = {"tasks": list(tasks), "seeds": list(seeds), "budget": budget, "runs": runs, "summary": summary,
+           "sanity": sanity_metrics(eval_day, list(tasks)) if eval_day.graph is not None else {}}
+    if scored is not None:
+        out["differences"] = paired_differences(summary, tasks, seeds, probs, scored.users, scored.labels)
+    return out
+
+
+def paired_differences(summary: list[dict], tasks: list[str], seeds: list[int], probs: dict,
+                       users, labels, n_boot: int = 1000) -> dict[str, list[dict]]:
+    """Per task, the best variant and MoGE each against the best paper baseline: the GAUC
+    difference of each seed's models on the same samples with its paired bootstrap interval
+    over users (:func:`ml_core.eval.bootstrap.gauc_difference`, 95%)."""
+    from ml_core.eval.bootstrap import gauc_difference
+
+    imp = improvements(summary, tasks)
+    out = {}
+    for k, t in enumerate(tasks):
+        e = imp[t]
+        if "best_baseline" not in e:
+            continue
+        rows = []
+        for name in dict.fromkeys(x for x in (e["best"], "moge" if "moge_improvement" in e else None) if x):
+            if name == e["best_baseline"]:
+                continue
+            for seed in seeds:
+                d = gauc_difference(users, labels[:, k], probs[name, seed][:, k], probs[e["best_baseline"], seed][:, k],
+                                    n_boot=n_boot, seed=seed)
+                rows.append({"variant": name, "baseline": e["best_baseline"], "seed": seed,
+                             **{x: d[x] for x in ("diff", "low", "high", "n_groups")}})
+        out[t] = rows
+    return out
 
 
 def summarize(runs: list[dict], tasks: list[str], variants: list[Variant]) -> list[dict]:
@@ -158,7 +194,8 @@ def summarize(runs: list[dict], tasks: list[str], variants: list[Variant]) -> li
         row = {"variant": v.name, "family": v.family, "baseline": v.is_baseline, "seeds": len(rs),
                "train_seconds": float(np.mean([r["train_seconds"] for r in rs])), "n_params": rs[0]["n_params"]}
         for t in tasks:
-            for k in ("gauc", "auc", "logloss"):
+            nested = [k for k in rs[0]["metrics"][t] if k.startswith("gauc_within_")]  # e.g. purchase within click
+            for k in ("gauc", "auc", "logloss", *nested):
                 vals = np.array([r["metrics"][t][k] for r in rs])
                 row[f"{k}_{t}"] = float(vals.mean())
                 row[f"{k}_{t}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
@@ -187,11 +224,17 @@ def improvements(summary: list[dict], tasks: list[str]) -> dict[str, dict]:
 
 
 def markdown_report(result: dict, title: str = "Model comparison") -> str:
-    """Table 2 for our data: GAUC/AUC/logloss per task (mean ± std over seeds), training time,
-    parameters, and the relative improvement of the best over the best baseline."""
+    """Table 2 for our data: GAUC/AUC/logloss per task (mean ± std over seeds), the nested-task
+    GAUC (purchase within click), training time, parameters, the sanity scorers on the same
+    samples, the relative improvement of the best over the best baseline, and the paired
+    bootstrap intervals of those differences per seed."""
     tasks, summary = result["tasks"], result["summary"]
-    head = ["variant", "family"] + [f"GAUC {t}" for t in tasks] + [f"AUC {t}" for t in tasks] \
-        + [f"logloss {t}" for t in tasks] + ["train s", "params"]
+    # nested-task GAUCs: (metric key, task), e.g. ("gauc_within_click", "purchase")
+    within = sorted({(k.removesuffix(f"_{t}"), t) for r in summary for t in tasks for k in r
+                     if k.startswith("gauc_within_") and k.endswith(f"_{t}")})
+    head = ["variant", "family"] + [f"GAUC {t}" for t in tasks] \
+        + [f"GAUC {t} {k.removeprefix('gauc_').replace('_', ' ')}" for k, t in within] \
+        + [f"AUC {t}" for t in tasks] + [f"logloss {t}" for t in tasks] + ["train s", "params"]
     lines = [f"# {title}", ""]
     meta = result.get("meta", {})
     if meta:
@@ -206,8 +249,14 @@ def markdown_report(result: dict, title: str = "Model comparison") -> str:
         for t in tasks:
             g = f"{r[f'gauc_{t}']:.4f} ± {r[f'gauc_{t}_std']:.4f}"
             cells.append(f"**{g}**" if r[f"gauc_{t}"] == best[t] else g)
+        cells += [f"{r[f'{k}_{t}']:.4f}" if f"{k}_{t}" in r else "-" for k, t in within]
         cells += [f"{r[f'auc_{t}']:.4f}" for t in tasks] + [f"{r[f'logloss_{t}']:.4f}" for t in tasks]
         cells += [f"{r['train_seconds']:.1f}", f"{r['n_params']:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, per_task in (result.get("sanity") or {}).items():  # rules that need no model, same samples
+        cells = [f"sanity: {name}", "sanity"] + [f"{per_task[t]['gauc']:.4f}" for t in tasks]
+        cells += [f"{per_task[t][k]:.4f}" if k in per_task[t] else "-" for k, t in within]
+        cells += [f"{per_task[t]['auc']:.4f}" for t in tasks] + ["-"] * len(tasks) + ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")
     imp = improvements(summary, tasks)
     lines.append("")
@@ -219,4 +268,8 @@ def markdown_report(result: dict, title: str = "Model comparison") -> str:
             if "moge_improvement" in e:
                 text += f"; MoGE vs best baseline {100 * e['moge_improvement']:+.2f}%"
         lines.append(text)
+    for t, rows in (result.get("differences") or {}).items():
+        for r in rows:
+            lines.append(f"  - {t}: {r['variant']} - {r['baseline']}, seed {r['seed']}: {r['diff']:+.4f} "
+                         f"(95% paired bootstrap over {r['n_groups']} users: [{r['low']:+.4f}, {r['high']:+.4f}])")
     return "\n".join(lines) + "\n"

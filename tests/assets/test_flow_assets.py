@@ -186,5 +186,13 @@ def test_model_comparison_on_demand(flow):
     part = root / "lake" / "model_comparison" / f"ds={day}"
     report = (part / "report.md").read_text()
     assert "| moge |" in report and "| mmoe |" in report and "best paper baseline mmoe" in report
+    # the sanity scorers on the same samples, the nested-task GAUC, and the differences with intervals
+    assert all(f"| sanity: {s} | sanity |" in report for s in SCORERS)
+    assert "GAUC purchase within click" in report
+    results = json.loads((part / "results.json").read_text())
+    diffs = results["differences"]["click"]
+    assert {(d["variant"], d["seed"]) for d in diffs} >= {("moge", 0), ("moge", 1)}  # moge vs the baseline mmoe
+    assert all(d["low"] <= d["diff"] <= d["high"] for rows in results["differences"].values() for d in rows)
+    assert "click: moge - mmoe, seed 0" in report and "paired bootstrap" in report
     runs = json.loads((part / "results.json").read_text())["runs"]
     assert sorted((r["variant"], r["seed"]) for r in runs) == [("mmoe", 0), ("mmoe", 1), ("moge", 0), ("moge", 1)]
