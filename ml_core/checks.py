@@ -41,13 +41,22 @@ def _check_train(cfg: PipelineConfig) -> list[str]:
 def _check_source(cfg: PipelineConfig) -> list[str]:
     if isinstance(cfg.source, SyntheticSource):
         return []  # preset, seed, dates and timezone are checked at load
+    from ml_core.data.attributes import check_attributes
     from ml_core.data.readers import check_file_source
 
+    problems = []
     try:
         check_file_source(cfg.source)
     except (ValueError, OSError) as exc:
-        return [f"[source] kind {cfg.source.kind!r}: {exc}"]
-    return []
+        problems.append(f"[source] kind {cfg.source.kind!r}: {exc}")
+    for side in ("user", "item"):
+        table = getattr(cfg.source, f"{side}_attributes")
+        if table is not None:
+            try:
+                check_attributes(table, side)
+            except (ValueError, OSError) as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def check_runnable(cfg: PipelineConfig) -> None:
@@ -58,7 +67,10 @@ def check_runnable(cfg: PipelineConfig) -> None:
       training extensions;
     * a file source's layout is wrong (column mapping missing a required canonical column,
       unknown behaviour, bad ``ts_format`` or timezone), its ``path`` matches no file, a file
-      cannot be opened, or a mapped column is not in a file's CSV header / Parquet schema.
+      cannot be opened, or a mapped column is not in a file's CSV header / Parquet schema
+      (read with ``source.separator``);
+    * a ``source.user_attributes`` / ``item_attributes`` table has no id or columns, its path
+      matches no file, or its id or a mapped column is not in a file's header.
     """
     problems = _check_train(cfg) + _check_source(cfg)
     if problems:

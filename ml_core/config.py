@@ -39,6 +39,9 @@ from ml_core.source_config import (
     SOURCE_KINDS as SOURCE_KINDS,
 )
 from ml_core.source_config import (
+    AttributeTable as AttributeTable,
+)
+from ml_core.source_config import (
     FileSourceConfig as FileSourceConfig,
 )
 from ml_core.source_config import (

@@ -50,11 +50,16 @@ def build_node_features(
     window_events: pl.LazyFrame | pl.DataFrame,
     user_profiles: pl.DataFrame | None = None,
     item_profiles: pl.DataFrame | None = None,
+    user_attributes: pl.DataFrame | None = None,
+    item_attributes: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """User and item feature tables for every node seen in the window or in the profiles.
 
     Missing aggregates (a node with a profile but no events in the window) are 0; a missing
-    category is -1 (the models map it to the unknown bucket).
+    category is -1 (the models map it to the unknown bucket). ``user_attributes`` /
+    ``item_attributes`` (a file source's static attribute tables, ml_core/data/attributes.py)
+    are left-joined by id: they add columns, not nodes; a node absent from the table gets -1
+    (categorical, the unknown bucket) or 0 (numeric).
     """
     ua = user_aggregates(window_events)
     ia = item_aggregates(window_events)
@@ -64,6 +69,10 @@ def build_node_features(
         items = items.with_columns(pl.coalesce("category", "category_seen").alias("category")).drop("category_seen")
     else:
         items = items.rename({"category_seen": "category"})
+    if user_attributes is not None:
+        users = users.join(user_attributes, on="user_id", how="left")
+    if item_attributes is not None:
+        items = items.join(item_attributes, on="item_id", how="left")
     users = _fill(users, "user_id")
     items = _fill(items, "item_id")
     return users.sort("user_id"), items.sort("item_id")

@@ -44,32 +44,71 @@ class SyntheticSource(SourceBase):
 
 
 @dataclass
-class TaobaoSource(SourceBase):
-    """Taobao UserBehavior.csv (no header; unix seconds; days cut in Asia/Shanghai)."""
+class AttributeTable:
+    """An optional side table of node attributes (``source.user_attributes`` /
+    ``source.item_attributes``): one row per user or item id, joined by id onto the node features
+    (ml_core/data/attributes.py). Example::
 
-    kind: Literal["taobao"] = "taobao"
-    #: File, glob or directory.
+        user_attributes = { path = "user_info.csv", id = "user_id",
+                            columns = { age_range = "categorical", gender = "categorical" } }
+
+    A ``categorical`` column becomes ``u_cat_<name>`` / ``i_cat_<name>`` (integer codes the
+    models embed: integral values as they are, other text hashed), a ``numeric`` one
+    ``u_num_<name>`` / ``i_num_<name>`` (float). Nodes absent from the table, or with an empty
+    value, get the unknown value (code -1 -> the unknown bucket; numeric 0). Duplicate ids: the
+    first row wins.
+
+    No leakage: the table is static side information, the same for every day; it must not hold
+    anything known only after a partition day (later purchases, counts over the whole log...).
+    """
+
+    #: One CSV/delimited or Parquet file (or a glob / directory of them).
     path: str = ""
+    #: The column holding the user / item id (same ids as the events: integer text as is,
+    #: other text hashed like a ``table`` source's ids).
+    id: str = ""
+    #: Attribute column -> ``"categorical"`` or ``"numeric"``.
+    columns: dict[str, Literal["categorical", "numeric"]] = field(default_factory=dict)
+    #: Field separator of a delimited file; empty = by extension (tab for .tsv/.tab, else comma).
+    separator: str = ""
 
 
 @dataclass
-class TmallSource(SourceBase):
+class FileSource(SourceBase):
+    """Fields every file source (``taobao``, ``tmall``, ``table``) has."""
+
+    #: File, glob or directory.
+    path: str = ""
+    #: Field separator of delimited text files, one character (e.g. "\t"); empty = by the
+    #: file's extension (tab for .tsv/.tab, comma otherwise). An explicit value wins whatever
+    #: the extension (a tab-separated ``.inter`` or ``.dat`` file needs ``separator = "\t"``).
+    separator: str = ""
+    #: Optional static user / item attribute tables joined onto the node features.
+    user_attributes: AttributeTable | None = None
+    item_attributes: AttributeTable | None = None
+
+
+@dataclass
+class TaobaoSource(FileSource):
+    """Taobao UserBehavior.csv (no header; unix seconds; days cut in Asia/Shanghai)."""
+
+    kind: Literal["taobao"] = "taobao"
+
+
+@dataclass
+class TmallSource(FileSource):
     """Tmall IJCAI-15 user_log_format1.csv (time_stamp is MMDD without a year)."""
 
     kind: Literal["tmall"] = "tmall"
-    #: File, glob or directory.
-    path: str = ""
     #: The year to put in front of the MMDD time stamps.
     year: int = 2014
 
 
 @dataclass
-class TableSource(SourceBase):
+class TableSource(FileSource):
     """Any CSV/Parquet table, described by a column mapping."""
 
     kind: Literal["table"] = "table"
-    #: File, glob or directory.
-    path: str = ""
     #: Canonical column -> source column, e.g. {user_id = "uid", ...}; user_id, item_id,
     #: behavior and ts are required, category is optional.
     columns: dict[str, str] = field(default_factory=dict)
@@ -111,7 +150,22 @@ def build_source(values: Mapping[str, Any] | None, where: str = "source") -> Sou
                 f"{where}.{key} = {values[key]!r} is not a field of a {kind!r} source (it belongs to "
                 f"kind {' / '.join(repr(o) for o in owners)}); {kind!r} sources take: {sorted(own)}"
             )
-    return build(cls, values, where)
+    cfg = build(cls, values, where)
+    if isinstance(cfg, FileSource):
+        _check_separators(cfg, where)
+    return cfg
+
+
+def _check_separators(cfg: FileSource, where: str) -> None:
+    seps = {f"{where}.separator": cfg.separator}
+    for side in ("user_attributes", "item_attributes"):
+        table = getattr(cfg, side)
+        if table is not None:
+            seps[f"{where}.{side}.separator"] = table.separator
+    for key, sep in seps.items():
+        if len(sep) > 1 or sep in ("\n", "\r", '"'):
+            raise ConfigError(f"{key} = {sep!r}: expected one character (e.g. ',' or '\\t'), or empty for "
+                              "'by the file extension'")
 
 
 def source_config(**values: Any) -> SourceConfig:

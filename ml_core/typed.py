@@ -47,11 +47,15 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where} = {value!r}: expected one of {list(get_args(tp))}")
     if origin in (Union, types.UnionType):
+        errors = []
         for arm in get_args(tp):
             try:
                 return _check(value, arm, where)
-            except ConfigError:
-                continue
+            except ConfigError as exc:
+                errors.append(exc)
+        nested = [e for arm, e in zip(get_args(tp), errors) if dataclasses.is_dataclass(arm)]
+        if isinstance(value, Mapping) and len(nested) == 1:
+            raise nested[0]  # ``X | None`` given a table: X's own error names the wrong key
         raise bad
     if tp is type(None):
         if value is None:

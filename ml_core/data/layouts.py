@@ -54,6 +54,8 @@ class SourceLayout:
     has_header: bool = True
     names: tuple[str, ...] | None = None
     year: int = 2014
+    #: Field separator of delimited files; empty = by extension (:func:`delimiter_for`).
+    separator: str = ""
 
 
 #: Taobao UserBehavior.csv: no header, ``user_id,item_id,category_id,behavior_type,timestamp``,
@@ -108,7 +110,8 @@ def layout_for(cfg: SourceConfig) -> SourceLayout:
     if isinstance(cfg, (TaobaoSource, TmallSource)):
         preset = PRESETS[kind]
         tz = preset.timezone if cfg.timezone == DEFAULT_TIMEZONE else cfg.timezone
-        layout = replace(preset, timezone=tz, year=cfg.year if isinstance(cfg, TmallSource) else preset.year)
+        layout = replace(preset, timezone=tz, year=cfg.year if isinstance(cfg, TmallSource) else preset.year,
+                         separator=cfg.separator)
     elif isinstance(cfg, TableSource):
         bmap = {str(k): v for k, v in cfg.behavior_map.items()} or {b: b for b in BEHAVIORS}
         layout = SourceLayout(
@@ -120,6 +123,7 @@ def layout_for(cfg: SourceConfig) -> SourceLayout:
             integer_ids=False,
             has_header=True,
             year=cfg.year,
+            separator=cfg.separator,
         )
     elif kind == "synthetic":
         raise ValueError("source.kind 'synthetic' has no file to read; use the synthetic generator")
@@ -151,6 +155,14 @@ def layout_for(cfg: SourceConfig) -> SourceLayout:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"source.timezone {layout.timezone!r} is not a known IANA timezone") from exc
     return layout
+
+
+def delimiter_for(file: str, separator: str = "") -> str:
+    """The field separator of a delimited file: ``separator`` when given (whatever the
+    extension), else tab for ``.tsv`` / ``.tab`` and comma for anything else."""
+    if separator:
+        return separator
+    return "\t" if file.lower().endswith((".tsv", ".tab")) else ","
 
 
 def date_range(cfg: SourceConfig) -> tuple[date, date | None]:

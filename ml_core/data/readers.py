@@ -60,6 +60,7 @@ from ml_core.data.layouts import (
     TMALL,
     SourceLayout,
     date_range,
+    delimiter_for,
     expand_path,
     layout_for,
 )
@@ -104,7 +105,7 @@ def _read_header(file: str, sep: str) -> list[str] | None:
 def _csv_header(file: str, layout: SourceLayout) -> tuple[str, list[str], dict[str, int]] | None:
     """``(separator, header, canonical field -> column index)`` of a CSV file, None for an empty
     file; ``ValueError`` when a mapped column is not in the header."""
-    sep = "\t" if file.lower().endswith((".tsv", ".tab")) else ","
+    sep = delimiter_for(file, layout.separator)
     if layout.has_header:
         header = _read_header(file, sep)
         if header is None:

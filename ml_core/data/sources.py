@@ -1,5 +1,5 @@
-"""One entry point for the configured source: a day's validated events + quarantine, and the
-node profiles when the source has them."""
+"""One entry point for the configured source: a day's validated events + quarantine, the
+node profiles when the source has them, and a file source's optional attribute tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 from ml_core.config import SourceConfig, SyntheticSource
 from ml_core.data.schema import DayEvents, empty_quarantine
 
-__all__ = ["DayEvents", "profiles", "read_day"]
+__all__ = ["DayEvents", "attributes", "profiles", "read_day"]
 
 
 @lru_cache(maxsize=4)
@@ -45,3 +45,15 @@ def profiles(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | Non
         t = _synthetic(cfg.preset, cfg.seed, cfg.start_date)
         return t.user_profiles(), t.item_profiles()
     return None, None
+
+
+def attributes(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """(user attributes, item attributes) of a file source's ``user_attributes`` /
+    ``item_attributes`` tables (ml_core/data/attributes.py), None where not configured."""
+    if isinstance(cfg, SyntheticSource):
+        return None, None
+    from ml_core.data.attributes import read_attributes
+
+    users = read_attributes(cfg.user_attributes, "user") if cfg.user_attributes is not None else None
+    items = read_attributes(cfg.item_attributes, "item") if cfg.item_attributes is not None else None
+    return users, items

@@ -1,12 +1,13 @@
 """Stage 3, node_features: user and item feature tables of day D (profile columns when the
-source has profiles, plus behavioural aggregates over the logs of days D-W .. D-1)."""
+source has profiles, a file source's optional user/item attribute tables joined by id, plus
+behavioural aggregates over the logs of days D-W .. D-1)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ml_core.config import PipelineConfig
-from ml_core.data.sources import profiles
+from ml_core.data.sources import attributes, profiles
 from ml_core.features import build_node_features
 from ml_core.stages.inputs import scan_logs
 from ml_core.storage import Lake
@@ -26,7 +27,8 @@ class FeaturesResult:
 def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> FeaturesResult:
     """Build day ``day``'s feature tables from the logs of ``log_days`` and write them."""
     up, ip = profiles(cfg.source)
-    users, items = build_node_features(scan_logs(lake, log_days), up, ip)
+    ua, ia = attributes(cfg.source)  # static side tables, joined by id (no new nodes)
+    users, items = build_node_features(scan_logs(lake, log_days), up, ip, ua, ia)
     lake.write_table("node_features", day, users, items=items)
     return FeaturesResult(window_days=log_days, users=users.height, items=items.height,
                           user_columns=users.columns, item_columns=items.columns)
