@@ -173,16 +173,16 @@ def test_bad_attribute_config_rejected_by_load_config(source, message):
 
 
 def test_node_features_stage_joins_attributes(tmp_path):
-    """Through the data stages (logs -> node_features) with a tmall source and its user_info.
-    (graph.incremental=false: the incremental refresh fails with an IndexError on this sparse
-    sample, whose previous similarity state stores no entries at all; unrelated to attributes.)"""
+    """Through the data stages (logs -> node_features) with a tmall source and its user_info
+    (this sparse sample's first window stores no similarity entry at all: the incremental refresh
+    of the next day reads that empty state)."""
     from ml_core.stages.data_day import run_data_days
     from ml_core.storage import Lake
 
     cfg = load_config(None, _overrides({"kind": "tmall", "path": _need(TMALL_LOG), "start_date": "2014-11-09",
                                         "end_date": "2014-11-11", "user_attributes": {"path": _need(TMALL_USERS),
                                                                                       **USER_ATTRS}})
-                      + [f'storage.root="{tmp_path}"', "graph.incremental=false"])
+                      + [f'storage.root="{tmp_path}"'])
     check_runnable(cfg)
     lake = Lake(tmp_path)
     run_data_days(cfg, lake, ["2014-11-09", "2014-11-10", "2014-11-11"])

@@ -192,3 +192,18 @@ def test_lake_with_another_state_layout_falls_back_to_an_identical_full_rebuild(
     assert full_stats["mode"] == "full" and "unreadable" in full_stats["full_rebuild_reason"]
     assert _same(inc.bip.ui, full.bip.ui)
     assert _same(inc.user_sim.adj, full.user_sim.adj) and _same(inc.item_sim.adj, full.item_sim.adj)
+
+
+def test_refresh_from_a_window_with_no_similar_pair_at_all():
+    """A window where no two users share an item (and no two items a user) stores no similarity
+    entry; the next day's refresh used to index that empty state (IndexError, seen on the Tmall
+    sample). Day 1 adds co-interactions: the refresh equals the full rebuild."""
+    cfg = GraphConfig(topk=3)
+    day0 = pl.DataFrame({"user_id": [1, 2, 3], "item_id": [10, 20, 30], "behavior": ["view"] * 3, "day": [0] * 3})
+    day1 = pl.DataFrame({"user_id": [1, 2, 4, 4], "item_id": [20, 10, 30, 10], "behavior": ["view"] * 4, "day": [1] * 4})
+    g = build_window(day0, cfg, ["0"])
+    assert g.user_sim.adj.nnz == 0 and g.item_sim.adj.nnz == 0
+    ref = refresh_window(g, day1, day1.head(0), cfg, ["0", "1"], max_walk_share=1.0)
+    full = build_window(pl.concat([day0, day1]), cfg, ["0", "1"])
+    assert _same(ref.user_sim.adj, full.user_sim.adj) and _same(ref.item_sim.adj, full.item_sim.adj)
+    assert ref.user_sim.adj.nnz > 0
