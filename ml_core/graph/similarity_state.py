@@ -218,14 +218,11 @@ def _boundaries(prev: SimilarityState, carried: _Carried) -> tuple[np.ndarray, n
     o = carried.new_to_old[kr]
     comp = carried.old_complete[kr]
     last = np.asarray(prev.indptr)[o + 1] - 1
-    sims, indices = np.asarray(prev.sims), np.asarray(prev.indices)
-    if len(sims):  # a kept row without entries is complete (else it is re-walked): its lookup is unused
-        at = np.maximum(last, 0)
-        last_val, last_key = sims[at], np.asarray(prev.node_ids)[indices[at]]
-    else:  # no stored entry at all (e.g. no co-interaction the day before): every kept row is complete
-        last_val, last_key = np.zeros(len(kr)), np.full(len(kr), INT64_MAX, np.int64)
-    b_val[kr] = np.where(comp, 0.0, last_val)
-    b_key[kr] = np.where(comp, INT64_MAX, last_key)
+    # a kept row without entries is complete (else it is re-walked), so its lookup is unused; with no
+    # stored entry at all (no co-interaction the day before) there is nothing to look up
+    at = np.maximum(last, 0) if len(prev.sims) else None
+    b_val[kr] = np.where(comp, 0.0, np.asarray(prev.sims)[at] if at is not None else 0.0)
+    b_key[kr] = np.where(comp, INT64_MAX, np.asarray(prev.node_ids)[np.asarray(prev.indices)[at]] if at is not None else INT64_MAX)
     return kr, b_val, b_key
 
 
