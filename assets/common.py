@@ -20,12 +20,14 @@ LAKE_IO = "lake_io"
 RETRY = dg.RetryPolicy(max_retries=1, delay=10)
 
 
-def stage(group: str, kinds: set[str]) -> dict:
-    """Decorator arguments every asset of the flow shares."""
-    from assets.partitions import daily
+def stage(group: str, kinds: set[str], model: bool = False, **extra) -> dict:
+    """Decorator arguments every asset of the flow shares: the data assets' daily partitions,
+    or with ``model`` the model assets' (which start once a training window exists)."""
+    from assets.partitions import daily, model_daily
 
-    return {"partitions_def": daily, "group_name": group, "kinds": kinds, "owners": ["team:recsys"],
-            "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"}, "retry_policy": RETRY}
+    return {"partitions_def": model_daily if model else daily, "group_name": group, "kinds": kinds,
+            "owners": ["team:recsys"], "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"},
+            "retry_policy": RETRY, **extra}
 
 
 def _module_file(name: str) -> Path | None:
@@ -84,7 +86,7 @@ def code_files(*modules: str) -> list[Path]:
     return sorted(set(seen.values()))
 
 
-def code_version(*modules: str) -> str:
+def code_version(*modules: str, shallow: tuple[str, ...] = ()) -> str:
     """Hash of the source an asset's result depends on: ``modules`` (its asset module and stage
     module) and every ml_core module they import, followed through the imports (a package import
     counts its ``__init__.py`` only). Nothing is listed by hand, so a module a stage starts to
@@ -93,9 +95,11 @@ def code_version(*modules: str) -> str:
 
     Changing any of them marks the asset's materializations stale in the UI, and only those:
     editing the deployment gate (``ml_core/stages/gate.py``) changes deployed_model's version alone.
+    ``shallow`` modules count without their imports (a multi-asset module that calls one stage per
+    asset: each asset's version follows its own stage only).
     """
     h = hashlib.sha256()
-    for f in code_files(*modules):
+    for f in sorted({*code_files(*modules), *(_module_file(m) for m in shallow)}):
         h.update(f.relative_to(ROOT).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]

@@ -1,7 +1,7 @@
 """On-demand model comparison of day D: every configured variant trained on D-T .. D-1 and
 evaluated on D with the same budget and seeds (the MoGE paper's Table 2 for our data).
 
-Not part of ``daily_flow`` and not scheduled: materialize it from the asset page or run
+Not part of the daily jobs nor of the automation: materialize it from the asset page or run
 ``model_comparison_job`` for the partitions you want; its size is the ``[comparison]`` section.
 """
 
@@ -16,7 +16,7 @@ COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
 
 
 @dg.asset(
-    **stage("comparison", {"pytorch"}),
+    **stage("comparison", {"pytorch"}, model=True),
     ins={"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
     # the same days' features and graphs, read by the stage from the lake: lineage only
     deps=lineage_deps(train_and_eval_window),

@@ -4,13 +4,14 @@ days D-W .. D-1)."""
 
 import dagster as dg
 
+from assets.automation import DATA
 from assets.common import code_version, fields_of, result, settings, stage
 from assets.partitions import graph_window
 from ml_core.stages.features import run_node_features
 
 
 @dg.asset(
-    **stage("features", {"polars", "parquet"}),
+    **stage("features", {"polars", "parquet"}, automation_condition=DATA),
     ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
     code_version=code_version("assets.features", "ml_core.stages.features"),
 )

@@ -7,6 +7,7 @@ day D-1's when its refresh state is stored (identical to a full rebuild, which r
 
 import dagster as dg
 
+from assets.automation import DATA
 from assets.common import (
     LAKE_IO,
     RETRY,
@@ -21,7 +22,7 @@ from ml_core.stages.graphs import run_window_graphs
 
 GRAPH_CODE = code_version("assets.graphs", "ml_core.stages.graphs")
 _common = {"partitions_def": daily, "group_name": "graph", "kinds": {"numpy"}, "owners": ["team:recsys"],
-           "code_version": GRAPH_CODE}  # multi-asset specs take these per spec
+           "code_version": GRAPH_CODE, "automation_condition": DATA}  # multi-asset specs take these per spec
 
 
 @dg.multi_asset(

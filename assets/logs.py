@@ -1,15 +1,48 @@
-"""interaction_logs: the validated, de-duplicated events of day D from the configured source,
-with a quarantine of rejected rows (reasons and counts in the metadata)."""
+"""source_logs (the configured source, observed) and interaction_logs: the validated,
+de-duplicated events of day D, with a quarantine of rejected rows (reasons and counts in the
+metadata)."""
 
+from datetime import date, timedelta
 
 import dagster as dg
 
+from assets.automation import LOGS, OBSERVE
 from assets.common import code_version, fields_of, result, settings, stage
+from assets.partitions import CONFIG, daily
+from ml_core.data.sources import day_versions
 from ml_core.stages.logs import run_interaction_logs
+from ml_core.stages.windows import catch_up_of
+
+
+@dg.observable_source_asset(
+    partitions_def=daily, group_name="ingest", owners=["team:recsys"], required_resource_keys={"pipeline"},
+    automation_condition=OBSERVE,
+    description="The configured source (source.* in the pipeline config), observed: the data version of "
+    "partition D is the content hash of the source's rows of day D, so a day whose data arrives or "
+    "changes after it was ingested is noticed and re-ingested by the automation. Days whose data "
+    "has not arrived have no version.",
+)
+def source_logs(context) -> dg.DataVersionsByPartition:
+    cfg = context.resources.pipeline.config()
+    days = observed_days(daily.get_last_partition_key(), cfg.automation.observe_days or catch_up_of(cfg).logs)
+    versions = day_versions(cfg.source, [date.fromisoformat(d) for d in days])
+    arrived = {d: v for d, v in versions.items() if v is not None}
+    context.log.info(f"source observed for {len(days)} days: {len(arrived)} have data"
+                     + (f" (not arrived: {sorted(set(versions) - set(arrived))})" if len(arrived) < len(days) else ""))
+    return dg.DataVersionsByPartition(arrived)
+
+
+def observed_days(last: str | None, n: int) -> list[str]:
+    """The newest ``n`` partition keys up to ``last`` (none before the source's start date)."""
+    if last is None:
+        return []
+    end, start = date.fromisoformat(last), date.fromisoformat(CONFIG.source.start_date)
+    return [(end - timedelta(days=i)).isoformat() for i in range(n) if end - timedelta(days=i) >= start][::-1]
 
 
 @dg.asset(
-    **stage("ingest", {"polars", "parquet"}),
+    **stage("ingest", {"polars", "parquet"}, automation_condition=LOGS),
+    deps=[source_logs],
     code_version=code_version("assets.logs", "ml_core.stages.logs"),
 )
 def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -21,3 +54,4 @@ def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if out.quarantined:
         context.log.warning(f"{out.quarantined} rows quarantined on {day}: {out.quarantine_reasons}")
     return result(lake, "interaction_logs", day, fields_of(out))
+

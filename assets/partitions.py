@@ -1,4 +1,13 @@
-"""The one DailyPartitionsDefinition of the flow and its rolling-window mappings.
+"""The flow's two daily partitions definitions and its rolling-window mappings.
+
+Both cut days in the source's timezone (``source.timezone``, or a preset's zone), so partition
+D holds the events of the source's own calendar day D:
+
+* :data:`daily`: the data assets (logs, graphs, features, samples), from ``source.start_date``;
+* :data:`model_daily`: the model assets (trained model, evaluation, deployment decision), from
+  the first day whose whole training window exists (``source.start_date + train.train_days``):
+  no model partition lacks training history, so a backfill of "everything" has nothing that
+  fails or is skipped on purpose.
 
 Windows come from the pipeline config (``graph.window_days`` = W, ``train.train_days`` = T)
 through :mod:`ml_core.stages.windows`, so the lineage graph, backfills and the stage code agree
@@ -14,9 +23,11 @@ import dagster as dg
 
 from ml_core.checks import check_runnable
 from ml_core.config import load_config
+from ml_core.data.sources import source_timezone
 from ml_core.stages.windows import (
     Window,
     graph_window_of,
+    model_start,
     train_and_eval_window_of,
     train_window_of,
 )
@@ -24,10 +35,15 @@ from ml_core.stages.windows import (
 CONFIG = load_config()
 check_runnable(CONFIG)  # a wrong source.* or train.model fails the code location load, not a run
 
+#: The zone the source's days (and so the partitions) are cut in.
+TIMEZONE = source_timezone(CONFIG.source)
+
 # source.end_date is inclusive; Dagster's end_date is exclusive.
 _end = (date.fromisoformat(CONFIG.source.end_date) + timedelta(days=1)).isoformat() if CONFIG.source.end_date else None
 
-daily = dg.DailyPartitionsDefinition(start_date=CONFIG.source.start_date, end_date=_end)
+daily = dg.DailyPartitionsDefinition(start_date=CONFIG.source.start_date, end_date=_end, timezone=TIMEZONE)
+model_daily = dg.DailyPartitionsDefinition(start_date=model_start(CONFIG).isoformat(), end_date=_end,
+                                           timezone=TIMEZONE)
 
 
 def mapping(window: Window) -> dg.TimeWindowPartitionMapping:
@@ -44,3 +60,5 @@ graph_window = mapping(graph_window_of(CONFIG))
 train_window = mapping(train_window_of(CONFIG))
 #: The training days of D and D itself (the held-out evaluation day of the model comparison).
 train_and_eval_window = mapping(train_and_eval_window_of(CONFIG))
+#: D-1: the previous deployment decision (the production model day D is judged against).
+previous_day = mapping(Window(-1, -1))

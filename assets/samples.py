@@ -4,12 +4,13 @@ negatives."""
 
 import dagster as dg
 
+from assets.automation import DATA
 from assets.common import code_version, fields_of, result, settings, stage
 from ml_core.stages.samples import run_training_samples
 
 
 @dg.asset(
-    **stage("samples", {"polars", "parquet"}),
+    **stage("samples", {"polars", "parquet"}, automation_condition=DATA),
     # read by the stage from the lake (day D's logs and its graph's item pool): lineage only
     deps=[dg.AssetDep("interaction_logs"), dg.AssetDep("bipartite_graph")],
     code_version=code_version("assets.samples", "ml_core.stages.samples"),

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from assets.automation import MODEL
 from assets.common import code_version, fields_of, lineage_deps, result, settings, stage
 from assets.partitions import train_window
 from ml_core.eval.plots import curve_plot
@@ -12,26 +13,22 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
 
 
 @dg.asset(
-    **stage("model", {"pytorch"}),
+    **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=MODEL),
     ins={"training_samples": dg.AssetIn(partition_mapping=train_window)},
     # the same days' features and graphs, read by the stage from the lake: lineage only
     deps=lineage_deps(train_window),
     code_version=TRAINING_CODE,
-    output_required=False,
 )
-def trained_model(context: dg.AssetExecutionContext, training_samples):
+def trained_model(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
     """Model trained on the samples of days D-T .. D-1, each day scored with its own graphs and
     features (built from days before it); weights, feature spec, training curve, manifest.
-    Not materialized when the window has no day yet (the first partition)."""
+    Its partitions start with the first day whose whole window exists."""
     cfg, lake = settings(context)
     day = context.partition_key
-    if not training_samples.days:
-        context.log.warning(f"{day}: no training days before this partition yet; trained_model skipped")
-        return
     out = run_trained_model(cfg, lake, day, training_samples.days, code_version=TRAINING_CODE, log=context.log.info)
     curve = [(h["step"], h["loss"]) for h in out.history if "loss" in h]
     plot = curve_plot(curve, f"{out.model} training loss", "step", "loss (running mean)")
     stats = fields_of(out, "history")
     stats["epoch_losses"] = [round(h["epoch_loss"], 5) for h in out.history if "epoch_loss" in h]
     stats["samples_per_s"] = [round(h["samples_per_s"], 1) for h in out.history if "samples_per_s" in h]
-    yield result(lake, "trained_model", day, stats, plots={"training_curve": plot})
+    return result(lake, "trained_model", day, stats, plots={"training_curve": plot})

@@ -205,6 +205,26 @@ class ComparisonConfig:
 
 
 @dataclass
+class AutomationConfig:
+    """The unattended daily operation (Dagster's declarative automation, README "Schedule,
+    catch-up and backfills")."""
+
+    #: Days of deployment decisions (deployed_model, the newest partitions) the automation brings
+    #: into being when it is turned on, after an empty lake or after downtime; the data partitions
+    #: those days read (their train.train_days and graph.window_days) are caught up with them.
+    #: Older missing days are a backfill.
+    catch_up_days: int = 7
+    #: When the source is observed for newly arrived or changed days (cron, source timezone).
+    #: A changed day is re-ingested and its dependents re-materialized.
+    observe_cron: str = "*/15 * * * *"
+    #: deployed_model[D-1] is expected by this hour of day D (source timezone): freshness policy.
+    fresh_by_hour: int = 6
+    #: Source days observed for late data: the newest ``observe_days`` partitions (0 = the
+    #: catch-up horizon: catch_up_days + train.train_days + graph.window_days).
+    observe_days: int = 0
+
+
+@dataclass
 class StorageConfig:
     #: Root of the Parquet lake, graph files and model registry.
     root: str = "data"
@@ -218,6 +238,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
+    automation: AutomationConfig = field(default_factory=AutomationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
@@ -244,6 +265,7 @@ _SECTIONS: dict[str, type | None] = {
     "train": TrainConfig,
     "deploy": DeployConfig,
     "comparison": ComparisonConfig,
+    "automation": AutomationConfig,
     "storage": StorageConfig,
 }
 
@@ -339,5 +361,10 @@ def validate_config(cfg: PipelineConfig) -> None:
         raise ConfigError(f"source.timezone = {src.timezone!r} is not a known IANA timezone") from None
     if not _DEVICE.fullmatch(cfg.train.device):
         raise ConfigError(f"train.device = {cfg.train.device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    auto = cfg.automation
+    if auto.catch_up_days < 1 or auto.observe_days < 0 or not 0 <= auto.fresh_by_hour <= 23:
+        raise ConfigError("automation: catch_up_days >= 1, observe_days >= 0 and 0 <= fresh_by_hour <= 23")
+    if len(auto.observe_cron.split()) != 5:
+        raise ConfigError(f"automation.observe_cron = {auto.observe_cron!r}: expected a 5-field cron expression")
     if not cfg.comparison.seeds:
         raise ConfigError("comparison.seeds must list at least one seed")

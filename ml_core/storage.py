@@ -60,8 +60,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 VERSION_FILE = "_VERSION"
 
 
-#: Files that describe how a partition was built (timings, run ids), not what it holds.
-VOLATILE_FILES = ("stats.json", "state.json")
+#: Files that describe how a partition was built (timings, run ids, input versions), not what it holds.
+VOLATILE_FILES = ("stats.json", "state.json", "inputs.json")
 
 
 def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, "manifest.json")) -> str:

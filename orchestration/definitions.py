@@ -1,4 +1,4 @@
-"""The code location: assembles assets, checks, jobs, schedules and resources. Nothing else."""
+"""The code location: assembles assets, checks, jobs, the automation and resources. Nothing else."""
 
 from __future__ import annotations
 
@@ -6,27 +6,29 @@ import dagster as dg
 
 from assets import (
     comparison,
-    deployment,
-    evaluation,
+    decision,
     features,
     graphs,
     logs,
     samples,
     training,
 )
+from orchestration.automation import check_decision_is_fresh, daily_automation
 from orchestration.checks import CHECKS
-from orchestration.jobs import daily_flow, model_comparison_job
+from orchestration.jobs import daily_data, daily_model, model_comparison_job
 from orchestration.resources import LakeIOManager, PipelineResource
-from orchestration.schedules import daily_flow_schedule
 
-#: The daily flow (logs -> deployed model) and the on-demand comparison.
-FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, evaluation, deployment])
+#: The daily flow (source -> logs -> deployed model) and the on-demand comparison.
+FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, decision])
 ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison])]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    asset_checks=CHECKS,
-    jobs=[daily_flow, model_comparison_job],
-    schedules=[daily_flow_schedule],
+    asset_checks=[*CHECKS, check_decision_is_fresh],
+    jobs=[daily_data, daily_model, model_comparison_job],
+    sensors=[daily_automation],
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
+    # what asset backfills and the automation's runs use too: one process per run (a step per
+    # process would re-import torch and polars for every step)
+    executor=dg.in_process_executor,
 )

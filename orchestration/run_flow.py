@@ -3,10 +3,11 @@ GAUC table of the last day and the production model.
 
     python -m orchestration.run_flow --start 2026-01-01 --end 2026-01-08
 
-Each day is one run of the ``daily_flow`` job (in process, in date order, so every day's windows
-are already materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs,
-partitions, metadata and lineage afterwards. For parallel backfills use the UI or
-``dagster job backfill`` (README).
+Each day is one run of the ``daily_data`` job and, from the first day with a whole training
+window, one of ``daily_model`` (in process, in date order, so every day's windows are already
+materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs, partitions,
+metadata and lineage afterwards. For parallel backfills and the daily automation use the UI
+(README).
 """
 
 from __future__ import annotations
@@ -38,25 +39,29 @@ def main(argv: list[str] | None = None) -> int:
     from ml_core.bundles import BundleStore
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from orchestration.definitions import defs
+    from orchestration.jobs import DAILY_JOBS
 
     cfg = defs.resources["pipeline"].config()
     start = date.fromisoformat(args.start or cfg.source.start_date)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=args.days - 1)
-    job = defs.resolve_job_def("daily_flow")
+    jobs = [defs.resolve_job_def(j.name) for j in DAILY_JOBS]
     instance = dg.DagsterInstance.get()
     t_all = time.perf_counter()
     for i in range((end - start).days + 1):
         day = (start + timedelta(days=i)).isoformat()
-        t0 = time.perf_counter()
-        res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
-                                     run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
-        status = "ok" if res.success else "FAILED"
-        print(f"[{day}] daily_flow {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
-        if not res.success:
-            for ev in res.all_events:
-                if ev.is_failure:
-                    print(ev.message, file=sys.stderr)
-            return 1
+        for job in jobs:
+            if not job.partitions_def.has_partition_key(day):
+                continue  # the model jobs start once a training window exists
+            t0 = time.perf_counter()
+            res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
+                                         run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
+            status = "ok" if res.success else "FAILED"
+            print(f"[{day}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
+            if not res.success:
+                for ev in res.all_events:
+                    if ev.is_failure:
+                        print(ev.message, file=sys.stderr)
+                return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
     ev = load_evaluation(lake, end.isoformat())

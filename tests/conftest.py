@@ -92,6 +92,22 @@ def make_config(root: Path, *overrides: str):
     return load_config(None, [f'storage.root="{root}"', *FAST, *overrides])
 
 
+def materialize_day(assets, day: str, **kwargs):
+    """``dagster.materialize`` of ``assets`` (and their asset checks) for day ``day``, once per
+    partitions definition: the data assets', then the model assets' (which start later).
+    Assets whose partitions do not include ``day`` are left out. Returns the results."""
+    import dagster as dg
+
+    groups: dict = {}
+    for a in assets:
+        if isinstance(a, dg.AssetsDefinition) and not isinstance(a, dg.AssetChecksDefinition) \
+                and a.partitions_def.has_partition_key(day):
+            groups.setdefault(a.partitions_def, set()).update(a.keys)
+    ordered = sorted(groups.items(), key=lambda kv: kv[0].start)  # data first: the model assets read them
+    return [dg.materialize(assets, selection=dg.AssetSelection.assets(*keys), partition_key=day, **kwargs)
+            for _, keys in ordered]
+
+
 def build_data_days(cfg, lake: Lake, days: list[str]) -> None:
     """Materialize the data stages (logs .. samples) of ``days`` in order."""
     run_data_days(cfg, lake, days)

@@ -57,3 +57,15 @@ def attributes(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | N
     users = read_attributes(cfg.user_attributes, "user") if cfg.user_attributes is not None else None
     items = read_attributes(cfg.item_attributes, "item") if cfg.item_attributes is not None else None
     return users, items
+
+
+def source_timezone(cfg: SourceConfig) -> str:  # TEMP until wt-source merges
+    if isinstance(cfg, SyntheticSource):
+        return cfg.timezone
+    from ml_core.data.layouts import layout_for
+
+    return layout_for(cfg).timezone
+
+
+def day_versions(cfg: SourceConfig, days: list[date]) -> dict[str, str | None]:  # TEMP until wt-source merges
+    return {d.isoformat(): f"synthetic-{cfg.preset}-{cfg.seed}-{d}" for d in days}

@@ -2,11 +2,15 @@
 user and item similarity graphs derived from it, written as three partitions.
 
 Day D's graphs are refreshed incrementally from day D-1's stored graphs and refresh state when
-they exist and cover D-1's window (the result is identical), else rebuilt in full.
+they exist, cover D-1's window and were built with the same graph settings from the log
+partitions the lake holds now (``inputs.json``: a log day re-ingested with late data since, or
+another ``[graph]`` setting, means a full rebuild); the result is identical to a full rebuild
+either way, so day D does not depend on day D-1 having been (re)built first.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +25,12 @@ if TYPE_CHECKING:
 
 #: Graph kind -> the asset (partition) it is stored as.
 GRAPH_ASSETS = {"bipartite": "bipartite_graph", "user": "user_similarity_graph", "item": "item_similarity_graph"}
+#: What a bipartite partition was built from: the graph settings and each log day's data version.
+INPUTS_FILE = "inputs.json"
+
+
+def graph_inputs(cfg: PipelineConfig, lake: Lake, log_days: list[str]) -> dict:
+    return {"graph": cfg.fingerprint("graph"), "logs": {d: lake.version("interaction_logs", d) for d in log_days}}
 
 
 @dataclass
@@ -95,8 +105,15 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
         bip = BipartiteGraph.load(dirs["bipartite"])
         if bip.days != prev_days:
             return None, f"previous graph covers {bip.days}, expected {prev_days}"
+        built = json.loads((dirs["bipartite"] / INPUTS_FILE).read_text())
+        now = graph_inputs(cfg, lake, [d for d in prev_days if d in built["logs"]])
+        if built["graph"] != now["graph"]:
+            return None, "the previous day's graphs were built with other [graph] settings"
+        changed = sorted(d for d, v in built["logs"].items() if now["logs"].get(d) != v)
+        if changed:
+            return None, f"the previous day's graphs were built from other versions of the logs of {changed}"
         return WindowGraphs.load_parts(dirs, bip), prev_days
-    except (FileNotFoundError, KeyError, ValueError) as e:  # partially replaced / older layout
+    except (FileNotFoundError, KeyError, ValueError) as e:  # partially replaced / older layout / no inputs.json
         return None, f"previous state unreadable ({e})"
 
 
@@ -126,9 +143,12 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
     if result is None:
         result = build_window(scan_logs(lake, log_days), cfg.graph, log_days)
         result.stats["full_rebuild_reason"] = reason
+    inputs = json.dumps(graph_inputs(cfg, lake, log_days), indent=1)
     for key, asset in GRAPH_ASSETS.items():
         with lake.write_dir(asset, day) as tmp:
             result.save_part(key, tmp)
+            if key == "bipartite":
+                (tmp / INPUTS_FILE).write_text(inputs)
     stats = result.stats
     b = stats["bipartite"]
     return GraphsResult(

@@ -66,3 +66,26 @@ def graph_window(cfg: PipelineConfig, day: date | str) -> list[str]:
 def train_window(cfg: PipelineConfig, day: date | str) -> list[str]:
     """The existing days of :func:`train_window_of` for ``day`` (none before the start date)."""
     return train_window_of(cfg).days(day, cfg.start_date)
+
+
+def model_start(cfg: PipelineConfig) -> date:
+    """The first day with a model: the first whose training window D-T .. D-1 is all in the
+    source (``source.start_date + train.train_days``). Earlier days have data partitions only."""
+    return cfg.start_date + timedelta(days=cfg.train.train_days)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """How many of the newest partitions the automation materializes when they are missing,
+    per kind of asset: the deployment decisions of the last ``automation.catch_up_days`` days
+    (``model``), the samples, features and graphs their models train on (``data``) and the logs
+    those graphs read (``logs``)."""
+
+    model: int
+    data: int
+    logs: int
+
+
+def catch_up_of(cfg: PipelineConfig) -> CatchUp:
+    h = cfg.automation.catch_up_days
+    return CatchUp(model=h, data=h + cfg.train.train_days, logs=h + cfg.train.train_days + cfg.graph.window_days)

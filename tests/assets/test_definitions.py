@@ -8,42 +8,75 @@ FLOW = {"interaction_logs", "bipartite_graph", "user_similarity_graph", "item_si
         "training_samples", "trained_model", "model_evaluation", "deployed_model"}
 
 
-def test_definitions_resolve_every_job_and_schedule():
+DATA = {"interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features",
+        "training_samples"}
+MODEL = {"trained_model", "model_evaluation", "deployed_model"}
+
+
+def test_definitions_resolve_every_job_and_the_automation():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert FLOW <= keys
     jobs = {j.name: j for j in defs.resolve_all_job_defs()}
-    # the two jobs of the UI plus Dagster's implicit asset job (what "Materialize" on the lineage page runs)
-    assert set(jobs) == {"daily_flow", "model_comparison_job", "__ASSET_JOB"}, sorted(jobs)
+    # the named jobs plus Dagster's implicit asset job (what "Materialize" and backfills on the lineage page run)
+    assert set(jobs) == {"daily_data", "daily_model", "model_comparison_job", "__ASSET_JOB"}, sorted(jobs)
     for name, job in jobs.items():
         keys = job.asset_layer.selected_asset_keys
         assert keys, f"{name} selects no asset"
-        assert job.partitions_def == graph.get(next(iter(keys))).partitions_def, name  # the one daily partitioning
-    # the named jobs run in process: a multiprocess step would re-import torch per step
-    assert {n: jobs[n].executor_def.name for n in ("daily_flow", "model_comparison_job")} == {
-        "daily_flow": "in_process", "model_comparison_job": "in_process"}
-    job = jobs["daily_flow"]
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} >= FLOW
-    sched = defs.resolve_schedule_def("daily_flow_schedule")
-    assert sched.cron_schedule == "30 2 * * *"
-    # the comparison runs on demand: its own job, outside the scheduled daily flow
-    assert "model_comparison" not in {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    cmp_job = defs.resolve_job_def("model_comparison_job")
-    assert {k.to_user_string() for k in cmp_job.asset_layer.selected_asset_keys} == {"model_comparison"}
+        # every run executes in process, the implicit job's too: a step per process would re-import torch
+        assert job.executor_def.name == "in_process", name
+        if name != "__ASSET_JOB":
+            assert job.partitions_def == graph.get(next(iter(keys))).partitions_def, name
+
+    def selected(name):
+        return {k.to_user_string() for k in jobs[name].asset_layer.selected_asset_keys}
+
+    assert selected("daily_data") == DATA and selected("daily_model") == MODEL
+    assert selected("model_comparison_job") == {"model_comparison"}
+    assert not list(defs.schedules or [])  # the automation sensor replaced the schedule
+    sensor = defs.resolve_sensor_def("daily_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED  # a person turns it on
+    conditions = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
+    assert {k for k, c in conditions.items() if c is not None} == FLOW | {"source_logs"}  # not the comparison
 
 
-def test_every_asset_is_daily_partitioned_versioned_described_and_grouped():
+def test_assets_are_partitioned_in_the_source_timezone_models_once_a_window_exists():
+    from datetime import date, timedelta
+
+    from assets.partitions import CONFIG, TIMEZONE
+    from ml_core.data.sources import source_timezone
+
     graph = defs.resolve_asset_graph()
-    partitions = set()
+    defs_by_kind = {"data": set(), "model": set()}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.code_version, key
+        if key.to_user_string() != "source_logs":
+            assert node.code_version, key
         assert node.description, key
         assert node.group_name in {"ingest", "graph", "features", "samples", "model", "comparison"}, key
-        partitions.add(id(node.partitions_def))
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
-    assert len(partitions) == 1  # one DailyPartitionsDefinition for all
+        assert node.partitions_def.timezone == TIMEZONE == source_timezone(CONFIG.source)
+        defs_by_kind["model" if node.group_name in {"model", "comparison"} else "data"].add(node.partitions_def)
+    data, model = (defs_by_kind[k] for k in ("data", "model"))
+    assert len(data) == 1 and len(model) == 1
+    start = date.fromisoformat(CONFIG.source.start_date)
+    assert next(iter(data)).start.date() == start
+    assert next(iter(model)).start.date() == start + timedelta(days=CONFIG.train.train_days)
+
+
+def test_decisions_run_in_date_order():
+    """deployed_model[D] depends on deployed_model[D-1] (the production model D is judged
+    against), and the evaluation is computed in the same step."""
+    graph = defs.resolve_asset_graph()
+    dep = dg.AssetKey("deployed_model")
+    assert dep in graph.get(dep).parent_keys
+    up = graph.get_partition_mapping(dep, dep).get_upstream_mapped_partitions_result_for_partitions(
+        graph.get(dep).partitions_def.subset_with_partition_keys(["2026-01-20"]),
+        graph.get(dep).partitions_def, graph.get(dep).partitions_def).partitions_subset.get_partition_keys()
+    assert list(up) == ["2026-01-19"]
+    assets = {a.node_def.name: a for a in defs.assets if hasattr(a, "node_def")}
+    assert {k.to_user_string() for k in assets["model_decision"].keys} == {"model_evaluation", "deployed_model"}
 
 
 def test_window_dependencies_are_partition_mappings():
@@ -73,6 +106,8 @@ def test_assets_load_only_the_inputs_they_read():
     the days of stays an input (its PartitionRefs list the days)."""
     loaded = {}
     for a in defs.assets:
+        if isinstance(a, dg.SourceAsset):
+            continue  # source_logs is observed, not materialized: it loads nothing
         for key in a.keys:
             loaded[key.to_user_string()] = {a.keys_by_input_name[i.name].to_user_string()
                                             for i in a.node_def.input_defs if not i.dagster_type.is_nothing}

@@ -1,0 +1,61 @@
+"""When the automation materializes what: one catch-up condition for every asset of the flow.
+
+Dagster's declarative automation (the ``daily_automation`` sensor, off until a user turns it
+on) evaluates these every 30 s. A partition is requested when
+
+* it is one of the newest partitions of its catch-up horizon (:func:`ml_core.stages.windows.catch_up_of`:
+  the last ``automation.catch_up_days`` decisions, plus the sample, feature, graph and log days
+  those decisions' models read), and
+* it is missing (and its last run did not fail: a failed day waits for a person, after the
+  instance's one automatic retry), or an input was updated since it was last requested (late
+  data: a source day whose content changed is re-ingested, and every window that reads it is
+  rebuilt), and
+* no input is missing (unless it is requested on the same tick), or in progress, and it is not
+  in progress itself.
+
+A tick that requests many partitions submits them as one asset backfill, so days run in
+parallel where the partition mappings allow and in date order where they don't (the decision
+of D after the decision of D-1). Older missing days are a backfill a person launches.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+
+from assets.partitions import CONFIG, TIMEZONE
+from ml_core.stages.windows import catch_up_of
+
+AC = dg.AutomationCondition
+HORIZON = catch_up_of(CONFIG)
+
+
+def catch_up(days: int, ignore_missing: str | None = None) -> dg.AutomationCondition:
+    """Materialize the newest ``days`` partitions when missing or when an input changed.
+
+    ``ignore_missing``: a dependency whose missing partitions do not hold this asset back (the
+    decision's own previous day: before the horizon it may never have been decided)."""
+    blocked = AC.any_deps_match(AC.missing() & ~AC.will_be_requested())
+    if ignore_missing:
+        blocked = blocked.ignore(dg.AssetSelection.assets(ignore_missing))
+    return (
+        AC.in_latest_time_window(timedelta(days=days))
+        & ((AC.missing() & ~AC.execution_failed()) | AC.any_deps_updated().since_last_handled())
+        & ~blocked
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label(f"catch_up({days} days)")
+
+
+#: interaction_logs: every day the horizon's graphs read.
+LOGS = catch_up(HORIZON.logs)
+#: graphs, node features, training samples: the days the horizon's models train on.
+DATA = catch_up(HORIZON.data)
+#: trained_model.
+MODEL = catch_up(HORIZON.model)
+#: model_evaluation + deployed_model (one step).
+DECISION = catch_up(HORIZON.model, ignore_missing="deployed_model")
+#: The source is observed on ``automation.observe_cron`` (its timezone) and when the automation starts.
+OBSERVE = (AC.initial_evaluation() | AC.cron_tick_passed(CONFIG.automation.observe_cron, TIMEZONE)
+           ).with_label("observe")
