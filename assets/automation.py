@@ -8,8 +8,9 @@ on) evaluates these every 30 s. A partition is requested when
   those decisions' models read), and
 * it is missing (and its last run did not fail: a failed day waits for a person, after the
   instance's one automatic retry), or an input was updated since it was last requested (late
-  data: a source day whose content changed is re-ingested, and every window that reads it is
-  rebuilt), and
+  data: a source day whose content changed is re-ingested, and every window of the horizon that
+  reads it is rebuilt; the model assets are re-run for the newest day only, since a decision
+  for an older day can no longer move production), and
 * no input is missing (unless it is requested on the same tick), or in progress, and it is not
   in progress itself.
 
@@ -31,8 +32,9 @@ AC = dg.AutomationCondition
 HORIZON = catch_up_of(CONFIG)
 
 
-def catch_up(days: int, ignore_missing: str | None = None) -> dg.AutomationCondition:
-    """Materialize the newest ``days`` partitions when missing or when an input changed.
+def catch_up(days: int, refresh_days: int | None = None, ignore_missing: str | None = None) -> dg.AutomationCondition:
+    """Materialize the newest ``days`` partitions when missing, and the newest ``refresh_days``
+    (default: ``days``) when an input was updated since.
 
     ``ignore_missing``: a dependency whose missing partitions do not hold this asset back (the
     decision's own previous day: before the horizon it may never have been decided)."""
@@ -41,7 +43,9 @@ def catch_up(days: int, ignore_missing: str | None = None) -> dg.AutomationCondi
         blocked = blocked.ignore(dg.AssetSelection.assets(ignore_missing))
     return (
         AC.in_latest_time_window(timedelta(days=days))
-        & ((AC.missing() & ~AC.execution_failed()) | AC.any_deps_updated().since_last_handled())
+        & ((AC.missing() & ~AC.execution_failed())
+           | (AC.in_latest_time_window(timedelta(days=refresh_days or days))
+              & AC.any_deps_updated().since_last_handled()))
         & ~blocked
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
@@ -52,10 +56,10 @@ def catch_up(days: int, ignore_missing: str | None = None) -> dg.AutomationCondi
 LOGS = catch_up(HORIZON.logs)
 #: graphs, node features, training samples: the days the horizon's models train on.
 DATA = catch_up(HORIZON.data)
-#: trained_model.
-MODEL = catch_up(HORIZON.model)
-#: model_evaluation + deployed_model (one step).
-DECISION = catch_up(HORIZON.model, ignore_missing="deployed_model")
+#: trained_model, model_evaluation.
+MODEL = catch_up(HORIZON.model, refresh_days=1)
+#: deployed_model (after the previous day's).
+DECISION = catch_up(HORIZON.model, refresh_days=1, ignore_missing="deployed_model")
 #: The source is observed on ``automation.observe_cron`` (its timezone) and when the automation starts.
 OBSERVE = (AC.initial_evaluation() | AC.cron_tick_passed(CONFIG.automation.observe_cron, TIMEZONE)
            ).with_label("observe")

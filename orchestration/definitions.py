@@ -6,7 +6,8 @@ import dagster as dg
 
 from assets import (
     comparison,
-    decision,
+    deployment,
+    evaluation,
     features,
     graphs,
     logs,
@@ -19,7 +20,7 @@ from orchestration.jobs import daily_data, daily_model, model_comparison_job
 from orchestration.resources import LakeIOManager, PipelineResource
 
 #: The daily flow (source -> logs -> deployed model) and the on-demand comparison.
-FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, decision])
+FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, evaluation, deployment])
 ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison])]
 
 defs = dg.Definitions(

@@ -1,0 +1,38 @@
+"""deployed_model: the deployment decision of day D (a promoted, versioned bundle or a recorded
+refusal), taken after day D-1's."""
+
+
+import dagster as dg
+
+from assets.automation import DECISION
+from assets.common import code_version, result, settings, stage
+from assets.partitions import previous_day
+from ml_core.stages.deployment import run_deployed_model
+
+DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
+
+
+@dg.asset(
+    **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=DECISION),
+    # the stage reads model_evaluation[D], scores the production and recently promoted models on
+    # day D's samples and graphs (so it runs after deployed_model[D-1]) and copies trained_model[D]
+    deps=[dg.AssetDep("model_evaluation"), dg.AssetDep("trained_model"),
+          dg.AssetDep("deployed_model", partition_mapping=previous_day),
+          *(dg.AssetDep(a) for a in ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
+                                     "item_similarity_graph"))],
+    code_version=DEPLOYMENT_CODE,
+)
+def deployed_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """The deployment decision of day D: the candidate compared with the production model and the
+    last promoted ones on day D (paired bootstrap intervals), then the gate: the promoted,
+    versioned bundle (weights, config, id maps, graph snapshot and features) when it passes,
+    otherwise the refusal and its reasons. Only this asset moves the bundle store's production
+    pointer; day D is decided after day D-1."""
+    cfg, lake = settings(context)
+    day = context.partition_key
+    decision = run_deployed_model(cfg, lake, day)
+    if not decision.promoted:
+        context.log.warning(f"{day}: candidate not promoted: {decision.reasons}")
+    stats = {"promoted": decision.promoted, "version": decision.version,
+             "reasons": decision.reasons or ["passed"], "production_before": decision.production_before or "none"}
+    return result(lake, "deployed_model", day, stats)

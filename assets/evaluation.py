@@ -1,0 +1,47 @@
+"""model_evaluation: the candidate of day D and the sanity scorers, measured on day D (the
+comparison with the production and recently promoted models is the deployment decision's, made
+day after day)."""
+
+
+import dagster as dg
+
+from assets.automation import MODEL
+from assets.common import code_version, result, settings, stage
+from ml_core.stages.evaluation import gauc_table, run_model_evaluation
+
+EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
+
+
+@dg.asset(
+    **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=MODEL),
+    # the stage loads trained_model[D] and day D's samples, features and graphs from the lake
+    deps=[dg.AssetDep(name) for name in ("trained_model", "training_samples", "node_features", "bipartite_graph",
+                                         "user_similarity_graph", "item_similarity_graph")],
+    code_version=EVALUATION_CODE,
+)
+def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """GAUC / AUC / logloss per task of trained_model[D] on day D's samples, a day neither the
+    model nor its graphs saw, next to the sanity scorers on the same samples; the candidate's
+    scores are kept for the deployment decision's paired comparison with the production model."""
+    cfg, lake = settings(context)
+    day = context.partition_key
+    ev = run_model_evaluation(cfg, lake, day)
+    manifest = ev.candidate_manifest
+    # what was evaluated: an ablation (train.model_args) or optimizer choice shows next to its GAUC
+    stats = {"model": manifest["model"], "model_args": manifest.get("model_args", {}),
+             "optimizer": manifest.get("optimizer", "adam"), "post_training": manifest.get("post_training", [])}
+    for task, m in ev.candidate.items():
+        stats[f"gauc_{task}"] = m["gauc"]
+        stats[f"auc_{task}"] = m["auc"]
+        stats[f"logloss_{task}"] = m["logloss"]
+    if ev.production:
+        stats["production_version"] = ev.production.version
+        for task, m in ev.production.metrics.items():
+            stats[f"production_gauc_{task}"] = m["gauc"]
+    for scorer, metrics in (ev.sanity or {}).items():
+        for task, m in metrics.items():
+            stats[f"sanity_{scorer}_gauc_{task}"] = m["gauc"]
+    stats["metrics"] = ev.candidate
+    stats["trained_model_version"] = ev.candidate_version
+    stats["reference_versions"] = list(ev.references)
+    return result(lake, "model_evaluation", day, stats, markdown={"gauc_table": gauc_table(ev)})

@@ -1,0 +1,152 @@
+"""The catch-up automation, tick by tick, on the real definitions (the tests' settings: W = 3,
+T = 2, automation.catch_up_days = 7; synthetic source from 2026-01-01, UTC).
+
+Runs are simulated: every partition a tick requests is reported materialized, in dependency
+order, before the next tick; the source is observed the way ``source_logs`` reports it. What is
+under test is what the automation asks for and in which order, not the stages (the daemon
+drives the real stages in tests/e2e/test_dagster_dev.py).
+"""
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+
+from assets.partitions import CONFIG
+from orchestration.definitions import defs
+from tests.conftest import FAST
+
+#: Materialization order of one simulated tick (a topological order of the flow).
+ORDER = ["interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features",
+         "training_samples", "trained_model", "model_evaluation", "deployed_model"]
+H, T, W = CONFIG.automation.catch_up_days, CONFIG.train.train_days, CONFIG.graph.window_days
+
+
+def days_back(last: str, n: int) -> set[str]:
+    end = date.fromisoformat(last)
+    return {(end - timedelta(days=i)).isoformat() for i in range(n) if end - timedelta(days=i) >= CONFIG.start_date}
+
+
+class Sim:
+    """An instance, the automation's cursor and the simulated clock."""
+
+    def __init__(self):
+        self.instance = dg.DagsterInstance.ephemeral()
+        self.cursor = None
+        self.source = {}  # day -> content version, as source_logs would observe it
+        self.history = []  # every tick's requests
+        self.done: dict[str, set[str]] = {}  # every partition materialized so far
+
+    def observe(self, now: datetime, changed: dict[str, str] | None = None):
+        self.source.update(changed or {})
+        last = (now.astimezone(timezone.utc).date() - timedelta(days=1))
+        for d in sorted(days_back(last.isoformat(), H + T + W)):
+            self.source.setdefault(d, f"v1-{d}")
+        for d, v in (changed or self.source).items():
+            self.instance.report_runless_asset_event(
+                dg.AssetObservation(asset_key="source_logs", partition=d, tags={DATA_VERSION_TAG: v}))
+
+    def materialize(self, asset: str, days):
+        self.done.setdefault(asset, set()).update(days)
+        for d in sorted(days):
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=d))
+
+    def tick(self, now: datetime) -> dict[str, set[str]]:
+        res = dg.evaluate_automation_conditions(defs=defs, instance=self.instance, cursor=self.cursor,
+                                                evaluation_time=now)
+        self.cursor = res.cursor
+        req = {}
+        for key in ORDER + ["source_logs"]:
+            parts = res.get_requested_partitions(dg.AssetKey(key))
+            if parts:
+                req[key] = set(parts)
+        self.history.append(req)
+        return req
+
+    def run_until_idle(self, now: datetime, max_ticks: int = 12) -> dict[str, set[str]]:
+        """Tick every 30 s, 'running' what each tick requests, until a tick requests nothing
+        but observations; returns everything materialized."""
+        done: dict[str, set[str]] = {}
+        for _ in range(max_ticks):
+            req = self.tick(now)
+            if "source_logs" in req:
+                self.observe(now)
+            work = {k: v for k, v in req.items() if k != "source_logs"}
+            if not work and "source_logs" not in req:
+                return done
+            for key in ORDER:  # a dependency before its dependents, as the backfill runs them
+                if key in work:
+                    self.check_order(key, work)
+                    self.materialize(key, work[key])
+                    done.setdefault(key, set()).update(work[key])
+            now += timedelta(seconds=30)
+        raise AssertionError(f"still requesting after {max_ticks} ticks: {self.history[-3:]}")
+
+    def check_order(self, key: str, work: dict[str, set[str]]):
+        """Every input partition of what a tick requests exists already, or is requested on the
+        same tick (and so materialized first), or is a decision day before the horizon."""
+        graph = defs.resolve_asset_graph()
+        for day in work[key]:
+            for parent in graph.get_parents_partitions(dg.AssetKey(key), day).parent_partitions:
+                name, pday = parent.asset_key.to_user_string(), parent.partition_key
+                if name == "source_logs" or pday in self.done.get(name, set()) | work.get(name, set()):
+                    continue
+                assert name == key == "deployed_model", f"{key}[{day}] requested before {name}[{pday}]"
+
+
+def utc(y, m, d, h=10):
+    return datetime(y, m, d, h, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def sim():
+    return Sim()
+
+
+def test_turned_on_over_an_empty_lake_it_catches_up_the_horizon_only(sim):
+    now = utc(2026, 1, 30)
+    yesterday = "2026-01-29"
+    done = sim.run_until_idle(now)
+    assert sim.history[0] == {"source_logs": sim.history[0]["source_logs"]}  # first the source is observed
+    assert done["deployed_model"] == days_back(yesterday, H) == done["trained_model"]
+    assert done["training_samples"] == days_back(yesterday, H + T) == done["bipartite_graph"]
+    assert done["interaction_logs"] == days_back(yesterday, H + T + W)
+    assert yesterday in done["deployed_model"]
+
+
+def test_after_the_demo_and_a_week_away_it_starts_at_once_and_fills_the_gap(sim):
+    """The lake holds the demo's 2026-01-01..08; the automation is turned on on the 20th."""
+    demo = [(date(2026, 1, 1) + timedelta(days=i)).isoformat() for i in range(8)]
+    sim.observe(utc(2026, 1, 9))
+    for key in ORDER:
+        sim.materialize(key, [d for d in demo if key in ORDER[:6] or d >= "2026-01-03"])
+    done = sim.run_until_idle(utc(2026, 1, 20, 0) + timedelta(minutes=5))  # minutes after midnight
+    assert "2026-01-19" in done["deployed_model"]
+    assert done["deployed_model"] == days_back("2026-01-19", H)
+    assert not any(d <= "2026-01-08" for ds in done.values() for d in ds)  # the demo's days stay as they are
+
+
+def test_the_next_day_requests_only_the_new_day(sim):
+    sim.run_until_idle(utc(2026, 1, 30))
+    done = sim.run_until_idle(utc(2026, 1, 31, 0) + timedelta(minutes=20))
+    assert done == {k: {"2026-01-30"} for k in ORDER}
+
+
+def test_a_changed_source_day_is_re_ingested_with_every_window_that_reads_it(sim):
+    sim.run_until_idle(utc(2026, 1, 30))
+    late = "2026-01-25"
+    sim.observe(utc(2026, 1, 30), {late: "v2-late-rows"})
+    done = sim.run_until_idle(utc(2026, 1, 30, 11))
+    after = {(date.fromisoformat(late) + timedelta(days=i)).isoformat() for i in range(1, W + 1)}
+    after = {d for d in after if d <= "2026-01-29"}
+    assert done["interaction_logs"] == {late}
+    assert done["bipartite_graph"] == after == done["node_features"]
+    assert done["training_samples"] == {late} | after  # samples of D read D's logs and D's graph (the item pool)
+    # the newest model reads graphs of the changed days: re-trained, re-evaluated, re-decided; older
+    # model days are not (their decisions can no longer move production)
+    assert done["trained_model"] == done["model_evaluation"] == done["deployed_model"] == {"2026-01-29"}
+
+
+def test_settings_of_the_tests():
+    assert (W, T) == (3, 2) and "graph.window_days=3" in FAST and H == 7
