@@ -25,7 +25,7 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     scores are kept for the deployment decision's paired comparison with the production model."""
     cfg, lake = settings(context)
     day = context.partition_key
-    ev = run_model_evaluation(cfg, lake, day)
+    ev = run_model_evaluation(cfg, lake, day, log=context.log.info)
     manifest = ev.candidate_manifest
     # what was evaluated: an ablation (train.model_args) or optimizer choice shows next to its GAUC
     stats = {"model": manifest["model"], "model_args": manifest.get("model_args", {}),

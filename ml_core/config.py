@@ -153,6 +153,10 @@ class TrainConfig:
     seed: int = 0
     #: Stop after this many optimiser steps per epoch (0 = no limit): a budget knob.
     max_steps_per_epoch: int = 0
+    #: Log a progress line (step / steps of the epoch, loss, samples/s, ETA) every this many
+    #: optimiser steps, and one every this many scoring batches in the evaluation (0 = off).
+    #: 50: a line every ~13k samples at batch 256, so a long epoch is never silent for long.
+    log_every_steps: int = 50
     #: Also hide a training sample's own (user, item) edge from the bipartite channel when it
     #: exists from earlier days (day D's own events are never in day D's graph anyway).
     mask_target_edges: bool = False
@@ -366,5 +370,7 @@ def validate_config(cfg: PipelineConfig) -> None:
         raise ConfigError("automation: catch_up_days >= 1, observe_days >= 0 and 0 <= fresh_by_hour <= 23")
     if len(auto.observe_cron.split()) != 5:
         raise ConfigError(f"automation.observe_cron = {auto.observe_cron!r}: expected a 5-field cron expression")
+    if cfg.train.log_every_steps < 0:
+        raise ConfigError(f"train.log_every_steps = {cfg.train.log_every_steps}: expected >= 0 (0 = no progress lines)")
     if not cfg.comparison.seeds:
         raise ConfigError("comparison.seeds must list at least one seed")

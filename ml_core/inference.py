@@ -10,6 +10,9 @@ within the outer task's positives: see :mod:`ml_core.eval.metrics`). Before scor
 :func:`predict` hands the model the scored day's context
 (:meth:`~ml_core.models.base.RecModel.prepare_inference`).
 
+Both take an optional ``log`` callable that gets a progress line every ``log_every`` scoring
+batches (samples scored, samples/s, ETA: :mod:`ml_core.progress`); without it they are silent.
+
 Non-finite probabilities (a diverged model) fail both: :func:`predict` raises
 ``FloatingPointError`` with the count per task rather than hand NaN scores to the metrics, which
 would otherwise rank them (a NaN sorts above every finite score).
@@ -27,6 +30,7 @@ from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
+from ml_core.progress import Progress, format_duration
 
 
 def require_finite_probs(probs: np.ndarray, tasks: list[str] | None = None) -> np.ndarray:
@@ -47,23 +51,36 @@ def inference_needs_graph(model: RecModel) -> bool:
     return model.graph_needs.subgraphs or model.reads_day_graph_at_inference
 
 
+def progress_line(what: str, progress: Progress, n_samples: int) -> str:
+    """``candidate: 40,960/120,000 samples (34%) | 20,480 samples/s (19,874 since start) | ETA 4s``."""
+    pct = f" ({progress.samples / n_samples:.0%})" if n_samples else ""
+    return (f"{what}: {progress.samples:,}/{n_samples:,} samples{pct} | {progress.rates()} | "
+            f"ETA {format_duration(progress.eta_s())}")
+
+
 @torch.no_grad()
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
-            prefetch: int = 2, tasks: list[str] | None = None) -> np.ndarray:
+            prefetch: int = 2, tasks: list[str] | None = None, log=None, log_every: int = 50,
+            what: str = "scoring") -> np.ndarray:
     """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
     batches built ``prefetch`` ahead in a background thread, same batches either way). The model
     is switched to eval mode and handed ``ctx`` (``model.prepare_inference(ctx)``) first.
     ``FloatingPointError`` when any is NaN or infinite (:func:`require_finite_probs`; ``tasks``
-    names the columns in its message)."""
+    names the columns in its message). ``log`` (a ``str -> None`` callable, default silent) gets a
+    :func:`progress_line` starting with ``what`` every ``log_every`` batches (0 = never)."""
     device = next(model.parameters()).device
     model.eval()
     model.prepare_inference(ctx)
     maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
     gen = torch.Generator().manual_seed(seed)
+    plan = batch_plan([ctx], batch_size, shuffle=False, rng=None)
+    progress = Progress(len(plan), log_every if log is not None else 0)
     out = []
-    for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
+    for batch in iterate([maker], plan, gen, prefetch=prefetch):
         logits = model(batch.to(device))
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        if progress.advance(len(batch)):
+            log(progress_line(what, progress, ctx.n_samples))
     if not out:
         return np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
     return require_finite_probs(np.concatenate(out), tasks)
@@ -80,20 +97,24 @@ class ScoredDay:
     metrics: dict
 
 
-def score_day(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> ScoredDay:
-    """:func:`evaluate` keeping the predictions (what a paired comparison of two models needs)."""
+def score_day(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0,
+              log=None, log_every: int = 50, what: str = "scoring") -> ScoredDay:
+    """:func:`evaluate` keeping the predictions (what a paired comparison of two models needs);
+    ``log``, ``log_every``, ``what``: :func:`predict`'s progress lines (default: silent)."""
     model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
     ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
-    probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks)
+    probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks, log=log, log_every=log_every, what=what)
     metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
     return ScoredDay(np.asarray(ctx.sample_user_raw), np.asarray(ctx.labels), probs, metrics)
 
 
-def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0) -> dict:
+def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0,
+             log=None, log_every: int = 50, what: str = "scoring") -> dict:
     """Per-task GAUC / AUC / logloss on ``day`` (a day the model never saw); ``result_or_model``
     is a :class:`~ml_core.models.base.RecModel` or a training result holding one (``.model``).
     Keys per task: :func:`~ml_core.eval.metrics.task_metrics`'s plus ``cold_users_share``.
-    ``FloatingPointError`` on non-finite predictions (no metrics are computed on them)."""
-    return score_day(result_or_model, spec, day, fanouts, seed).metrics
+    ``FloatingPointError`` on non-finite predictions (no metrics are computed on them).
+    ``log``, ``log_every``, ``what``: :func:`predict`'s progress lines (default: silent)."""
+    return score_day(result_or_model, spec, day, fanouts, seed, log=log, log_every=log_every, what=what).metrics

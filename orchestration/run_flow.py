@@ -6,7 +6,10 @@ GAUC table of the last day and the production model.
 Each day is one run of the ``daily_data`` job and, from the first day with a whole training
 window, one of ``daily_model`` (in process, in date order, so every day's windows are already
 materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs, partitions,
-metadata and lineage afterwards. For parallel backfills and the daily automation use the UI
+metadata and lineage afterwards. While a day runs, each stage prints one line when it starts and
+one when it ends (with its duration), and the stages' progress lines (training steps, evaluation
+scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
+console logger (``--log-level``). For parallel backfills and the daily automation use the UI
 (README).
 """
 
@@ -40,11 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS
+    from orchestration.progress import stage_display_config, with_stage_display
 
     cfg = defs.resources["pipeline"].config()
     start = date.fromisoformat(args.start or cfg.source.start_date)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=args.days - 1)
-    jobs = [defs.resolve_job_def(j.name) for j in DAILY_JOBS]
+    jobs = [with_stage_display(defs.resolve_job_def(j.name)) for j in DAILY_JOBS]
+    # the compact stage display, and Dagster's console logger for what is at --log-level and above
+    run_config = stage_display_config({"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+                                      console_level=args.log_level)
     instance = dg.DagsterInstance.get()
     t_all = time.perf_counter()
     for i in range((end - start).days + 1):
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # the model jobs start once a training window exists
             t0 = time.perf_counter()
             res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
-                                         run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}})
+                                         run_config=run_config)
             status = "ok" if res.success else "FAILED"
             print(f"[{day}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
             if not res.success:

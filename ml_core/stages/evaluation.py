@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ml_core.bundles import BundleStore, load_model, read_manifest
 from ml_core.config import PipelineConfig
+from ml_core.progress import format_duration
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.storage import Lake, day_str
 
@@ -69,25 +71,43 @@ def reference_versions(store: BundleStore, n: int) -> list[str]:
     return [v for v in promoted[-n:] if store.version_dir(v).is_dir()] if n > 0 else []
 
 
-def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResult:
+def _gaucs(metrics: dict[str, dict]) -> str:
+    """``click 0.7123, purchase 0.6541``: the GAUC per task of a scored model, for a log line."""
+    return ", ".join(f"{task} {m['gauc']:.4f}" for task, m in metrics.items())
+
+
+def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
     """Evaluate trained_model[D], the reference models and the sanity scorers on day D and write
-    the result."""
+    the result. ``log`` (a ``str -> None`` callable, default silent) gets what is being scored,
+    a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
     from ml_core.eval.bootstrap import gauc_difference
     from ml_core.inference import score_day
-    from ml_core.sanity import sanity_metrics
+    from ml_core.sanity import SCORERS, sanity_metrics
 
+    log = log or (lambda msg: None)
+    every = cfg.train.log_every_steps
     cand_dir = lake.partition_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
-    cand = score_day(model, fspec, inputs, mspec.fanouts)
+    n = inputs.samples.height
+    log(f"scoring the candidate (trained_model {day_str(day)}, version {version[:12]}) on {n:,} samples")
+    t = time.perf_counter()
+    cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate")
+    log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version)
     store = BundleStore(lake.root)
     prod = store.production()
-    for ref in reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0)):
+    refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
+    for i, ref in enumerate(refs, 1):
+        what = f"reference {i}/{len(refs)}"
+        role = "production" if prod is not None and ref == prod["version"] else "promoted"
+        log(f"scoring {what}: {role} model {ref}")
+        t = time.perf_counter()
         rmodel, rspec, rmspec, _ = load_model(store.version_dir(ref))
-        scored = score_day(rmodel, rspec, inputs, rmspec.fanouts)  # its own bundle's fan-outs
+        scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
+                           log=log, log_every=every, what=what)
         if not np.array_equal(scored.users, cand.users):
             raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
         out.references[ref] = scored.metrics
@@ -95,9 +115,16 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResu
             task: gauc_difference(cand.users, cand.labels[:, k], cand.probs[:, k], scored.probs[:, k],
                                   n_boot=cfg.deploy.bootstrap_samples, level=cfg.deploy.confidence)
             for k, task in enumerate(fspec.tasks)}
+        diffs = ", ".join(f"{task} {d['diff']:+.4f}" for task, d in out.differences[ref].items())
+        log(f"{what} scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(scored.metrics)}; "
+            f"candidate minus it: {diffs}")
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
+    log(f"scoring the sanity scorers ({', '.join(SCORERS)}) on {n:,} samples")
+    t = time.perf_counter()
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))
+    log(f"sanity scorers scored in {format_duration(time.perf_counter() - t)}, GAUC: "
+        + "; ".join(f"{name} {_gaucs(m)}" for name, m in out.sanity.items()))
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
     return out

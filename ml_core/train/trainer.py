@@ -23,6 +23,7 @@ from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
+from ml_core.progress import Progress, format_duration
 from ml_core.train.extensions import (
     make_optimizer,
     run_post_training,
@@ -73,8 +74,22 @@ def build_contexts(days: list[DayInputs], spec: FeatureSpec, need_graph: bool) -
     return [DayContext.build(d, spec, with_graph=need_graph) for d in days]
 
 
+def progress_line(epoch: int, epochs: int, progress: Progress, run_progress: Progress, recent_losses: list[float]) -> str:
+    """``epoch 1/2 step 100/400 (25%): loss 0.4812 | 812 samples/s (790 since start) | ETA epoch 6m10s,
+    training 14m32s``: the loss is the mean over the steps since the last line; the training's ETA
+    is shown when there is more than one epoch."""
+    eta = f"ETA epoch {format_duration(progress.eta_s())}"
+    if epochs > 1:
+        eta += f", training {format_duration(run_progress.eta_s())}"
+    pct = f" ({progress.steps / progress.total:.0%})" if progress.total else ""
+    return (f"epoch {epoch + 1}/{epochs} step {progress.steps}/{progress.total}{pct}: "
+            f"loss {float(np.mean(recent_losses)):.4f} | {progress.rates()} | {eta}")
+
+
 def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -> TrainResult:
-    """Train ``cfg.model`` on ``days`` (each with its samples, features and graphs)."""
+    """Train ``cfg.model`` on ``days`` (each with its samples, features and graphs). ``log`` (a
+    ``str -> None`` callable, default silent) gets the set-up, a :func:`progress_line` every
+    ``cfg.log_every_steps`` optimiser steps, and each epoch's loss and throughput."""
     if not days or sum(d.samples.height for d in days) == 0:
         raise ValueError("no training samples: the training window is empty (materialize earlier days first)")
     log = log or (lambda msg: None)
@@ -98,6 +113,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     seen = 0
     t0 = time.perf_counter()
     log(f"training {cfg.model} on {len(days)} days, {sum(c.n_samples for c in contexts)} samples, device={device}, threads={threads}")
+    run_progress = None  # the whole training, for its ETA (every epoch has the same number of steps)
     for epoch in range(cfg.epochs):
         model.train()
         plan = batch_plan(contexts, cfg.batch_size, shuffle=True, rng=rng)
@@ -106,6 +122,8 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
         losses = []
         log_every = max(1, min(50, len(plan) // 10))  # ~10+ curve points per epoch
         t_epoch = time.perf_counter()
+        progress = Progress(len(plan), cfg.log_every_steps)
+        run_progress = run_progress or Progress(len(plan) * cfg.epochs, 0)
         for batch in iterate(makers, plan, gen, prefetch=cfg.prefetch):
             batch = batch.to(device)
             with autocast():
@@ -121,11 +139,15 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
             step += 1
             if step % log_every == 0:
                 history.append({"epoch": epoch, "step": step, "loss": float(np.mean(losses[-log_every:])), **parts})
+            run_progress.advance(len(batch))
+            if progress.advance(len(batch)):
+                log(progress_line(epoch, cfg.epochs, progress, run_progress, losses[-progress.every:]))
         dt = time.perf_counter() - t_epoch
         rec = {"epoch": epoch, "step": step, "epoch_loss": float(np.mean(losses)) if losses else float("nan"),
                "samples_per_s": sum(len(r) for _, r in plan) / max(dt, 1e-9)}
         history.append(rec)
-        log(f"epoch {epoch}: loss {rec['epoch_loss']:.4f}, {rec['samples_per_s']:.0f} samples/s")
+        log(f"epoch {epoch + 1}/{cfg.epochs} done in {format_duration(dt)}: loss {rec['epoch_loss']:.4f}, "
+            f"{rec['samples_per_s']:,.0f} samples/s")
     model.eval()
     post = run_post_training(model, cfg, contexts, log)
     return TrainResult(

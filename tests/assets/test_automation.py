@@ -7,7 +7,7 @@ under test is what the automation asks for and in which order, not the stages (t
 drives the real stages in tests/e2e/test_dagster_dev.py).
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -40,7 +40,7 @@ class Sim:
 
     def observe(self, now: datetime, changed: dict[str, str] | None = None):
         self.source.update(changed or {})
-        last = (now.astimezone(timezone.utc).date() - timedelta(days=1))
+        last = (now.astimezone(UTC).date() - timedelta(days=1))
         for d in sorted(days_back(last.isoformat(), H + T + W)):
             self.source.setdefault(d, f"v1-{d}")
         for d, v in (changed or self.source).items():
@@ -96,7 +96,7 @@ class Sim:
 
 
 def utc(y, m, d, h=10):
-    return datetime(y, m, d, h, tzinfo=timezone.utc)
+    return datetime(y, m, d, h, tzinfo=UTC)
 
 
 @pytest.fixture

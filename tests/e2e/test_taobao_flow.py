@@ -31,6 +31,10 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("daily_flow ok") == 9
+    # the stage display: each stage's end with its duration, and the training's progress lines
+    assert re.search(r"^\[2017-12-03\] trained_model: done in \d+\.\ds$", out.stdout, re.M), out.stdout[-3000:]
+    assert re.search(r"^\[2017-12-03\] trained_model: epoch 1/1 done in ", out.stdout, re.M), out.stdout[-3000:]
+    assert re.search(r"^\[2017-12-03\] model_evaluation: scoring the candidate ", out.stdout, re.M), out.stdout[-3000:]
     # the GAUC table of the last day: both tasks of the candidate
     assert re.search(r"^\| candidate \| click \| 0\.\d{4} \|", out.stdout, re.M), out.stdout[-2000:]
     assert re.search(r"^\| candidate \| purchase \| 0\.\d{4} \|", out.stdout, re.M), out.stdout[-2000:]

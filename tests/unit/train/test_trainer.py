@@ -96,3 +96,27 @@ def test_predict_is_the_same_with_and_without_prefetch():
     a = predict(res.model, ctx, cfg.fanouts, batch_size=64, seed=5, prefetch=0)
     b = predict(res.model, ctx, cfg.fanouts, batch_size=64, seed=5, prefetch=3)
     assert a.shape == (ctx.n_samples, 2) and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("every", [5, 0])
+def test_training_logs_progress_every_n_steps(every):
+    """A progress line every ``train.log_every_steps`` optimiser steps of each epoch (0 = none), with
+    the step of the epoch, the loss, both rates and the epoch's ETA (and the training's: 2 epochs)."""
+    import re
+
+    from ml_core.config import TrainConfig
+    from tests.helpers import TASKS, planted_day
+
+    pd = planted_day()  # 600 samples: 19 batches of 32, capped at 12 steps
+    cfg = dataclasses.replace(TrainConfig(), model="mlp", dim=8, batch_size=32, epochs=2, max_steps_per_epoch=12,
+                              log_every_steps=every, prefetch=0)
+    lines: list[str] = []
+    train([pd.day], cfg, TASKS, log=lines.append)
+    progress = [line for line in lines if " step " in line]
+    number, took = r"[\d,]+", r"(?:\d+s|\d+m\d\ds|\d+h\d\dm|\?)"
+    pattern = (rf"epoch (\d)/2 step (\d+)/12 \(\d+%\): loss \d+\.\d{{4}} \| {number} samples/s \({number} since start\) "
+               rf"\| ETA epoch {took}, training {took}")
+    steps = [tuple(int(g) for g in re.fullmatch(pattern, line).groups()) for line in progress]
+    assert steps == ([(1, 5), (1, 10), (2, 5), (2, 10)] if every else []), lines
+    # the epoch summaries stay, one per epoch, numbered like the progress lines
+    assert [line.split(" done")[0] for line in lines if " done in " in line] == ["epoch 1/2", "epoch 2/2"]

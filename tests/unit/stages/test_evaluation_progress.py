@@ -1,0 +1,50 @@
+"""The evaluation stage says what it scores (candidate, each reference, the sanity scorers), how
+far along it is, and what each scored, through its ``log``."""
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from ml_core import stages as P
+from ml_core.bundles import BundleStore
+from ml_core.stages.deployment import assemble_bundle
+from ml_core.storage import Lake
+from tests.conftest import make_config
+
+
+def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path):
+    _, shared, days = synthetic_lake
+    shutil.copytree(shared.root / "lake", tmp_path / "lake")  # the shared lake stays as it is
+    cfg = make_config(tmp_path, 'train.model="mlp"', "train.max_steps_per_epoch=12", "train.log_every_steps=10",
+                      "deploy.bootstrap_samples=20")
+    lake, day = Lake(tmp_path), days[-1]
+    trained: list[str] = []
+    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day), log=trained.append)
+    assert [line.split(":")[0] for line in trained if " step " in line] == ["epoch 1/1 step 10/12 (83%)"]
+
+    lines: list[str] = []
+    ev = P.run_model_evaluation(cfg, lake, day, log=lines.append)
+    n = lake.read_table("training_samples", day).height
+    assert re.fullmatch(rf"scoring the candidate \(trained_model {day}, version [0-9a-f]{{12}}\) on {n:,} samples", lines[0])
+    progress = [line for line in lines if line.startswith("candidate: ")]
+    batches = -(-n // 2048)
+    assert len(progress) == batches // 10 and progress[0].startswith(f"candidate: 20,480/{n:,} samples")
+    assert any(line.startswith("candidate scored in ") and "GAUC click " in line for line in lines)
+    assert lines[-2] == f"scoring the sanity scorers (popularity, item_is_new, seen_pair, random) on {n:,} samples"
+    assert lines[-1].startswith("sanity scorers scored in ") and "random click " in lines[-1]
+    assert not any("reference" in line for line in lines)  # nothing promoted yet
+
+    # the candidate in production: the next evaluation scores it as its reference, with progress
+    version = f"{day}-{lake.version('trained_model', day)[:10]}"
+    store = BundleStore(tmp_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        assemble_bundle(lake, day, Path(tmp) / "bundle", version, ev.candidate)
+        store.publish(Path(tmp) / "bundle", version)
+    store.set_production(version, {"partition": day})
+    lines.clear()
+    P.run_model_evaluation(cfg, lake, day, log=lines.append)
+    assert f"scoring reference 1/1: production model {version}" in lines
+    assert sum(line.startswith(f"reference 1/1: 20,480/{n:,} samples") for line in lines) == 1
+    done = [line for line in lines if line.startswith("reference 1/1 scored in ")]
+    assert len(done) == 1 and "candidate minus it: click +0.0000, purchase +0.0000" in done[0], lines
