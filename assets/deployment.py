@@ -8,6 +8,7 @@ from assets.automation import DECISION
 from assets.common import code_version, result, settings, stage
 from assets.partitions import previous_day
 from ml_core.stages.deployment import run_deployed_model
+from ml_core.stages.evaluation import gauc_table, load_evaluation
 
 DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
 
@@ -30,9 +31,16 @@ def deployed_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     pointer; day D is decided after day D-1."""
     cfg, lake = settings(context)
     day = context.partition_key
-    decision = run_deployed_model(cfg, lake, day)
+    decision = run_deployed_model(cfg, lake, day, log=context.log.info)
     if not decision.promoted:
         context.log.warning(f"{day}: candidate not promoted: {decision.reasons}")
+    ev = load_evaluation(lake, day, judged=True)
     stats = {"promoted": decision.promoted, "version": decision.version,
-             "reasons": decision.reasons or ["passed"], "production_before": decision.production_before or "none"}
-    return result(lake, "deployed_model", day, stats)
+             "reasons": decision.reasons or ["passed"], "production_before": decision.production_before or "none",
+             "reference_versions": list(ev.references)}
+    for task, m in ev.candidate.items():
+        stats[f"gauc_{task}"] = m["gauc"]
+    if ev.production:
+        for task, m in ev.production.metrics.items():
+            stats[f"production_gauc_{task}"] = m["gauc"]
+    return result(lake, "deployed_model", day, stats, markdown={"gauc_table": gauc_table(ev)})

@@ -34,14 +34,9 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         stats[f"gauc_{task}"] = m["gauc"]
         stats[f"auc_{task}"] = m["auc"]
         stats[f"logloss_{task}"] = m["logloss"]
-    if ev.production:
-        stats["production_version"] = ev.production.version
-        for task, m in ev.production.metrics.items():
-            stats[f"production_gauc_{task}"] = m["gauc"]
     for scorer, metrics in (ev.sanity or {}).items():
         for task, m in metrics.items():
             stats[f"sanity_{scorer}_gauc_{task}"] = m["gauc"]
     stats["metrics"] = ev.candidate
     stats["trained_model_version"] = ev.candidate_version
-    stats["reference_versions"] = list(ev.references)
     return result(lake, "model_evaluation", day, stats, markdown={"gauc_table": gauc_table(ev)})

@@ -1,12 +1,15 @@
 """Stage 7, deployed_model: the deployment decision of day D.
 
-Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) goes through
-the gate (:mod:`ml_core.stages.gate`) and three checks: the pointer must not have moved since
-the evaluation nor serve a later partition, and trained_model[D] must still be the version the
-evaluation scored (a model re-materialized after its evaluation is never promoted on the old
-metrics). A promoted candidate is
-assembled into a bundle (trained_model[D] + the graphs and features it was evaluated with),
-published and made production; every decision is written to the partition and the store's log.
+Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) is completed
+with the reference models as the store holds them now (:func:`judge_against_references`: the
+production model and the last promoted ones, scored on day D) and goes through the gate
+(:mod:`ml_core.stages.gate`) and two checks: the pointer must not serve a later partition, and
+trained_model[D] must still be the version the evaluation scored (a model re-materialized after
+its evaluation is never promoted on the old metrics). A promoted candidate is assembled into a
+bundle (trained_model[D] + the graphs and features it was evaluated with), published and made
+production; every decision is written to the partition (``decision.json``, with the completed
+``evaluation.json``) and the store's log. Days are decided in date order (the Dagster asset
+depends on its previous partition).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from ml_core.bundles import BundleStore, read_manifest, write_manifest
 from ml_core.config import PipelineConfig
-from ml_core.stages.evaluation import EvaluationResult, load_evaluation
+from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import Lake, day_str
 
@@ -43,14 +46,10 @@ class DeploymentResult:
         return dataclasses.asdict(self)
 
 
-def pointer_checks(day: str, evaluated_against: str | None, production: dict | None) -> list[str]:
-    """Reasons to refuse whatever the metrics: production moved since the evaluation, or it
-    already serves a later partition. Pure: ``production`` is the pointer's record (or None)."""
+def pointer_checks(day: str, production: dict | None) -> list[str]:
+    """Reasons to refuse whatever the metrics: production already serves a later partition (a
+    day re-decided after later ones). Pure: ``production`` is the pointer's record (or None)."""
     reasons = []
-    now = production["version"] if production else None
-    if now != evaluated_against:
-        reasons.append(f"production changed since the evaluation (evaluated against {evaluated_against}, "
-                       f"now {now}): re-run model_evaluation")
     if production is not None and production.get("partition", "") > day:
         reasons.append(f"production already serves a later partition ({production['partition']})")
     return reasons
@@ -68,22 +67,20 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     write_manifest(target, manifest)
 
 
-def run_deployed_model(cfg: PipelineConfig, lake: Lake, day) -> DeploymentResult:
-    """Promote trained_model[D] to production if model_evaluation[D] passes the gate."""
-    ev = load_evaluation(lake, day)
+def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> DeploymentResult:
+    """Promote trained_model[D] to production if model_evaluation[D], judged against the
+    reference models, passes the gate. ``log``: the reference models' scoring progress."""
     store = BundleStore(lake.root)
-    with store.lock():  # the pointer is read, judged and moved as one step
+    with store.lock():  # the references are scored, judged and the pointer moved as one step
+        ev = judge_against_references(cfg, lake, day, store, log=log)
         return _decide_and_deploy(cfg, lake, day, ev, store)
 
 
 def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResult,
                        store: BundleStore) -> DeploymentResult:
     prod = store.production()
-    refs = dict(ev.references)
-    if ev.production and ev.production.version not in refs:  # an evaluation written before references
-        refs[ev.production.version] = ev.production.metrics
-    verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity, ev.differences)
-    stale = pointer_checks(day_str(day), ev.production.version if ev.production else None, prod)
+    verdict = gate(ev.candidate, ev.references, cfg.deploy, ev.sanity, ev.differences)
+    stale = pointer_checks(day_str(day), prod)
     current = lake.version("trained_model", day)
     if ev.candidate_version != current:
         stale.append(f"the evaluation scored trained_model version {ev.candidate_version or '(unrecorded)'}, "
@@ -98,6 +95,7 @@ def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResul
         if decision.promote:
             assemble_bundle(lake, day, tmp / "bundle", version, ev.candidate)
         (tmp / "decision.json").write_text(record)
+        (tmp / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=2, default=str))
     if decision.promote:
         store.publish(lake.partition_dir("deployed_model", day) / "bundle", version)
         store.set_production(version, {"partition": day_str(day), "metrics": ev.candidate})

@@ -1,12 +1,16 @@
 """Stage 6, model_evaluation: GAUC / AUC / logloss per task of the candidate (trained_model[D])
-on day D's samples, a day neither the model nor its graphs saw, next to, on the same samples,
+on day D's samples, a day neither the model nor its graphs saw, next to the sanity scorers
+(:mod:`ml_core.sanity`) on the same samples, with the content version of the trained_model
+partition it scored (the deployment refuses to promote any other). Stored as
+``evaluation.json`` with the candidate's scores (``candidate_scores.npz``); a non-finite
+prediction fails the stage. It reads no global state, so the evaluations of many days can run
+in any order or in parallel.
 
-* the reference models: the last ``deploy.compare_last`` promoted bundles (production included),
-  each scored with its own bundle's settings (its fan-outs, not the current configuration's),
-* the sanity scorers (:mod:`ml_core.sanity`),
-
-and the content version of the trained_model partition it scored (the deployment refuses to
-promote any other). Stored as ``evaluation.json``; a non-finite prediction fails the stage."""
+:func:`judge_against_references` completes it when the day is decided (stage 7, in date order,
+under the bundle store's lock): the reference models, the last ``deploy.compare_last``
+promoted bundles with production among them, each scored on the same samples with its own
+bundle's settings (its fan-outs, not the current configuration's), and the candidate's paired
+GAUC difference with each. The completed evaluation is stored with the decision."""
 
 from __future__ import annotations
 
@@ -76,11 +80,14 @@ def _gaucs(metrics: dict[str, dict]) -> str:
     return ", ".join(f"{task} {m['gauc']:.4f}" for task, m in metrics.items())
 
 
+#: The candidate's scores on day D, kept for the paired comparison at decision time.
+SCORES_FILE = "candidate_scores.npz"
+
+
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
-    """Evaluate trained_model[D], the reference models and the sanity scorers on day D and write
-    the result. ``log`` (a ``str -> None`` callable, default silent) gets what is being scored,
-    a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
-    from ml_core.eval.bootstrap import gauc_difference
+    """Evaluate trained_model[D] and the sanity scorers on day D and write the result and the
+    candidate's scores. ``log`` (a ``str -> None`` callable, default silent) gets what is being
+    scored, a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
     from ml_core.inference import score_day
     from ml_core.sanity import SCORERS, sanity_metrics
 
@@ -97,9 +104,35 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version)
-    store = BundleStore(lake.root)
+    log(f"scoring the sanity scorers ({', '.join(SCORERS)}) on {n:,} samples")
+    t = time.perf_counter()
+    out.sanity = sanity_metrics(inputs, list(fspec.tasks))
+    log(f"sanity scorers scored in {format_duration(time.perf_counter() - t)}, GAUC: "
+        + "; ".join(f"{name} {_gaucs(m)}" for name, m in out.sanity.items()))
+    with lake.write_dir("model_evaluation", day) as tmp:
+        (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
+        with open(tmp / SCORES_FILE, "wb") as fh:
+            users = cand.users.astype(str) if cand.users.dtype == object else cand.users  # no pickled arrays
+            np.savez(fh, users=users, labels=cand.labels, probs=cand.probs)
+    return out
+
+
+def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: BundleStore,
+                             log=None) -> EvaluationResult:
+    """model_evaluation[D] completed with the reference models' metrics on day D (production
+    among them, as the store holds it now) and the candidate's paired GAUC difference with each."""
+    from ml_core.eval.bootstrap import gauc_difference
+    from ml_core.inference import score_day
+
+    log = log or (lambda msg: None)
+    out = load_evaluation(lake, day)
+    with np.load(lake.partition_dir("model_evaluation", day) / SCORES_FILE) as z:
+        cand_users, cand_labels, cand_probs = z["users"], z["labels"], z["probs"]
+    tasks = list(out.candidate)
     prod = store.production()
     refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
+    inputs = load_day_inputs(lake, day, with_graph=True) if refs else None
+    every = cfg.train.log_every_steps
     for i, ref in enumerate(refs, 1):
         what = f"reference {i}/{len(refs)}"
         role = "production" if prod is not None and ref == prod["version"] else "promoted"
@@ -108,33 +141,29 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
         rmodel, rspec, rmspec, _ = load_model(store.version_dir(ref))
         scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
                            log=log, log_every=every, what=what)
-        if not np.array_equal(scored.users, cand.users):
+        if not np.array_equal(scored.users, cand_users):
             raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
         out.references[ref] = scored.metrics
         out.differences[ref] = {
-            task: gauc_difference(cand.users, cand.labels[:, k], cand.probs[:, k], scored.probs[:, k],
+            task: gauc_difference(cand_users, cand_labels[:, k], cand_probs[:, k], scored.probs[:, k],
                                   n_boot=cfg.deploy.bootstrap_samples, level=cfg.deploy.confidence)
-            for k, task in enumerate(fspec.tasks)}
+            for k, task in enumerate(tasks)}
         diffs = ", ".join(f"{task} {d['diff']:+.4f}" for task, d in out.differences[ref].items())
         log(f"{what} scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(scored.metrics)}; "
             f"candidate minus it: {diffs}")
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
-    log(f"scoring the sanity scorers ({', '.join(SCORERS)}) on {n:,} samples")
-    t = time.perf_counter()
-    out.sanity = sanity_metrics(inputs, list(fspec.tasks))
-    log(f"sanity scorers scored in {format_duration(time.perf_counter() - t)}, GAUC: "
-        + "; ".join(f"{name} {_gaucs(m)}" for name, m in out.sanity.items()))
-    with lake.write_dir("model_evaluation", day) as tmp:
-        (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
     return out
 
 
-def load_evaluation(lake: Lake, day) -> EvaluationResult:
-    """The stored evaluation of ``day``; FileNotFoundError when it is not materialized."""
-    p = lake.partition_dir("model_evaluation", day) / "evaluation.json"
+def load_evaluation(lake: Lake, day, judged: bool = False) -> EvaluationResult:
+    """The stored evaluation of ``day`` (candidate and sanity scorers), or with ``judged`` the
+    one its deployment decision completed with the reference models; FileNotFoundError when
+    that partition is not materialized."""
+    asset = "deployed_model" if judged else "model_evaluation"
+    p = lake.partition_dir(asset, day) / "evaluation.json"
     if not p.exists():
-        raise FileNotFoundError(f"model_evaluation partition {day_str(day)} is not materialized")
+        raise FileNotFoundError(f"{asset} partition {day_str(day)} is not materialized")
     return EvaluationResult.from_dict(json.loads(p.read_text()))
 
 
