@@ -64,8 +64,9 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
     for batch in iterate([maker], batch_plan([ctx], batch_size, shuffle=False, rng=None), gen, prefetch=prefetch):
         logits = model(batch.to(device))
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    if not out:
-        return np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
+    if not out:  # no samples: [0, K], so per-task metrics come out NaN with n = 0 instead of failing
+        labels = np.asarray(ctx.labels)
+        return np.zeros((0, labels.shape[1] if labels.ndim == 2 else len(tasks or [])), np.float32)
     return require_finite_probs(np.concatenate(out), tasks)
 
 

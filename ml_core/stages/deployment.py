@@ -4,7 +4,8 @@ Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) 
 the gate (:mod:`ml_core.stages.gate`) and three checks: the pointer must not have moved since
 the evaluation nor serve a later partition, and trained_model[D] must still be the version the
 evaluation scored (a model re-materialized after its evaluation is never promoted on the old
-metrics). A promoted candidate is
+metrics). An evaluation that scored nothing (no samples on D) is a refusal with its reason.
+A promoted candidate is
 assembled into a bundle (trained_model[D] + the graphs and features it was evaluated with),
 published and made production; every decision is written to the partition and the store's log.
 """
@@ -82,7 +83,10 @@ def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResul
     refs = dict(ev.references)
     if ev.production and ev.production.version not in refs:  # an evaluation written before references
         refs[ev.production.version] = ev.production.metrics
-    verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity, ev.differences)
+    if ev.skipped:  # nothing was scored (a day without samples): refused with the evaluation's reason
+        verdict = Decision(promote=False, reasons=[ev.skipped])
+    else:
+        verdict = gate(ev.candidate, refs, cfg.deploy, ev.sanity, ev.differences)
     stale = pointer_checks(day_str(day), ev.production.version if ev.production else None, prod)
     current = lake.version("trained_model", day)
     if ev.candidate_version != current:

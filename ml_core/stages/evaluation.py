@@ -6,7 +6,11 @@ on day D's samples, a day neither the model nor its graphs saw, next to, on the 
 * the sanity scorers (:mod:`ml_core.sanity`),
 
 and the content version of the trained_model partition it scored (the deployment refuses to
-promote any other). Stored as ``evaluation.json``; a non-finite prediction fails the stage."""
+promote any other). Stored as ``evaluation.json``; a non-finite prediction fails the stage.
+
+A day with no samples (a day without data) is not scored: the stored evaluation has no
+metrics, ``samples = 0`` and ``skipped = "no evaluation samples ..."``, and the deployment
+refuses the candidate with that reason (never a promotion on NaN metrics)."""
 
 from __future__ import annotations
 
@@ -46,6 +50,10 @@ class EvaluationResult:
     sanity: dict[str, dict] | None = None
     #: ``{reference version: {task: paired bootstrap of candidate - reference GAUC}}``
     differences: dict[str, dict] = dataclasses.field(default_factory=dict)
+    #: evaluation samples of the day (None: an evaluation written before this was recorded)
+    samples: int | None = None
+    #: why nothing was scored (``"no evaluation samples ..."``), empty when scored
+    skipped: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -56,7 +64,8 @@ class EvaluationResult:
         return cls(day=d["day"], candidate=d["candidate"], candidate_manifest=d["candidate_manifest"],
                    production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None,
                    candidate_version=d.get("candidate_version", ""), references=d.get("references", {}),
-                   sanity=d.get("sanity"), differences=d.get("differences", {}))
+                   sanity=d.get("sanity"), differences=d.get("differences", {}), samples=d.get("samples"),
+                   skipped=d.get("skipped", ""))
 
 
 def reference_versions(store: BundleStore, n: int) -> list[str]:
@@ -80,9 +89,15 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResu
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
+    n = inputs.samples.height
+    if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
+        out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=read_manifest(cand_dir),
+                               candidate_version=version, samples=0,
+                               skipped=f"no evaluation samples: {day_str(day)} has no samples (a day without data)")
+        return _write(lake, day, out)
     cand = score_day(model, fspec, inputs, mspec.fanouts)
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
-                           candidate_manifest=read_manifest(cand_dir), candidate_version=version)
+                           candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)
     store = BundleStore(lake.root)
     prod = store.production()
     for ref in reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0)):
@@ -98,6 +113,10 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day) -> EvaluationResu
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))
+    return _write(lake, day, out)
+
+
+def _write(lake: Lake, day, out: EvaluationResult) -> EvaluationResult:
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
     return out
@@ -140,4 +159,6 @@ def gauc_table(evaluation: EvaluationResult) -> str:
             for task, d in per_task.items():
                 rows.append(f"| {ref} | {task} | {d['diff']:+.4f} | {d.get('level', 0.95):.0%} "
                             f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['n_groups']} |")
+    if evaluation.skipped:
+        rows += ["", f"Not scored: {evaluation.skipped}."]
     return "\n".join(rows)

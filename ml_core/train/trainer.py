@@ -76,7 +76,8 @@ def build_contexts(days: list[DayInputs], spec: FeatureSpec, need_graph: bool) -
 def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -> TrainResult:
     """Train ``cfg.model`` on ``days`` (each with its samples, features and graphs)."""
     if not days or sum(d.samples.height for d in days) == 0:
-        raise ValueError("no training samples: the training window is empty (materialize earlier days first)")
+        raise ValueError(f"no training samples: the training window {[d.day for d in days]} has none (every day "
+                         "of it has no data, or no day is materialized yet); nothing to train")
     log = log or (lambda msg: None)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
