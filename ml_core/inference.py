@@ -81,8 +81,9 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
         if progress.advance(len(batch)):
             log(progress_line(what, progress, ctx.n_samples))
-    if not out:
-        return np.zeros((0, len(ctx.labels[0]) if len(ctx.labels) else 0), np.float32)
+    if not out:  # no samples: [0, K], so per-task metrics come out NaN with n = 0 instead of failing
+        labels = np.asarray(ctx.labels)
+        return np.zeros((0, labels.shape[1] if labels.ndim == 2 else len(tasks or [])), np.float32)
     return require_finite_probs(np.concatenate(out), tasks)
 
 

@@ -253,9 +253,11 @@ def _finish(
     return lf.select([*_PARSED_EXTRA, *[pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()]])
 
 
-def parse_source(cfg: FileSourceConfig) -> tuple[pl.LazyFrame | None, SourceLayout, list[str], date, date | None]:
+def parse_source(cfg: FileSourceConfig, label_files: bool = True
+                 ) -> tuple[pl.LazyFrame | None, SourceLayout, list[str], date, date | None]:
     """The whole source as one lazy frame of parsed rows (None when every file is empty), with
-    its layout, files and ``[start_date, end_date]``.
+    its layout, files and ``[start_date, end_date]``. ``raw`` starts with ``[<file name>] `` in
+    a multi-file source unless ``label_files=False`` (ml_core/data/versions.py hashes the bare rows).
 
     Columns: ``file_idx``, ``source_row``, ``raw``, ``blank``, ``reason``, the EVENT_SCHEMA
     columns, ``cls`` (``blank`` / ``quarantined`` / ``in_range`` / ``outside_range``) and
@@ -265,7 +267,7 @@ def parse_source(cfg: FileSourceConfig) -> tuple[pl.LazyFrame | None, SourceLayo
     layout = layout_for(cfg)
     start, end = date_range(cfg)
     files = expand_path(cfg.path)
-    multi = len(files) > 1
+    multi = label_files and len(files) > 1
     frames = []
     for i, f in enumerate(files):
         if f.lower().endswith(PARQUET_SUFFIXES):

@@ -1,5 +1,6 @@
 """One entry point for the configured source: a day's validated events + quarantine, the
-node profiles when the source has them, and a file source's optional attribute tables."""
+node profiles when the source has them, a file source's optional attribute tables, the content
+version of each day (has it arrived, has it changed) and the timezone days are cut in."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import polars as pl
 from ml_core.config import SourceConfig, SyntheticSource
 from ml_core.data.schema import DayEvents, empty_quarantine
 
-__all__ = ["DayEvents", "attributes", "profiles", "read_day"]
+__all__ = ["DayEvents", "attributes", "day_versions", "profiles", "read_day", "source_timezone"]
 
 
 @lru_cache(maxsize=4)
@@ -59,13 +60,31 @@ def attributes(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | N
     return users, items
 
 
-def source_timezone(cfg: SourceConfig) -> str:  # TEMP until wt-source merges
+def day_versions(cfg: SourceConfig, days: list[date | str]) -> dict[str, str | None]:
+    """``{"YYYY-MM-DD": version}`` of each of ``days``: the content version of the day's source
+    data, or ``None`` when that day's data has not arrived (after the source's last day with
+    rows) or the day is outside ``[start_date, end_date]``. A day with no rows on or before the
+    last day with rows is an empty day (:data:`ml_core.data.versions.EMPTY_VERSION`).
+
+    File sources: one scan of the file(s) for all days; a day's version is an order-independent
+    hash of exactly the rows :func:`read_day` would read for it (events and quarantine) and of
+    the source layout, so a row added to, removed from or changed in day D changes D's version
+    and no other day's. Synthetic: a hash of preset, seed, start date, day and generator code,
+    without generating anything. Details: ml_core/data/versions.py.
+    """
+    from ml_core.data.versions import file_day_versions, synthetic_day_versions
+
+    ds = [date.fromisoformat(d) if isinstance(d, str) else d for d in days]
+    if isinstance(cfg, SyntheticSource):
+        return synthetic_day_versions(cfg, ds)
+    return file_day_versions(cfg, ds)
+
+
+def source_timezone(cfg: SourceConfig) -> str:
+    """The IANA timezone the source's days are cut in: ``taobao`` / ``tmall`` the preset's
+    (Asia/Shanghai) while ``source.timezone`` is left at its default, else ``source.timezone``."""
     if isinstance(cfg, SyntheticSource):
         return cfg.timezone
     from ml_core.data.layouts import layout_for
 
     return layout_for(cfg).timezone
-
-
-def day_versions(cfg: SourceConfig, days: list[date]) -> dict[str, str | None]:  # TEMP until wt-source merges
-    return {d.isoformat(): f"synthetic-{cfg.preset}-{cfg.seed}-{d}" for d in days}

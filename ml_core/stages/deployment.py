@@ -9,7 +9,8 @@ its evaluation is never promoted on the old metrics). A promoted candidate is as
 bundle (trained_model[D] + the graphs and features it was evaluated with), published and made
 production; every decision is written to the partition (``decision.json``, with the completed
 ``evaluation.json``) and the store's log. Days are decided in date order (the Dagster asset
-depends on its previous partition).
+depends on its previous partition). An evaluation that scored nothing (no samples on D) is a
+refusal with its reason.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> Deploy
 def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResult,
                        store: BundleStore) -> DeploymentResult:
     prod = store.production()
-    verdict = gate(ev.candidate, ev.references, cfg.deploy, ev.sanity, ev.differences)
+    if ev.skipped:  # nothing was scored (a day without samples): refused with the evaluation's reason
+        verdict = Decision(promote=False, reasons=[ev.skipped])
+    else:
+        verdict = gate(ev.candidate, ev.references, cfg.deploy, ev.sanity, ev.differences)
     stale = pointer_checks(day_str(day), prod)
     current = lake.version("trained_model", day)
     if ev.candidate_version != current:

@@ -10,7 +10,11 @@ in any order or in parallel.
 under the bundle store's lock): the reference models, the last ``deploy.compare_last``
 promoted bundles with production among them, each scored on the same samples with its own
 bundle's settings (its fan-outs, not the current configuration's), and the candidate's paired
-GAUC difference with each. The completed evaluation is stored with the decision."""
+GAUC difference with each. The completed evaluation is stored with the decision.
+
+A day with no samples (a day without data) is not scored: the stored evaluation has no
+metrics, ``samples = 0`` and ``skipped = "no evaluation samples ..."``, and the deployment
+refuses the candidate with that reason (never a promotion on NaN metrics)."""
 
 from __future__ import annotations
 
@@ -52,6 +56,10 @@ class EvaluationResult:
     sanity: dict[str, dict] | None = None
     #: ``{reference version: {task: paired bootstrap of candidate - reference GAUC}}``
     differences: dict[str, dict] = dataclasses.field(default_factory=dict)
+    #: evaluation samples of the day (None: an evaluation written before this was recorded)
+    samples: int | None = None
+    #: why nothing was scored (``"no evaluation samples ..."``), empty when scored
+    skipped: str = ""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -62,7 +70,8 @@ class EvaluationResult:
         return cls(day=d["day"], candidate=d["candidate"], candidate_manifest=d["candidate_manifest"],
                    production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None,
                    candidate_version=d.get("candidate_version", ""), references=d.get("references", {}),
-                   sanity=d.get("sanity"), differences=d.get("differences", {}))
+                   sanity=d.get("sanity"), differences=d.get("differences", {}), samples=d.get("samples"),
+                   skipped=d.get("skipped", ""))
 
 
 def reference_versions(store: BundleStore, n: int) -> list[str]:
@@ -98,12 +107,19 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     model, fspec, mspec, _ = load_model(cand_dir)
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
     n = inputs.samples.height
+    if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
+        out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=read_manifest(cand_dir),
+                               candidate_version=version, samples=0,
+                               skipped=f"no evaluation samples: {day_str(day)} has no samples (a day without data)")
+        with lake.write_dir("model_evaluation", day) as tmp:
+            (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
+        return out
     log(f"scoring the candidate (trained_model {day_str(day)}, version {version[:12]}) on {n:,} samples")
     t = time.perf_counter()
     cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate")
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
-                           candidate_manifest=read_manifest(cand_dir), candidate_version=version)
+                           candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)
     log(f"scoring the sanity scorers ({', '.join(SCORERS)}) on {n:,} samples")
     t = time.perf_counter()
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))
@@ -126,6 +142,8 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
 
     log = log or (lambda msg: None)
     out = load_evaluation(lake, day)
+    if out.skipped:
+        return out  # nothing was scored: nothing to compare
     with np.load(lake.partition_dir("model_evaluation", day) / SCORES_FILE) as z:
         cand_users, cand_labels, cand_probs = z["users"], z["labels"], z["probs"]
     tasks = list(out.candidate)
@@ -196,4 +214,6 @@ def gauc_table(evaluation: EvaluationResult) -> str:
             for task, d in per_task.items():
                 rows.append(f"| {ref} | {task} | {d['diff']:+.4f} | {d.get('level', 0.95):.0%} "
                             f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['n_groups']} |")
+    if evaluation.skipped:
+        rows += ["", f"Not scored: {evaluation.skipped}."]
     return "\n".join(rows)

@@ -1,5 +1,7 @@
 """The deployment gate: whether a candidate's metrics may replace production's. Pure: no I/O.
 
+A candidate without metrics (nothing was evaluated: a day without samples) is refused.
+
 Every number the gate compares was measured on the same day's samples (the candidate's
 evaluation day). The candidate is refused when, for any task:
 
@@ -60,6 +62,8 @@ def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: D
             (candidate below best - tolerance) applies.
     """
     reasons = []
+    if not candidate:
+        reasons.append("no candidate metrics: nothing was evaluated (no evaluation samples)")
     if sanity is None:
         reasons.append("no sanity-scorer metrics for this day: the evaluation predates them, re-run model_evaluation")
     for task, m in candidate.items():

@@ -91,7 +91,8 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None) -
     ``str -> None`` callable, default silent) gets the set-up, a :func:`progress_line` every
     ``cfg.log_every_steps`` optimiser steps, and each epoch's loss and throughput."""
     if not days or sum(d.samples.height for d in days) == 0:
-        raise ValueError("no training samples: the training window is empty (materialize earlier days first)")
+        raise ValueError(f"no training samples: the training window {[d.day for d in days]} has none (every day "
+                         "of it has no data, or no day is materialized yet); nothing to train")
     log = log or (lambda msg: None)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

@@ -84,3 +84,9 @@ def test_with_intervals_worse_means_the_whole_interval_below_zero_and_beyond_the
     assert not d.promote and "interval [-0.0300, -0.0100]" in d.reasons[0]
     # significant but smaller than the tolerance: not worse
     assert gate(m(0.716, 0.75), refs, DEPLOY, SANITY, diffs(-0.006, -0.002, diff=-0.004)).promote
+
+
+def test_a_candidate_without_metrics_is_refused():
+    """Nothing evaluated (a day without samples): never promoted, even with nothing to compare to."""
+    d = gate({}, None, DEPLOY, {})
+    assert not d.promote and d.reasons == ["no candidate metrics: nothing was evaluated (no evaluation samples)"]
