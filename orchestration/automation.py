@@ -33,7 +33,8 @@ FRESH_BY = f"0 {CONFIG.automation.fresh_by_hour} * * *"
 )
 def check_decision_is_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     now = datetime.now().astimezone()
-    day = model_daily.get_last_partition_key(current_time=now)
+    keys = model_daily.get_partition_keys(current_time=now)
+    day = keys[-1] if keys else None
     if day is None:
         return dg.AssetCheckResult(passed=True, metadata={"observed": "no model partition has ended yet"})
     lake = context.resources.pipeline.lake()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.partitions import daily, model_daily
+from orchestration.automation import check_decision_is_fresh
 
 DATA_GROUPS = ("ingest", "graph", "features", "samples")
 MODEL_GROUPS = ("model",)
@@ -27,7 +28,8 @@ daily_data = dg.define_asset_job(
 
 daily_model = dg.define_asset_job(
     name="daily_model",
-    selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+    # with the model assets' checks, less the freshness check (it judges the newest day, not this run's)
+    selection=dg.AssetSelection.groups(*MODEL_GROUPS) - dg.AssetSelection.checks(check_decision_is_fresh),
     partitions_def=model_daily,
     description="The model stages of one day (its data stages and those of its window first): trained "
     "model -> evaluation -> deployment decision.",

@@ -15,6 +15,7 @@ from ml_core.stages.deployment import DeploymentResult, run_deployed_model
 from ml_core.stages.evaluation import (
     EvaluationResult,
     gauc_table,
+    judge_against_references,
     load_evaluation,
     run_model_evaluation,
 )
@@ -36,7 +37,7 @@ from ml_core.stages.windows import Window, graph_window, train_window, window
 __all__ = [
     "ComparisonResult", "Decision", "DeploymentResult", "EvaluationResult", "FeaturesResult", "GraphsResult",
     "LogsResult", "SamplesResult", "TrainingResult", "Window", "gate", "gauc_table", "graph_window",
-    "load_bipartite", "load_day_inputs", "load_evaluation", "load_features", "load_similarity",
+    "judge_against_references", "load_bipartite", "load_day_inputs", "load_evaluation", "load_features", "load_similarity",
     "run_data_day", "run_data_days", "run_deployed_model", "run_interaction_logs", "run_model_comparison",
     "run_model_evaluation", "run_node_features", "run_trained_model", "run_training_samples",
     "run_window_graphs", "scan_logs", "train_window", "window",

@@ -150,3 +150,24 @@ def test_a_changed_source_day_is_re_ingested_with_every_window_that_reads_it(sim
 
 def test_settings_of_the_tests():
     assert (W, T) == (3, 2) and "graph.window_days=3" in FAST and H == 7
+
+
+def test_the_freshness_check_judges_the_newest_complete_day(tmp_path):
+    from orchestration.automation import check_decision_is_fresh
+    from orchestration.definitions import ALL_ASSETS
+    from orchestration.resources import LakeIOManager, PipelineResource
+
+    res = {"pipeline": PipelineResource(overrides=[f'storage.root="{tmp_path}"']), "lake_io": LakeIOManager()}
+
+    def run():
+        result = dg.materialize([*ALL_ASSETS, check_decision_is_fresh], resources=res,
+                                selection=dg.AssetSelection.checks(check_decision_is_fresh))
+        (ev,) = result.get_asset_check_evaluations()
+        return ev
+
+    newest = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()  # the tests' source is in UTC
+    ev = run()
+    assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
+    assert ev.metadata["expected_partition"].value == newest and ev.metadata["latest_decision"].value == "none"
+    (tmp_path / "lake" / "deployed_model" / f"ds={newest}").mkdir(parents=True)
+    assert run().passed

@@ -162,3 +162,29 @@ def test_editing_the_gate_changes_only_deployed_models_code_version(tmp_path):
         fh.write("\n# edited\n")
     after = versions()
     assert {k for k in before if before[k] != after[k]} == {"deployed_model"}
+
+
+def test_partitions_follow_the_source_timezone(tmp_path):
+    """A source in Los Angeles: its day 2026-01-19 ends at 08:00 UTC on the 20th, and only then
+    is it a partition (the code location loads the zone from the config, in a fresh process)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cfg = tmp_path / "pipeline.toml"
+    cfg.write_text('[source]\nkind = "synthetic"\nstart_date = "2026-01-01"\ntimezone = "America/Los_Angeles"\n'
+                   f'[storage]\nroot = "{tmp_path}"\n')
+    script = (
+        "import json, datetime as dt; from assets.partitions import daily, model_daily, TIMEZONE\n"
+        "from orchestration.automation import check_decision_is_fresh as c\n"
+        "at = lambda h: daily.get_partition_keys(current_time=dt.datetime(2026, 1, 20, h, tzinfo=dt.timezone.utc))[-1]\n"
+        "print(json.dumps({'tz': TIMEZONE, 'daily': daily.timezone, 'model': model_daily.timezone,"
+        " 'at7': at(7), 'at9': at(9), 'check_tz': next(iter(c.check_specs)).automation_condition.cron_timezone}))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={**os.environ, "MOGE_CONFIG": str(cfg)})
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"tz": "America/Los_Angeles", "daily": "America/Los_Angeles", "model": "America/Los_Angeles",
+                   "at7": "2026-01-18", "at9": "2026-01-19", "check_tz": "America/Los_Angeles"}

@@ -1,15 +1,15 @@
 """Materialize the whole flow over a range of partitions on an ephemeral instance."""
 
-import dataclasses
 import json
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from ml_core.bundles import BundleStore
 from ml_core.sanity import SCORERS
 from ml_core.stages.deployment import run_deployed_model
-from ml_core.stages.evaluation import load_evaluation, run_model_evaluation
+from ml_core.stages.evaluation import load_evaluation
 from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
@@ -90,8 +90,12 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
     reg = BundleStore(root)
     decisions = reg.decisions()
     assert [d["partition"] for d in decisions] == MODEL_DAYS
-    for d in decisions:
-        ev = load_evaluation(lake, d["partition"])
+    for i, d in enumerate(decisions):
+        ev = load_evaluation(lake, d["partition"], judged=True)  # as the decision judged it
+        # the references are the models promoted before this day, production among them
+        promoted_before = [x["version"] for x in decisions[:i] if x["promoted"]]
+        assert set(ev.references) == set(promoted_before[-7:])
+        assert (ev.production.version if ev.production else None) == d["production_before"]
         assert ev.sanity and set(ev.sanity) == set(SCORERS)
         assert ev.candidate_version == lake.version("trained_model", d["partition"])
         assert set(ev.differences) == set(ev.references)  # every reference with its interval
@@ -102,40 +106,54 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
             assert all(isinstance(r, str) and r for r in d["reasons"])
 
 
-def _doctored(lake, day, candidate_gauc: dict[str, float], **changes):
-    """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``)."""
+def _doctored(lake, day, candidate_gauc: dict[str, float], probs=None, **changes):
+    """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
+    ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""
+    from ml_core.stages.evaluation import SCORES_FILE
+
     ev = load_evaluation(lake, day)
     ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
     for k, v in changes.items():
         setattr(ev, k, v)
-    (lake.partition_dir("model_evaluation", day) / "evaluation.json").write_text(json.dumps(ev.to_dict(), default=str))
+    part = lake.partition_dir("model_evaluation", day)
+    (part / "evaluation.json").write_text(json.dumps(ev.to_dict(), default=str))
+    if probs is not None:
+        with np.load(part / SCORES_FILE) as z:
+            arrays = dict(z)
+        arrays["probs"] = probs(arrays["labels"])
+        with open(part / SCORES_FILE, "wb") as fh:
+            np.savez(fh, **arrays)
     return ev
 
 
 def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
+    from ml_core.stages.evaluation import SCORES_FILE, judge_against_references
+
     root, _, res = flow
     lake, reg = Lake(root), BundleStore(root)
     cfg = res["pipeline"].config()
     day = DAYS[-1]
+    part = lake.partition_dir("model_evaluation", day)
+    saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE)}
     ev = load_evaluation(lake, day)
     beat = {t: min(0.99, max(s[t]["gauc"] for s in ev.sanity.values()) + 0.05) for t in ev.candidate}
     below = {t: max(s[t]["gauc"] for s in ev.sanity.values()) - 0.01 for t in ev.candidate}
     prod = reg.production()
-    keep = {"production": ev.production, "references": ev.references, "candidate_version": ev.candidate_version}
     try:
         # (d) a model that does not beat every sanity scorer is refused, first deployment or not
-        _doctored(lake, day, below, **keep)
+        _doctored(lake, day, below)
         d = run_deployed_model(cfg, lake, day)
         assert not d.promoted and any("sanity scorer" in r for r in d.reasons), d.reasons
         # (a) an evaluation of another trained_model version never promotes the partition's weights
-        _doctored(lake, day, beat, **{**keep, "candidate_version": "0" * 64})
+        _doctored(lake, day, beat, candidate_version="0" * 64)
         d = run_deployed_model(cfg, lake, day)
         assert not d.promoted and any("scored trained_model version" in r for r in d.reasons), d.reasons
         assert reg.production() == prod
-        # the evaluated version, beating every scorer and every reference: promoted, pointer moved
-        refs = {v: {t: {**m, "gauc": 0.5} for t, m in r.items()} for v, r in ev.references.items()}
-        _doctored(lake, day, beat, **{**keep, "references": refs, "production": dataclasses.replace(
-            ev.production, metrics=refs[ev.production.version]) if ev.production else None})
+        # the evaluated version, beating every scorer and, on the same samples, every reference
+        # (its stored scores are the labels: a clearly better candidate): promoted, pointer moved
+        for f, data in saved.items():
+            (part / f).write_bytes(data)
+        _doctored(lake, day, beat, probs=lambda labels: (0.05 + 0.9 * labels).astype(np.float32))
         d = run_deployed_model(cfg, lake, day)
         assert d.promoted, d.reasons
         now = reg.production()
@@ -145,13 +163,20 @@ def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
         manifest = json.loads((bundle / "manifest.json").read_text())
         assert manifest["train_days"] and manifest["input_versions"]["training_samples"]
         assert (bundle / "context" / "bipartite_graph" / "meta.json").exists()
-        # re-evaluated now, the day's model is its own reference: a zero difference, zero-width interval
-        again = run_model_evaluation(cfg, lake, day)
+        judged = load_evaluation(lake, day, judged=True)
+        if prod is not None:
+            assert prod["version"] in judged.references and judged.production.version == prod["version"]
+            assert all(x["diff"] > 0 for x in judged.differences[prod["version"]].values())
+        # judged again with the real scores, the day's model is its own reference: zero difference
+        for f, data in saved.items():
+            (part / f).write_bytes(data)
+        again = judge_against_references(cfg, lake, day, reg)
         assert d.version in again.references and again.production.version == d.version
         for x in again.differences[d.version].values():
             assert x["diff"] == x["low"] == x["high"] == 0.0, x
     finally:
-        _doctored(lake, day, {t: m["gauc"] for t, m in ev.candidate.items()}, **keep)
+        for f, data in saved.items():
+            (part / f).write_bytes(data)
 
 
 def test_rematerializing_a_partition_is_idempotent(flow):

@@ -35,7 +35,7 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
     assert lines[-1].startswith("sanity scorers scored in ") and "random click " in lines[-1]
     assert not any("reference" in line for line in lines)  # nothing promoted yet
 
-    # the candidate in production: the next evaluation scores it as its reference, with progress
+    # the candidate in production: the decision's judgement scores it as its reference, with progress
     version = f"{day}-{lake.version('trained_model', day)[:10]}"
     store = BundleStore(tmp_path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,7 +43,7 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
         store.publish(Path(tmp) / "bundle", version)
     store.set_production(version, {"partition": day})
     lines.clear()
-    P.run_model_evaluation(cfg, lake, day, log=lines.append)
+    P.judge_against_references(cfg, lake, day, store, log=lines.append)
     assert f"scoring reference 1/1: production model {version}" in lines
     assert sum(line.startswith(f"reference 1/1: 20,480/{n:,} samples") for line in lines) == 1
     done = [line for line in lines if line.startswith("reference 1/1 scored in ")]
