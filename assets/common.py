@@ -127,7 +127,8 @@ def settings(context) -> tuple[PipelineConfig, Lake]:
     cfg = res.config()
     fixed = {"graph.window_days": (cfg.graph.window_days, CONFIG.graph.window_days),
              "train.train_days": (cfg.train.train_days, CONFIG.train.train_days),
-             "source.start_date": (cfg.source.start_date, CONFIG.source.start_date)}
+             "source.start_date": (cfg.source.start_date, CONFIG.source.start_date),
+             "source.timezone": (cfg.source.timezone, CONFIG.source.timezone)}
     bad = {k: v for k, v in fixed.items() if v[0] != v[1]}
     if bad:
         raise ValueError(
