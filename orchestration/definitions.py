@@ -16,6 +16,7 @@ from assets import (
 )
 from orchestration.checks import CHECKS
 from orchestration.jobs import daily_flow, model_comparison_job
+from orchestration.recovery import RECOVERY_SENSORS
 from orchestration.resources import LakeIOManager, PipelineResource
 from orchestration.schedules import daily_flow_schedule
 
@@ -28,5 +29,6 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=[daily_flow, model_comparison_job],
     schedules=[daily_flow_schedule],
+    sensors=RECOVERY_SENSORS,
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
 )
