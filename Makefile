@@ -32,7 +32,7 @@ test-fast: install
 	$(PY) -m pytest tests -q -m unit
 
 dev: install
-	mkdir -p $(DAGSTER_HOME) && [ -f $(DAGSTER_HOME)/dagster.yaml ] || cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m orchestration.instance_setup
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 bench-graph: install

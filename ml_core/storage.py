@@ -10,6 +10,12 @@ Every write goes to a hidden temp directory beside the target and is renamed int
 crash never leaves a half-written partition that a later run would read as good, and writing a
 partition again replaces it (never duplicates it). DuckDB reads the lake in place
 (:meth:`Lake.sql`) for ad-hoc queries.
+
+A writer killed mid-write (SIGKILL, a machine restart) leaves its hidden ``.tmp-`` directory
+behind, or, killed between the two renames of a replacement, the previous partition under
+``.old-`` with the target missing. Each hidden name carries its writer (``~<pid>.<start>@<host>``),
+and :func:`sweep_stale_writes` clears the ones whose writer is gone: temp directories are deleted
+and a stranded ``.old-`` partition is put back (the complete previous version) or deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -39,7 +48,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    tmp = target.parent / _hidden_name("tmp", target.name)
     tmp.mkdir()
     try:
         yield tmp
@@ -47,7 +56,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         _fsync_dir(tmp)
         old = None
         if target.exists():
-            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+            old = target.parent / _hidden_name("old", target.name)
             os.replace(target, old)
         os.replace(tmp, target)
         if old is not None:
@@ -89,9 +98,116 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / _hidden_name("tmp", path.name)
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# -- writers and their leftovers -----------------------------------------------------------
+
+def hostname() -> str:
+    return socket.gethostname()[:64] or "localhost"
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), None when there is no such live
+    process (a zombie counts as gone). With the pid this identifies a process: a pid reused by
+    a later process has a later start time."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:  # another user's live process
+        return 0.0
+
+
+def process_alive(pid: int, started: float | None, host: str | None = None, tolerance: float = 2.0) -> bool | None:
+    """Is the process ``pid`` that started at ``started`` (None: at any time) still running?
+
+    None when that cannot be told from here: ``host`` is another machine."""
+    if host is not None and host != hostname():
+        return None
+    now_started = process_start_time(pid)
+    if now_started is None:
+        return False
+    if started is None or now_started == 0.0:
+        return True
+    return abs(now_started - started) <= tolerance  # otherwise the pid was reused
+
+
+_SELF: dict[int, str] = {}
+
+
+def writer_token() -> str:
+    """``<pid>.<start>@<host>`` of this process, put into every hidden name it writes."""
+    pid = os.getpid()  # per pid: a forked child is another writer
+    if pid not in _SELF:
+        _SELF[pid] = f"{pid}.{int(process_start_time(pid) or 0.0)}@{hostname()}"
+    return _SELF[pid]
+
+
+def _hidden_name(kind: str, name: str) -> str:
+    return f".{kind}-{name}-{uuid.uuid4().hex[:8]}~{writer_token()}"
+
+
+_HIDDEN = re.compile(r"^\.(tmp|old)-(.+)-[0-9a-f]{8}(?:~(\d+)\.(\d+)@(.+))?$")
+
+#: A leftover whose writer cannot be checked (written by another host, or before names carried
+#: their writer) is cleared once it is this old: no write of one partition takes that long.
+UNCHECKED_WRITE_AGE_S = 24 * 3600
+
+
+def sweep_stale_writes(root: str | os.PathLike, unchecked_age_s: float = UNCHECKED_WRITE_AGE_S) -> list[str]:
+    """Clear what killed writers left under ``root`` (the lake and the bundle registry).
+
+    ``.tmp-`` entries of a writer that is gone are deleted; a ``.old-`` partition of a writer that
+    is gone is renamed back when its target is missing (the writer died between the two renames
+    of a replacement: the previous complete version comes back), deleted otherwise. Entries of a
+    live writer are kept; those whose writer cannot be checked only past ``unchecked_age_s``.
+    Returns one line per action."""
+    root = Path(root)
+    parents = [root / "registry", root / "registry" / "versions"]
+    lake = root / "lake"
+    if lake.is_dir():
+        parents += [p for p in lake.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    done = []
+    for parent in parents:
+        if not parent.is_dir():
+            continue
+        for entry in parent.iterdir():
+            m = _HIDDEN.match(entry.name)
+            if not m:
+                continue
+            kind, name, pid, started, host = m.groups()
+            alive = process_alive(int(pid), float(started), host) if pid else None
+            if alive or (alive is None and _age(entry) < unchecked_age_s):
+                continue
+            target = parent / name
+            if kind == "old" and not target.exists():
+                try:
+                    os.replace(entry, target)
+                    done.append(f"restored {target} from {entry.name}")
+                    continue
+                except OSError:  # a live writer has just put a new version there: keep that one
+                    pass
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            done.append(f"removed {entry}")
+    return done
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 class Lake:

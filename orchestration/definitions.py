@@ -17,6 +17,7 @@ from assets import (
 from orchestration.automation import check_decision_is_fresh, daily_automation
 from orchestration.checks import CHECKS
 from orchestration.jobs import daily_data, daily_model, model_comparison_job
+from orchestration.recovery import RECOVERY_SENSORS
 from orchestration.resources import LakeIOManager, PipelineResource
 
 #: The daily flow (source -> logs -> deployed model) and the on-demand comparison.
@@ -27,7 +28,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=[*CHECKS, check_decision_is_fresh],
     jobs=[daily_data, daily_model, model_comparison_job],
-    sensors=[daily_automation],
+    sensors=[daily_automation, *RECOVERY_SENSORS],
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
     # what asset backfills and the automation's runs use too: one process per run (a step per
     # process would re-import torch and polars for every step)

@@ -12,7 +12,7 @@ this one keeps the step events (``STEP_START``, ``STEP_SUCCESS``, ``STEP_FAILURE
 in one line, where Dagster's console logger prints every event in full. It plugs into any
 ``execute_in_process`` call, the job and the run config each getting one wrapper::
 
-    job = with_stage_display(defs.resolve_job_def("daily_flow"))
+    job = with_stage_display(defs.resolve_job_def("daily_data"))
     job.execute_in_process(partition_key=day, run_config=stage_display_config(
         {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}))
 

@@ -11,17 +11,20 @@ one when it ends (with its duration), and the stages' progress lines (training s
 scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
 console logger (``--log-level``). For parallel backfills and the daily automation use the UI
 (README).
+
+Crash recovery (orchestration/recovery.py): each run is tagged with this process, so that if the
+process is killed, the ``crash_recovery`` sensor of ``dagster dev`` (or this command, when it
+starts again) marks the run failed instead of leaving it STARTED. Running the command again
+re-runs every day of the range; a day's partitions are replaced atomically.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
+import uuid
 from datetime import date, timedelta
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="WARNING", help="Dagster console log level (default: WARNING)")
     args = ap.parse_args(argv)
 
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path("data/dagster_home").resolve())))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
+    from orchestration.instance_setup import sync_instance_yaml
+
+    msg = sync_instance_yaml()  # $DAGSTER_HOME (default data/dagster_home) with this repo's settings
+    if msg:
+        print(msg, file=sys.stderr)
 
     import dagster as dg
 
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS
     from orchestration.progress import stage_display_config, with_stage_display
+    from orchestration.recovery import process_tags, recover
 
     cfg = defs.resources["pipeline"].config()
     start = date.fromisoformat(args.start or cfg.source.start_date)
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     run_config = stage_display_config({"loggers": {"console": {"config": {"log_level": args.log_level}}}},
                                       console_level=args.log_level)
     instance = dg.DagsterInstance.get()
+    for line in recover(instance, cfg.storage.root):  # runs of an earlier, killed invocation
+        print(f"crash recovery: {line}", file=sys.stderr)
     t_all = time.perf_counter()
     for i in range((end - start).days + 1):
         day = (start + timedelta(days=i)).isoformat()
@@ -60,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             if not job.partitions_def.has_partition_key(day):
                 continue  # the model jobs start once a training window exists
             t0 = time.perf_counter()
-            res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False,
-                                         run_config=run_config)
+            run_id = str(uuid.uuid4())
+            res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_id=run_id,
+                                         tags=process_tags(run_id), run_config=run_config)
             status = "ok" if res.success else "FAILED"
             print(f"[{day}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
             if not res.success:
