@@ -38,6 +38,21 @@ def _check_train(cfg: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_tuning(cfg: PipelineConfig) -> list[str]:
+    from ml_core.models.registry import available_models
+    from ml_core.tuning import resolve_space
+
+    problems = []
+    if cfg.tuning.metric not in ("mean", *cfg.samples.tasks):
+        problems.append(f"tuning.metric = {cfg.tuning.metric!r}: expected 'mean' or a task of {list(cfg.samples.tasks)}")
+    if cfg.tuning.model or cfg.train.model in available_models():  # a bad train.model is reported once, above
+        try:  # the searched model, and every name and bound of its space
+            resolve_space(cfg.tuning, cfg.train)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _check_source(cfg: PipelineConfig) -> list[str]:
     if isinstance(cfg.source, SyntheticSource):
         return []  # preset, seed, dates and timezone are checked at load
@@ -65,6 +80,8 @@ def check_runnable(cfg: PipelineConfig) -> None:
     * ``train.model`` is not a registered model (``ml_core.models.registry.available_models()``);
     * ``train.optimizer`` / ``train.post_training`` / ``train.post_training_args`` name unknown
       training extensions;
+    * ``tuning.model`` is not a registered model, ``tuning.metric`` is neither ``mean`` nor a task,
+      or ``tuning.space`` names a setting that is not searchable or a bound its setting rejects;
     * a file source's layout is wrong (column mapping missing a required canonical column,
       unknown behaviour, bad ``ts_format`` or timezone), its ``path`` matches no file, a file
       cannot be opened, or a mapped column is not in a file's CSV header / Parquet schema
@@ -72,7 +89,7 @@ def check_runnable(cfg: PipelineConfig) -> None:
     * a ``source.user_attributes`` / ``item_attributes`` table has no id or columns, its path
       matches no file, or its id or a mapped column is not in a file's header.
     """
-    problems = _check_train(cfg) + _check_source(cfg)
+    problems = _check_train(cfg) + _check_tuning(cfg) + _check_source(cfg)
     if problems:
         raise ConfigError("the configuration cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 

@@ -15,7 +15,8 @@ needs nothing above this module; checks that need the models, the training exten
 source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
-This module imports nothing of ml_core but :mod:`ml_core.typed` and :mod:`ml_core.source_config`.
+This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config` and
+:mod:`ml_core.tuning_config`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from ml_core.source_config import (
 from ml_core.source_config import (
     source_config as source_config,
 )
+from ml_core.tuning_config import TuningConfig  # the [tuning] section: the on-demand hyper-parameter search
 from ml_core.typed import ConfigError, build
 
 DEFAULT_CONFIG_PATH = Path("data/pipeline.toml")
@@ -242,6 +244,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     automation: AutomationConfig = field(default_factory=AutomationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -269,6 +272,7 @@ _SECTIONS: dict[str, type | None] = {
     "train": TrainConfig,
     "deploy": DeployConfig,
     "comparison": ComparisonConfig,
+    "tuning": TuningConfig,
     "automation": AutomationConfig,
     "storage": StorageConfig,
 }

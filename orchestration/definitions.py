@@ -13,21 +13,22 @@ from assets import (
     logs,
     samples,
     training,
+    tuning,
 )
 from orchestration.automation import check_decision_is_fresh, daily_automation
 from orchestration.checks import CHECKS
-from orchestration.jobs import daily_data, daily_model, model_comparison_job
+from orchestration.jobs import daily_data, daily_model, model_comparison_job, tuning_job
 from orchestration.recovery import RECOVERY_SENSORS
 from orchestration.resources import LakeIOManager, PipelineResource
 
-#: The daily flow (source -> logs -> deployed model) and the on-demand comparison.
+#: The daily flow (source -> logs -> deployed model), the on-demand comparison and search.
 FLOW_ASSETS = dg.load_assets_from_modules([logs, graphs, features, samples, training, evaluation, deployment])
-ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison])]
+ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison, tuning])]
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=[*CHECKS, check_decision_is_fresh],
-    jobs=[daily_data, daily_model, model_comparison_job],
+    jobs=[daily_data, daily_model, model_comparison_job, tuning_job],
     sensors=[daily_automation, *RECOVERY_SENSORS],
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
     # what asset backfills and the automation's runs use too: one process per run (a step per

@@ -45,5 +45,14 @@ model_comparison_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+tuning_job = dg.define_asset_job(
+    name="tuning_job",
+    selection=dg.AssetSelection.assets("hyperparameter_search"),
+    partitions_def=model_daily,
+    description="On demand: the [tuning] hyper-parameter search of one model on the chosen day "
+    "(its data stages must be materialized). Not automated.",
+    executor_def=dg.in_process_executor,
+)
+
 #: (job, first day) in the order ``make run`` runs them for each day.
 DAILY_JOBS = (daily_data, daily_model)

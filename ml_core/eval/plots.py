@@ -90,5 +90,71 @@ def comparison_plot(summary: list[dict], tasks: list[str], title: str = "GAUC pe
     return _fig_to_png(fig)
 
 
+
+def _position(value, axis: dict) -> float:
+    """``value`` on a parallel-coordinates axis scaled to 0..1 (log axes in log, choices by index)."""
+    if axis.get("choices") is not None:
+        idx = next((i for i, c in enumerate(axis["choices"]) if c == value), 0)
+        return idx / max(len(axis["choices"]) - 1, 1)
+    lo, hi, v = axis["low"], axis["high"], value
+    if axis.get("log"):
+        lo, hi, v = np.log(lo), np.log(hi), np.log(max(v, axis["low"]))
+    return float((v - lo) / (hi - lo))
+
+
+def tuning_plot(trials: list[dict], space: dict[str, dict], importances: dict[str, float], metric: str) -> bytes:
+    """A hyper-parameter search at a glance: each trial's value and the best so far (optimisation
+    history); every complete trial as a line over the parameters scaled to their ranges, coloured
+    by its value, the best in red (parallel coordinates); the parameter importances when known."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None and np.isfinite(t["value"])]
+    panels = 3 if importances else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([t["number"] for t in done], [t["value"] for t in done], "o", color="tab:blue", label="trial")
+    best = np.maximum.accumulate([t["value"] for t in done]) if done else []
+    ax.step([t["number"] for t in done], best, where="post", color="tab:red", label="best so far")
+    failed = [t["number"] for t in trials if t not in done]
+    if failed and done:
+        ax.plot(failed, [min(t["value"] for t in done)] * len(failed), "x", color="gray", label="failed")
+    ax.set(xlabel="trial", ylabel=f"{metric} GAUC (validation day)")
+    ax.set_title("optimisation history", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    names = list(space)
+    if done and names:
+        values = np.array([t["value"] for t in done])
+        span = values.max() - values.min() or 1.0
+        cmap = plt.get_cmap("viridis")
+        top = max(done, key=lambda t: t["value"])
+        for t in sorted(done, key=lambda t: t["value"]):
+            ys = [_position(t["params"][n], space[n]) for n in names]
+            style = {"color": "tab:red", "lw": 2.2, "zorder": 3} if t is top else \
+                {"color": cmap((t["value"] - values.min()) / span), "lw": 1.0, "alpha": 0.8}
+            ax.plot(range(len(names)), ys, marker=".", **style)
+        for i, n in enumerate(names):
+            ax.axvline(i, color="lightgray", lw=0.8, zorder=0)
+            ends = space[n]["choices"] if space[n].get("choices") is not None else [space[n]["low"], space[n]["high"]]
+            for j, label in ((0, ends[0]), (1, ends[-1])):
+                ax.annotate(f"{label:.3g}" if isinstance(label, float) else str(label), (i, j), fontsize=6,
+                            ha="center", va="top" if j == 0 else "bottom")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylim(-0.1, 1.1)
+    ax.set_title("parameters of the complete trials (red: best)", fontsize=9)
+    if importances:
+        ax = axes[0][2]
+        items = sorted(importances.items(), key=lambda kv: kv[1])
+        ax.barh(range(len(items)), [v for _, v in items], color="tab:blue")
+        ax.set_yticks(range(len(items)), [k for k, _ in items], fontsize=7)
+        ax.set_xlabel("share")
+        ax.set_title("parameter importance (PED-ANOVA)", fontsize=9)
+    return _fig_to_png(fig)
+
+
 def png_markdown(png: bytes, alt: str = "plot") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -20,7 +20,7 @@ def test_definitions_resolve_every_job_and_the_automation():
     assert FLOW <= keys
     jobs = {j.name: j for j in defs.resolve_all_job_defs()}
     # the named jobs plus Dagster's implicit asset job (what "Materialize" and backfills on the lineage page run)
-    assert set(jobs) == {"daily_data", "daily_model", "model_comparison_job", "__ASSET_JOB"}, sorted(jobs)
+    assert set(jobs) == {"daily_data", "daily_model", "model_comparison_job", "tuning_job", "__ASSET_JOB"}, sorted(jobs)
     for name, job in jobs.items():
         keys = job.asset_layer.selected_asset_keys
         assert keys, f"{name} selects no asset"
@@ -34,11 +34,12 @@ def test_definitions_resolve_every_job_and_the_automation():
 
     assert selected("daily_data") == DATA and selected("daily_model") == MODEL
     assert selected("model_comparison_job") == {"model_comparison"}
+    assert selected("tuning_job") == {"hyperparameter_search"}
     assert not list(defs.schedules or [])  # the automation sensor replaced the schedule
     sensor = defs.resolve_sensor_def("daily_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED  # a person turns it on
     conditions = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
-    assert {k for k, c in conditions.items() if c is not None} == FLOW | {"source_logs"}  # not the comparison
+    assert {k for k, c in conditions.items() if c is not None} == FLOW | {"source_logs"}  # not the comparison, the search
 
 
 def test_assets_are_partitioned_in_the_source_timezone_models_once_a_window_exists():
@@ -118,6 +119,7 @@ def test_assets_load_only_the_inputs_they_read():
     assert loaded["model_evaluation"] == set()
     assert loaded["deployed_model"] == set()
     assert loaded["model_comparison"] == {"training_samples"}
+    assert loaded["hyperparameter_search"] == {"training_samples"}
 
 
 def test_checks_fail_without_a_partition(tmp_path):

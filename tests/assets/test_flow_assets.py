@@ -200,7 +200,7 @@ def test_model_comparison_on_demand(flow):
     day = DAYS[-1]
     res = resources(root, 'comparison.variants=["mmoe", "moge"]', "comparison.seeds=[0, 1]",
                     "comparison.max_steps_per_epoch=10")
-    comparison = [a for a in ALL_ASSETS if a not in FLOW_ASSETS]
+    comparison = [a for a in ALL_ASSETS if a not in FLOW_ASSETS and dg.AssetKey("model_comparison") in a.keys]
     result = dg.materialize([*comparison, *FLOW_ASSETS], selection=comparison, partition_key=day,
                             instance=instance, resources=res)
     assert result.success
@@ -223,3 +223,34 @@ def test_model_comparison_on_demand(flow):
     assert "click: moge - mmoe, seed 0" in report and "paired bootstrap" in report
     runs = json.loads((part / "results.json").read_text())["runs"]
     assert sorted((r["variant"], r["seed"]) for r in runs) == [("mmoe", 0), ("mmoe", 1), ("moge", 0), ("moge", 1)]
+
+
+def test_hyperparameter_search_on_demand(flow):
+    """The search asset reads the flow's stored partitions: trials on D-2 validated on D-1, then the
+    best and the default configuration trained on D-2 .. D-1 and evaluated on D."""
+    root, instance, _ = flow
+    day = DAYS[-1]
+    res = resources(root, 'tuning.model="mmoe"', "tuning.trials=3", "tuning.max_steps_per_epoch=8",
+                    'tuning.space={lr=[1e-4, 1e-2, "log"], "model_args.n_experts"=[2, 4]}')
+    search = [a for a in ALL_ASSETS if a not in FLOW_ASSETS and dg.AssetKey("hyperparameter_search") in a.keys]
+    result = dg.materialize([*search, *FLOW_ASSETS], selection=search, partition_key=day, instance=instance,
+                            resources=res)
+    assert result.success
+    md = _latest(instance, "hyperparameter_search", day).metadata
+    assert md["model"].value == "mmoe" and md["trials"].value == 3 and md["failed_trials"].value == 0
+    assert md["train_days"].value == [DAYS[-3]] and md["validation_day"].value == DAYS[-2]
+    assert set(md["best_params"].value) == {"lr", "model_args.n_experts"}
+    assert 0.0 <= md["best_value"].value <= 1.0 and md["best_value"].value >= md["default_value"].value
+    for task in ("click", "purchase"):
+        assert 0.0 <= md[f"gauc_{task}_best"].value <= 1.0 and 0.0 <= md[f"gauc_{task}_default"].value <= 1.0
+        d = md[f"gauc_{task}_best_minus_default"].value
+        assert d["low"] <= d["diff"] <= d["high"]
+    rows = md["trials_table"].value.records
+    assert [r.data["trial"] for r in rows] == [0, 1, 2] and rows[0].data["model_args.n_experts"] == 4  # the default
+    assert "report" in md and "tuning_plot" in md
+    part = root / "lake" / "hyperparameter_search" / f"ds={day}"
+    results = json.loads((part / "results.json").read_text())
+    assert results["best_params"] == md["best_params"].value and len(results["trials"]) == 3
+    assert set(results["held_out"]) == {"default", "best", "differences", "same"}
+    assert (part / "tuning.png").read_bytes().startswith(b"\x89PNG")
+    assert "| model_args.n_experts | 2 .. 4 | 4 |" in (part / "report.md").read_text()

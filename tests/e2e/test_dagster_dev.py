@@ -241,7 +241,10 @@ def test_asset_graph_schedule_and_job(dagster_dev):
     assert cmp["groupName"] == "comparison" and "model_comparison_job" in cmp["jobNames"] and "daily_flow" not in cmp["jobNames"], cmp
     assert {u for u, d in edges if d == "model_comparison"} == {
         "training_samples", "node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph"}
-    edges = {e: m for e, m in edges.items() if e[1] != "model_comparison"}
+    search = nodes["hyperparameter_search"]  # the on-demand search: the same group and inputs, its own job
+    assert search["groupName"] == "comparison" and "tuning_job" in search["jobNames"], search
+    assert {u for u, d in edges if d == "hyperparameter_search"} == {u for u, d in edges if d == "model_comparison"}
+    edges = {e: m for e, m in edges.items() if e[1] not in ("model_comparison", "hyperparameter_search")}
     assert {u for u, _ in edges} | {d for _, d in edges} <= set(GROUPS), f"edges to unknown assets: {edges}"
     for e in WINDOW_EDGES:
         assert edges[e] == "TimeWindowPartitionMapping", (e, edges[e])
