@@ -186,6 +186,9 @@ def fail_dead_runs(instance: dg.DagsterInstance, now: float | None = None,
                f"written atomically, so none is half-written; {retry}.")
         instance.report_run_failed(run, msg, JobFailureData(error=None,
                                                             failure_reason=RunFailureReason.UNEXPECTED_TERMINATION))
+        # the pool slots it held (pool "model"): nothing else frees those of a run that died in process
+        # (the daemon's run monitoring does, free_slots_after_run_end_seconds, but not without a daemon)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         out.append(f"run {run.run_id} ({run.job_name} {run.tags.get('dagster/partition', '')}) failed: {reason}")
     return out
 
