@@ -187,6 +187,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
         validate(0)  # the start model's own score: training has to beat it, or the start weights are kept
     reason = None
     capped = False
+    epoch = 0
     run_progress = None  # the whole training, for its ETA (every epoch has the same number of steps)
     for epoch in range(cfg.epochs):
         model.train()

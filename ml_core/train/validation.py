@@ -86,8 +86,8 @@ def split_validation(days: list[DayInputs], mode: str, share: float, seed: int) 
         train.append(dataclasses.replace(d, samples=d.samples.filter(~mask)))
         if mask.any():
             val.append(dataclasses.replace(d, samples=d.samples.filter(mask)))
-    if not val:
-        return Split(list(days), [], "none", "no sample of a held-out user: no validation slice")
+    if not val or not any(d.samples.height for d in train):
+        return Split(list(days), [], "none", "the held-out users leave no validation or no training sample")
     return Split(train, val, "users")
 
 
