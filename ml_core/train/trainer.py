@@ -111,7 +111,7 @@ def fresh_model(cfg: TrainConfig, fspec: FeatureSpec) -> tuple[RecModel, ModelSp
     return build_model(cfg.model, mspec, cfg.model_args), mspec
 
 
-def initial_model(cfg: TrainConfig, fspec: FeatureSpec, warm: WarmStart | None, log) -> tuple:
+def initial_model(cfg: TrainConfig, fspec: FeatureSpec, warm: WarmStart | None) -> tuple:
     """(model, feature spec, model spec, start model or None, row maps, init record): the start
     model's weights grown into a fresh model of the grown spec when it is compatible
     (:mod:`ml_core.train.warm`), else a fresh model of ``fspec`` with the reason."""
@@ -121,11 +121,9 @@ def initial_model(cfg: TrainConfig, fspec: FeatureSpec, warm: WarmStart | None, 
         model, mspec = fresh_model(cfg, grown)
         try:
             init["grown"], maps = transfer(start, model, grown)
-            log(f"warm start from {init['from']}: {init['grown']}")
             return model, grown, mspec, start, maps, init
         except ValueError as e:
             init = scratch_init(f"incompatible: {e}", init)
-    log(f"training from scratch: {init['reason']}")
     model, mspec = fresh_model(cfg, fspec)
     return model, fspec, mspec, None, {}, init
 
@@ -148,7 +146,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     threads = configure_threads(cfg.threads)
     device = resolve_device(cfg.device)
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
-    model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks), warm, log)
+    model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks), warm)
     model = model.to(device)
     contexts = build_contexts(split.train, fspec, training_graph_needs(cfg).day_graphs)
     val_contexts = build_contexts(split.validation, fspec, inference_needs_graph(model))
@@ -165,7 +163,9 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     step = 0
     seen = 0
     t0 = time.perf_counter()
-    log(f"training {cfg.model} on {len(split.train)} days, {sum(c.n_samples for c in contexts)} samples, "
+    began = (f"warm start from {init['from']} (+{init['grown']['user_ids']['new']} user ids, "
+             f"+{init['grown']['item_ids']['new']} item ids)" if start is not None else f"from scratch ({init['reason']})")
+    log(f"training {cfg.model} on {len(split.train)} days, {sum(c.n_samples for c in contexts)} samples, {began}, "
         f"validation {split.how} ({sum(c.n_samples for c in val_contexts)} samples), device={device}, threads={threads}")
     stopper = EarlyStopping(cfg.patience) if val_contexts else None
     keep = lambda: (snapshot(model), copy.deepcopy(optimizer.state_dict()) if cfg.warm_start_optimizer else None)
