@@ -8,7 +8,8 @@ A bundle is a directory::
     model.json           registry name, model_args, ModelSpec, training config
     feature_spec.json    tasks, feature columns, scaling; user_ids.npy / item_ids.npy vocabularies
     manifest.json        partition, training days, data versions of every input, code version,
-                         metrics, content hash
+                         how the weights started (init) and why training stopped, metrics
+    optimizer.pt         (train.warm_start_optimizer) the optimizer's state by parameter name
     context/             (deployed bundles) the graph snapshot + node features it serves with
 
 Store layout under ``<root>/registry`` (the directory name predates this module; serving

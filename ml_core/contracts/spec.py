@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -11,6 +11,9 @@ class SideShape:
     cat_sizes: list[int]
     n_nums: int
     cat_names: list[str] = field(default_factory=list)  # FeatureSpec column names of cat_sizes (may be empty)
+    #: ``"user"`` or ``"item"``: whose vocabularies the id and categorical embedding rows index
+    #: (set by :class:`ModelSpec`; a warm start maps rows by it, :mod:`ml_core.train.warm`)
+    side: str = ""
 
 
 @dataclass
@@ -22,6 +25,12 @@ class ModelSpec:
     item: SideShape
     dim: int = 64
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
+
+    def __post_init__(self) -> None:
+        # a side shape built without its side (tests, bundles saved before it existed) gets it here
+        for name in ("user", "item"):
+            if getattr(self, name).side != name:
+                setattr(self, name, replace(getattr(self, name), side=name))
 
     @property
     def n_tasks(self) -> int:

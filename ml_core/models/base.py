@@ -14,6 +14,8 @@ its extensions, inference and serving ask of a model is declared here, with defa
 * :meth:`RecModel.param_groups` - the optimiser's parameter groups.
 * :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
 * :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
+* :attr:`RecModel.warm_start_blocker` and :attr:`RecModel.derived_state` - whether and how a
+  trained model starts the next day's training (:mod:`ml_core.train.warm`).
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class RecModel(nn.Module):
     #: through :meth:`prepare_inference`; inference then builds the scored day's context with its
     #: graphs even when the batches sample no subgraph (:func:`ml_core.inference.inference_needs_graph`)
     reads_day_graph_at_inference: ClassVar[bool] = False
+    #: Why the model's weights cannot start the next window's training (``train.warm_start``), or
+    #: None: they can. Its vocabulary-indexed rows are those of its FeatureEncoders; any other
+    #: state that depends on the training window must be declared here or in :attr:`derived_state`
+    #: (:mod:`ml_core.train.warm`)
+    warm_start_blocker: ClassVar[str | None] = None
+    #: ``state_dict`` entries the model re-derives from the data (in :meth:`prepare` or when
+    #: switched to eval mode): a warm start leaves them at a fresh model's values
+    derived_state: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def configure(cls, config: Any = None, args: Mapping[str, Any] | None = None) -> Any:

@@ -128,6 +128,7 @@ class LightGODE(RecModel):
     graph_needs = GraphNeeds.DAY_GRAPHS  # the training days' graph (the ode_emb fallback); no subgraph
     integrates_graph_ode = True  # the lightgode post-training step hands it the graph only
     reads_day_graph_at_inference = True  # the ODE of inference runs over the scored day's graph[D]
+    derived_state = ("ode_emb", "ode_ready")  # E(T): integrated again from the trained E(0) (train(False))
 
     def __init__(self, spec: ModelSpec, config: LightGODEConfig | None = None, **args):
         super().__init__()
@@ -140,8 +141,8 @@ class LightGODE(RecModel):
         self.weighted = cfg.weighted
         self.scale_init = cfg.scale_init
         # id-only encoders (no feature columns): E_U, E_I
-        self.user_enc = FeatureEncoder(SideShape(spec.user.n_ids, [], 0), spec.dim)
-        self.item_enc = FeatureEncoder(SideShape(spec.item.n_ids, [], 0), spec.dim)
+        self.user_enc = FeatureEncoder(SideShape(spec.user.n_ids, [], 0, side="user"), spec.dim)
+        self.item_enc = FeatureEncoder(SideShape(spec.item.n_ids, [], 0, side="item"), spec.dim)
         self.task_scale = nn.Parameter(torch.empty(spec.n_tasks))  # a_k
         self.task_bias = nn.Parameter(torch.empty(spec.n_tasks))  # b_k
         self.register_buffer("ode_emb", torch.zeros(spec.user.n_ids + spec.item.n_ids, spec.dim))  # E(T)

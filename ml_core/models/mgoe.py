@@ -233,6 +233,8 @@ class MGOEConfig:
 @register("mgoe", MGOEConfig)
 class MGOE(RecModel):
     graph_needs = GraphNeeds.NONE
+    warm_start_blocker = ("MGOE re-fits its user clusters (k-means) and category slots on every training window; its "
+                          "macro embeddings U^k, I^k are indexed by them, so yesterday's rows mean other clusters today")
 
     def __init__(self, spec: ModelSpec, config: MGOEConfig | None = None, **args):
         super().__init__()

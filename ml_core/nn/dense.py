@@ -53,10 +53,15 @@ class FeatureEncoder(nn.Module):
         cat_dim (int): size of each categorical embedding (default: 8).
         use_ids (bool): include the id embedding (default: True).
     Shapes: NodeTable of n nodes -> ``[n, dim]``.
+
+    ``side`` (``shape.side``, ``"user"`` or ``"item"``) says whose vocabularies the rows of
+    ``id_emb`` and ``cat_embs[j]`` (column ``j`` of that side) index: a warm start grows them
+    (:mod:`ml_core.train.warm`).
     """
 
     def __init__(self, shape: SideShape, dim: int, cat_dim: int = 8, use_ids: bool = True):
         super().__init__()
+        self.side = shape.side
         self.id_emb = nn.Embedding(shape.n_ids, dim) if use_ids else None
         self.cat_embs = nn.ModuleList(nn.Embedding(n, cat_dim) for n in shape.cat_sizes)
         in_dim = cat_dim * len(shape.cat_sizes) + shape.n_nums

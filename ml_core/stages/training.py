@@ -1,16 +1,28 @@
 """Stage 5, trained_model: the candidate model of day D, trained on the samples of days
 D-T .. D-1 (each day scored with its own graphs and features), stored as a bundle (weights,
-model and feature spec, training curve, manifest with the data versions of every input)."""
+model and feature spec, training curve, manifest with the data versions of every input).
+
+Its weights start from an earlier model when ``train.warm_start`` asks for one and it is
+compatible (:func:`warm_start_source` finds it, :mod:`ml_core.train.warm` decides): ``previous``
+= trained_model[D-1], ``production`` = the production bundle when it was trained before D (a
+later partition's model has seen days after D). The manifest's ``init`` records the start
+(``mode``, ``from``, ``from_version``, ``reason``), ``stopping`` why training stopped (early
+stopping on a slice of the training days, :mod:`ml_core.train.validation`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from ml_core.bundles import save_model, write_manifest
+import torch
+
+from ml_core.bundles import BundleStore, save_model, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
-from ml_core.storage import Lake, day_str
+from ml_core.stages.windows import as_date, model_start
+from ml_core.storage import VERSION_FILE, Lake, day_str
+from ml_core.train.warm import OPTIMIZER_FILE, WarmStart
 
 #: What a model reads of each training day; the similarity graphs only when it uses graphs.
 _DAY_ASSETS = ("training_samples", "node_features", "bipartite_graph")
@@ -32,35 +44,68 @@ class TrainingResult:
     device: str
     n_params: int
     history: list[dict] = field(default_factory=list)
+    #: how the weights started: ``mode`` (warm / scratch), ``from``, ``from_version``, ``reason``
+    init: dict = field(default_factory=dict)
+    #: why training stopped (``reason``), the validation slice and curve, ``best_step``,
+    #: ``best_val_gauc``, ``still_improving`` (:func:`ml_core.train.trainer.train`)
+    stopping: dict = field(default_factory=dict)
 
 
 def _input_versions(lake: Lake, assets_days: dict[str, list[str]]) -> dict:
     return {a: {d: lake.version(a, d) for d in days} for a, days in assets_days.items()}
 
 
+def warm_start_source(cfg: PipelineConfig, lake: Lake, day) -> WarmStart:
+    """The model day ``day``'s training may start from (``train.warm_start``), or the reason there is none."""
+    mode = cfg.train.warm_start
+    if mode == "none":
+        return WarmStart(reason="train.warm_start = none")
+    if mode == "previous":
+        prev = (as_date(day) - timedelta(days=1)).isoformat()
+        if as_date(prev) < model_start(cfg):
+            return WarmStart(reason=f"first day: trained_model starts on {model_start(cfg)}")
+        if not lake.exists("trained_model", prev):
+            return WarmStart(reason=f"no previous model: trained_model[{prev}] is not materialized")
+        return WarmStart(lake.partition_dir("trained_model", prev), prev, lake.version("trained_model", prev))
+    store = BundleStore(lake.root)
+    prod = store.production()
+    if prod is None:
+        return WarmStart(reason="no previous model: nothing is in production")
+    if prod.get("partition", "") >= day_str(day):
+        return WarmStart(reason=f"no previous model: production is trained_model[{prod.get('partition')}], not "
+                                f"older than {day_str(day)} (it has seen days after the training window)")
+    directory = store.version_dir(prod["version"])
+    version = (directory / VERSION_FILE).read_text().strip() if (directory / VERSION_FILE).exists() else prod["version"]
+    return WarmStart(directory, prod["version"], version)
+
+
 def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], code_version: str = "",
                       log=None) -> TrainingResult:
-    """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition;
-    ``code_version`` is recorded in the manifest."""
+    """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition,
+    from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest."""
     from ml_core.train.trainer import train, training_needs_graph
 
     need_graph = training_needs_graph(cfg.train)
     days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
     tasks = list(cfg.samples.tasks)
-    result = train(days, cfg.train, tasks, log=log)
+    result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
     read = _DAY_ASSETS + _GRAPH_ASSETS if need_graph else _DAY_ASSETS
     versions = _input_versions(lake, {a: sample_days for a in read})
     with lake.write_dir("trained_model", day) as tmp:
         save_model(tmp, result.model, result.model_name, result.model_args, result.model_spec, result.feature_spec,
                    extra={"train_config": cfg.to_dict()["train"]})
         (tmp / "history.json").write_text(json.dumps(result.history))
+        if result.optimizer_state is not None:
+            torch.save(result.optimizer_state, tmp / OPTIMIZER_FILE)
         write_manifest(tmp, {
             "partition": day_str(day), "model": result.model_name, "model_args": result.model_args,
             "optimizer": cfg.train.optimizer, "post_training": cfg.train.post_training, "train_days": sample_days,
             "input_versions": versions, "code_version": code_version, "config_fingerprint": cfg.fingerprint(),
             "device": result.device, "seconds": result.seconds, "n_params": result.n_params,
+            "init": result.init, "stopping": result.stopping,
         })
     return TrainingResult(model=result.model_name, model_args=result.model_args, optimizer=cfg.train.optimizer,
                           post_training=result.post_training, train_days=sample_days,
                           samples_seen=result.samples_seen, seconds=round(result.seconds, 2), device=result.device,
-                          n_params=result.n_params, history=result.history)
+                          n_params=result.n_params, history=result.history, init=result.init,
+                          stopping=result.stopping)

@@ -90,4 +90,8 @@ def test_the_daily_flow_shows_each_stage_and_the_progress_lines(tmp_path, capsys
     # one stage in order: started, its messages, done
     i, j = lines.index("[2026-01-03] trained_model: started"), lines.index(training[-1])
     assert lines[i + 1].startswith("[2026-01-03] trained_model: training mlp") and i < lines.index(training[0]) < j
-    assert re.fullmatch(r"\[2026-01-03\] trained_model: done in \d+\.\ds", lines[j + 2]), lines[j:]  # after the epoch line
+    # after the epoch line: the final validation and why training stopped (ml_core/train/trainer.py), then done
+    assert lines[j + 1].startswith("[2026-01-03] trained_model: epoch 1/1 done in ")
+    assert lines[j + 2].startswith("[2026-01-03] trained_model: validation after 20 steps: mean GAUC ")
+    assert lines[j + 3].startswith("[2026-01-03] trained_model: training stopped (max_steps) after 20 steps")
+    assert re.fullmatch(r"\[2026-01-03\] trained_model: done in \d+\.\ds", lines[j + 4]), lines[j:]
