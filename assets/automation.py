@@ -56,8 +56,10 @@ def catch_up(days: int, refresh_days: int | None = None, ignore_missing: str | N
 LOGS = catch_up(HORIZON.logs)
 #: graphs, node features, training samples: the days the horizon's models train on.
 DATA = catch_up(HORIZON.data)
-#: trained_model, model_evaluation.
+#: model_evaluation.
 MODEL = catch_up(HORIZON.model, refresh_days=1)
+#: trained_model (warm-started from trained_model[D-1] when it exists: before the horizon it may not).
+TRAINING = catch_up(HORIZON.model, refresh_days=1, ignore_missing="trained_model")
 #: deployed_model (after the previous day's).
 DECISION = catch_up(HORIZON.model, refresh_days=1, ignore_missing="deployed_model")
 #: The source is observed on ``automation.observe_cron`` (its timezone) and when the automation starts.
