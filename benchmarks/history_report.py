@@ -1,0 +1,191 @@
+"""Warm-started vs from-scratch daily models over consecutive evaluation days.
+
+For each dataset the data stages run once over the whole range (``--root``/<dataset>/data).
+Then, for each model (``--variants``) and each mode, the daily model chain runs day after day as
+the ``trained_model`` asset does: ``warm`` starts day D's training from trained_model[D-1]
+(``train.warm_start = "previous"``, every model day from the first one, so the chain has seen all
+of history), ``scratch`` trains day D from scratch (``train.warm_start = "none"``, evaluation days
+only). Every model is evaluated on its day D (a day neither it nor its graphs saw) as
+``model_evaluation`` does, and the sanity scorers on the same samples.
+
+Pooled over the evaluation days, GAUC groups are (user, day) pairs; the paired bootstrap over
+those groups gives the intervals of warm - scratch per model and of the best model minus the
+best sanity scorer per task.
+
+    python benchmarks/history_report.py --dataset synthetic --eval-days 14
+    python benchmarks/history_report.py --dataset taobao            # the excerpt has 9 days: 6 evaluation days
+
+Writes ``benchmarks/results/history_<dataset>_<budget>_<date>.json`` and prints the Markdown report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ml_core.config import load_config
+from ml_core.eval.bootstrap import gauc_difference
+from ml_core.eval.metrics import gauc
+from ml_core.sanity import SCORERS, sanity_scores
+from ml_core.stages.data_day import run_data_days
+from ml_core.stages.evaluation import SCORES_FILE, run_model_evaluation
+from ml_core.stages.inputs import load_day_inputs
+from ml_core.stages.training import run_trained_model
+from ml_core.stages.windows import model_start, train_window
+from ml_core.storage import Lake
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA_ASSETS = ("interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph",
+               "node_features", "training_samples")
+#: dataset -> (config overrides, last day). The demo's settings otherwise (data/pipeline.toml).
+DATASETS = {
+    "synthetic": (['source.kind="synthetic"', 'source.preset="small"', "source.seed=7",
+                   'source.start_date="2026-01-01"'], "2026-01-24"),
+    "taobao": (['source.kind="taobao"', f'source.path="{SHARED / "taobao-userbehavior" / "UserBehavior_head_84475.csv"}"',
+                'source.start_date="2017-11-25"', 'source.end_date="2017-12-03"', 'source.timezone="Asia/Shanghai"'],
+               "2017-12-03"),
+}
+#: The training budget: the demo's (data/pipeline.toml) or the defaults with early stopping.
+BUDGETS = {
+    "demo": ["train.epochs=1", "train.max_steps_per_epoch=200", 'train.validation="none"'],
+    "full": [],
+}
+
+
+def days_between(first: str, last: str) -> list[str]:
+    a, b = date.fromisoformat(first), date.fromisoformat(last)
+    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+
+
+def model_lake(root: Path, data: Lake) -> Lake:
+    """A lake of its own for one (model, mode) chain whose data assets are the shared ones."""
+    (root / "lake").mkdir(parents=True, exist_ok=True)
+    for asset in DATA_ASSETS:
+        link = root / "lake" / asset
+        if not link.exists():
+            link.symlink_to((data.root / "lake" / asset).resolve(), target_is_directory=True)
+    return Lake(root)
+
+
+def run_chain(cfg_base: list[str], root: Path, data: Lake, variant: str, mode: str, eval_days: list[str],
+              model_days: list[str], log=print) -> dict:
+    lake = model_lake(root / f"{variant}-{mode}", data)
+    cfg = load_config(None, [*cfg_base, f'storage.root="{lake.root}"', f'train.model="{variant}"',
+                             f'train.warm_start="{"previous" if mode == "warm" else "none"}"'])
+    out = {"seconds": 0.0, "days": {}}
+    for day in (model_days if mode == "warm" else eval_days):
+        if not lake.exists("trained_model", day):
+            t = time.perf_counter()
+            res = run_trained_model(cfg, lake, day, train_window(cfg, day))
+            out["seconds"] += time.perf_counter() - t
+            log(f"  {variant}/{mode} {day}: trained ({res.init.get('mode')}, {res.seconds:.0f}s)")
+        if day in eval_days and not lake.exists("model_evaluation", day):
+            ev = run_model_evaluation(cfg, lake, day)
+            log(f"  {variant}/{mode} {day}: GAUC " + ", ".join(f"{t} {m['gauc']:.4f}" for t, m in ev.candidate.items()))
+    for day in eval_days:
+        with np.load(lake.partition_dir("model_evaluation", day) / SCORES_FILE) as z:
+            out["days"][day] = {"users": z["users"], "labels": z["labels"], "probs": z["probs"]}
+    return out
+
+
+def pooled(eval_days, per_day) -> tuple[np.ndarray, np.ndarray]:
+    """(groups, labels) over the evaluation days: one group per (day, user)."""
+    groups, labels, offset = [], [], 0
+    for day in eval_days:
+        users = per_day[day]["users"]
+        _, inv = np.unique(users, return_inverse=True)
+        groups.append(inv + offset)
+        offset += int(inv.max()) + 1 if len(inv) else 0
+        labels.append(per_day[day]["labels"])
+    return np.concatenate(groups), np.concatenate(labels)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
+    ap.add_argument("--variants", nargs="+", default=["moge", "mmoe"])
+    ap.add_argument("--eval-days", type=int, default=14, help="the last N days of the range (fewer if it is short)")
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
+    ap.add_argument("--root", default="/tmp/moge-history")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    args = ap.parse_args(argv)
+
+    overrides, last = DATASETS[args.dataset]
+    root = Path(args.root) / args.dataset / args.budget
+    data = Lake(root / "data")
+    base = [*overrides, *BUDGETS[args.budget]]
+    cfg = load_config(None, [*base, f'storage.root="{data.root}"'])
+    all_days = days_between(cfg.source.start_date, last)
+    model_days = days_between(model_start(cfg).isoformat(), last)
+    eval_days = model_days[-args.eval_days:]
+    t0 = time.perf_counter()
+    run_data_days(cfg, data, [d for d in all_days if not data.exists("training_samples", d)])
+    print(f"data stages: {len(all_days)} days ({time.perf_counter() - t0:.0f}s); model days {model_days[0]}..{last}, "
+          f"evaluation days {eval_days[0]}..{eval_days[-1]} ({len(eval_days)})", flush=True)
+
+    chains = {(v, m): run_chain(base, root, data, v, m, eval_days, model_days)
+              for v in args.variants for m in ("warm", "scratch")}
+    tasks = list(cfg.samples.tasks)
+    ref = chains[args.variants[0], "warm"]["days"]
+    groups, labels = pooled(eval_days, ref)
+    sanity = {s: [] for s in SCORERS}
+    for day in eval_days:
+        inputs = load_day_inputs(data, day, with_graph=True)
+        assert np.array_equal(inputs.samples["user_id"].to_numpy(), ref[day]["users"])
+        for s, scores in sanity_scores(inputs).items():
+            sanity[s].append(scores)
+    scores = {f"{v} {m}": np.concatenate([c["days"][d]["probs"] for d in eval_days]) for (v, m), c in chains.items()}
+    for s in SCORERS:
+        scores[f"sanity: {s}"] = np.repeat(np.concatenate(sanity[s])[:, None], len(tasks), axis=1)
+    table = {name: {t: gauc(groups, labels[:, k], sc[:, k])["gauc"] for k, t in enumerate(tasks)}
+             for name, sc in scores.items()}
+    per_day = {f"{v} {m}": {d: {t: gauc(np.unique(c["days"][d]["users"], return_inverse=True)[1],
+                                        c["days"][d]["labels"][:, k], c["days"][d]["probs"][:, k])["gauc"]
+                                for k, t in enumerate(tasks)} for d in eval_days}
+               for (v, m), c in chains.items()}
+
+    def diff(a: str, b: str, k: int) -> dict:
+        return gauc_difference(groups, labels[:, k], scores[a][:, k], scores[b][:, k], n_boot=args.bootstrap)
+
+    warm_vs_scratch = {v: {t: diff(f"{v} warm", f"{v} scratch", k) for k, t in enumerate(tasks)} for v in args.variants}
+    best_sanity = {t: max(SCORERS, key=lambda s: table[f"sanity: {s}"][t]) for t in tasks}
+    vs_sanity = {f"{v} {m}": {t: diff(f"{v} {m}", f"sanity: {best_sanity[t]}", k) for k, t in enumerate(tasks)}
+                 for v in args.variants for m in ("warm", "scratch")}
+
+    lines = [f"## {args.dataset}: {len(eval_days)} evaluation days {eval_days[0]}..{eval_days[-1]}, "
+             f"budget {args.budget}, pooled GAUC over (user, day)", "",
+             "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines += [f"| {name} | " + " | ".join(f"{table[name][t]:.4f}" for t in tasks) + " |" for name in table]
+    lines += ["", "| difference | task | GAUC difference | 95% interval |", "|---|---|---|---|"]
+    for v, per in warm_vs_scratch.items():
+        lines += [f"| {v}: warm - scratch | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |"
+                  for t, d in per.items()]
+    for name, per in vs_sanity.items():
+        lines += [f"| {name} - sanity: {best_sanity[t]} | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |"
+                  for t, d in per.items()]
+    lines += ["", "| day | " + " | ".join(per_day) + " |", "|---|" + "---|" * len(per_day)]
+    lines += [f"| {d} | " + " | ".join("/".join(f"{per_day[n][d][t]:.3f}" for t in tasks) for n in per_day) + " |"
+              for d in eval_days]
+    report = "\n".join(lines)
+    print(report)
+    out = Path(__file__).resolve().parent / "results" / f"history_{args.dataset}_{args.budget}_{date.today():%Y%m%d}.json"
+    out.write_text(json.dumps({"dataset": args.dataset, "budget": args.budget, "eval_days": eval_days,
+                               "model_days": model_days, "variants": args.variants, "pooled_gauc": table,
+                               "per_day_gauc": per_day, "warm_minus_scratch": warm_vs_scratch,
+                               "minus_best_sanity": vs_sanity, "best_sanity": best_sanity,
+                               "train_seconds": {f"{v} {m}": c["seconds"] for (v, m), c in chains.items()},
+                               "report": report}, indent=1, default=float))
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
