@@ -36,11 +36,16 @@ def catch_up(days: int, refresh_days: int | None = None, ignore_missing: str | N
     """Materialize the newest ``days`` partitions when missing, and the newest ``refresh_days``
     (default: ``days``) when an input was updated since.
 
-    ``ignore_missing``: a dependency whose missing partitions do not hold this asset back (the
-    decision's own previous day: before the horizon it may never have been decided)."""
-    blocked = AC.any_deps_match(AC.missing() & ~AC.will_be_requested())
+    ``ignore_missing``: a dependency whose missing partitions *before the horizon* do not hold
+    this asset back (the decision's own previous day: before the horizon it may never have been
+    decided). Inside the horizon it does: a decision waits for the previous day's, unless both
+    are requested on the same tick (the backfill then takes them in date order)."""
+    missing = AC.missing() & ~AC.will_be_requested()
+    blocked = AC.any_deps_match(missing)
     if ignore_missing:
-        blocked = blocked.ignore(dg.AssetSelection.assets(ignore_missing))
+        dep = dg.AssetSelection.assets(ignore_missing)
+        blocked = (blocked.ignore(dep)
+                   | AC.any_deps_match(AC.in_latest_time_window(timedelta(days=days)) & missing).allow(dep))
     return (
         AC.in_latest_time_window(timedelta(days=days))
         & ((AC.missing() & ~AC.execution_failed())
@@ -62,6 +67,10 @@ MODEL = catch_up(HORIZON.model, refresh_days=1)
 TRAINING = catch_up(HORIZON.model, refresh_days=1, ignore_missing="trained_model")
 #: deployed_model (after the previous day's).
 DECISION = catch_up(HORIZON.model, refresh_days=1, ignore_missing="deployed_model")
-#: The source is observed on ``automation.observe_cron`` (its timezone) and when the automation starts.
-OBSERVE = (AC.initial_evaluation() | AC.cron_tick_passed(CONFIG.automation.observe_cron, TIMEZONE)
+#: The source is observed on ``automation.observe_cron`` (its timezone) and when the automation starts:
+#: one run, for the newest partition (one observation reports the versions of the newest
+#: ``automation.observe_days`` days, whichever partition it runs for; requesting every partition
+#: would launch one identical observation run per day since source.start_date).
+OBSERVE = (AC.in_latest_time_window()
+           & (AC.initial_evaluation() | AC.cron_tick_passed(CONFIG.automation.observe_cron, TIMEZONE))
            ).with_label("observe")

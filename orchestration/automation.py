@@ -15,7 +15,9 @@ from assets.partitions import CONFIG, TIMEZONE, model_daily
 
 daily_automation = dg.AutomationConditionSensorDefinition(
     "daily_automation",
-    target=dg.AssetSelection.all(),
+    # with the observable source: without it the sensor never observes source_logs, and every
+    # asset of the flow waits for it (its partitions stay "missing") on every tick
+    target=dg.AssetSelection.all(include_sources=True),
     default_status=dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
     description="Catch-up and daily refresh of the whole flow (README: 'Schedule, catch-up and backfills').",

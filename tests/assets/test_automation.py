@@ -110,7 +110,7 @@ def test_turned_on_over_an_empty_lake_it_catches_up_the_horizon_only(sim):
     now = utc(2026, 1, 30)
     yesterday = "2026-01-29"
     done = sim.run_until_idle(now)
-    assert sim.history[0] == {"source_logs": sim.history[0]["source_logs"]}  # first the source is observed
+    assert sim.history[0] == {"source_logs": {yesterday}}  # first the source is observed, in one run
     assert done["deployed_model"] == days_back(yesterday, H) == done["trained_model"]
     assert done["training_samples"] == days_back(yesterday, H + T) == done["bipartite_graph"]
     assert done["interaction_logs"] == days_back(yesterday, H + T + W)
@@ -148,6 +148,39 @@ def test_a_changed_source_day_is_re_ingested_with_every_window_that_reads_it(sim
     # the newest model reads graphs of the changed days: re-trained, re-evaluated, re-decided; older
     # model days are not (their decisions can no longer move production)
     assert done["trained_model"] == done["model_evaluation"] == done["deployed_model"] == {"2026-01-29"}
+
+
+def test_a_decision_waits_for_the_previous_days_inside_the_horizon(sim):
+    """The horizon is caught up but for the evaluation of the day before yesterday, still in
+    progress (an asset backfill targets it): yesterday's decision must wait for that day's, not
+    be taken first (found by tests/e2e/test_dagster_dev.py, where a tick requested
+    deployed_model[D] while model_evaluation[D-1] was running)."""
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.definitions.events import AssetKeyPartitionKey
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    now, yesterday, before = utc(2026, 1, 30), "2026-01-29", "2026-01-28"
+    sim.observe(now)
+    for key in ORDER:
+        n = H + T + W if key == "interaction_logs" else H + T if key in ORDER[1:6] else H
+        skip = {"model_evaluation": {before}, "deployed_model": {before, yesterday}}.get(key, set())
+        sim.materialize(key, days_back(yesterday, n) - skip)
+    target = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(dg.AssetKey("model_evaluation"), before)}, defs.resolve_asset_graph())
+    sim.instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
+        backfill_id="running", asset_graph_subset=target, dynamic_partitions_store=sim.instance,
+        backfill_timestamp=now.timestamp(), tags={}, title=None, description=None, run_config=None))
+    req = sim.tick(now)
+    assert "deployed_model" not in req, req
+
+
+def test_the_sensor_evaluates_the_source_too():
+    """The sensor's target decides what it evaluates: without the observable source it never
+    observes source_logs and the whole flow waits for it (found by tests/e2e/test_dagster_dev.py)."""
+    from orchestration.automation import daily_automation
+
+    keys = daily_automation.asset_selection.resolve(defs.resolve_asset_graph())
+    assert {k.to_user_string() for k in keys} >= {*ORDER, "source_logs"}
 
 
 def test_settings_of_the_tests():

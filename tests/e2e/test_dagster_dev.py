@@ -1,14 +1,26 @@
 """The Dagster deployment as a user runs it: ``dagster dev -w workspace.yaml`` in its own process
-(temp DAGSTER_HOME, temp $MOGE_CONFIG on a temp lake), inspected through the webserver's GraphQL
-API, a 5-day job backfill of daily_flow, and a headless-Chromium screenshot of the UI.
+(temp DAGSTER_HOME with the project's orchestration/dagster.yaml, temp $MOGE_CONFIG on a temp
+lake), driven through the UI (headless Chromium) and the webserver's GraphQL API, as the UI
+does, and inspected through GraphQL, the lake and the bundle store. Two deployments, each with
+its own small config (the windows are fixed when the code location loads), started together so
+that the automation's catch-up (mostly waiting for the daemons' 30 s ticks) runs during the
+backfill:
 
-Backfill ordering (dagster 1.13): a job backfill (``dagster job backfill``, the UI's job backfill,
-launchPartitionBackfill with the job's partition set) submits one run per day at once, in date
-order, and an instance with an empty dagster.yaml dequeues up to 10 runs at a time: all days run in
-parallel and nothing makes day D wait for day D-1, although day D's graphs read the logs of
-D-W .. D-1 and its model the samples of D-T .. D-1 (a day that gets ahead fails with
-FileNotFoundError naming the missing partition). The instance here therefore dequeues one run at a
-time (``run_queue.max_concurrent_runs: 1``); the queue is FIFO, so the days run in date order.
+* **Backfill** (source days today-5 .. yesterday, UTC): the asset graph, groups, lineage, jobs
+  and the (stopped) sensor; then "Materialize all" over the 5 days, clicked on the lineage page
+  (scripts/screenshot_ui.py ``materialize_all``): an asset backfill that runs the days in parallel
+  where the windows allow, the model steps one at a time (pool "model") and the decisions in date
+  order. Before it, the first day's graphs and node features, which the range's backfill does not
+  target (a known gap: ``test_materialize_all_alone_targets_the_first_days_graphs``, strict xfail).
+* **Automation** (source from 20 days ago, open-ended, ``automation.catch_up_days = 3``): on an
+  empty lake, ``daily_automation`` is turned on (``startSensor``, the UI's toggle); the daemon
+  observes the source, then catches up the horizon up to yesterday's decision, and nothing older;
+  a tick after that requests nothing; the sensor is turned off again (``stopSensor``).
+
+The days are computed from today's date (UTC, the synthetic source's zone); the backfill's config
+ends yesterday (``source.end_date``) so its partitions do not move if the test crosses midnight.
+$MOGE_E2E_SCREENSHOTS=<dir> writes the docs/ui pages there (lineage, partitions, the backfill, the
+"Materialize all" dialog, the automation sensor).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,14 +37,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from ml_core.bundles import BundleStore
 from tests.conftest import REPO
 
-DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 GROUPS = {
     "interaction_logs": "ingest",
     "bipartite_graph": "graph",
@@ -43,11 +59,12 @@ GROUPS = {
     "model_evaluation": "model",
     "deployed_model": "model",
 }
-DATA_ASSETS = ["interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph",
-               "node_features", "training_samples"]
-MODEL_ASSETS = ["trained_model", "model_evaluation", "deployed_model"]
+FLOW = list(GROUPS)
+DATA_ASSETS = FLOW[:6]
+MODEL_ASSETS = FLOW[6:]
 # (upstream, downstream): the flow's lineage as the README describes it.
 EDGES = {
+    ("source_logs", "interaction_logs"),
     ("interaction_logs", "bipartite_graph"),
     ("bipartite_graph", "user_similarity_graph"),
     ("bipartite_graph", "item_similarity_graph"),
@@ -60,23 +77,34 @@ EDGES = {
     ("training_samples", "model_evaluation"),
     ("model_evaluation", "deployed_model"),
     ("trained_model", "deployed_model"),
+    ("deployed_model", "deployed_model"),  # day D is decided after day D-1
 }
 # Deps that read a window of earlier days rather than the same day.
 WINDOW_EDGES = {("interaction_logs", "bipartite_graph"), ("interaction_logs", "node_features"),
-                ("training_samples", "trained_model")}
+                ("training_samples", "trained_model"), ("deployed_model", "deployed_model")}
 
-# One run at a time, FIFO: the backfill's days run in date order (see the module docstring).
-# Everything else is the default instance (sqlite storage under DAGSTER_HOME).
-DAGSTER_YAML = """\
-run_queue:
-  max_concurrent_runs: 1
-telemetry:
-  enabled: false
-"""
+W, T = 3, 2  # graph.window_days, train.train_days of both configs
+CATCH_UP = 3  # automation.catch_up_days of the automation's config
+# A few optimiser steps per model: the flow's code paths, not its quality.
+TRAIN = "[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 20\nbatch_size = 512\ndim = 16\n"
 
 START_TIMEOUT = 180  # webserver up and the code location loaded
-BACKFILL_TIMEOUT = 8 * 60
+BACKFILL_TIMEOUT = 15 * 60  # each of the two backfills
+CATCH_UP_TIMEOUT = 20 * 60  # from the toggle (it runs while the backfill runs)
 REPO_SELECTOR = {"repositoryLocationName": "moge", "repositoryName": "__repository__"}
+SENSOR = {**REPO_SELECTOR, "sensorName": "daily_automation"}
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def days(first: date, n: int) -> list[str]:
+    return [(first + timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+# -- dagster dev --------------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -132,7 +160,7 @@ class DagsterDev:
     url: str
     env: dict
     home: Path
-    lake: Path
+    root: Path  # storage.root: the lake and the bundle store
     log: Path
     proc: subprocess.Popen
 
@@ -147,10 +175,8 @@ class DagsterDev:
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
-    def dagster(self, *args: str, input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        """Run the dagster CLI against the same instance and workspace as the dev server."""
-        return subprocess.run([_dagster_bin(), *args], cwd=REPO, env=self.env, capture_output=True, text=True,
-                              input=input, timeout=timeout)
+    def lake_days(self, asset: str) -> list[str]:
+        return sorted(p.name.removeprefix("ds=") for p in (self.root / "lake" / asset).glob("ds=*"))
 
 
 def _wait_until_up(dev: DagsterDev) -> None:
@@ -178,20 +204,18 @@ def _wait_until_up(dev: DagsterDev) -> None:
     pytest.fail(f"dagster dev not ready after {START_TIMEOUT}s ({last}):\n{dev.log_tail()}")
 
 
-@pytest.fixture(scope="module")
-def dagster_dev(tmp_path_factory):
-    base = tmp_path_factory.mktemp("dagster-dev")
-    home, lake, tmp = base / "dagster_home", base / "data", base / "tmp"
-    for d in (home, lake, tmp):
+@contextmanager
+def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev]:
+    """``dagster dev -w workspace.yaml`` on a fresh instance (the project's
+    orchestration/dagster.yaml, as ``make dev`` copies it) and a config with ``[source]`` lines
+    ``source``, the tests' windows (W = 3, T = 2) and a few training steps."""
+    home, root, tmp = base / "dagster_home", base / "data", base / "tmp"
+    for d in (home, root, tmp):
         d.mkdir()
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    shutil.copy(REPO / "orchestration" / "dagster.yaml", home / "dagster.yaml")
     cfg = base / "pipeline.toml"
-    cfg.write_text(
-        '[source]\nkind = "synthetic"\nstart_date = "2026-01-01"\n'
-        "[graph]\nwindow_days = 3\n"
-        "[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 20\nbatch_size = 512\ndim = 16\n"
-        f'[storage]\nroot = "{lake}"\n'
-    )
+    cfg.write_text(f'[source]\nkind = "synthetic"\n{source}[graph]\nwindow_days = {W}\n{TRAIN}{extra}'
+                   f'[storage]\nroot = "{root}"\n')
     env = {**os.environ, "DAGSTER_HOME": str(home), "MOGE_CONFIG": str(cfg), "TMPDIR": str(tmp),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "PYTHONUNBUFFERED": "1"}
@@ -202,108 +226,80 @@ def dagster_dev(tmp_path_factory):
         proc = subprocess.Popen([_dagster_bin(), "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    dev = DagsterDev(f"http://127.0.0.1:{port}", env, home, lake, log, proc)
+    dev = DagsterDev(f"http://127.0.0.1:{port}", env, home, root, log, proc)
     try:
         _wait_until_up(dev)
-        print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url}")
+        print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {log})")
         yield dev
     finally:
         _kill_tree(proc)
 
+
+# -- GraphQL ------------------------------------------------------------------------------------
 
 ASSET_GRAPH_QUERY = """{
   assetNodes {
     assetKey { path }
     groupName
     isPartitioned
+    isObservable
+    isMaterializable
     partitionDefinition { type description }
     jobNames
+    pools
+    automationCondition { label }
     dependencies { asset { assetKey { path } } partitionMapping { className } }
   }
 }"""
-
-
-def test_asset_graph_schedule_and_job(dagster_dev):
-    nodes = {n["assetKey"]["path"][-1]: n for n in dagster_dev.gql(ASSET_GRAPH_QUERY)["assetNodes"]}
-    assert set(GROUPS) <= set(nodes), f"missing assets: {set(GROUPS) - set(nodes)}"
-    assert {a: nodes[a]["groupName"] for a in GROUPS} == GROUPS
-    for a in GROUPS:
-        n = nodes[a]
-        assert n["isPartitioned"] and n["partitionDefinition"]["type"] == "TIME_WINDOW", a
-        assert n["partitionDefinition"]["description"].startswith("Daily, starting 2026-01-01"), n["partitionDefinition"]
-        assert "daily_flow" in n["jobNames"], (a, n["jobNames"])
-
-    edges = {(d["asset"]["assetKey"]["path"][-1], a): d["partitionMapping"]["className"] if d["partitionMapping"] else None
-             for a, n in nodes.items() for d in n["dependencies"]}
-    assert EDGES <= set(edges), f"missing lineage edges: {sorted(EDGES - set(edges))}"
-    # the on-demand comparison reads the flow's data stages; it is in its own group and job
-    cmp = nodes["model_comparison"]
-    assert cmp["groupName"] == "comparison" and "model_comparison_job" in cmp["jobNames"] and "daily_flow" not in cmp["jobNames"], cmp
-    assert {u for u, d in edges if d == "model_comparison"} == {
-        "training_samples", "node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph"}
-    search = nodes["hyperparameter_search"]  # the on-demand search: the same group and inputs, its own job
-    assert search["groupName"] == "comparison" and "tuning_job" in search["jobNames"], search
-    assert {u for u, d in edges if d == "hyperparameter_search"} == {u for u, d in edges if d == "model_comparison"}
-    edges = {e: m for e, m in edges.items() if e[1] not in ("model_comparison", "hyperparameter_search")}
-    assert {u for u, _ in edges} | {d for _, d in edges} <= set(GROUPS), f"edges to unknown assets: {edges}"
-    for e in WINDOW_EDGES:
-        assert edges[e] == "TimeWindowPartitionMapping", (e, edges[e])
-    roots = {a for a in nodes if not nodes[a]["dependencies"]}
-    assert roots == {"interaction_logs"}
-
-    repo = dagster_dev.gql("""{ repositoriesOrError { ... on RepositoryConnection { nodes {
-        name location { name }
-        schedules { name cronSchedule pipelineName executionTimezone scheduleState { status } }
-        partitionSets { name pipelineName }
-        pipelines { name isJob isAssetJob description } } } } }""")["repositoriesOrError"]["nodes"]
-    assert [(r["location"]["name"], r["name"]) for r in repo] == [("moge", "__repository__")]
-    repo = repo[0]
-    schedules = {s["name"]: s for s in repo["schedules"]}
-    sched = schedules["daily_flow_schedule"]
-    assert sched["cronSchedule"] == "30 2 * * *"
-    assert sched["pipelineName"] == "daily_flow"
-    assert sched["executionTimezone"] == "UTC"
-    assert sched["scheduleState"]["status"] == "STOPPED"  # default_status: turned on by the operator
-
-    jobs = {p["name"]: p for p in repo["pipelines"]}
-    assert jobs["daily_flow"]["isJob"] and jobs["daily_flow"]["isAssetJob"]
-    assert any(ps["pipelineName"] == "daily_flow" for ps in repo["partitionSets"]), repo["partitionSets"]
-    keys = dagster_dev.gql("""{ pipelineOrError(params: {pipelineName: "daily_flow", repositoryName: "__repository__",
-        repositoryLocationName: "moge"}) { __typename ... on Pipeline { partitionKeysOrError {
-        ... on PartitionKeys { partitionKeys } } } } }""")["pipelineOrError"]["partitionKeysOrError"]["partitionKeys"]
-    assert keys[:5] == DAYS  # daily keys from source.start_date
-    job_assets = dagster_dev.gql("""{ assetNodes(pipeline: {pipelineName: "daily_flow", repositoryName: "__repository__",
-        repositoryLocationName: "moge"}) { assetKey { path } } }""")["assetNodes"]
-    assert {n["assetKey"]["path"][-1] for n in job_assets} == set(GROUPS)
-
-
-# -- the 5-day backfill ---------------------------------------------------------------------------
-# launchPartitionBackfill with the job's partition set is the same job backfill ``dagster job
-# backfill -j daily_flow --from .. --to ..`` creates (one daily_flow run per day, submitted in date
-# order), plus a run config: the CLI cannot set one, and with the job's default multiprocess
-# executor every step is a fresh interpreter importing torch (measured on 2 shared cores: ~12.5 min
-# for the 5 days vs ~3 min with the in-process executor). The CLI itself is exercised up to its
-# confirmation prompt (it resolves the workspace, the job and the range; answering "n" launches
-# nothing).
+REPOSITORY_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    name location { name }
+    schedules { name }
+    sensors { name sensorType minIntervalSeconds defaultStatus sensorState { status } }
+    pipelines { name isJob isAssetJob } } } } }"""
+PARTITION_KEYS = """query($job: String!) { pipelineOrError(params: {pipelineName: $job,
+    repositoryName: "__repository__", repositoryLocationName: "moge"}) { __typename ... on Pipeline {
+    partitionKeysOrError { ... on PartitionKeys { partitionKeys } } } } }"""
+JOB_ASSETS = """query($job: String!) { assetNodes(pipeline: {pipelineName: $job, repositoryName: "__repository__",
+    repositoryLocationName: "moge"}) { assetKey { path } } }"""
+# What LaunchAssetChoosePartitionsDialog sends for "Materialize all" (target "pureWithAnchorAsset":
+# the selection's root, interaction_logs, has one partitions definition): the assets and the
+# anchor's chosen partition keys; the server maps them to the other assets' partitions.
 LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
     __typename
     ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
     ... on Error { message }
-    ... on PythonError { stack }
   }
 }"""
-BACKFILL_RUNS = """
-query($tags: [ExecutionTag!]) {
-  runsOrError(filter: {tags: $tags}) {
-    ... on Runs { results { runId status startTime endTime tags { key value } } }
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      id status isAssetBackfill numPartitions tags { key value } error { message }
+      assetBackfillData { assetBackfillStatuses { ... on AssetPartitionsStatusCounts {
+        assetKey { path } numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed } } }
+    }
+    ... on PythonError { message }
+  }
+}"""
+BACKFILLS = """{ partitionBackfillsOrError(limit: 100) { ... on PartitionBackfills { results {
+    id status isAssetBackfill tags { key value } } } } }"""
+RUNS = """
+query($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId status startTime endTime tags { key value } assetSelection { path }
+      stepStats { stepKey status startTime endTime } } }
   }
 }"""
 STEP_FAILURES = """
 query($runId: ID!) {
   logsForRun(runId: $runId) {
-    ... on EventConnection { events { __typename ... on ExecutionStepFailureEvent { stepKey error { message } } } }
+    ... on EventConnection { events { __typename
+      ... on ExecutionStepFailureEvent { stepKey error { message cause { message } } }
+      ... on ExecutionStepUpForRetryEvent { stepKey error { message cause { message } } } } }
   }
 }"""
 LATEST_BY_PARTITION = """
@@ -313,96 +309,74 @@ query($keys: [AssetKeyInput!], $partitions: [String!]!) {
     latestMaterializationByPartition(partitions: $partitions) { partition runId }
   }
 }"""
-MATERIALIZATION_METADATA = """
-query($key: AssetKeyInput!, $partitions: [String!]) {
-  assetOrError(assetKey: $key) {
-    ... on Asset { assetMaterializations(partitions: $partitions) { partition
-      metadataEntries { label ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } } } }
+MATERIALIZATIONS = """
+query($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) { ... on Asset { assetMaterializations { partition runId
+      metadataEntries { label ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } } } } }
+}"""
+SENSOR_QUERY = """
+query($sel: SensorSelector!) {
+  sensorOrError(sensorSelector: $sel) {
+    __typename
+    ... on Sensor { name sensorType minIntervalSeconds sensorState { id selectorId status
+      ticks(limit: 200) { tickId status timestamp endTimestamp runIds skipReason error { message }
+        requestedAssetMaterializationCount requestedMaterializationsForAssets { assetKey { path } partitionKeys } } } }
   }
 }"""
-TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+START_SENSOR = """
+mutation($sel: SensorSelector!) {
+  startSensor(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status } } ... on PythonError { message } }
+}"""
+STOP_SENSOR = """
+mutation($id: String!) {
+  stopSensor(id: $id) { __typename ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message } }
+}"""
+
+
+def _tags(obj: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in obj["tags"]}
+
+
+def _runs(dev: DagsterDev, tags: dict[str, str] | None = None) -> list[dict]:
+    flt = {"tags": [{"key": k, "value": v} for k, v in tags.items()]} if tags else {}
+    runs = dev.gql(RUNS, {"filter": flt})["runsOrError"]["results"]
+    for r in runs:
+        r["partition"] = _tags(r).get("dagster/partition")
+        r["assets"] = sorted(a["path"][-1] for a in r["assetSelection"] or [])
+    return runs
 
 
 def _failures(dev: DagsterDev, runs: list[dict]) -> str:
     out = []
     for r in runs:
-        if r["status"] != "SUCCESS":
+        if r["status"] in ("FAILURE", "CANCELED"):
             events = dev.gql(STEP_FAILURES, {"runId": r["runId"]})["logsForRun"].get("events", [])
-            msgs = [f"{e['stepKey']}: {e['error']['message'].strip()[:400]}" for e in events
-                    if e["__typename"] == "ExecutionStepFailureEvent"]
-            out.append(f"{r['partition']} run {r['runId'][:8]} {r['status']}: {msgs}")
+            msgs = [f"{e['stepKey']}: {e['error']['message'].strip()[:600]}"
+                    + (f" (cause: {e['error']['cause']['message'].strip()[:600]})" if e["error"]["cause"] else "")
+                    for e in events if e.get("error")]
+            out.append(f"{r['partition']} {r['assets']} run {r['runId'][:8]} {r['status']}: {msgs}")
     return "\n".join(out)
 
 
-@pytest.fixture(scope="module")
-def backfill(dagster_dev):
-    """The 5-day backfill, launched once and waited for; yields its runs in date order."""
-    dev = dagster_dev
-    # The CLI resolves the job and the 5-day range (prompt declined: nothing is launched).
-    cli = dev.dagster("job", "backfill", "-w", "workspace.yaml", "-j", "daily_flow", "--from", DAYS[0], "--to", DAYS[-1],
-                      input="n\n")
-    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-3000:]
-    assert all(d in cli.stdout for d in DAYS) and "(5 partitions)" in cli.stdout and "Aborted!" in cli.stdout, cli.stdout
-
-    t0 = time.monotonic()
-    params = {"selector": {"partitionSetName": "daily_flow_partition_set", "repositorySelector": REPO_SELECTOR},
-              "partitionNames": DAYS,  # daily_flow runs in process by definition: no run config needed
-              "title": "e2e: 5 days"}
-    res = dev.gql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    assert res["__typename"] == "LaunchBackfillSuccess", res
-    tags = [{"key": "dagster/backfill", "value": res["backfillId"]}]
-    deadline = time.monotonic() + BACKFILL_TIMEOUT
-    runs: list[dict] = []
-    while time.monotonic() < deadline:
-        runs = dev.gql(BACKFILL_RUNS, {"tags": tags})["runsOrError"]["results"]
-        if len(runs) == len(DAYS) and all(r["status"] in TERMINAL for r in runs):
-            break
-        if any(r["status"] in ("FAILURE", "CANCELED") for r in runs):
-            break  # FIFO: the later days would fail on the missing partition anyway
-        time.sleep(3)
-    for r in runs:
-        r["partition"] = next(t["value"] for t in r["tags"] if t["key"] == "dagster/partition")
-    runs.sort(key=lambda r: r["partition"])
-    print(f"\nbackfill {res['backfillId']}: {[(r['partition'], r['status']) for r in runs]} "
-          f"in {time.monotonic() - t0:.0f}s")
-    assert [r["partition"] for r in runs] == DAYS, f"runs after {BACKFILL_TIMEOUT}s: {runs}\n{dev.log_tail()}"
-    assert all(r["status"] == "SUCCESS" for r in runs), _failures(dev, runs)
-    return runs
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals in progress at one instant."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # an end before a start
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
 
 
-def test_backfill_runs_the_days_in_order(backfill):
-    # One run per day, each started after the previous day's run ended (FIFO queue of one).
-    for prev, cur in zip(backfill, backfill[1:]):
-        assert cur["startTime"] >= prev["endTime"], (prev, cur)
-
-
-def test_backfill_materializes_every_day(dagster_dev, backfill):
-    run_of = {r["partition"]: r["runId"] for r in backfill}
-    keys = [{"path": [a]} for a in GROUPS]
-    nodes = dagster_dev.gql(LATEST_BY_PARTITION, {"keys": keys, "partitions": DAYS})["assetNodes"]
-    got = {n["assetKey"]["path"][-1]: {m["partition"]: m["runId"] for m in n["latestMaterializationByPartition"] if m}
-           for n in nodes}
-    for a in DATA_ASSETS:
-        assert got[a] == {d: run_of[d] for d in DAYS}, a
-    # Day 1 has no training history: trained_model is skipped there, and so are its dependents.
-    for a in MODEL_ASSETS:
-        assert got[a] == {d: run_of[d] for d in DAYS[1:]}, a
-
-    # The windows reached back across the days: the graph of day 5 is built from days 2..4, the
-    # model of day 5 trained on days 3..4.
-    def meta(asset, day):
-        mats = dagster_dev.gql(MATERIALIZATION_METADATA, {"key": {"path": [asset]}, "partitions": [day]})
-        [m] = mats["assetOrError"]["assetMaterializations"]
-        return {e["label"]: e.get("jsonString") or e.get("text") for e in m["metadataEntries"]}
-
-    assert json.loads(meta("bipartite_graph", DAYS[4])["window_days"]) == DAYS[1:4]
-    assert json.loads(meta("trained_model", DAYS[4])["train_days"]) == DAYS[2:4]
-
-    lake = dagster_dev.lake / "lake"
-    for a in DATA_ASSETS:
-        assert sorted(p.name for p in (lake / a).glob("ds=*")) == [f"ds={d}" for d in DAYS], a
-    for a in MODEL_ASSETS:
-        assert sorted(p.name for p in (lake / a).glob("ds=*")) == [f"ds={d}" for d in DAYS[1:]], a
+def _materialized(dev: DagsterDev, asset: str) -> dict[str, list[dict]]:
+    """Every materialization of ``asset`` by partition (newest first)."""
+    mats = dev.gql(MATERIALIZATIONS, {"key": {"path": [asset]}})["assetOrError"]["assetMaterializations"]
+    out: dict[str, list[dict]] = {}
+    for m in mats:
+        m["meta"] = {e["label"]: e.get("jsonString") or e.get("text") for e in m["metadataEntries"]}
+        out.setdefault(m["partition"], []).append(m)
+    return out
 
 
 def _screenshot_module():
@@ -416,24 +390,386 @@ def _screenshot_module():
     return sys.modules[name]
 
 
-def test_ui_screenshot(dagster_dev, backfill, tmp_path):
-    """The UI renders the asset lineage (a real browser, the page's own JS and GraphQL calls).
-
-    Set MOGE_E2E_SCREENSHOTS=<dir> to write all three docs/ui pages there instead."""
-    shots_mod = _screenshot_module()
-    if not shots_mod.find_chromium():
+def _screenshots(dev: DagsterDev, names: list[str], default: list[str], tmp_path: Path,
+                 more_texts: dict[str, list[str]] | None = None) -> None:
+    """Shots ``names`` of scripts/screenshot_ui.py into $MOGE_E2E_SCREENSHOTS (compressed, for
+    docs/ui), or only ``default`` of them into a temp dir; each must be a real page, showing its
+    texts (and ``more_texts`` of it)."""
+    mod = _screenshot_module()
+    if not mod.find_chromium():
         pytest.skip("no Chromium on this machine: `make test` installs it as root (scripts/install.sh --browser, "
                     "apt-get install chromium); without root, install it yourself")
-    out_dir = Path(os.environ.get("MOGE_E2E_SCREENSHOTS") or tmp_path)
-    shots = shots_mod.DEFAULT_SHOTS
-    if not os.environ.get("MOGE_E2E_SCREENSHOTS"):
-        shots = [s for s in shots if s.name == "lineage"]
-    # capture() waits until each page shows its texts (all nine asset names on the lineage graph).
-    written = shots_mod.capture(dagster_dev.url, out_dir, shots)
-    assert set(written) == {s.name for s in shots}
+    keep = os.environ.get("MOGE_E2E_SCREENSHOTS")
+    out_dir = Path(keep or tmp_path)
+    want = names if keep else default
+    shots = [s for s in mod.default_shots(dev.url) if s.name in want]
+    assert {s.name for s in shots} == set(want), [s.name for s in shots]
+    for s in shots:
+        s.wait_texts += (more_texts or {}).get(s.name, [])
+    written = mod.capture(dev.url, out_dir, shots)  # waits until each page shows its texts
+    assert set(written) == set(want)
     for name, path in written.items():
         png = path.read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n", name
         assert len(png) > 30_000, f"{name}: {len(png)} bytes, probably a blank page"
+        if keep:
+            mod.shrink_png(path)
+
+
+def _ticks(dev: DagsterDev) -> list[dict]:
+    return sorted(dev.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]["ticks"],
+                  key=lambda t: t["timestamp"])
+
+
+def _requested(tick: dict) -> dict[str, list[str]]:
+    """The partitions a tick requested, by asset. (Dagster lists a single run's asset checks among
+    their asset's partition keys, by check name: left out.)"""
+    return {r["assetKey"]["path"][-1]: sorted(k for k in r["partitionKeys"] if re.fullmatch(r"\d{4}-\d{2}-\d{2}", k))
+            for r in tick["requestedMaterializationsForAssets"]}
+
+
+def _ticks_summary(ticks: list[dict], since: float) -> str:
+    lines = []
+    for t in ticks:
+        short = {a: (f"{p[0]}..{p[-1]} ({len(p)})" if len(p) > 1 else p[0]) for a, p in _requested(t).items() if p}
+        lines.append(f"  tick +{t['timestamp'] - since:4.0f}s {t['status']:8s} {len(t['runIds'])} run(s)/backfill(s): "
+                     f"{short or t['skipReason'] or ''}{' ERROR ' + t['error']['message'][:300] if t['error'] else ''}")
+    return "\n".join(lines)
+
+
+# -- the two deployments -----------------------------------------------------------------------------
+
+#: The backfill's days: today-5 .. yesterday (UTC); the model days start T days later.
+BACKFILL_DAYS = days(utc_today() - timedelta(days=5), 5)
+BACKFILL_MODEL_DAYS = BACKFILL_DAYS[T:]
+#: The automation's source starts 20 days ago, open-ended.
+AUTOMATION_START = utc_today() - timedelta(days=20)
+
+
+@dataclass
+class Deployments:
+    backfill: DagsterDev
+    automation: DagsterDev
+    sensor_before: dict  # daily_automation as the automation deployment started (before the toggle)
+    sensor_on_at: float  # time.monotonic() when it was turned on
+
+
+@pytest.fixture(scope="module")
+def deployments(tmp_path_factory) -> Iterator[Deployments]:
+    """Both deployments, started together, and the automation turned on at once: its catch-up
+    (most of it waiting for the daemons' 30 s ticks) runs while the backfill runs."""
+    with ExitStack() as stack:
+        bf = stack.enter_context(dagster_dev(tmp_path_factory.mktemp("dagster-backfill"),
+                                             f'start_date = "{BACKFILL_DAYS[0]}"\nend_date = "{BACKFILL_DAYS[-1]}"\n'))
+        au = stack.enter_context(dagster_dev(tmp_path_factory.mktemp("dagster-automation"),
+                                             f'start_date = "{AUTOMATION_START}"\n',
+                                             f"[automation]\ncatch_up_days = {CATCH_UP}\n"))
+        before = au.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]
+        assert before["__typename"] == "Sensor", before
+        # the UI's toggle on the sensor's page
+        res = au.gql(START_SENSOR, {"sel": SENSOR})["startSensor"]
+        assert res["__typename"] == "Sensor" and res["sensorState"]["status"] == "RUNNING", res
+        yield Deployments(bf, au, before, time.monotonic())
+
+
+# -- 1. the asset graph, and "Materialize all" over a date range --------------------------------------
+
+
+def test_asset_graph_jobs_and_sensor(deployments):
+    dev = deployments.backfill
+    nodes = {n["assetKey"]["path"][-1]: n for n in dev.gql(ASSET_GRAPH_QUERY)["assetNodes"]}
+    assert set(nodes) == {*GROUPS, "source_logs", "model_comparison", "hyperparameter_search"}, sorted(nodes)
+    assert {a: nodes[a]["groupName"] for a in GROUPS} == GROUPS
+    for a in GROUPS:
+        n = nodes[a]
+        first = BACKFILL_MODEL_DAYS[0] if a in MODEL_ASSETS else BACKFILL_DAYS[0]
+        assert n["isPartitioned"] and n["partitionDefinition"]["type"] == "TIME_WINDOW", a
+        assert n["partitionDefinition"]["description"].startswith(f"Daily, starting {first}"), (a, n["partitionDefinition"])
+        assert n["automationCondition"]["label"].startswith("catch_up("), (a, n["automationCondition"])
+        jobs = [j for j in n["jobNames"] if not j.startswith("__")]  # less the hidden asset job
+        assert jobs == ["daily_model" if a in MODEL_ASSETS else "daily_data"], (a, n["jobNames"])
+        assert n["pools"] == (["model"] if a in MODEL_ASSETS else []), (a, n["pools"])
+    src = nodes["source_logs"]
+    assert src["isObservable"] and not src["isMaterializable"] and src["groupName"] == "ingest", src
+    assert src["automationCondition"]["label"] == "observe", src
+
+    edges = {(d["asset"]["assetKey"]["path"][-1], a): d["partitionMapping"]["className"] if d["partitionMapping"] else None
+             for a, n in nodes.items() for d in n["dependencies"]}
+    assert EDGES <= set(edges), f"missing lineage edges: {sorted(EDGES - set(edges))}"
+    # the on-demand comparison reads the flow's data stages; it is in its own group and job, not automated
+    cmp = nodes["model_comparison"]
+    assert cmp["groupName"] == "comparison" and "model_comparison_job" in cmp["jobNames"], cmp
+    assert not {"daily_data", "daily_model"} & set(cmp["jobNames"]) and cmp["automationCondition"] is None, cmp
+    assert {u for u, d in edges if d == "model_comparison"} == {
+        "training_samples", "node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph"}
+    search = nodes["hyperparameter_search"]  # the on-demand search: the same group and inputs, its own job
+    assert search["groupName"] == "comparison" and "tuning_job" in search["jobNames"], search
+    assert {u for u, d in edges if d == "hyperparameter_search"} == {u for u, d in edges if d == "model_comparison"}
+    edges = {e: m for e, m in edges.items() if e[1] not in ("model_comparison", "hyperparameter_search")}
+    assert {u for u, _ in edges} | {d for _, d in edges} <= {*GROUPS, "source_logs"}, f"edges to unknown assets: {edges}"
+    for e in WINDOW_EDGES:
+        assert edges[e] == "TimeWindowPartitionMapping", (e, edges[e])
+    assert {a for a in nodes if not nodes[a]["dependencies"]} == {"source_logs"}
+
+    [repo] = dev.gql(REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
+    assert (repo["location"]["name"], repo["name"]) == ("moge", "__repository__")
+    assert repo["schedules"] == []  # the automation sensor replaced the schedule
+    sensor = {s["name"]: s for s in repo["sensors"]}["daily_automation"]
+    assert sensor["sensorType"] == "AUTO_MATERIALIZE" and sensor["minIntervalSeconds"] == 30, sensor
+    assert sensor["defaultStatus"] == "STOPPED" and sensor["sensorState"]["status"] == "STOPPED", sensor
+    assert deployments.sensor_before["sensorState"]["status"] == "STOPPED"  # the other deployment's, before the toggle
+    jobs = {p["name"]: p for p in repo["pipelines"]}
+    assert {"daily_data", "daily_model", "model_comparison_job"} <= set(jobs) and "daily_flow" not in jobs, sorted(jobs)
+    for job, keys, assets in (("daily_data", BACKFILL_DAYS, DATA_ASSETS), ("daily_model", BACKFILL_MODEL_DAYS, MODEL_ASSETS)):
+        assert jobs[job]["isJob"] and jobs[job]["isAssetJob"], jobs[job]
+        got = dev.gql(PARTITION_KEYS, {"job": job})["pipelineOrError"]["partitionKeysOrError"]["partitionKeys"]
+        assert got == keys, (job, got)
+        job_assets = dev.gql(JOB_ASSETS, {"job": job})["assetNodes"]
+        assert {n["assetKey"]["path"][-1] for n in job_assets} == set(assets), job
+
+
+def _launch(dev: DagsterDev, assets: list[str], partitions: list[str], title: str) -> str:
+    """launchPartitionBackfill as the UI's partitions dialog sends it (LaunchAssetChoosePartitionsDialog)."""
+    params = {"assetSelection": [{"path": [a]} for a in assets], "partitionNames": partitions, "fromFailure": False,
+              "tags": [{"key": "dagster/from_ui", "value": "true"}], "title": title}
+    res = dev.gql(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
+    assert res["__typename"] == "LaunchBackfillSuccess", res
+    return res["backfillId"]
+
+
+def _wait(dev: DagsterDev, bid: str, what: str) -> dict:
+    """Wait for backfill ``bid`` to finish; returns its status, runs (and the most in progress at
+    one poll) and how long it took from now."""
+    t0 = time.monotonic()
+    deadline = t0 + BACKFILL_TIMEOUT
+    most = 0
+    while True:
+        status = dev.gql(BACKFILL_STATUS, {"id": bid})["partitionBackfillOrError"]
+        runs = _runs(dev, {"dagster/backfill": bid})
+        most = max(most, sum(r["status"] in ("STARTING", "STARTED") for r in runs))
+        if status["status"] not in ("REQUESTED", "CANCELING", "FAILING") or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    took = time.monotonic() - t0
+    print(f"\nbackfill {bid} ({what}): {status['status']} in {took:.0f}s, {len(runs)} runs, at most {most} in progress")
+    for r in sorted(runs, key=lambda r: r["startTime"] or 0):
+        print(f"  {r['partition']} {r['status']:8s} {(r['endTime'] or 0) - (r['startTime'] or 0):5.1f}s {r['assets']}")
+    assert status["status"] == "COMPLETED_SUCCESS", (
+        f"backfill {status['status']} after {took:.0f}s: {status['error']}\n{_failures(dev, runs)}\n"
+        f"{json.dumps(status['assetBackfillData'], indent=1)}\n{dev.log_tail()}")
+    return {"id": bid, "status": status, "runs": runs, "most": most, "seconds": took}
+
+
+@pytest.fixture(scope="module")
+def backfill(deployments, tmp_path_factory):
+    """"Materialize all" over the 5 days of a fresh lake, clicked in headless Chromium on the
+    lineage page (scripts/screenshot_ui.py materialize_all): the graph filtered to the flow
+    (``not group:"comparison"``), "Materialize all (9)…", the range typed into the anchor asset
+    interaction_logs' partition input, "Launch backfill". The UI sends the assets and the anchor's
+    partition keys (target "pureWithAnchorAsset" of LaunchAssetChoosePartitionsDialog.tsx);
+    Dagster targets every partition downstream of those keys through the partition mappings.
+    Without Chromium the same mutation is sent over GraphQL.
+
+    First, the first day's graphs and node features (on the lineage page: the graph and
+    features groups, "Materialize selected", the first day): the range's own target misses them
+    (see test_materialize_all_alone_targets_the_first_days_graphs) and its training samples read them."""
+    dev = deployments.backfill
+    first = _wait(dev, _launch(dev, ["bipartite_graph", "user_similarity_graph", "item_similarity_graph",
+                                     "node_features"], BACKFILL_DAYS[:1], "e2e: the first day's graphs and features"),
+                  "the first day's graphs and features")
+    mod = _screenshot_module()
+    if mod.find_chromium():
+        shots = Path(os.environ.get("MOGE_E2E_SCREENSHOTS") or tmp_path_factory.mktemp("clicks"))
+        bid = mod.materialize_all(dev.url, BACKFILL_DAYS[0], BACKFILL_DAYS[-1], shots)
         if os.environ.get("MOGE_E2E_SCREENSHOTS"):
-            shots_mod.shrink_png(path)
+            mod.shrink_png(shots / "materialize_all.png")
+        how = "clicked in Chromium"
+    else:
+        bid = _launch(dev, FLOW, BACKFILL_DAYS, "e2e: materialize all")
+        how = "no Chromium: the UI's mutation over GraphQL"
+    main = _wait(dev, bid, f"materialize all, {len(BACKFILL_DAYS)} days, {how}")
+    return {**main, "first": first}
+
+
+def test_materialize_all_launched_the_flow_over_the_range(deployments, backfill):
+    got = deployments.backfill.gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+        ... on PartitionBackfill { isAssetBackfill assetSelection { path } tags { key value }
+        assetBackfillData { rootTargetedPartitions { partitionKeys ranges { start end } } } } } }""",
+                                   {"id": backfill["id"]})["partitionBackfillOrError"]
+    assert got["isAssetBackfill"] and sorted(a["path"][-1] for a in got["assetSelection"]) == sorted(FLOW), got
+    roots = got["assetBackfillData"]["rootTargetedPartitions"]
+    assert roots["ranges"] == [{"start": BACKFILL_DAYS[0], "end": BACKFILL_DAYS[-1]}] or \
+        roots["partitionKeys"] == BACKFILL_DAYS, roots
+    assert _tags(got).get("dagster/from_ui") == "true", got
+
+
+def test_materialize_all_backfills_every_day(deployments, backfill):
+    dev = deployments.backfill
+    counts = {c["assetKey"]["path"][-1]: c for c in backfill["status"]["assetBackfillData"]["assetBackfillStatuses"]}
+    assert set(counts) == set(FLOW)
+    for a, c in counts.items():
+        n = len(BACKFILL_MODEL_DAYS if a in MODEL_ASSETS else BACKFILL_DAYS) - (a in ("bipartite_graph", "node_features",
+                                                                                      "user_similarity_graph",
+                                                                                      "item_similarity_graph"))
+        assert (c["numPartitionsTargeted"], c["numPartitionsMaterialized"], c["numPartitionsFailed"]) == (n, n, 0), c
+    runs = backfill["runs"] + backfill["first"]["runs"]
+    assert all(r["status"] == "SUCCESS" for r in runs), _failures(dev, runs)
+    assert {r["runId"] for r in _runs(dev)} == {r["runId"] for r in runs}  # nothing else ran
+    # every partition was materialized once, by one of the backfills' runs, and is in the lake
+    run_ids = {r["runId"] for r in runs}
+    nodes = dev.gql(LATEST_BY_PARTITION, {"keys": [{"path": [a]} for a in FLOW], "partitions": BACKFILL_DAYS})
+    for n in nodes["assetNodes"]:
+        a = n["assetKey"]["path"][-1]
+        want = BACKFILL_MODEL_DAYS if a in MODEL_ASSETS else BACKFILL_DAYS
+        got = {m["partition"]: m["runId"] for m in n["latestMaterializationByPartition"] if m}
+        assert sorted(got) == want and set(got.values()) <= run_ids, (a, got)
+        assert dev.lake_days(a) == want, a
+        assert all(len(ms) == 1 for ms in _materialized(dev, a).values()), a
+
+    # The windows reached back across the days: the graph of the last day is built from the W
+    # days before it, its model trained on the T days before it.
+    last = BACKFILL_DAYS[-1]
+    [graph] = _materialized(dev, "bipartite_graph")[last]
+    assert json.loads(graph["meta"]["window_days"]) == BACKFILL_DAYS[-1 - W:-1]
+    [model] = _materialized(dev, "trained_model")[last]
+    assert json.loads(model["meta"]["train_days"]) == BACKFILL_DAYS[-1 - T:-1]
+
+    # one decision per model day, taken in date order (deployed_model[D] after [D-1])
+    decisions = BundleStore(dev.root).decisions()
+    assert [d["partition"] for d in decisions] == BACKFILL_MODEL_DAYS, decisions
+    step = {r["partition"]: s for r in runs for s in r["stepStats"] if s["stepKey"] == "deployed_model"}
+    for a, b in zip(BACKFILL_MODEL_DAYS, BACKFILL_MODEL_DAYS[1:]):
+        assert step[a]["endTime"] <= step[b]["startTime"], (step[a], step[b])
+
+
+def test_days_run_in_parallel_and_model_steps_one_at_a_time(backfill):
+    runs = backfill["runs"]
+    # Several runs were in progress at once (up to the instance's max_concurrent_runs): with the
+    # former design (one run at a time, FIFO) this is never more than one.
+    most = _max_overlap([(r["startTime"], r["endTime"]) for r in runs])
+    assert most >= 2, [(r["partition"], r["startTime"], r["endTime"]) for r in runs]
+    # One run per day and stage group, not one run of everything.
+    assert sorted(r["partition"] for r in runs if "interaction_logs" in r["assets"]) == BACKFILL_DAYS
+    # The pool "model" (limit 1): no two model steps overlap, whichever runs they are in.
+    model_steps = [(s["startTime"], s["endTime"]) for r in runs for s in r["stepStats"]
+                   if s["stepKey"] in MODEL_ASSETS and s["startTime"] and s["endTime"]]
+    assert len(model_steps) == len(MODEL_ASSETS) * len(BACKFILL_MODEL_DAYS)
+    assert _max_overlap(model_steps) == 1, sorted(model_steps)
+
+
+@pytest.mark.xfail(strict=True, reason="Known design gap: a range's first day's graphs and node features have no "
+                   "upstream partition in the range (their window is the W days before), so Dagster's asset backfill "
+                   "does not target them while it targets that day's training samples, which read them")
+def test_materialize_all_alone_targets_the_first_days_graphs(deployments, backfill):
+    dev = deployments.backfill
+    got = dev.gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
+        partitionsTargetedForAssetKey(assetKey: {path: ["bipartite_graph"]}) { partitionKeys ranges { start end } } } } }""",
+                  {"id": backfill["id"]})["partitionBackfillOrError"]["partitionsTargetedForAssetKey"]
+    keys = got["partitionKeys"] or [r["start"] for r in got["ranges"] or []]
+    assert BACKFILL_DAYS[0] in keys or any(r["start"] <= BACKFILL_DAYS[0] for r in got["ranges"] or []), got
+
+
+def test_ui_screenshots(deployments, backfill, tmp_path):
+    """The UI renders the lineage (a real browser, the page's own JS and GraphQL calls); with
+    MOGE_E2E_SCREENSHOTS=<dir>, also trained_model's partitions and the backfill's page."""
+    _screenshots(deployments.backfill, ["lineage", "partitions", "backfill"], ["lineage"], tmp_path)
+
+
+# -- 2. turning the automation on over an empty lake -------------------------------------------------
+
+
+def horizon() -> dict[str, list[str]]:
+    """What the automation must bring into being: the newest CATCH_UP decisions (up to yesterday)
+    and the samples, graphs, features and logs they read."""
+    last = utc_today() - timedelta(days=1)
+    model = days(last - timedelta(days=CATCH_UP - 1), CATCH_UP)
+    data = days(last - timedelta(days=CATCH_UP + T - 1), CATCH_UP + T)
+    logs = days(last - timedelta(days=CATCH_UP + T + W - 1), CATCH_UP + T + W)
+    return {a: model if a in MODEL_ASSETS else logs if a == "interaction_logs" else data for a in FLOW}
+
+
+@pytest.fixture(scope="module")
+def catch_up(deployments, tmp_path_factory):
+    """Wait for yesterday's decision and for the flow to settle, then for one more tick; take the
+    automation page's screenshot while the sensor is on; turn it off (the UI's toggle)."""
+    dev, t0 = deployments.automation, deployments.sensor_on_at
+    deadline = t0 + CATCH_UP_TIMEOUT
+    decided_after = None
+    while time.monotonic() < deadline:
+        want = horizon()
+        runs = _runs(dev)
+        failed = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+        assert not failed, f"{_failures(dev, failed)}\n{_ticks_summary(_ticks(dev), 0)}\n{dev.log_tail()}"
+        if decided_after is None and want["deployed_model"][-1] in dev.lake_days("deployed_model"):
+            decided_after = time.monotonic() - t0
+        backfills = dev.gql(BACKFILLS)["partitionBackfillsOrError"]["results"]
+        busy = [r for r in runs if r["status"] not in TERMINAL] + [b for b in backfills if b["status"] == "REQUESTED"]
+        # done: the whole horizon is in the lake and nothing runs or waits
+        if all(set(want[a]) <= set(dev.lake_days(a)) for a in FLOW) and not busy:
+            break
+        time.sleep(3)
+    settled_after, settled = time.monotonic() - t0, time.time()
+    ticks = _ticks(dev)
+    since = ticks[0]["timestamp"] if ticks else 0
+    assert decided_after is not None, (f"no decision for yesterday {CATCH_UP_TIMEOUT}s after the sensor was turned on:\n"
+                                       f"{_ticks_summary(ticks, since)}\n{dev.log_tail()}")
+    # one more tick after everything settled: it must request nothing (no endless re-requests)
+    while time.monotonic() < deadline and not any(t["timestamp"] > settled and t["status"] != "STARTED" for t in ticks):
+        time.sleep(3)
+        ticks = _ticks(dev)
+    print(f"\ncatch-up: yesterday's decision {decided_after:.0f}s after the sensor was turned on, everything settled "
+          f"after {settled_after:.0f}s; ticks:\n{_ticks_summary(ticks, since)}")
+    try:
+        _screenshots(dev, ["automation"], ["automation"], tmp_path_factory.mktemp("shots"),
+                     {"automation": ["materializations requested"]})
+    finally:
+        state = dev.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]
+        stopped = dev.gql(STOP_SENSOR, {"id": state["id"]})["stopSensor"]
+    return {"ticks": ticks, "stopped": stopped, "settled": settled, "runs": _runs(dev),
+            "backfills": dev.gql(BACKFILLS)["partitionBackfillsOrError"]["results"]}
+
+
+def test_the_automation_catches_up_to_yesterday_and_nothing_older(deployments, catch_up):
+    dev = deployments.automation
+    runs = catch_up["runs"]
+    assert runs and all(r["status"] == "SUCCESS" for r in runs), _failures(dev, runs)
+    want = horizon()
+    for a in FLOW:
+        assert dev.lake_days(a) == want[a], (a, dev.lake_days(a), want[a])
+        assert sorted(_materialized(dev, a)) == want[a], a
+        assert all(len(ms) == 1 for ms in _materialized(dev, a).values()), a  # each once
+    # decisions in date order, ending with yesterday's
+    assert [d["partition"] for d in BundleStore(dev.root).decisions()] == want["deployed_model"]
+
+
+def test_the_ticks_observed_then_requested_the_horizon_then_nothing(catch_up):
+    ticks = catch_up["ticks"]
+    assert not [t for t in ticks if t["status"] == "FAILURE"], [t["error"] for t in ticks if t["error"]]
+    requested = [t for t in ticks if t["requestedAssetMaterializationCount"]]
+    # the first tick observes the source (one run: the newest partition reports every recent day)
+    yesterday = (utc_today() - timedelta(days=1)).isoformat()
+    assert _requested(requested[0]) == {"source_logs": [yesterday]}, requested[0]
+    got: dict[str, set[str]] = {}
+    for t in requested[1:]:
+        for a, keys in _requested(t).items():
+            if a == "source_logs":
+                continue  # observed again on automation.observe_cron
+            assert not got.get(a, set()) & set(keys), (a, keys)  # nothing requested twice
+            got.setdefault(a, set()).update(keys)
+    want = horizon()
+    assert {a: sorted(got.get(a, ())) for a in FLOW} == want
+    # several days' logs in one tick: they ran in parallel, not one day after another
+    assert max(len(_requested(t).get("interaction_logs", [])) for t in requested) > 1
+    # the ticks after everything settled requested nothing (but, on automation.observe_cron, an observation)
+    last = [t for t in ticks if t["timestamp"] > catch_up["settled"]]
+    assert last and not any(set(_requested(t)) - {"source_logs"} for t in last), last
+    # what several partitions a tick requested ran as one asset backfill per tick, all successful
+    backfills = catch_up["backfills"]
+    assert backfills and all(b["status"] == "COMPLETED_SUCCESS" for b in backfills), backfills
+    assert all(_tags(b)["dagster/sensor_name"] == "daily_automation" for b in backfills), backfills
+
+
+def test_the_sensor_is_turned_off_again(deployments, catch_up):
+    assert catch_up["stopped"]["__typename"] == "StopSensorMutationResult", catch_up["stopped"]
+    state = deployments.automation.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]
+    assert state["status"] == "STOPPED"
