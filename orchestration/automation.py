@@ -20,7 +20,7 @@ daily_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(include_sources=True),
     default_status=dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
-    description="Catch-up and daily refresh of the whole flow (README: 'Schedule, catch-up and backfills').",
+    description="Catch-up and daily refresh of the whole flow (README: 'Using the Dagster UI', daily automation and catch-up).",
 )
 
 FRESH_BY = f"0 {CONFIG.automation.fresh_by_hour} * * *"
