@@ -257,13 +257,7 @@ def materialize_all(base: str, first: str, last: str, out_dir: str | Path, selec
     into the anchor asset's partition input ("[first...last]"), "Launch backfill". Writes the
     dialog as it was launched to ``out_dir``/materialize_all.png; returns the backfill's id (from
     the link of the "Created backfill" toast)."""
-    chromium = chromium or find_chromium()
-    if not chromium:
-        raise FileNotFoundError("no chromium binary found")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = base.rstrip("/")
-    dismiss_community_modal(base)
+    chromium, out_dir, base = _session(base, out_dir, chromium)
     shot = Shot("materialize_all", f"/asset-groups~{urllib.parse.quote(selection, safe='')}/", ["Materialize all ("])
     dialog = "document.querySelector('[role=dialog]')"
     with _browser_page(chromium, width, height) as cdp:
@@ -330,11 +324,9 @@ def shrink_png(path: Path, colors: int = 64) -> None:
     small.save(path, optimize=True)
 
 
-def capture(base: str, out_dir: str | Path, shots: list[Shot] | None = None, *, width: int = 1600,
-            height: int = 1000, timeout: float = 90, chromium: str | None = None,
-            small: bool = False) -> dict[str, Path]:
-    """Screenshot ``shots`` (default: :func:`default_shots`) of the UI at ``base`` into
-    ``out_dir``/<name>.png (palette-compressed when ``small``); returns the written paths."""
+def _session(base: str, out_dir: str | Path, chromium: str | None) -> tuple[str, Path, str]:
+    """(chromium binary, created output folder, base URL without a trailing /), the UI's
+    first-visit modal dismissed."""
     chromium = chromium or find_chromium()
     if not chromium:
         raise FileNotFoundError("no chromium binary found")
@@ -342,6 +334,15 @@ def capture(base: str, out_dir: str | Path, shots: list[Shot] | None = None, *, 
     out_dir.mkdir(parents=True, exist_ok=True)
     base = base.rstrip("/")
     dismiss_community_modal(base)
+    return chromium, out_dir, base
+
+
+def capture(base: str, out_dir: str | Path, shots: list[Shot] | None = None, *, width: int = 1600,
+            height: int = 1000, timeout: float = 90, chromium: str | None = None,
+            small: bool = False) -> dict[str, Path]:
+    """Screenshot ``shots`` (default: :func:`default_shots`) of the UI at ``base`` into
+    ``out_dir``/<name>.png (palette-compressed when ``small``); returns the written paths."""
+    chromium, out_dir, base = _session(base, out_dir, chromium)
     shots = shots if shots is not None else default_shots(base)
     try:
         import websockets.sync.client  # noqa: F401
