@@ -119,6 +119,17 @@ def lineage_deps(mapping) -> list:
     return [dg.AssetDep(name, partition_mapping=mapping) for name in MODEL_INPUTS]
 
 
+def on_demand(kinds: set[str]) -> dict:
+    """Decorator arguments of an on-demand asset of day D (the comparison, the search): group
+    ``comparison``, no automation, the samples of D-T .. D as its input and the same days'
+    features and graphs as lineage (read by the stage from the lake)."""
+    from assets.partitions import train_and_eval_window
+
+    return {**stage("comparison", kinds, model=True),
+            "ins": {"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
+            "deps": lineage_deps(train_and_eval_window)}
+
+
 def settings(context) -> tuple[PipelineConfig, Lake]:
     """The run's config and lake; refuses a config whose windows disagree with the partitions."""
     from assets.partitions import CONFIG

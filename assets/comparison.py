@@ -8,18 +8,14 @@ Not part of the daily jobs nor of the automation: materialize it from the asset 
 
 import dagster as dg
 
-from assets.common import code_version, lineage_deps, result, settings, stage
-from assets.partitions import train_and_eval_window
+from assets.common import code_version, on_demand, result, settings
 from ml_core.stages.comparison import run_model_comparison
 
 COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
 
 
 @dg.asset(
-    **stage("comparison", {"pytorch"}, model=True),
-    ins={"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
-    # the same days' features and graphs, read by the stage from the lake: lineage only
-    deps=lineage_deps(train_and_eval_window),
+    **on_demand({"pytorch"}),
     code_version=COMPARISON_CODE,
 )
 def model_comparison(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:

@@ -2,16 +2,14 @@
 de-duplicated events of day D, with a quarantine of rejected rows (reasons and counts in the
 metadata)."""
 
-from datetime import date, timedelta
-
 import dagster as dg
 
 from assets.automation import LOGS, OBSERVE
 from assets.common import code_version, fields_of, result, settings, stage
-from assets.partitions import CONFIG, daily
+from assets.partitions import daily
 from ml_core.data.sources import day_versions
 from ml_core.stages.logs import run_interaction_logs
-from ml_core.stages.windows import catch_up_of
+from ml_core.stages.windows import catch_up_of, window
 
 
 @dg.observable_source_asset(
@@ -24,20 +22,13 @@ from ml_core.stages.windows import catch_up_of
 )
 def source_logs(context) -> dg.DataVersionsByPartition:
     cfg = context.resources.pipeline.config()
-    days = observed_days(daily.get_last_partition_key(), cfg.automation.observe_days or catch_up_of(cfg).logs)
-    versions = day_versions(cfg.source, [date.fromisoformat(d) for d in days])
+    last, n = daily.get_last_partition_key(), cfg.automation.observe_days or catch_up_of(cfg).logs
+    days = window(last, 1 - n, 0, first_day=cfg.source.start_date) if last else []  # the newest n days
+    versions = day_versions(cfg.source, days)
     arrived = {d: v for d, v in versions.items() if v is not None}
     context.log.info(f"source observed for {len(days)} days: {len(arrived)} have data"
                      + (f" (not arrived: {sorted(set(versions) - set(arrived))})" if len(arrived) < len(days) else ""))
     return dg.DataVersionsByPartition(arrived)
-
-
-def observed_days(last: str | None, n: int) -> list[str]:
-    """The newest ``n`` partition keys up to ``last`` (none before the source's start date)."""
-    if last is None:
-        return []
-    end, start = date.fromisoformat(last), date.fromisoformat(CONFIG.source.start_date)
-    return [(end - timedelta(days=i)).isoformat() for i in range(n) if end - timedelta(days=i) >= start][::-1]
 
 
 @dg.asset(

@@ -9,18 +9,14 @@ Not part of the daily jobs nor of the automation: materialize it from the asset 
 
 import dagster as dg
 
-from assets.common import code_version, lineage_deps, result, settings, stage
-from assets.partitions import train_and_eval_window
+from assets.common import code_version, on_demand, result, settings
 from ml_core.stages.tuning import run_hyperparameter_search
 
 TUNING_CODE = code_version("assets.tuning", "ml_core.stages.tuning")
 
 
 @dg.asset(
-    **stage("comparison", {"pytorch", "optuna"}, model=True),
-    ins={"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
-    # the same days' features and graphs, read by the stage from the lake: lineage only
-    deps=lineage_deps(train_and_eval_window),
+    **on_demand({"pytorch", "optuna"}),
     code_version=TUNING_CODE,
 )
 def hyperparameter_search(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:

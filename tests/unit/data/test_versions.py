@@ -202,10 +202,15 @@ def test_source_timezone():
     assert source_timezone(source_config(kind="synthetic", timezone="America/New_York")) == "America/New_York"
 
 
+def _need(path):
+    """``path``, or a skip (a failure under CI, tests/conftest.py) when the excerpt is absent."""
+    if not path.exists():
+        pytest.skip(f"real data excerpt {path} is absent (expected read-only in ../shared/data)")
+    return path
+
+
 def test_taobao_excerpt_has_a_version_for_each_of_its_nine_days():
-    if not TAOBAO_HEAD.exists():  # a skip fails under CI with this reason (tests/conftest.py)
-        pytest.skip(f"real data excerpt {TAOBAO_HEAD} is absent (expected read-only in ../shared/data)")
-    cfg = source_config(kind="taobao", path=str(TAOBAO_HEAD), start_date="2017-11-25")
+    cfg = source_config(kind="taobao", path=str(_need(TAOBAO_HEAD)), start_date="2017-11-25")
     days = [date(2017, 11, 24) + timedelta(days=i) for i in range(12)]
     v = day_versions(cfg, days)
     inside = [d.isoformat() for d in days[1:10]]
@@ -218,9 +223,7 @@ def test_taobao_excerpt_has_a_version_for_each_of_its_nine_days():
 
 
 def test_tmall_sample_days_are_versions_or_empty_until_its_last_day():
-    if not TMALL_LOG.exists():  # a skip fails under CI with this reason (tests/conftest.py)
-        pytest.skip(f"real data excerpt {TMALL_LOG} is absent (expected read-only in ../shared/data)")
-    cfg = source_config(kind="tmall", path=str(TMALL_LOG), start_date="2014-05-11")
+    cfg = source_config(kind="tmall", path=str(_need(TMALL_LOG)), start_date="2014-05-11")
     days = [date(2014, 5, 11) + timedelta(days=i) for i in range(190)]
     v = day_versions(cfg, days)
     last = max(d for d in v if v[d] is not None)
