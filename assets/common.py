@@ -21,11 +21,12 @@ RETRY = dg.RetryPolicy(max_retries=1, delay=10)
 
 
 def stage(group: str, kinds: set[str], model: bool = False, **extra) -> dict:
-    """Decorator arguments every asset of the flow shares: the data assets' daily partitions,
-    or with ``model`` the model assets' (which start once a training window exists)."""
-    from assets.partitions import daily, model_daily
+    """Decorator arguments every asset of the flow shares: the derived data assets' daily
+    partitions (from the day after the source's first day), or with ``model`` the model
+    assets' (which start once a training window exists)."""
+    from assets.partitions import derived_daily, model_daily
 
-    return {"partitions_def": model_daily if model else daily, "group_name": group, "kinds": kinds,
+    return {"partitions_def": model_daily if model else derived_daily, "group_name": group, "kinds": kinds,
             "owners": ["team:recsys"], "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"},
             "retry_policy": RETRY, **extra}
 

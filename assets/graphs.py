@@ -16,12 +16,12 @@ from assets.common import (
     result,
     settings,
 )
-from assets.partitions import daily, graph_window
+from assets.partitions import derived_daily, graph_window
 from ml_core.eval.plots import degree_plot
 from ml_core.stages.graphs import run_window_graphs
 
 GRAPH_CODE = code_version("assets.graphs", "ml_core.stages.graphs")
-_common = {"partitions_def": daily, "group_name": "graph", "kinds": {"numpy"}, "owners": ["team:recsys"],
+_common = {"partitions_def": derived_daily, "group_name": "graph", "kinds": {"numpy"}, "owners": ["team:recsys"],
            "code_version": GRAPH_CODE, "automation_condition": DATA}  # multi-asset specs take these per spec
 
 

@@ -1,11 +1,15 @@
-"""The flow's two daily partitions definitions and its rolling-window mappings.
+"""The flow's three daily partitions definitions and its rolling-window mappings.
 
-Both cut days in the source's timezone (``source.timezone``, or a preset's zone), so partition
+All cut days in the source's timezone (``source.timezone``, or a preset's zone), so partition
 D holds the events of the source's own calendar day D:
 
-* :data:`daily`: the data assets (logs, graphs, features, samples), from ``source.start_date``;
+* :data:`daily`: the interaction logs, from ``source.start_date``;
+* :data:`derived_daily`: graphs, node features and samples, from the day after (the first day
+  with history: a day's graphs read only the days before it). So every derived partition is
+  downstream of a log day, and an asset backfill ("Materialize all") over a range of log days
+  targets every graph its samples and models read: none is a root left out of the range.
 * :data:`model_daily`: the model assets (trained model, evaluation, deployment decision), from
-  the first day whose whole training window exists (``source.start_date + train.train_days``):
+  the first day whose whole training window has samples (``derived start + train.train_days``):
   no model partition lacks training history, so a backfill of "everything" has nothing that
   fails or is skipped on purpose.
 
@@ -26,6 +30,7 @@ from ml_core.config import load_config
 from ml_core.data.sources import source_timezone
 from ml_core.stages.windows import (
     Window,
+    derived_start,
     graph_window_of,
     model_start,
     train_and_eval_window_of,
@@ -41,9 +46,15 @@ TIMEZONE = source_timezone(CONFIG.source)
 # source.end_date is inclusive; Dagster's end_date is exclusive.
 _end = (date.fromisoformat(CONFIG.source.end_date) + timedelta(days=1)).isoformat() if CONFIG.source.end_date else None
 
-daily = dg.DailyPartitionsDefinition(start_date=CONFIG.source.start_date, end_date=_end, timezone=TIMEZONE)
-model_daily = dg.DailyPartitionsDefinition(start_date=model_start(CONFIG).isoformat(), end_date=_end,
-                                           timezone=TIMEZONE)
+
+
+def _days_from(start: date | str) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=str(start), end_date=_end, timezone=TIMEZONE)
+
+
+daily = _days_from(CONFIG.source.start_date)
+derived_daily = _days_from(derived_start(CONFIG))
+model_daily = _days_from(model_start(CONFIG))
 
 
 def mapping(window: Window) -> dg.TimeWindowPartitionMapping:

@@ -17,7 +17,7 @@ from assets import (
 )
 from orchestration.automation import check_decision_is_fresh, daily_automation
 from orchestration.checks import CHECKS
-from orchestration.jobs import daily_data, daily_model, model_comparison_job, tuning_job
+from orchestration.jobs import ALL_JOBS
 from orchestration.recovery import RECOVERY_SENSORS
 from orchestration.resources import LakeIOManager, PipelineResource
 
@@ -28,7 +28,7 @@ ALL_ASSETS = [*FLOW_ASSETS, *dg.load_assets_from_modules([comparison, tuning])]
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=[*CHECKS, check_decision_is_fresh],
-    jobs=[daily_data, daily_model, model_comparison_job, tuning_job],
+    jobs=list(ALL_JOBS),
     sensors=[daily_automation, *RECOVERY_SENSORS],
     resources={"pipeline": PipelineResource(), "lake_io": LakeIOManager()},
     # what asset backfills and the automation's runs use too: one process per run (a step per

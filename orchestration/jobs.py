@@ -1,5 +1,6 @@
-"""Jobs: the daily flow of one day as two runs, data then model (the model assets' partitions
-start once a training window exists), and the on-demand model comparison.
+"""Jobs: the daily flow of one day as three runs, logs, data then model (one job per partitions
+definition: the derived data start the day after the logs, the models once a training window
+exists), and the on-demand model comparison and search.
 
 The automation (``orchestration/automation.py``) and asset backfills need no job: they target
 assets. These jobs are for ``make run`` (``orchestration/run_flow.py``) and for launching one
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import daily, model_daily
+from assets.partitions import daily, derived_daily, model_daily
 from orchestration.automation import check_decision_is_fresh
 
-DATA_GROUPS = ("ingest", "graph", "features", "samples")
+LOG_GROUPS = ("ingest",)
+DATA_GROUPS = ("graph", "features", "samples")
 MODEL_GROUPS = ("model",)
 
 def _job(name: str, selection, partitions, description: str):
@@ -23,8 +25,11 @@ def _job(name: str, selection, partitions, description: str):
                                executor_def=dg.in_process_executor)
 
 
-daily_data = _job("daily_data", dg.AssetSelection.groups(*DATA_GROUPS), daily,
-                  "The data stages of one day: logs -> graphs -> node features -> training samples.")
+daily_logs = _job("daily_logs", dg.AssetSelection.groups(*LOG_GROUPS), daily,
+                  "The logs of one day: the source's rows of the day, validated (rejects quarantined).")
+daily_data = _job("daily_data", dg.AssetSelection.groups(*DATA_GROUPS), derived_daily,
+                  "The derived data of one day (its logs and those of its graph window first): graphs -> "
+                  "node features -> training samples.")
 # with the model assets' checks, less the freshness check (it judges the newest day, not this run's)
 daily_model = _job("daily_model",
                    dg.AssetSelection.groups(*MODEL_GROUPS) - dg.AssetSelection.checks(check_decision_is_fresh),
@@ -37,5 +42,7 @@ tuning_job = _job("tuning_job", dg.AssetSelection.assets("hyperparameter_search"
                   "On demand: the [tuning] hyper-parameter search of one model on the chosen day "
                   "(its data stages must be materialized). Not automated.")
 
-#: The jobs ``make run`` runs for each day, in this order.
-DAILY_JOBS = (daily_data, daily_model)
+#: The jobs ``make run`` runs for each day, in this order (a job without that day's partition is left out).
+DAILY_JOBS = (daily_logs, daily_data, daily_model)
+#: Every job of the code location.
+ALL_JOBS = (*DAILY_JOBS, model_comparison_job, tuning_job)

@@ -47,7 +47,7 @@ from dagster._core.storage.tags import (
 )
 
 from ml_core.storage import hostname, process_start_time, sweep_stale_writes
-from orchestration.jobs import daily_data, daily_model, model_comparison_job, tuning_job
+from orchestration.jobs import ALL_JOBS
 from orchestration.resources import PipelineResource
 
 #: The process that executes a run, as JSON: {"run_id", "host", "pid", "started"}.
@@ -61,7 +61,7 @@ _TOLERANCE_S = 2.0
 _WORKER_STARTED = "Started process for run (pid:"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 #: The jobs whose refused backfill retries the sensor requests (it can launch only its own jobs).
-RETRIED_JOBS = (daily_data, daily_model, model_comparison_job, tuning_job)
+RETRIED_JOBS = ALL_JOBS
 #: The tag of a retry the sensor requested: the failed run it retries.
 RETRY_OF_TAG = "moge/retry_of"
 _REFUSED = "Not retrying run since it is part of a backfill that is in a terminal state"

@@ -3,9 +3,9 @@ GAUC table of the last day and the production model.
 
     python -m orchestration.run_flow --start 2026-01-01 --end 2026-01-08
 
-Each day is one run of the ``daily_data`` job and, from the first day with a whole training
-window, one of ``daily_model`` (in process, in date order, so every day's windows are already
-materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs, partitions,
+Each day is one run of the ``daily_logs`` job, from the second day one of ``daily_data`` (the
+derived data) and, from the first day with a whole training window, one of ``daily_model`` (in
+process, in date order, so every day's windows are already materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs, partitions,
 metadata and lineage afterwards. While a day runs, each stage prints one line when it starts and
 one when it ends (with its duration), and the stages' progress lines (training steps, evaluation
 scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         day = (start + timedelta(days=i)).isoformat()
         for job in jobs:
             if not job.partitions_def.has_partition_key(day):
-                continue  # the model jobs start once a training window exists
+                continue  # derived data start on the 2nd day, models once a training window exists
             t0 = time.perf_counter()
             run_id = str(uuid.uuid4())
             res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_id=run_id,

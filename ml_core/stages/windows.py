@@ -64,14 +64,21 @@ def graph_window(cfg: PipelineConfig, day: date | str) -> list[str]:
 
 
 def train_window(cfg: PipelineConfig, day: date | str) -> list[str]:
-    """The existing days of :func:`train_window_of` for ``day`` (none before the start date)."""
-    return train_window_of(cfg).days(day, cfg.start_date)
+    """The existing days of :func:`train_window_of` for ``day`` (none before the first day with samples)."""
+    return train_window_of(cfg).days(day, derived_start(cfg))
+
+
+def derived_start(cfg: PipelineConfig) -> date:
+    """The first day with graphs, node features and samples: the day after ``source.start_date``,
+    the first with any history (a day's graphs read the days before it, never the day itself).
+    The source's first day has logs only, so every derived partition has an input to read."""
+    return cfg.start_date + timedelta(days=1)
 
 
 def model_start(cfg: PipelineConfig) -> date:
-    """The first day with a model: the first whose training window D-T .. D-1 is all in the
-    source (``source.start_date + train.train_days``). Earlier days have data partitions only."""
-    return cfg.start_date + timedelta(days=cfg.train.train_days)
+    """The first day with a model: the first whose training window D-T .. D-1 has samples on
+    every day (``derived_start + train.train_days``). Earlier days have data partitions only."""
+    return derived_start(cfg) + timedelta(days=cfg.train.train_days)
 
 
 @dataclass(frozen=True)

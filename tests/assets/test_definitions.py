@@ -8,8 +8,8 @@ FLOW = {"interaction_logs", "bipartite_graph", "user_similarity_graph", "item_si
         "training_samples", "trained_model", "model_evaluation", "deployed_model"}
 
 
-DATA = {"interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features",
-        "training_samples"}
+LOGS = {"interaction_logs"}
+DATA = {"bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features", "training_samples"}
 MODEL = {"trained_model", "model_evaluation", "deployed_model"}
 
 
@@ -20,7 +20,8 @@ def test_definitions_resolve_every_job_and_the_automation():
     assert FLOW <= keys
     jobs = {j.name: j for j in defs.resolve_all_job_defs()}
     # the named jobs plus Dagster's implicit asset job (what "Materialize" and backfills on the lineage page run)
-    assert set(jobs) == {"daily_data", "daily_model", "model_comparison_job", "tuning_job", "__ASSET_JOB"}, sorted(jobs)
+    assert set(jobs) == {"daily_logs", "daily_data", "daily_model", "model_comparison_job", "tuning_job",
+                         "__ASSET_JOB"}, sorted(jobs)
     for name, job in jobs.items():
         keys = job.asset_layer.selected_asset_keys
         assert keys, f"{name} selects no asset"
@@ -32,7 +33,7 @@ def test_definitions_resolve_every_job_and_the_automation():
     def selected(name):
         return {k.to_user_string() for k in jobs[name].asset_layer.selected_asset_keys}
 
-    assert selected("daily_data") == DATA and selected("daily_model") == MODEL
+    assert selected("daily_logs") == LOGS and selected("daily_data") == DATA and selected("daily_model") == MODEL
     assert selected("model_comparison_job") == {"model_comparison"}
     assert selected("tuning_job") == {"hyperparameter_search"}
     assert not list(defs.schedules or [])  # the automation sensor replaced the schedule
@@ -42,14 +43,14 @@ def test_definitions_resolve_every_job_and_the_automation():
     assert {k for k, c in conditions.items() if c is not None} == FLOW | {"source_logs"}  # not the comparison, the search
 
 
-def test_assets_are_partitioned_in_the_source_timezone_models_once_a_window_exists():
+def test_assets_are_partitioned_in_the_source_timezone_derived_data_from_the_second_day():
     from datetime import date, timedelta
 
     from assets.partitions import CONFIG, TIMEZONE
     from ml_core.data.sources import source_timezone
 
     graph = defs.resolve_asset_graph()
-    defs_by_kind = {"data": set(), "model": set()}
+    defs_by_kind = {"logs": set(), "data": set(), "model": set()}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if key.to_user_string() != "source_logs":
@@ -58,12 +59,15 @@ def test_assets_are_partitioned_in_the_source_timezone_models_once_a_window_exis
         assert node.group_name in {"ingest", "graph", "features", "samples", "model", "comparison"}, key
         assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
         assert node.partitions_def.timezone == TIMEZONE == source_timezone(CONFIG.source)
-        defs_by_kind["model" if node.group_name in {"model", "comparison"} else "data"].add(node.partitions_def)
-    data, model = (defs_by_kind[k] for k in ("data", "model"))
-    assert len(data) == 1 and len(model) == 1
+        kind = {"model": "model", "comparison": "model", "ingest": "logs"}.get(node.group_name, "data")
+        defs_by_kind[kind].add(node.partitions_def)
+    logs, data, model = (defs_by_kind[k] for k in ("logs", "data", "model"))
+    assert len(logs) == len(data) == len(model) == 1
     start = date.fromisoformat(CONFIG.source.start_date)
-    assert next(iter(data)).start.date() == start
-    assert next(iter(model)).start.date() == start + timedelta(days=CONFIG.train.train_days)
+    assert next(iter(logs)).start.date() == start
+    # the source's first day has no history: its graphs would read nothing, so derived data start the day after
+    assert next(iter(data)).start.date() == start + timedelta(days=1)
+    assert next(iter(model)).start.date() == start + timedelta(days=1 + CONFIG.train.train_days)
 
 
 def test_decisions_run_in_date_order():
@@ -190,3 +194,52 @@ def test_partitions_follow_the_source_timezone(tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"tz": "America/Los_Angeles", "daily": "America/Los_Angeles", "model": "America/Los_Angeles",
                    "at7": "2026-01-18", "at9": "2026-01-19", "check_tz": "America/Los_Angeles"}
+
+
+def _materialize_all_target(days: list[str]) -> dict[str, set[str]]:
+    """What the lineage page's "Materialize all" over ``days`` targets: Dagster's asset backfill
+    from those days of the root (interaction_logs) and everything downstream of them."""
+    import time
+
+    from dagster._core.execution.asset_backfill import AssetBackfillData
+
+    graph = defs.resolve_asset_graph()
+    with dg.DagsterInstance.ephemeral() as instance:
+        data = AssetBackfillData.from_asset_partitions(
+            asset_graph=graph, partition_names=days, dynamic_partitions_store=instance,
+            asset_selection=[dg.AssetKey(k) for k in FLOW], backfill_start_timestamp=time.time(), all_partitions=False)
+    return {k.to_user_string(): set(data.target_subset.get_partitions_subset(k).get_partition_keys())
+            for k in data.target_subset.asset_keys}
+
+
+def _upstream(child: str, parent: str, keys: set[str]) -> set[str]:
+    graph = defs.resolve_asset_graph()
+    c, p = dg.AssetKey(child), dg.AssetKey(parent)
+    return set(graph.get_partition_mapping(c, p).get_upstream_mapped_partitions_result_for_partitions(
+        graph.get(c).partitions_def.subset_with_partition_keys(sorted(keys)), graph.get(c).partitions_def,
+        graph.get(p).partitions_def).partitions_subset.get_partition_keys())
+
+
+def test_materialize_all_from_the_first_day_targets_every_partition_it_reads():
+    """On an empty lake, "Materialize all" over the source's days from its first one must not
+    read any partition it does not materialize itself: every input of every targeted partition
+    is targeted too (the first day's graphs were a root left out when derived data started on
+    the source's first day, and that backfill failed)."""
+    from assets.partitions import daily, derived_daily, model_daily
+
+    days = daily.get_partition_keys()[:12]
+    target = _materialize_all_target(days)
+    assert target["interaction_logs"] == set(days)
+    # the derived data of every day after the first, the models of every day with a window
+    assert target["bipartite_graph"] >= set(days[1:]) and min(target["bipartite_graph"]) == derived_daily.get_first_partition_key()
+    assert min(target["deployed_model"]) == model_daily.get_first_partition_key()
+    graph = defs.resolve_asset_graph()
+    for asset, keys in target.items():
+        for parent in graph.get(dg.AssetKey(asset)).parent_keys:
+            if parent.to_user_string() == "source_logs":
+                continue  # observed, not materialized
+            needed = _upstream(asset, parent.to_user_string(), keys)
+            # days after the range are outside it by choice (README: a range ending before the newest
+            # day also re-materializes the windows that read its last days, and they read later days)
+            outside = {d for d in needed - target.get(parent.to_user_string(), set()) if d <= days[-1]}
+            assert not outside, (asset, parent.to_user_string(), sorted(outside))

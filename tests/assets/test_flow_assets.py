@@ -16,8 +16,10 @@ from orchestration.resources import LakeIOManager, PipelineResource
 from tests.conftest import FAST, materialize_day
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
-#: The days with a model: the training window (T = 2 in the tests' settings) exists from the third day.
-MODEL_DAYS = DAYS[2:]
+#: The days with derived data (graphs, features, samples): from the second (the first with history).
+DATA_DAYS = DAYS[1:]
+#: The days with a model: the training window (T = 2 in the tests' settings) has samples from the fourth day.
+MODEL_DAYS = DAYS[3:]
 
 
 def resources(root, *extra):
@@ -42,13 +44,15 @@ def flow(tmp_path_factory):
     res = resources(root, "deploy.min_gauc=0.0")
     for day in DAYS:
         results = materialize_day([*FLOW_ASSETS, *CHECKS], day, instance=instance, resources=res)
-        assert len(results) == (2 if day in MODEL_DAYS else 1) and all(r.success for r in results), day
+        assert len(results) == 1 + (day in DATA_DAYS) + (day in MODEL_DAYS) and all(r.success for r in results), day
     return root, instance, res
 
 
 def test_every_day_materializes_with_its_own_windows(flow):
     root, instance, _ = flow
-    for day in DAYS:
+    assert _latest(instance, "interaction_logs", DAYS[0]) is not None
+    assert _latest(instance, "bipartite_graph", DAYS[0]) is None  # the first day has no history: no graph
+    for day in DATA_DAYS:
         for key in ("interaction_logs", "bipartite_graph", "user_similarity_graph", "item_similarity_graph",
                     "node_features", "training_samples"):
             assert _latest(instance, key, day) is not None, (key, day)
@@ -56,9 +60,9 @@ def test_every_day_materializes_with_its_own_windows(flow):
         # graph window = the W (=3 in FAST) days before D that exist
         expected = [d for d in DAYS if d < day][-3:]
         assert bip["window_days"].value == expected
-        assert bip["mode"].value == ("full" if day <= DAYS[1] else "incremental")  # days 1-2: no prior window
+        assert bip["mode"].value == ("full" if day <= DAYS[1] else "incremental")  # day 2: no prior window
     # the first days have no whole training window: they have no model partition at all
-    assert _latest(instance, "trained_model", DAYS[1]) is None
+    assert _latest(instance, "trained_model", DAYS[2]) is None
     for day in MODEL_DAYS:
         md = _latest(instance, "trained_model", day).metadata
         assert md["train_days"].value == [d for d in DAYS if d < day][-2:]
@@ -186,8 +190,7 @@ def test_rematerializing_a_partition_is_idempotent(flow):
     samples_before = _latest(instance, "training_samples", DAYS[1]).metadata["data_version"].value
     wanted = {"interaction_logs", "bipartite_graph", "training_samples"}
     chosen = [a for a in FLOW_ASSETS if isinstance(a, dg.AssetsDefinition) and wanted & {k.path[-1] for k in a.keys}]
-    result = dg.materialize(chosen, partition_key=DAYS[1], instance=instance, resources=res)
-    assert result.success
+    assert all(r.success for r in materialize_day(chosen, DAYS[1], instance=instance, resources=res))
     assert _latest(instance, "interaction_logs", DAYS[1]).metadata["data_version"].value == before
     assert _latest(instance, "training_samples", DAYS[1]).metadata["data_version"].value == samples_before
     assert len(list((root / "lake" / "interaction_logs").iterdir())) == len(DAYS)

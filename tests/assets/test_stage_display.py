@@ -63,35 +63,35 @@ def test_console_level_decides_which_messages_the_display_leaves_out():
 
 
 def test_the_daily_flow_shows_each_stage_and_the_progress_lines(tmp_path, capsys):
-    """A day of the daily flow run as the run command runs it (days 1-2's data built beforehand): each
+    """A day of the daily flow run as the run command runs it (days 1-3 built beforehand): each
     stage's start and end, and a progress line every 10 training steps / scoring batches."""
     res = resources(tmp_path, 'train.model="mlp"', "train.max_steps_per_epoch=20", "train.log_every_steps=10",
                     "samples.negatives_per_positive=1",
                     "deploy.bootstrap_samples=20")
-    build_data_days(res["pipeline"].config(), Lake(tmp_path), ["2026-01-01", "2026-01-02"])
+    build_data_days(res["pipeline"].config(), Lake(tmp_path), ["2026-01-01", "2026-01-02", "2026-01-03"])
     capsys.readouterr()
     run_config = stage_display_config({"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
     instance = dg.DagsterInstance.ephemeral()
-    for name in ("daily_data", "daily_model"):  # the run command's two runs of the day
+    for name in ("daily_logs", "daily_data", "daily_model"):  # the run command's three runs of the day
         job = with_stage_display(defs.resolve_job_def(name))
-        result = job.execute_in_process(partition_key="2026-01-03", instance=instance, resources=res,
+        result = job.execute_in_process(partition_key="2026-01-04", instance=instance, resources=res,
                                         run_config=run_config)
         assert result.success
     lines = capsys.readouterr().out.splitlines()
-    assert all(line.startswith("[2026-01-03] ") for line in lines), lines  # no verbose event log on stdout
+    assert all(line.startswith("[2026-01-04] ") for line in lines), lines  # no verbose event log on stdout
     started = {line.split()[1].rstrip(":") for line in lines if line.endswith(": started")}
     done = {m[1] for line in lines if (m := re.fullmatch(r"\S+ (\w+): done in \d+\.\d+s", line))}
     assert started == done >= {"interaction_logs", "window_graphs", "node_features", "training_samples",
                                "trained_model", "model_evaluation", "deployed_model"}, lines
-    training = [line for line in lines if line.startswith("[2026-01-03] trained_model: epoch 1/1 step ")]
+    training = [line for line in lines if line.startswith("[2026-01-04] trained_model: epoch 1/1 step ")]
     assert [line.split()[5] for line in training] == ["10/20", "20/20"], lines
-    assert any(line.startswith("[2026-01-03] model_evaluation: scoring the candidate") for line in lines)
-    assert any(re.match(r"\[2026-01-03\] model_evaluation: candidate: 20,480/[\d,]+ samples", line) for line in lines)
+    assert any(line.startswith("[2026-01-04] model_evaluation: scoring the candidate") for line in lines)
+    assert any(re.match(r"\[2026-01-04\] model_evaluation: candidate: 20,480/[\d,]+ samples", line) for line in lines)
     # one stage in order: started, its messages, done
-    i, j = lines.index("[2026-01-03] trained_model: started"), lines.index(training[-1])
-    assert lines[i + 1].startswith("[2026-01-03] trained_model: training mlp") and i < lines.index(training[0]) < j
+    i, j = lines.index("[2026-01-04] trained_model: started"), lines.index(training[-1])
+    assert lines[i + 1].startswith("[2026-01-04] trained_model: training mlp") and i < lines.index(training[0]) < j
     # after the epoch line: the final validation and why training stopped (ml_core/train/trainer.py), then done
-    assert lines[j + 1].startswith("[2026-01-03] trained_model: epoch 1/1 done in ")
-    assert lines[j + 2].startswith("[2026-01-03] trained_model: validation after 20 steps: mean GAUC ")
-    assert lines[j + 3].startswith("[2026-01-03] trained_model: training stopped (max_steps) after 20 steps")
-    assert re.fullmatch(r"\[2026-01-03\] trained_model: done in \d+\.\ds", lines[j + 4]), lines[j:]
+    assert lines[j + 1].startswith("[2026-01-04] trained_model: epoch 1/1 done in ")
+    assert lines[j + 2].startswith("[2026-01-04] trained_model: validation after 20 steps: mean GAUC ")
+    assert lines[j + 3].startswith("[2026-01-04] trained_model: training stopped (max_steps) after 20 steps")
+    assert re.fullmatch(r"\[2026-01-04\] trained_model: done in \d+\.\ds", lines[j + 4]), lines[j:]

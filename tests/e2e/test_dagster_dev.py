@@ -10,8 +10,8 @@ backfill:
   and the (stopped) sensor; then "Materialize all" over the 5 days, clicked on the lineage page
   (scripts/screenshot_ui.py ``materialize_all``): an asset backfill that runs the days in parallel
   where the windows allow, the model steps one at a time (pool "model") and the decisions in date
-  order. Before it, the first day's graphs and node features, which the range's backfill does not
-  target (a known gap: ``test_materialize_all_alone_targets_the_first_days_graphs``, strict xfail).
+  order, with nothing materialized beforehand: the first day has logs only, so every partition the
+  range's graphs, samples and models read is in the backfill.
 * **Automation** (source from 20 days ago, open-ended, ``automation.catch_up_days = 3``): on an
   empty lake, ``daily_automation`` is turned on (``startSensor``, the UI's toggle); the daemon
   observes the source, then catches up the horizon up to yesterday's decision, and nothing older;
@@ -437,11 +437,22 @@ def _ticks_summary(ticks: list[dict], since: float) -> str:
     return "\n".join(lines)
 
 
+def _days_of(asset: str) -> list[str]:
+    """The backfill's days that have a partition of ``asset``."""
+    return BACKFILL_MODEL_DAYS if asset in MODEL_ASSETS else BACKFILL_DAYS if asset == "interaction_logs" \
+        else BACKFILL_DATA_DAYS
+
+
+def _job_of(asset: str) -> str:
+    return "daily_model" if asset in MODEL_ASSETS else "daily_logs" if asset == "interaction_logs" else "daily_data"
+
+
 # -- the two deployments -----------------------------------------------------------------------------
 
-#: The backfill's days: today-5 .. yesterday (UTC); the model days start T days later.
-BACKFILL_DAYS = days(utc_today() - timedelta(days=5), 5)
-BACKFILL_MODEL_DAYS = BACKFILL_DAYS[T:]
+#: The backfill's days: today-6 .. yesterday (UTC); derived data from the second, models T days later.
+BACKFILL_DAYS = days(utc_today() - timedelta(days=6), 6)
+BACKFILL_DATA_DAYS = BACKFILL_DAYS[1:]
+BACKFILL_MODEL_DAYS = BACKFILL_DATA_DAYS[T:]
 #: The automation's source starts 20 days ago, open-ended.
 AUTOMATION_START = utc_today() - timedelta(days=20)
 
@@ -482,12 +493,12 @@ def test_asset_graph_jobs_and_sensor(deployments):
     assert {a: nodes[a]["groupName"] for a in GROUPS} == GROUPS
     for a in GROUPS:
         n = nodes[a]
-        first = BACKFILL_MODEL_DAYS[0] if a in MODEL_ASSETS else BACKFILL_DAYS[0]
+        first = _days_of(a)[0]
         assert n["isPartitioned"] and n["partitionDefinition"]["type"] == "TIME_WINDOW", a
         assert n["partitionDefinition"]["description"].startswith(f"Daily, starting {first}"), (a, n["partitionDefinition"])
         assert n["automationCondition"]["label"].startswith("catch_up("), (a, n["automationCondition"])
         jobs = [j for j in n["jobNames"] if not j.startswith("__")]  # less the hidden asset job
-        assert jobs == ["daily_model" if a in MODEL_ASSETS else "daily_data"], (a, n["jobNames"])
+        assert jobs == [_job_of(a)], (a, n["jobNames"])
         assert n["pools"] == (["model"] if a in MODEL_ASSETS else []), (a, n["pools"])
     src = nodes["source_logs"]
     assert src["isObservable"] and not src["isMaterializable"] and src["groupName"] == "ingest", src
@@ -519,8 +530,10 @@ def test_asset_graph_jobs_and_sensor(deployments):
     assert sensor["defaultStatus"] == "STOPPED" and sensor["sensorState"]["status"] == "STOPPED", sensor
     assert deployments.sensor_before["sensorState"]["status"] == "STOPPED"  # the other deployment's, before the toggle
     jobs = {p["name"]: p for p in repo["pipelines"]}
-    assert {"daily_data", "daily_model", "model_comparison_job"} <= set(jobs) and "daily_flow" not in jobs, sorted(jobs)
-    for job, keys, assets in (("daily_data", BACKFILL_DAYS, DATA_ASSETS), ("daily_model", BACKFILL_MODEL_DAYS, MODEL_ASSETS)):
+    assert {"daily_logs", "daily_data", "daily_model", "model_comparison_job"} <= set(jobs) and "daily_flow" not in jobs, \
+        sorted(jobs)
+    for job, keys, assets in (("daily_logs", BACKFILL_DAYS, DATA_ASSETS[:1]), ("daily_data", BACKFILL_DATA_DAYS, DATA_ASSETS[1:]),
+                              ("daily_model", BACKFILL_MODEL_DAYS, MODEL_ASSETS)):
         assert jobs[job]["isJob"] and jobs[job]["isAssetJob"], jobs[job]
         got = dev.gql(PARTITION_KEYS, {"job": job})["pipelineOrError"]["partitionKeysOrError"]["partitionKeys"]
         assert got == keys, (job, got)
@@ -562,21 +575,14 @@ def _wait(dev: DagsterDev, bid: str, what: str) -> dict:
 
 @pytest.fixture(scope="module")
 def backfill(deployments, tmp_path_factory):
-    """"Materialize all" over the 5 days of a fresh lake, clicked in headless Chromium on the
+    """"Materialize all" over the 6 days of a fresh lake, clicked in headless Chromium on the
     lineage page (scripts/screenshot_ui.py materialize_all): the graph filtered to the flow
     (``not group:"comparison"``), "Materialize all (9)…", the range typed into the anchor asset
     interaction_logs' partition input, "Launch backfill". The UI sends the assets and the anchor's
     partition keys (target "pureWithAnchorAsset" of LaunchAssetChoosePartitionsDialog.tsx);
     Dagster targets every partition downstream of those keys through the partition mappings.
-    Without Chromium the same mutation is sent over GraphQL.
-
-    First, the first day's graphs and node features (on the lineage page: the graph and
-    features groups, "Materialize selected", the first day): the range's own target misses them
-    (see test_materialize_all_alone_targets_the_first_days_graphs) and its training samples read them."""
+    Without Chromium the same mutation is sent over GraphQL. Nothing is materialized before it."""
     dev = deployments.backfill
-    first = _wait(dev, _launch(dev, ["bipartite_graph", "user_similarity_graph", "item_similarity_graph",
-                                     "node_features"], BACKFILL_DAYS[:1], "e2e: the first day's graphs and features"),
-                  "the first day's graphs and features")
     mod = _screenshot_module()
     if mod.find_chromium():
         shots = Path(os.environ.get("MOGE_E2E_SCREENSHOTS") or tmp_path_factory.mktemp("clicks"))
@@ -587,8 +593,7 @@ def backfill(deployments, tmp_path_factory):
     else:
         bid = _launch(dev, FLOW, BACKFILL_DAYS, "e2e: materialize all")
         how = "no Chromium: the UI's mutation over GraphQL"
-    main = _wait(dev, bid, f"materialize all, {len(BACKFILL_DAYS)} days, {how}")
-    return {**main, "first": first}
+    return _wait(dev, bid, f"materialize all, {len(BACKFILL_DAYS)} days, {how}")
 
 
 def test_materialize_all_launched_the_flow_over_the_range(deployments, backfill):
@@ -608,11 +613,10 @@ def test_materialize_all_backfills_every_day(deployments, backfill):
     counts = {c["assetKey"]["path"][-1]: c for c in backfill["status"]["assetBackfillData"]["assetBackfillStatuses"]}
     assert set(counts) == set(FLOW)
     for a, c in counts.items():
-        n = len(BACKFILL_MODEL_DAYS if a in MODEL_ASSETS else BACKFILL_DAYS) - (a in ("bipartite_graph", "node_features",
-                                                                                      "user_similarity_graph",
-                                                                                      "item_similarity_graph"))
+        n = len(_days_of(a))
         assert (c["numPartitionsTargeted"], c["numPartitionsMaterialized"], c["numPartitionsFailed"]) == (n, n, 0), c
-    runs = backfill["runs"] + backfill["first"]["runs"]
+    assert backfill["status"]["status"] == "COMPLETED_SUCCESS", backfill["status"]
+    runs = backfill["runs"]
     assert all(r["status"] == "SUCCESS" for r in runs), _failures(dev, runs)
     assert {r["runId"] for r in _runs(dev)} == {r["runId"] for r in runs}  # nothing else ran
     # every partition was materialized once, by one of the backfills' runs, and is in the lake
@@ -620,7 +624,7 @@ def test_materialize_all_backfills_every_day(deployments, backfill):
     nodes = dev.gql(LATEST_BY_PARTITION, {"keys": [{"path": [a]} for a in FLOW], "partitions": BACKFILL_DAYS})
     for n in nodes["assetNodes"]:
         a = n["assetKey"]["path"][-1]
-        want = BACKFILL_MODEL_DAYS if a in MODEL_ASSETS else BACKFILL_DAYS
+        want = _days_of(a)
         got = {m["partition"]: m["runId"] for m in n["latestMaterializationByPartition"] if m}
         assert sorted(got) == want and set(got.values()) <= run_ids, (a, got)
         assert dev.lake_days(a) == want, a
@@ -657,16 +661,16 @@ def test_days_run_in_parallel_and_model_steps_one_at_a_time(backfill):
     assert _max_overlap(model_steps) == 1, sorted(model_steps)
 
 
-@pytest.mark.xfail(strict=True, reason="Known design gap: a range's first day's graphs and node features have no "
-                   "upstream partition in the range (their window is the W days before), so Dagster's asset backfill "
-                   "does not target them while it targets that day's training samples, which read them")
 def test_materialize_all_alone_targets_the_first_days_graphs(deployments, backfill):
+    """The range's first day with graphs (the source's second day) is in the backfill's target:
+    the samples and models that read it did not fail (they did when derived data started on the
+    source's first day, whose graphs no log day of the range leads to)."""
     dev = deployments.backfill
     got = dev.gql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
         partitionsTargetedForAssetKey(assetKey: {path: ["bipartite_graph"]}) { partitionKeys ranges { start end } } } } }""",
                   {"id": backfill["id"]})["partitionBackfillOrError"]["partitionsTargetedForAssetKey"]
     keys = got["partitionKeys"] or [r["start"] for r in got["ranges"] or []]
-    assert BACKFILL_DAYS[0] in keys or any(r["start"] <= BACKFILL_DAYS[0] for r in got["ranges"] or []), got
+    assert BACKFILL_DATA_DAYS[0] in keys or any(r["start"] <= BACKFILL_DATA_DAYS[0] for r in got["ranges"] or []), got
 
 
 def test_ui_screenshots(deployments, backfill, tmp_path):

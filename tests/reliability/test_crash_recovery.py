@@ -39,7 +39,7 @@ from orchestration.recovery import (
 from orchestration.resources import PipelineResource
 from tests.conftest import REPO
 
-DAY = "2026-01-03"  # the first model day (train_days = 2 in these tests)
+DAY = "2026-01-04"  # the first model day (derived data from day 2, train_days = 2 in these tests)
 
 
 @dg.op
@@ -259,7 +259,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     cfg, home, marker = _write_config(tmp_path), tmp_path / "dagster_home", tmp_path / "crashed"
     env = {**os.environ, "MOGE_CONFIG": str(cfg), "DAGSTER_HOME": str(home),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    args = ["--start", "2026-01-01", "--days", "3"]
+    args = ["--start", "2026-01-01", "--days", "4"]
     log = tmp_path / "crashed.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.crashpoint", *args], cwd=REPO, stdout=out,
@@ -278,7 +278,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
 
     instance = dg.DagsterInstance.from_config(str(home))
     runs = {(r.job_name, r.tags["dagster/partition"]): r for r in instance.get_runs()}
-    assert runs["daily_data", "2026-01-01"].status == runs["daily_data", DAY].status == dg.DagsterRunStatus.SUCCESS
+    assert runs["daily_logs", "2026-01-01"].status == runs["daily_data", DAY].status == dg.DagsterRunStatus.SUCCESS
     killed = runs["daily_model", DAY]
     assert killed.status == dg.DagsterRunStatus.STARTED  # what nothing recovered before
     data = tmp_path / "data"
@@ -296,7 +296,8 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     out = subprocess.run([sys.executable, "-m", "orchestration.run_flow", *args], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("daily_data ok") == 3 and out.stdout.count("daily_model ok") == 1, out.stdout[-3000:]
+    assert (out.stdout.count("daily_logs ok"), out.stdout.count("daily_data ok"),
+            out.stdout.count("daily_model ok")) == (4, 3, 1), out.stdout[-3000:]
     if recovered_by == "next_run_command":
         assert f"crash recovery: run {killed.run_id}" in out.stderr, out.stderr[-3000:]
 
@@ -304,7 +305,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     assert "is gone" in _failure_message(instance, killed)
     statuses = sorted(r.status.value for r in instance.get_runs())
-    assert statuses == ["FAILURE"] + ["SUCCESS"] * 7, statuses  # 3 data runs, the killed model run; 3 + 1 again
+    assert statuses == ["FAILURE"] + ["SUCCESS"] * 14, statuses  # 4 log + 3 data runs, the killed model run; 8 again
     # the lake: nothing hidden left, every partition complete (its content hash is its version)
     assert _hidden_entries(data) == []
     parts = [p for p in (data / "lake").glob("*/ds=*")]
@@ -380,7 +381,7 @@ def test_launched_run_survives_a_crash_of_dagster_dev(tmp_path):
                      "dev-1.log")
     try:
         params = {"selector": {"repositoryLocationName": "moge", "repositoryName": "__repository__",
-                               "jobName": "daily_data"},
+                               "jobName": "daily_logs"},
                   "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]}}
         res = dev.gql(LAUNCH_RUN, {"params": params})["launchRun"]
         assert res["__typename"] == "LaunchRunSuccess", res
@@ -417,6 +418,6 @@ def test_launched_run_survives_a_crash_of_dagster_dev(tmp_path):
     data = tmp_path / "data"
     assert _hidden_entries(data) == []
     parts = list((data / "lake").glob(f"*/ds={day}"))
-    assert {p.parent.name for p in parts} >= {"interaction_logs", "bipartite_graph", "training_samples"}
+    assert {p.parent.name for p in parts} == {"interaction_logs"}
     for p in parts:
         assert (p / VERSION_FILE).read_text() == content_hash(p), p
