@@ -21,7 +21,7 @@ def _lake(context) -> Lake:
 
 def _no_partition(asset: str) -> dg.AssetCheckResult:
     msg = (f"this run has no partition (no dagster/partition tag): the check judges one day of {asset}; "
-           f"run it with the asset's partition (e.g. in the daily_data or daily_model run of that day)")
+           f"run it with the asset's partition (e.g. in the daily_logs or daily_model run of that day)")
     return dg.AssetCheckResult(passed=False, description=msg, metadata={"observed": msg})
 
 
