@@ -21,7 +21,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_core.bundles import BundleStore, read_manifest, write_manifest
+from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
+from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
@@ -71,14 +72,14 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
 def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> DeploymentResult:
     """Promote trained_model[D] to production if model_evaluation[D], judged against the
     reference models, passes the gate. ``log``: the reference models' scoring progress."""
-    store = BundleStore(lake.root)
+    store = open_bundle_registry(cfg.registry, lake.root)
     with store.lock():  # the references are scored, judged and the pointer moved as one step
         ev = judge_against_references(cfg, lake, day, store, log=log)
         return _decide_and_deploy(cfg, lake, day, ev, store)
 
 
 def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResult,
-                       store: BundleStore) -> DeploymentResult:
+                       store: BundleRegistry) -> DeploymentResult:
     prod = store.production()
     if ev.skipped:  # nothing was scored (a day without samples): refused with the evaluation's reason
         verdict = Decision(promote=False, reasons=[ev.skipped])
