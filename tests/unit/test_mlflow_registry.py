@@ -52,8 +52,8 @@ def fake_bundle(d: Path, partition: str, seed: int) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["local", "mlflow"])
-def test_the_interface_behaves_the_same_on_both_backends(server, tmp_path, backend):
-    cfg = mlflow_cfg(server, f"iface-{backend}") if backend == "mlflow" else RegistryConfig()
+def test_the_interface_behaves_the_same_on_both_backends(request, tmp_path, backend):
+    cfg = mlflow_cfg(request.getfixturevalue("server"), "iface") if backend == "mlflow" else RegistryConfig()
     reg = open_bundle_registry(cfg, tmp_path / "root")
     assert isinstance(reg, BundleRegistry)
     assert reg.production() is None and reg.decisions() == [] and reg.versions() == []
