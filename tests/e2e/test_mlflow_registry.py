@@ -5,6 +5,9 @@ interface test runs on the local bundle store and on MLflow; then the MLflow lea
 deployers; then the deployment stage promoting and refusing through MLflow, and serving
 (``Scorer``, ``moge score``, the HTTP app) resolving production from it with no lake and no
 local registry.
+
+An e2e test: it starts a server process (about 25-50 s on the shared 2-core machine), which
+would double ``make test-fast``; the module takes about 2 minutes.
 """
 
 from __future__ import annotations
@@ -205,3 +208,20 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
     warm = warm_start_source(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warm_start="production")),
                              lake, "2026-01-04")
     assert warm.source == promoted.version and Path(warm.directory).is_relative_to(root / "registry_cache")
+
+
+def test_mlflow_backend_settings_are_checked_when_the_config_loads(monkeypatch):
+    import importlib.util
+
+    from ml_core.checks import check_runnable
+    from ml_core.config import load_config
+    from ml_core.typed import ConfigError
+
+    with pytest.raises(ConfigError, match="needs tracking_uri"):
+        load_config(None, ['registry.backend="mlflow"'])
+    cfg = load_config(None, ['registry.backend="mlflow"', 'registry.tracking_uri="http://127.0.0.1:1"'])
+    check_runnable(cfg)  # installed: runnable
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs the MLflow client"):
+        check_runnable(cfg)
