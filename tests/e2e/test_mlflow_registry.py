@@ -143,7 +143,6 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
 
     from ml_core import stages as P
     from ml_core.cli import main
-    from ml_core.serving.app import create_app
     from ml_core.serving.scorer import Scorer
     from ml_core.storage import Lake
     from tests.conftest import build_data_days, make_config
@@ -199,7 +198,12 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
     out = pl.read_parquet(tmp_path / "out.parquet")
     np.testing.assert_allclose(out[f"score_{task}"].to_numpy(), local.score(users, items)[:, local.tasks.index(task)])
     shutil.rmtree(serve_root / "registry_cache")  # the app downloads it again
-    with TestClient(create_app(serve_root, registry=cfg.registry)) as c:
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    assert main(["serve"]) == 0  # `moge serve` builds its app from [registry] (uvicorn.run captured)
+    with TestClient(served["app"]) as c:
         assert c.get("/health").json()["version"] == promoted.version
         assert c.post("/reload").json() == {"version": promoted.version, "previous": promoted.version, "changed": False}
     # training warm-starts from the MLflow production model
