@@ -1,7 +1,8 @@
 """HTTP serving of the deployed model (FastAPI).
 
-``create_app(path)`` serves either the registry's production version (``path`` = the storage
-root holding ``registry/``) or one fixed bundle (``path`` = a bundle directory)::
+``create_app(path, registry=...)`` serves either the registry's production version (``path`` =
+the storage root; ``registry`` = the ``[registry]`` section: the local store under the root by
+default, or the shared MLflow registry) or one fixed bundle (``path`` = a bundle directory)::
 
     GET  /health       liveness + the version being served
     GET  /model        version, model, tasks, training days, metrics (from the manifest)

@@ -1,6 +1,7 @@
 """Stage 7, deployed_model: the deployment decision of day D.
 
-Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) is completed
+Under the registry's lock (:mod:`ml_core.bundle_registry`: the local store's ``fcntl`` lock or
+the MLflow backend's lease), the candidate's evaluation (model_evaluation[D]) is completed
 with the reference models as the store holds them now (:func:`judge_against_references`: the
 production model and the last promoted ones, scored on day D) and goes through the gate
 (:mod:`ml_core.stages.gate`) and two checks: the pointer must not serve a later partition, and
