@@ -73,10 +73,18 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 
 
 class BundleStore:
-    """Immutable bundle versions plus the production pointer (see module docstring)."""
+    """Immutable bundle versions plus the production pointer (see module docstring): the
+    ``local`` backend of :class:`ml_core.bundle_registry.BundleRegistry`."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / "registry"
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def has_version(self, version: str) -> bool:
+        return self.version_dir(version).is_dir()
 
     @property
     def pointer_path(self) -> Path:

@@ -9,6 +9,7 @@ and when the pipeline resource builds a run's configuration, so a wrong ``source
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -74,6 +75,12 @@ def _check_source(cfg: PipelineConfig) -> list[str]:
     return problems
 
 
+def _check_registry(cfg: PipelineConfig) -> list[str]:
+    if cfg.registry.backend == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        return ['registry.backend = "mlflow" needs the MLflow client: pip install -e ".[mlflow]" (mlflow-skinny)']
+    return []
+
+
 def check_runnable(cfg: PipelineConfig) -> None:
     """Raise :class:`~ml_core.typed.ConfigError` listing every problem that would stop a run:
 
@@ -87,9 +94,10 @@ def check_runnable(cfg: PipelineConfig) -> None:
       cannot be opened, or a mapped column is not in a file's CSV header / Parquet schema
       (read with ``source.separator``);
     * a ``source.user_attributes`` / ``item_attributes`` table has no id or columns, its path
-      matches no file, or its id or a mapped column is not in a file's header.
+      matches no file, or its id or a mapped column is not in a file's header;
+    * ``registry.backend = "mlflow"`` without the MLflow client installed.
     """
-    problems = _check_train(cfg) + _check_tuning(cfg) + _check_source(cfg)
+    problems = _check_train(cfg) + _check_tuning(cfg) + _check_source(cfg) + _check_registry(cfg)
     if problems:
         raise ConfigError("the configuration cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 

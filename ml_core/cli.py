@@ -5,7 +5,9 @@
     moge serve [--root data | --bundle PATH] [--host 127.0.0.1] [--port 8000]
     moge score --input pairs.parquet|csv --output scores.parquet|csv [--root data | --bundle PATH]
 
-``--root`` defaults to the config's ``storage.root`` ($MOGE_CONFIG or data/pipeline.toml).
+``--root`` defaults to the config's ``storage.root`` ($MOGE_CONFIG or data/pipeline.toml); the
+production model is read from the config's ``[registry]``: the local store under the root
+(default) or the shared MLflow registry (``backend = "mlflow"``).
 ``moge score`` streams the input in chunks of ``--chunk-rows`` rows and writes the input columns
 plus one ``score_<task>`` column per task (the output appears atomically when complete).
 """
@@ -30,10 +32,13 @@ def _file_format(path: Path) -> str:
     return fmt
 
 
-def _default_root() -> str:
+def _registry(args):
+    """The storage root (``--root`` or the config's ``storage.root``) and the ``[registry]``
+    section of the configuration ($MOGE_CONFIG or data/pipeline.toml)."""
     from ml_core.config import load_config
 
-    return load_config().storage.root
+    cfg = load_config()
+    return args.root or cfg.storage.root, cfg.registry
 
 
 def _scorer(args):
@@ -41,7 +46,8 @@ def _scorer(args):
 
     if args.bundle:
         return Scorer.from_bundle(args.bundle, threads=args.threads)
-    return Scorer.from_registry(args.root or _default_root(), threads=args.threads)
+    root, registry = _registry(args)
+    return Scorer.from_registry(root, registry, threads=args.threads)
 
 
 def _read_batches(path: Path, chunk_rows: int):
@@ -143,7 +149,11 @@ def cmd_serve(args) -> int:
 
     from ml_core.serving.app import create_app
 
-    app = create_app(args.bundle or args.root or _default_root(), threads=args.threads)
+    if args.bundle:
+        app = create_app(args.bundle, threads=args.threads)
+    else:
+        root, registry = _registry(args)
+        app = create_app(root, threads=args.threads, registry=registry)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

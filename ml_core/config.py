@@ -15,8 +15,8 @@ needs nothing above this module; checks that need the models, the training exten
 source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
-This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config` and
-:mod:`ml_core.tuning_config`.
+This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`,
+:mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ml_core.registry_config import RegistryConfig  # the [registry] section: local or MLflow
 
 # re-exported: the [source] section is part of the one config
 from ml_core.source_config import DEFAULT_TIMEZONE as DEFAULT_TIMEZONE
@@ -242,6 +244,7 @@ class PipelineConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     automation: AutomationConfig = field(default_factory=AutomationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
     @property
     def start_date(self) -> date:
@@ -270,6 +273,7 @@ _SECTIONS: dict[str, type | None] = {
     "tuning": TuningConfig,
     "automation": AutomationConfig,
     "storage": StorageConfig,
+    "registry": RegistryConfig,
 }
 
 

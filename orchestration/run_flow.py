@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from ml_core.bundles import BundleStore
+    from ml_core.bundle_registry import open_bundle_registry
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = load_evaluation(lake, end.isoformat(), judged=True)
     print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
     print(gauc_table(ev))
-    store = BundleStore(lake.root)
+    store = open_bundle_registry(cfg.registry, lake.root)
     prod = store.production()
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"
           f"  ({store.version_dir(prod['version']) if prod else '-'})")

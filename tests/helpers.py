@@ -4,6 +4,7 @@ batch (for real batches)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,3 +88,23 @@ def planted_day(seed: int = 3, n_users: int = 120, n_items: int = 40, split: str
         maker = BatchMaker(ctx, mspec.fanouts, need_graph=with_graph)
         batch = maker.make(rows, torch.Generator().manual_seed(batch_seed))
     return PlantedDay(day, fspec, mspec, ctx, batch)
+
+
+def doctor_evaluation(lake, day, candidate_gauc: dict[str, float], probs=None, **changes):
+    """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
+    ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""
+    from ml_core.stages.evaluation import SCORES_FILE, load_evaluation
+
+    ev = load_evaluation(lake, day)
+    ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
+    for k, v in changes.items():
+        setattr(ev, k, v)
+    part = lake.partition_dir("model_evaluation", day)
+    (part / "evaluation.json").write_text(json.dumps(ev.to_dict(), default=str))
+    if probs is not None:
+        with np.load(part / SCORES_FILE) as z:
+            arrays = dict(z)
+        arrays["probs"] = probs(arrays["labels"])
+        with open(part / SCORES_FILE, "wb") as fh:
+            np.savez(fh, **arrays)
+    return ev

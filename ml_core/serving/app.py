@@ -1,7 +1,8 @@
 """HTTP serving of the deployed model (FastAPI).
 
-``create_app(path)`` serves either the registry's production version (``path`` = the storage
-root holding ``registry/``) or one fixed bundle (``path`` = a bundle directory)::
+``create_app(path, registry=...)`` serves either the registry's production version (``path`` =
+the storage root; ``registry`` = the ``[registry]`` section: the local store under the root by
+default, or the shared MLflow registry) or one fixed bundle (``path`` = a bundle directory)::
 
     GET  /health       liveness + the version being served
     GET  /model        version, model, tasks, training days, metrics (from the manifest)
@@ -25,7 +26,8 @@ from typing import Annotated
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from ml_core.bundles import BundleStore
+from ml_core.bundle_registry import open_bundle_registry
+from ml_core.registry_config import RegistryConfig
 from ml_core.serving.scorer import Scorer
 
 #: Largest request /score accepts (bigger batches: ``moge score``).
@@ -111,9 +113,11 @@ class _Current:
         self.lock = threading.Lock()
 
 
-def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int = 0) -> FastAPI:
+def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int = 0,
+               registry: RegistryConfig | None = None) -> FastAPI:
     """App serving the registry's production model under ``root_or_bundle`` (a storage root)
-    or, when the path is a bundle directory (has ``model.pt``), that bundle.
+    or, when the path is a bundle directory (has ``model.pt``), that bundle. ``registry``: the
+    ``[registry]`` section (default: the local store under the root).
 
     ``threads``: torch CPU threads per process (0 = torch's default); requests run concurrently
     in the server's thread pool, so 1-2 is usually best on a shared CPU."""
@@ -122,7 +126,8 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
     if fixed:
         loader = lambda: Scorer.from_bundle(path, batch_size=batch_size, threads=threads)
     else:
-        loader = lambda: Scorer.from_registry(path, batch_size=batch_size, threads=threads)
+        store = open_bundle_registry(registry, path)
+        loader = lambda: Scorer.from_registry(path, registry, batch_size=batch_size, threads=threads)
     current = _Current(loader, loader())
     app = FastAPI(title="MoGE recommendation service",
                   description="Multi-task scores and top-k recommendations from the deployed model bundle.")
@@ -168,9 +173,9 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
                                                         "with a storage root to follow the production pointer")
         with current.lock:
             old = current.scorer
-            prod = BundleStore(path).production()
+            prod = store.production()
             if prod is None:
-                raise HTTPException(status_code=503, detail=f"no production pointer under {path / 'registry'}; "
+                raise HTTPException(status_code=503, detail=f"no production pointer in {store.location}; "
                                                             f"still serving {old.version}")
             if prod["version"] == old.version:
                 return {"version": old.version, "previous": old.version, "changed": False}

@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml_core.bundles import BundleStore, load_model, read_manifest
+from ml_core.bundle_registry import open_bundle_registry
+from ml_core.bundles import load_model, read_manifest
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -38,6 +39,7 @@ from ml_core.contracts import (
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.mgnn import cat_tables
+from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
@@ -184,12 +186,13 @@ class Scorer:
         return cls(path, **kwargs)
 
     @classmethod
-    def from_registry(cls, root: str | Path, **kwargs) -> Scorer:
-        """The version the registry's production pointer names under ``<root>/registry``."""
-        reg = BundleStore(root)
+    def from_registry(cls, root: str | Path, registry: RegistryConfig | None = None, **kwargs) -> Scorer:
+        """The production version of the registry ``registry`` names (default: the local store
+        under ``<root>/registry``; the MLflow backend caches its bundles under ``root``)."""
+        reg = open_bundle_registry(registry, root)
         prod = reg.production()
         if prod is None:
-            raise FileNotFoundError(f"no production model under {reg.root} (production.json missing): "
+            raise FileNotFoundError(f"no production model in {reg.location} (no production pointer): "
                                     "deploy one with the flow's deployed_model asset first")
         return cls(reg.version_dir(prod["version"]), version=prod["version"], **kwargs)
 

@@ -1,6 +1,7 @@
 """Stage 7, deployed_model: the deployment decision of day D.
 
-Under the bundle store's lock, the candidate's evaluation (model_evaluation[D]) is completed
+Under the registry's lock (:mod:`ml_core.bundle_registry`: the local store's ``fcntl`` lock or
+the MLflow backend's lease), the candidate's evaluation (model_evaluation[D]) is completed
 with the reference models as the store holds them now (:func:`judge_against_references`: the
 production model and the last promoted ones, scored on day D) and goes through the gate
 (:mod:`ml_core.stages.gate`) and two checks: the pointer must not serve a later partition, and
@@ -21,7 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_core.bundles import BundleStore, read_manifest, write_manifest
+from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
+from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
@@ -71,14 +73,14 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
 def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> DeploymentResult:
     """Promote trained_model[D] to production if model_evaluation[D], judged against the
     reference models, passes the gate. ``log``: the reference models' scoring progress."""
-    store = BundleStore(lake.root)
+    store = open_bundle_registry(cfg.registry, lake.root)
     with store.lock():  # the references are scored, judged and the pointer moved as one step
         ev = judge_against_references(cfg, lake, day, store, log=log)
         return _decide_and_deploy(cfg, lake, day, ev, store)
 
 
 def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResult,
-                       store: BundleStore) -> DeploymentResult:
+                       store: BundleRegistry) -> DeploymentResult:
     prod = store.production()
     if ev.skipped:  # nothing was scored (a day without samples): refused with the evaluation's reason
         verdict = Decision(promote=False, reasons=[ev.skipped])

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_core.bundles import BundleStore, load_model, read_manifest
+from ml_core.bundle_registry import BundleRegistry
+from ml_core.bundles import load_model, read_manifest
 from ml_core.config import PipelineConfig
 from ml_core.progress import format_duration
 from ml_core.stages.inputs import load_day_inputs
@@ -74,14 +75,14 @@ class EvaluationResult:
                    skipped=d.get("skipped", ""))
 
 
-def reference_versions(store: BundleStore, n: int) -> list[str]:
+def reference_versions(store: BundleRegistry, n: int) -> list[str]:
     """The last ``n`` promoted bundle versions, oldest first, with production last (it may have
     been set by hand, outside the decisions log)."""
     promoted = list(dict.fromkeys(d["version"] for d in store.decisions() if d.get("promoted")))
     prod = store.production()
     if prod is not None:
         promoted = [v for v in promoted if v != prod["version"]] + [prod["version"]]
-    return [v for v in promoted[-n:] if store.version_dir(v).is_dir()] if n > 0 else []
+    return [v for v in promoted[-n:] if store.has_version(v)] if n > 0 else []
 
 
 def _gaucs(metrics: dict[str, dict]) -> str:
@@ -133,7 +134,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     return out
 
 
-def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: BundleStore,
+def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: BundleRegistry,
                              log=None) -> EvaluationResult:
     """model_evaluation[D] completed with the reference models' metrics on day D (production
     among them, as the store holds it now) and the candidate's paired GAUC difference with each."""

@@ -17,7 +17,8 @@ from datetime import timedelta
 
 import torch
 
-from ml_core.bundles import BundleStore, save_model, write_manifest
+from ml_core.bundle_registry import open_bundle_registry
+from ml_core.bundles import save_model, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import as_date, model_start
@@ -67,7 +68,7 @@ def warm_start_source(cfg: PipelineConfig, lake: Lake, day) -> WarmStart:
         if not lake.exists("trained_model", prev):
             return WarmStart(reason=f"no previous model: trained_model[{prev}] is not materialized")
         return WarmStart(lake.partition_dir("trained_model", prev), prev, lake.version("trained_model", prev))
-    store = BundleStore(lake.root)
+    store = open_bundle_registry(cfg.registry, lake.root)
     prod = store.production()
     if prod is None:
         return WarmStart(reason="no previous model: nothing is in production")

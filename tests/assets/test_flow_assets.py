@@ -14,6 +14,7 @@ from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import LakeIOManager, PipelineResource
 from tests.conftest import FAST, materialize_day
+from tests.helpers import doctor_evaluation
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 #: The days with derived data (graphs, features, samples): from the second (the first with history).
@@ -110,26 +111,6 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
             assert all(isinstance(r, str) and r for r in d["reasons"])
 
 
-def _doctored(lake, day, candidate_gauc: dict[str, float], probs=None, **changes):
-    """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
-    ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""
-    from ml_core.stages.evaluation import SCORES_FILE
-
-    ev = load_evaluation(lake, day)
-    ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
-    for k, v in changes.items():
-        setattr(ev, k, v)
-    part = lake.partition_dir("model_evaluation", day)
-    (part / "evaluation.json").write_text(json.dumps(ev.to_dict(), default=str))
-    if probs is not None:
-        with np.load(part / SCORES_FILE) as z:
-            arrays = dict(z)
-        arrays["probs"] = probs(arrays["labels"])
-        with open(part / SCORES_FILE, "wb") as fh:
-            np.savez(fh, **arrays)
-    return ev
-
-
 def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
     from ml_core.stages.evaluation import SCORES_FILE, judge_against_references
 
@@ -145,11 +126,11 @@ def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
     prod = reg.production()
     try:
         # (d) a model that does not beat every sanity scorer is refused, first deployment or not
-        _doctored(lake, day, below)
+        doctor_evaluation(lake, day, below)
         d = run_deployed_model(cfg, lake, day)
         assert not d.promoted and any("sanity scorer" in r for r in d.reasons), d.reasons
         # (a) an evaluation of another trained_model version never promotes the partition's weights
-        _doctored(lake, day, beat, candidate_version="0" * 64)
+        doctor_evaluation(lake, day, beat, candidate_version="0" * 64)
         d = run_deployed_model(cfg, lake, day)
         assert not d.promoted and any("scored trained_model version" in r for r in d.reasons), d.reasons
         assert reg.production() == prod
@@ -157,7 +138,7 @@ def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
         # (its stored scores are the labels: a clearly better candidate): promoted, pointer moved
         for f, data in saved.items():
             (part / f).write_bytes(data)
-        _doctored(lake, day, beat, probs=lambda labels: (0.05 + 0.9 * labels).astype(np.float32))
+        doctor_evaluation(lake, day, beat, probs=lambda labels: (0.05 + 0.9 * labels).astype(np.float32))
         d = run_deployed_model(cfg, lake, day)
         assert d.promoted, d.reasons
         now = reg.production()

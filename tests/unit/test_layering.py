@@ -20,13 +20,15 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     {"typed", "storage", "eval", "progress"},  # no ml_core imports: typed builder, the lake, metrics and plots, rates/ETA
-    {"config", "source_config", "tuning_config"},  # the one configuration system ([source], [tuning] in their own modules)
+    # the one configuration system ([source], [tuning], [registry] in their own modules)
+    {"config", "source_config", "tuning_config", "registry_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "graph"},  # node features; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training
-    {"bundles", "inference", "sanity"},  # a model on disk; predict / evaluate; the sanity scorers
+    # a model on disk and the registries of bundles (local, MLflow); predict / evaluate; the sanity scorers
+    {"bundles", "bundle_registry", "mlflow_registry", "inference", "sanity"},
     {"train"},  # the one trainer and its extensions (optimizers, post-training steps)
     {"compare", "tuning", "checks", "serving"},  # the zoo comparison; the hyper-parameter search; load-time checks; the model server
     {"stages"},  # one module per daily stage (what the Dagster assets call)
