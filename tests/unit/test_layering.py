@@ -20,7 +20,7 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     {"typed", "storage", "eval", "progress"},  # no ml_core imports: typed builder, the lake, metrics and plots, rates/ETA
-    {"config", "source_config", "tuning_config"},  # the one configuration system ([source], [tuning] in their own modules)
+    {"config", "source_config", "tuning_config", "dist_config"},  # the one configuration system ([source], [tuning], [train] distributed in their own modules)
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "graph"},  # node features; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
