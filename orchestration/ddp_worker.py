@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 
 from ml_core.checks import load_runnable_config
 from ml_core.stages.training import run_trained_model
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.ExitStack() as stack:
         pipes = None
         if ranks.writer:
-            from dagster_pipes import is_dagster_pipes_process, open_dagster_pipes
+            from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-            pipes = stack.enter_context(open_dagster_pipes()) if is_dagster_pipes_process() else None
+            # launched by a Pipes client: its bootstrap variables are in the environment
+            pipes = stack.enter_context(open_dagster_pipes()) if DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ else None
         job = None
         if ranks.writer:
             job = dict(pipes.extras) if pipes else {
