@@ -53,11 +53,12 @@ def job_extras(config_path: str, overrides: list[str], day: str, train_days: lis
             "code_version": code_version}
 
 
-def torchrun_command(nproc: int, backend: str, python: str = sys.executable) -> list[str]:
-    """``torchrun --standalone --nproc_per_node <nproc> -m orchestration.ddp_worker --backend <backend>``,
-    as ``python -m torch.distributed.run`` (the launching interpreter's torch; one node, a free port)."""
+def torchrun_command(nproc: int, backend: str, device: str, python: str = sys.executable) -> list[str]:
+    """``torchrun --standalone --nproc_per_node <nproc> -m orchestration.ddp_worker --backend <backend>
+    --device <device>``, as ``python -m torch.distributed.run`` (the launching interpreter's torch; one
+    node, a free port)."""
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "orchestration.ddp_worker", "--backend", backend]
+            "-m", "orchestration.ddp_worker", "--backend", backend, "--device", device]
 
 
 def train_with_torchrun(context: dg.AssetExecutionContext, cfg, day: str, train_days: list[str]) -> dict:
@@ -68,7 +69,7 @@ def train_with_torchrun(context: dg.AssetExecutionContext, cfg, day: str, train_
     dist = cfg.train.distributed
     context.log.info(f"training out of process: torchrun x{dist.nproc} (backend {dist.backend}) through Dagster Pipes")
     invocation = context.resources.pipes_subprocess_client.run(
-        command=torchrun_command(dist.nproc, dist.backend), context=context,
+        command=torchrun_command(dist.nproc, dist.backend, cfg.train.device), context=context,
         extras=job_extras(res.config_path, list(res.overrides), day, train_days, TRAINING_CODE),
     )
     return dict(invocation.get_materialize_result().metadata or {})

@@ -42,7 +42,8 @@ def weights_sha(model) -> str:
     return h.hexdigest()[:16]
 
 
-def train_planted(model: str, epochs: int, batch_size: int, users: int, seed: int, data_seed: int = 0) -> dict:
+def train_planted(model: str, epochs: int, batch_size: int, users: int, seed: int, device: str = "auto",
+                  data_seed: int = 0) -> dict:
     """Train ``model`` on the planted train day in this process (under a process group when one is
     joined) and return rank 0's record: test-day GAUC per task and mean, throughput, weights hash."""
     from ml_core.config import TrainConfig
@@ -53,7 +54,7 @@ def train_planted(model: str, epochs: int, batch_size: int, users: int, seed: in
 
     train_day, test_day = planted_days(seed=data_seed, n_users=users)
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, dim=16, fanouts=[5, 3], threads=1,
-                      validation="none", seed=seed, log_every_steps=0)
+                      validation="none", seed=seed, log_every_steps=0, device=device)
     t = time.perf_counter()
     res = train([train_day], cfg, TASKS)
     seconds = time.perf_counter() - t
@@ -72,9 +73,9 @@ def worker(args) -> None:
     """One rank: join torchrun's group (gloo / nccl), train, rank 0 writes ``--out``."""
     from ml_core.train import distributed as ddp
 
-    ranks = ddp.init_from_env(args.backend)
+    ranks = ddp.init_from_env(args.backend, args.device)
     try:
-        rec = train_planted(args.model, args.epochs, args.batch_size, args.users, args.seed)
+        rec = train_planted(args.model, args.epochs, args.batch_size, args.users, args.seed, args.device)
         if ranks.writer:
             Path(args.out).write_text(json.dumps(rec))
     finally:
@@ -85,11 +86,11 @@ def worker(args) -> None:
 
 
 def torchrun(nproc: int, out: Path, model: str, epochs: int, batch_size: int, users: int, seed: int = 0,
-             backend: str = "auto", timeout: float = 900) -> dict:
+             device: str = "auto", backend: str = "auto", timeout: float = 900) -> dict:
     """Run :func:`worker` on ``nproc`` ranks with torchrun (standalone rendezvous) and return rank 0's record."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "benchmarks.ddp", "worker", "--out", str(out), "--model", model, "--epochs", str(epochs),
-           "--batch-size", str(batch_size), "--users", str(users), "--seed", str(seed), "--backend", backend]
+           "--batch-size", str(batch_size), "--users", str(users), "--seed", str(seed), "--device", device, "--backend", backend]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
@@ -109,7 +110,8 @@ def main() -> None:
         p.add_argument("--batch-size", type=int, default=128)
         p.add_argument("--users", type=int, default=3000)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--backend", default="auto")
+        p.add_argument("--backend", default="auto", help="auto: nccl when --device is CUDA, else gloo")
+        p.add_argument("--device", default="auto", help="train.device (auto: CUDA when visible)")
     w.add_argument("--out", required=True)
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", default=str(ROOT / f"benchmarks/results/ddp_planted_cpu_{date.today():%Y%m%d}.json"))
@@ -118,15 +120,15 @@ def main() -> None:
         return worker(args)
     import tempfile
 
-    runs = {"in_process": train_planted(args.model, args.epochs, args.batch_size, args.users, args.seed)}
+    runs = {"in_process": train_planted(args.model, args.epochs, args.batch_size, args.users, args.seed, args.device)}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nproc:
             runs[f"torchrun_x{n}"] = torchrun(n, Path(tmp) / f"x{n}.json", args.model, args.epochs, args.batch_size,
-                                              args.users, args.seed, args.backend)
+                                              args.users, args.seed, args.device, args.backend)
     base = runs["in_process"]
     out = {"what": "DDP (torchrun, gloo on CPU) vs the in-process trainer, planted-community day",
            "cpu_cores": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2),
-           "settings": {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "users", "seed")},
+           "settings": {k: getattr(args, k) for k in ("model", "epochs", "batch_size", "users", "seed", "device", "backend")},
            "runs": runs,
            "throughput_vs_in_process": {k: round(r["samples_per_s"] / base["samples_per_s"], 3) for k, r in runs.items()},
            "world1_weights_identical": runs.get("torchrun_x1", {}).get("weights_sha") == base["weights_sha"],

@@ -47,7 +47,8 @@ def _broadcast(job: dict | None, ranks: ddp.Ranks) -> dict:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="one rank of distributed training (trained_model)")
-    ap.add_argument("--backend", default="auto", help="auto (nccl with CUDA, else gloo), gloo or nccl")
+    ap.add_argument("--backend", default="auto", help="auto (nccl when --device is CUDA, else gloo), gloo or nccl")
+    ap.add_argument("--device", default="auto", help="train.device: auto (CUDA when visible), cpu, cuda")
     ap.add_argument("--day", help="the partition (without Dagster Pipes)")
     ap.add_argument("--train-days", default="", help="comma-separated training days (without Dagster Pipes)")
     ap.add_argument("--config", default="", help="TOML file (default: $MOGE_CONFIG, then data/pipeline.toml)")
@@ -58,7 +59,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
-    ranks = ddp.init_from_env(args.backend)
+    ranks = ddp.init_from_env(args.backend, args.device)
     with contextlib.ExitStack() as stack:
         pipes = None
         if ranks.writer:

@@ -64,15 +64,21 @@ def resolve_backend(backend: str, cuda: bool | None = None) -> str:
     return backend
 
 
-def init_from_env(backend: str = "auto") -> Ranks:
+def init_from_env(backend: str = "auto", device: str = "auto") -> Ranks:
     """Join torchrun's process group (``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` in the environment);
-    a process not started by torchrun stays a single process. With ``nccl`` each rank takes GPU
-    ``LOCAL_RANK``."""
+    a process not started by torchrun stays a single process. ``auto`` picks ``nccl`` when the
+    training ``device`` (``train.device``) is CUDA, ``gloo`` otherwise; with ``nccl`` each rank
+    takes GPU ``LOCAL_RANK``, so a node needs as many GPUs as ranks."""
     if "WORLD_SIZE" not in os.environ or (dist.is_available() and dist.is_initialized()):
         return current()
-    name = resolve_backend(backend)
+    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    name = resolve_backend(backend, cuda)
     if name == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        local, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local >= gpus:
+            raise RuntimeError(f"local rank {local} needs GPU {local}, but {gpus} are visible: set "
+                               f"train.distributed.nproc <= {gpus}, or train.device = 'cpu' (gloo)")
+        torch.cuda.set_device(local)
     dist.init_process_group(name)
     return current()
 

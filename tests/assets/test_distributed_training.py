@@ -29,7 +29,8 @@ def _train(root, nproc: int):
     """Materialize trained_model[DAYS[-1]] into ``root`` with ``train.distributed.nproc = nproc``."""
     instance = dg.DagsterInstance.ephemeral()
     res = flow_resources(PipelineResource(overrides=[f'storage.root="{root}"', *FAST,
-                                                     f"train.distributed={{nproc={nproc}}}"]))
+                                                     f"train.distributed={{nproc={nproc}}}",
+                                                     'train.device="cpu"']))  # gloo ranks, also on a GPU host
     result = dg.materialize([*FLOW_ASSETS], selection=dg.AssetSelection.assets("trained_model"), partition_key=DAYS[-1], instance=instance, resources=res)
     assert result.success
     mat = result.asset_materializations_for_node("trained_model")[0]

@@ -41,7 +41,7 @@ def test_without_a_process_group_nothing_is_distributed():
 def test_world_size_one_is_bit_identical_to_the_in_process_trainer(tmp_path):
     """A process group of one rank goes through DDP (the wrapper, its gradient buckets, the
     agreed stops) and ends with the very same weights, losses and GAUC as no group at all."""
-    kw = dict(model="moge", epochs=1, batch_size=128, users=400, seed=0)
+    kw = dict(model="moge", epochs=1, batch_size=128, users=400, seed=0, device="cpu")
     alone = train_planted(**kw)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
@@ -72,7 +72,7 @@ def test_two_gloo_ranks_reach_the_single_process_gauc(tmp_path):
     over 5 seeds the in-process run itself spread 0.621-0.661 (std 0.016), and two ranks take half
     as many steps of twice the batch, a different but equally good trajectory, so 0.04 is 2.5
     standard deviations of the seed noise; a run that does not learn (GAUC ~0.5) is far outside."""
-    kw = dict(model="moge", epochs=2, batch_size=128, users=1000, seed=0)
+    kw = dict(model="moge", epochs=2, batch_size=128, users=1000, seed=0, device="cpu")  # gloo, also on a GPU host
     alone = train_planted(**kw)
     two = torchrun(2, tmp_path / "x2.json", **kw)
     assert two["world"] == 2 and two["distributed"]
