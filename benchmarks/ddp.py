@@ -1,8 +1,9 @@
 """Data-parallel training (torch DDP under torchrun) against the single-process trainer.
 
 Every run trains the same model on the same planted-community day (tests/planted.py: the graph
-carries the signal, test users are unseen) for the same epochs, so each run sees the same
-samples; only the number of ranks differs. Per run: samples/s of all ranks together (the
+carries the signal, test users are unseen) for the same epochs and the same global batch (each of
+N ranks draws batch_size / N), so each run takes the same steps over the same samples; only the
+number of ranks differs. Per run: samples/s of all ranks together (the
 trainer's epoch throughput summed over ranks), wall seconds, the held-out day's GAUC and a hash
 of the trained weights (rank 0's; DDP keeps the ranks' weights equal).
 
@@ -63,7 +64,8 @@ def train_planted(model: str, epochs: int, batch_size: int, users: int, seed: in
     gauc = {k: round(float(metrics[k]["gauc"]), 6) for k in TASKS}
     rates = [h["samples_per_s"] for h in res.history if "samples_per_s" in h]
     return {"world": ranks.world, "distributed": ranks.active, "model": model, "epochs": epochs,
-            "batch_size_per_rank": batch_size, "samples_seen": res.samples_seen, "train_seconds": round(seconds, 2),
+            "batch_size": batch_size,
+            "batch_size_per_rank": ddp.rank_batch_size(batch_size, ranks), "samples_seen": res.samples_seen, "train_seconds": round(seconds, 2),
             "samples_per_s": round(float(sum(rates) / len(rates)), 1), "gauc": gauc,
             "mean_gauc": round(sum(gauc.values()) / len(gauc), 6), "weights_sha": weights_sha(res.model),
             "losses": [round(h["epoch_loss"], 6) for h in res.history if "epoch_loss" in h]}

@@ -7,7 +7,8 @@ training with torch DDP (:mod:`ml_core.train.distributed`), launched by ``torchr
 ``nproc = 0`` (the default) trains in the asset's own process, as before. ``nproc >= 1`` makes
 the ``trained_model`` asset launch ``torchrun --nproc_per_node <nproc>`` out of process through
 Dagster Pipes (``orchestration/ddp_worker.py``); every rank trains on its share of each epoch's
-batches and rank 0 alone writes the partition.
+batches and rank 0 alone writes the partition. ``train.batch_size`` stays the global batch (each
+rank draws ``batch_size // nproc``), so the other settings mean what they mean in one process.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ and ``LOCAL_RANK`` in their environment; :func:`init_from_env` joins them into o
 (``gloo`` on CPU, ``nccl`` on GPUs, one GPU per rank). The trainer (:func:`ml_core.train.trainer.train`)
 then reads :func:`current` and
 
+- keeps ``train.batch_size`` the global batch: each rank's batches hold ``batch_size // N`` samples
+  (:func:`rank_batch_size`), so a step sees as many samples as one process's step, an epoch has
+  as many steps, and the learning rate and the other settings carry over unchanged;
 - draws the same batch plan on every rank (same seed) and keeps rank r's share, batches
   ``r, r + N, r + 2N, ...`` (:func:`shard`), cut to the same length on every rank, since every
   step is one gradient all-reduce that all ranks must join;
@@ -88,6 +91,11 @@ def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     if device.type == "cuda" and device.index is None and ranks.active:
         return torch.device("cuda", ranks.local_rank)
     return device
+
+
+def rank_batch_size(batch_size: int, ranks: Ranks) -> int:
+    """Each rank's share of the global ``batch_size``: ``batch_size // world`` (at least 1)."""
+    return max(1, batch_size // ranks.world)
 
 
 def shard(plan: list, ranks: Ranks) -> list:

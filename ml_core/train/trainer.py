@@ -175,7 +175,8 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
              f"+{init['grown']['item_ids']['new']} item ids)" if start is not None else f"from scratch ({init['reason']})")
     log(f"training {cfg.model} on {len(split.train)} days, {sum(c.n_samples for c in contexts)} samples, {began}, "
         f"validation {split.how} ({sum(c.n_samples for c in val_contexts)} samples), device={device}, threads={threads}"
-        + (f", DDP rank {ranks.rank} of {ranks.world} (batches sharded by rank)" if ranks.active else ""))
+        + (f", DDP rank {ranks.rank} of {ranks.world} (batches of {ddp.rank_batch_size(cfg.batch_size, ranks)} per rank, "
+           f"sharded by rank)" if ranks.active else ""))
     stopper = EarlyStopping(cfg.patience) if val_contexts else None
     keep = lambda: (snapshot(model), copy.deepcopy(optimizer.state_dict()) if cfg.warm_start_optimizer else None)
     val_seconds = 0.0
@@ -200,7 +201,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     run_progress = None  # the whole training, for its ETA (every epoch has the same number of steps)
     for epoch in range(cfg.epochs):
         model.train()
-        plan = ddp.shard(batch_plan(contexts, cfg.batch_size, shuffle=True, rng=rng), ranks)
+        plan = ddp.shard(batch_plan(contexts, ddp.rank_batch_size(cfg.batch_size, ranks), shuffle=True, rng=rng), ranks)
         capped = bool(cfg.max_steps_per_epoch) and len(plan) > cfg.max_steps_per_epoch
         if cfg.max_steps_per_epoch:
             plan = plan[: cfg.max_steps_per_epoch]

@@ -66,12 +66,12 @@ def test_weights_sha_sees_one_changed_bit():
 
 @pytest.mark.slow
 def test_two_gloo_ranks_reach_the_single_process_gauc(tmp_path):
-    """torchrun x2 (gloo, CPU) on the planted day: each rank trains half of every epoch's batches,
-    each step averages the two ranks' gradients (an effective batch of 2 x 128), and the ranks end
-    with the same samples seen as one process. Mean test GAUC within 0.04 of the in-process run:
-    over 5 seeds the in-process run itself spread 0.621-0.661 (std 0.016), and two ranks take half
-    as many steps of twice the batch, a different but equally good trajectory, so 0.04 is 2.5
-    standard deviations of the seed noise; a run that does not learn (GAUC ~0.5) is far outside."""
+    """torchrun x2 (gloo, CPU) on the planted day: each rank trains on batches of 64 (the global
+    batch of 128 halved), every step averages the two ranks' gradients, so the run takes the steps
+    of one process over the same samples, with other batches (other row groups, other sampled
+    neighbours). Mean test GAUC within 0.04 of the in-process run: over 5 seeds the in-process run
+    itself spread 0.621-0.661 (std 0.016) at these settings, so 0.04 is 2.5 standard deviations
+    of that noise; a run that does not learn (GAUC ~0.5) is far outside."""
     kw = dict(model="moge", epochs=2, batch_size=128, users=1000, seed=0, device="cpu")  # gloo, also on a GPU host
     alone = train_planted(**kw)
     two = torchrun(2, tmp_path / "x2.json", **kw)
