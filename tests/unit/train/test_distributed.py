@@ -69,9 +69,11 @@ def test_two_gloo_ranks_reach_the_single_process_gauc(tmp_path):
     """torchrun x2 (gloo, CPU) on the planted day: each rank trains on batches of 64 (the global
     batch of 128 halved), every step averages the two ranks' gradients, so the run takes the steps
     of one process over the same samples, with other batches (other row groups, other sampled
-    neighbours). Mean test GAUC within 0.04 of the in-process run: over 5 seeds the in-process run
-    itself spread 0.621-0.661 (std 0.016) at these settings, so 0.04 is 2.5 standard deviations
-    of that noise; a run that does not learn (GAUC ~0.5) is far outside."""
+    neighbours). Mean test GAUC within 0.03 of the in-process run. Measured: over seeds 0-4 the
+    in-process run spread 0.621-0.661 (std 0.016); for seeds 0-2 two ranks landed 0.0004-0.003
+    from their in-process twin (same initial weights and data, other batch draws and sampled
+    neighbours). 0.03 is ten times the gaps seen and under two standard deviations of the seed
+    noise; a run that does not learn (GAUC ~0.5) or learns from half the data is far outside."""
     kw = dict(model="moge", epochs=2, batch_size=128, users=1000, seed=0, device="cpu")  # gloo, also on a GPU host
     alone = train_planted(**kw)
     two = torchrun(2, tmp_path / "x2.json", **kw)
@@ -79,4 +81,4 @@ def test_two_gloo_ranks_reach_the_single_process_gauc(tmp_path):
     assert two["samples_seen"] >= alone["samples_seen"] - 2 * 128  # an odd batch out per epoch at most
     assert two["weights_sha"] != alone["weights_sha"]  # really another run
     assert alone["mean_gauc"] > 0.58 and two["mean_gauc"] > 0.58, (alone, two)
-    assert abs(two["mean_gauc"] - alone["mean_gauc"]) <= 0.04, (alone, two)
+    assert abs(two["mean_gauc"] - alone["mean_gauc"]) <= 0.03, (alone, two)
