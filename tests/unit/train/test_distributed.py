@@ -73,7 +73,7 @@ def test_two_gloo_ranks_reach_the_single_process_gauc(tmp_path):
     in-process run spread 0.621-0.661 (std 0.016); for seeds 0-2 two ranks landed 0.0004-0.003
     from their in-process twin (same initial weights and data, other batch draws and sampled
     neighbours). 0.03 is ten times the gaps seen and under two standard deviations of the seed
-    noise; a run that does not learn (GAUC ~0.5) or learns from half the data is far outside."""
+    noise; a run that does not learn (GAUC ~0.5) is far outside."""
     kw = dict(model="moge", epochs=2, batch_size=128, users=1000, seed=0, device="cpu")  # gloo, also on a GPU host
     alone = train_planted(**kw)
     two = torchrun(2, tmp_path / "x2.json", **kw)
