@@ -1,12 +1,13 @@
 """trained_model: the candidate model of day D, trained on days D-T .. D-1."""
 
 import json
+import os
 import sys
 
 import dagster as dg
 
 from assets.automation import TRAINING
-from assets.common import code_version, lineage_deps, result, settings, stage
+from assets.common import ROOT, code_version, lineage_deps, result, settings, stage
 from assets.partitions import CONFIG, previous_day, train_window
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
@@ -71,5 +72,8 @@ def train_with_torchrun(context: dg.AssetExecutionContext, cfg, day: str, train_
     invocation = context.resources.pipes_subprocess_client.run(
         command=torchrun_command(dist.nproc, dist.backend, cfg.train.device), context=context,
         extras=job_extras(res.config_path, list(res.overrides), day, train_days, TRAINING_CODE),
+        # the ranks import this repository's packages whatever the working directory (kept: it
+        # resolves a relative storage.root as in this process)
+        env={"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)},
     )
     return dict(invocation.get_materialize_result().metadata or {})
