@@ -16,7 +16,7 @@ source files are in :func:`ml_core.checks.check_runnable` (run when the code loc
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
 This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`,
-:mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
+:mod:`ml_core.dist_config`, :mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ml_core.dist_config import DistributedConfig  # [train] distributed: torch DDP under torchrun
 from ml_core.registry_config import RegistryConfig  # the [registry] section: local or MLflow
 
 # re-exported: the [source] section is part of the one config
@@ -169,6 +170,8 @@ class TrainConfig:
     patience: int = 3
     #: Wall-time cap of training in seconds (0 = none): a budget that holds on any hardware.
     max_seconds: float = 0.0
+    #: Data-parallel training under torchrun, e.g. ``{ nproc = 2, backend = "auto" }`` (ml_core/dist_config.py).
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 @dataclass

@@ -3,6 +3,8 @@
 ``PipelineResource`` wraps :func:`ml_core.config.load_config` (+ :func:`ml_core.checks.check_runnable`):
 a TOML path plus optional ``section.key=value`` overrides, so the Dagster launchpad, the CLI and
 tests share one schema.
+``pipes_subprocess_client`` launches ``torchrun`` for ``trained_model`` when ``train.distributed.nproc
+>= 1`` (README "Distributed training": a ``PipesK8sClient`` runs it in a GPU pod instead).
 ``LakeIOManager`` gives each asset its upstream partitions as :class:`PartitionRefs` (the days
 the partition mapping selected); assets write their own partitions through ml_core, atomically.
 """
@@ -51,3 +53,10 @@ class LakeIOManager(dg.ConfigurableIOManager):
         asset = context.asset_key.path[-1]
         days = sorted(context.asset_partition_keys) if context.has_asset_partitions else []
         return PartitionRefs(asset, days)
+
+
+def flow_resources(pipeline: PipelineResource | None = None) -> dict:
+    """Every resource the flow's assets need, chosen in this one place: ``pipeline`` (tests pass
+    their own), the lake IO manager and the Pipes client that launches distributed training."""
+    return {"pipeline": pipeline or PipelineResource(), "lake_io": LakeIOManager(),
+            "pipes_subprocess_client": dg.PipesSubprocessClient()}

@@ -7,10 +7,14 @@ compatible (:func:`warm_start_source` finds it, :mod:`ml_core.train.warm` decide
 = trained_model[D-1], ``production`` = the production bundle when it was trained before D (a
 later partition's model has seen days after D). The manifest's ``init`` records the start
 (``mode``, ``from``, ``from_version``, ``reason``), ``stopping`` why training stopped (early
-stopping on a slice of the training days, :mod:`ml_core.train.validation`)."""
+stopping on a slice of the training days, :mod:`ml_core.train.validation`).
+
+Under ``torchrun`` (``train.distributed``, launched by the asset through Dagster Pipes) every
+rank runs this stage and trains its share of the batches; rank 0 alone writes the partition."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,6 +27,7 @@ from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import as_date, model_start
 from ml_core.storage import VERSION_FILE, Lake, day_str
+from ml_core.train import distributed as ddp
 from ml_core.train.warm import OPTIMIZER_FILE, WarmStart
 
 #: What a model reads of each training day; the similarity graphs only when it uses graphs.
@@ -50,6 +55,20 @@ class TrainingResult:
     #: why training stopped (``reason``), the validation slice and curve, ``best_step``,
     #: ``best_val_gauc``, ``still_improving`` (:func:`ml_core.train.trainer.train`)
     stopping: dict = field(default_factory=dict)
+    #: processes that trained it (torch DDP ranks; 1 = one process)
+    world_size: int = 1
+
+    def summary(self) -> dict:
+        """The flat, JSON-able record of the materialization (every field but ``history``, plus the
+        epoch losses and throughputs, where the weights started and why training stopped): the
+        asset's metadata, in process or reported by rank 0 through Dagster Pipes."""
+        stats = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "history"}
+        stats["epoch_losses"] = [round(h["epoch_loss"], 5) for h in self.history if "epoch_loss" in h]
+        stats["started_from"] = (f"warm: {self.init.get('from')}" if self.init.get("mode") == "warm"
+                                 else f"scratch: {self.init.get('reason', '')}")
+        stats["stopped_by"] = self.stopping.get("reason", "")
+        stats["samples_per_s"] = [round(h["samples_per_s"], 1) for h in self.history if "samples_per_s" in h]
+        return stats
 
 
 def _input_versions(lake: Lake, assets_days: dict[str, list[str]]) -> dict:
@@ -83,7 +102,8 @@ def warm_start_source(cfg: PipelineConfig, lake: Lake, day) -> WarmStart:
 def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], code_version: str = "",
                       log=None) -> TrainingResult:
     """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition,
-    from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest."""
+    from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest.
+    In a torch process group (torchrun) only rank 0 writes; every rank returns the same result."""
     from ml_core.train.trainer import train, training_needs_graph
 
     need_graph = training_needs_graph(cfg.train)
@@ -92,6 +112,18 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
     read = _DAY_ASSETS + _GRAPH_ASSETS if need_graph else _DAY_ASSETS
     versions = _input_versions(lake, {a: sample_days for a in read})
+    ranks = ddp.current()
+    if ranks.writer:
+        _write_partition(cfg, lake, day, sample_days, result, versions, code_version, ranks.world)
+    return TrainingResult(model=result.model_name, model_args=result.model_args, optimizer=cfg.train.optimizer,
+                          post_training=result.post_training, train_days=sample_days,
+                          samples_seen=result.samples_seen, seconds=round(result.seconds, 2), device=result.device,
+                          n_params=result.n_params, history=result.history, init=result.init,
+                          stopping=result.stopping, world_size=ranks.world)
+
+
+def _write_partition(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], result, versions: dict,
+                     code_version: str, world_size: int) -> None:
     with lake.write_dir("trained_model", day) as tmp:
         save_model(tmp, result.model, result.model_name, result.model_args, result.model_spec, result.feature_spec,
                    extra={"train_config": cfg.to_dict()["train"]})
@@ -103,10 +135,5 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
             "optimizer": cfg.train.optimizer, "post_training": cfg.train.post_training, "train_days": sample_days,
             "input_versions": versions, "code_version": code_version, "config_fingerprint": cfg.fingerprint(),
             "device": result.device, "seconds": result.seconds, "n_params": result.n_params,
-            "init": result.init, "stopping": result.stopping,
+            "init": result.init, "stopping": result.stopping, "world_size": world_size,
         })
-    return TrainingResult(model=result.model_name, model_args=result.model_args, optimizer=cfg.train.optimizer,
-                          post_training=result.post_training, train_days=sample_days,
-                          samples_seen=result.samples_seen, seconds=round(result.seconds, 2), device=result.device,
-                          n_params=result.n_params, history=result.history, init=result.init,
-                          stopping=result.stopping)

@@ -3,7 +3,8 @@
 ``train`` fits a registered model on days D-T .. D-1 (each day with its own graph, built from
 days before it, so a training positive's edge is never in the graph that scores it); scoring a
 day the model never saw is :mod:`ml_core.inference`'s (``predict``, ``evaluate``). CUDA is used when available (with mixed
-precision), CPU otherwise (all cores).
+precision), CPU otherwise (all cores). Launched by ``torchrun`` (a joined process group), it trains
+data-parallel with DDP, each rank on its share of the batches (:mod:`ml_core.train.distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ml_core.inference import inference_needs_graph
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.progress import Progress, format_duration
+from ml_core.train import distributed as ddp
 from ml_core.train.extensions import (
     make_optimizer,
     run_post_training,
@@ -88,6 +90,10 @@ class TrainResult:
     optimizer_state: dict | None = None
 
 
+#: ``ddp.agree`` codes of the reasons to stop within an epoch
+_STOP_REASONS = {1: "patience", 2: "max_seconds"}
+
+
 def build_contexts(days: list[DayInputs], spec: FeatureSpec, need_graph: bool) -> list[DayContext]:
     return [DayContext.build(d, spec, with_graph=need_graph) for d in days]
 
@@ -141,10 +147,11 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
         raise ValueError(f"no training samples: the training window {[d.day for d in days]} has none (every day "
                          "of it has no data, or no day is materialized yet); nothing to train")
     log = log or (lambda msg: None)
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    ranks = ddp.current()
+    rng = np.random.default_rng(cfg.seed)  # the same epoch plans on every rank, then sharded
+    gen = torch.Generator().manual_seed(ddp.sampling_seed(cfg.seed, ranks))
     threads = configure_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    device = ddp.rank_device(resolve_device(cfg.device), ranks)
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
     model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks), warm)
     model = model.to(device)
@@ -159,6 +166,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     if start is not None and cfg.warm_start_optimizer:
         init["optimizer"] = restore_optimizer_state(optimizer, model, start, cfg.optimizer, maps)
     autocast, scaler = precision(device, cfg.amp)
+    step_loss = ddp.wrap(model, ranks, device)
     history: list[dict] = []
     step = 0
     seen = 0
@@ -166,7 +174,9 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     began = (f"warm start from {init['from']} (+{init['grown']['user_ids']['new']} user ids, "
              f"+{init['grown']['item_ids']['new']} item ids)" if start is not None else f"from scratch ({init['reason']})")
     log(f"training {cfg.model} on {len(split.train)} days, {sum(c.n_samples for c in contexts)} samples, {began}, "
-        f"validation {split.how} ({sum(c.n_samples for c in val_contexts)} samples), device={device}, threads={threads}")
+        f"validation {split.how} ({sum(c.n_samples for c in val_contexts)} samples), device={device}, threads={threads}"
+        + (f", DDP rank {ranks.rank} of {ranks.world} (batches of {ddp.rank_batch_size(cfg.batch_size, ranks)} per rank, "
+           f"sharded by rank)" if ranks.active else ""))
     stopper = EarlyStopping(cfg.patience) if val_contexts else None
     keep = lambda: (snapshot(model), copy.deepcopy(optimizer.state_dict()) if cfg.warm_start_optimizer else None)
     val_seconds = 0.0
@@ -191,7 +201,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     run_progress = None  # the whole training, for its ETA (every epoch has the same number of steps)
     for epoch in range(cfg.epochs):
         model.train()
-        plan = batch_plan(contexts, cfg.batch_size, shuffle=True, rng=rng)
+        plan = ddp.shard(batch_plan(contexts, ddp.rank_batch_size(cfg.batch_size, ranks), shuffle=True, rng=rng), ranks)
         capped = bool(cfg.max_steps_per_epoch) and len(plan) > cfg.max_steps_per_epoch
         if cfg.max_steps_per_epoch:
             plan = plan[: cfg.max_steps_per_epoch]
@@ -204,7 +214,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
             for batch in batches:
                 batch = batch.to(device)
                 with autocast():
-                    _, loss, parts = model.compute_loss(batch)
+                    _, loss, parts = step_loss(batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}; parts={parts}")
                 optimizer.zero_grad(set_to_none=True)
@@ -220,19 +230,20 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
                 run_progress.advance(len(batch))
                 if progress.advance(len(batch)):
                     log(progress_line(epoch, cfg.epochs, progress, run_progress, losses[-progress.every:]))
-                if stopper is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and validate(epoch):
-                    reason = "patience"
-                    break
-                if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
-                    reason = "max_seconds"
+                stop = 1 if (stopper is not None and cfg.eval_every_steps and step % cfg.eval_every_steps == 0
+                             and validate(epoch)) else 0
+                stop = stop or (2 if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds else 0)
+                stop = ddp.agree(stop, ranks)  # every rank stops at the same step
+                if stop:
+                    reason = _STOP_REASONS[stop]
                     break
         dt = time.perf_counter() - t_epoch - (val_seconds - val_before)
         rec = {"epoch": epoch, "step": step, "epoch_loss": float(np.mean(losses)) if losses else float("nan"),
-               "samples_per_s": epoch_seen / max(dt, 1e-9)}
+               "samples_per_s": ddp.total(epoch_seen / max(dt, 1e-9), ranks)}  # of all ranks together
         history.append(rec)
         log(f"epoch {epoch + 1}/{cfg.epochs} done in {format_duration(dt)}: loss {rec['epoch_loss']:.4f}, "
             f"{rec['samples_per_s']:,.0f} samples/s")
-        if reason is None and stopper is not None and not cfg.eval_every_steps and validate(epoch):
+        if reason is None and stopper is not None and not cfg.eval_every_steps and ddp.agree(int(validate(epoch)), ranks):
             reason = "patience"
         if reason is not None:
             break
@@ -256,7 +267,7 @@ def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, w
     return TrainResult(
         model=model, feature_spec=fspec, model_spec=mspec, model_name=cfg.model, model_args=dict(cfg.model_args),
         history=history, seconds=time.perf_counter() - t0, device=str(device),
-        n_params=sum(p.numel() for p in model.parameters()), samples_seen=seen, post_training=post, init=init,
+        n_params=sum(p.numel() for p in model.parameters()), samples_seen=int(ddp.total(seen, ranks)), post_training=post, init=init,
         stopping=stopping,
         optimizer_state=named_optimizer_state(model, optimizer, cfg.optimizer) if cfg.warm_start_optimizer else None,
     )

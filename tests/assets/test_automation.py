@@ -190,9 +190,9 @@ def test_settings_of_the_tests():
 def test_the_freshness_check_judges_the_newest_complete_day(tmp_path):
     from orchestration.automation import check_decision_is_fresh
     from orchestration.definitions import ALL_ASSETS
-    from orchestration.resources import LakeIOManager, PipelineResource
+    from orchestration.resources import PipelineResource, flow_resources
 
-    res = {"pipeline": PipelineResource(overrides=[f'storage.root="{tmp_path}"']), "lake_io": LakeIOManager()}
+    res = flow_resources(PipelineResource(overrides=[f'storage.root="{tmp_path}"']))
 
     def run():
         result = dg.materialize([*ALL_ASSETS, check_decision_is_fresh], resources=res,

@@ -132,11 +132,11 @@ def test_checks_fail_without_a_partition(tmp_path):
     from ml_core.storage import Lake
     from orchestration.checks import CHECKS
     from orchestration.definitions import FLOW_ASSETS
-    from orchestration.resources import LakeIOManager, PipelineResource
+    from orchestration.resources import PipelineResource, flow_resources
     from tests.conftest import make_config
 
     run_interaction_logs(make_config(tmp_path), Lake(tmp_path), "2026-01-01")
-    res = {"pipeline": PipelineResource(overrides=[f'storage.root="{tmp_path}"']), "lake_io": LakeIOManager()}
+    res = flow_resources(PipelineResource(overrides=[f'storage.root="{tmp_path}"']))
     result = dg.materialize([*FLOW_ASSETS, *CHECKS], selection=dg.AssetSelection.checks(*CHECKS), resources=res,
                             raise_on_error=False)
     evaluations = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}

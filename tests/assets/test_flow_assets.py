@@ -12,7 +12,7 @@ from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import load_evaluation
 from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
-from orchestration.resources import LakeIOManager, PipelineResource
+from orchestration.resources import PipelineResource, flow_resources
 from tests.conftest import FAST, materialize_day
 from tests.helpers import doctor_evaluation
 
@@ -24,9 +24,7 @@ MODEL_DAYS = DAYS[3:]
 
 
 def resources(root, *extra):
-    return {"pipeline": PipelineResource(
-                                         overrides=[f'storage.root="{root}"', *FAST, *extra]),
-            "lake_io": LakeIOManager()}
+    return flow_resources(PipelineResource(overrides=[f'storage.root="{root}"', *FAST, *extra]))
 
 
 def _latest(instance, key, day):

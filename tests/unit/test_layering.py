@@ -20,8 +20,8 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     {"typed", "storage", "eval", "progress"},  # no ml_core imports: typed builder, the lake, metrics and plots, rates/ETA
-    # the one configuration system ([source], [tuning], [registry] in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config"},
+    # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
+    {"config", "source_config", "tuning_config", "registry_config", "dist_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "graph"},  # node features; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
