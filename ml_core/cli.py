@@ -145,7 +145,7 @@ def cmd_serve(args) -> int:
     from ml_core.serving.state import ServeOptions
 
     options = ServeOptions(threads=args.threads, retrieval=args.retrieval, index=args.index, ef_search=args.ef_search,
-                           watch_s=args.watch)
+                           prior_users=args.prior_users, watch_s=args.watch)
     app = create_app(args.bundle or args.root or _default_root(), options=options)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "catalogue (0 = off, rank every item; README 'Serving at catalogue scale')")
     p.add_argument("--index", default="hnsw", choices=["hnsw", "flat"], help="the retrieval index (default: hnsw)")
     p.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (default: 128)")
+    p.add_argument("--prior-users", type=int, default=8,
+                   help="users whose ranker scores of every item make the user-independent half of the retrieved "
+                        "candidates (0 = the index alone; default: 8)")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
                    help="check the production pointer every SECONDS and hot-swap to a newly promoted version "
                         "(0 = off: POST /reload only)")

@@ -17,6 +17,11 @@ embedding plus the projected features) over the snapshot's users and items. The 
 trained to make ``<p_u, q_i>`` meaningful, so the retrieval's recall@k against exhaustive ranking
 is measured (benchmarks/serving.py, README "Serving at catalogue scale"), not assumed.
 
+A second, user-independent channel guards the recall: the items the ranker scores highest on
+average over a few sampled snapshot users (:func:`item_prior`, computed once per bundle load).
+With it, a request's ``N`` candidates are the prior's best ``round(N * prior_share)`` plus the
+index's best for the user up to ``N`` (seen items excluded from both).
+
 A user outside the snapshot has no vector: it is queried with the mean user vector (the
 "generic user"), and the response says the user was unknown.
 """
@@ -117,18 +122,40 @@ class ItemIndex:
         return np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1), scores
 
 
-class Retriever:
-    """Top-``n`` candidate items of a user: the user's vector against an :class:`ItemIndex`."""
+def item_prior(scorer, n_users: int, seed: int = 0) -> np.ndarray:
+    """The snapshot's item ids, best first by the ranker's mean probability of the default task
+    (the last) over ``n_users`` snapshot users drawn with ``seed``: ``n_users * I`` pairs scored."""
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    items = scorer.item_ids
+    users = np.random.default_rng(seed).choice(np.asarray(scorer.graph.user_ids), min(n_users, scorer.graph.n_users),
+                                               replace=False)
+    mean = np.zeros(len(items), np.float64)
+    for u in users:
+        mean += scorer.score(np.full(len(items), u, np.int64), items)[:, -1]  # [I] of task K
+    return items[np.lexsort((items, -mean))]
 
-    def __init__(self, vectors: RetrievalVectors, kind: str = "hnsw", **index_args):
+
+class Retriever:
+    """Top-``n`` candidate items of a user: the user's vector against an :class:`ItemIndex`,
+    plus, when ``prior`` (item ids, best first) is given, its best ``round(n * prior_share)``."""
+
+    def __init__(self, vectors: RetrievalVectors, kind: str = "hnsw", prior: np.ndarray | None = None,
+                 prior_share: float = 0.5, **index_args):
+        if not 0.0 <= prior_share <= 1.0:
+            raise ValueError(f"prior_share must be in [0, 1], got {prior_share}")
         self.user_ids = vectors.user_ids
         self.user_vectors = vectors.user_vectors
         self.generic_user = vectors.user_vectors.mean(axis=0) if len(vectors.user_ids) else None
         self.index = ItemIndex(vectors.item_vectors, vectors.item_ids, kind, **index_args)
+        self.prior = None if prior is None else np.asarray(prior, np.int64)
+        self.prior_share = prior_share if prior is not None else 0.0
 
     @classmethod
-    def for_scorer(cls, scorer, kind: str = "hnsw", **index_args) -> Retriever:
-        return cls(retrieval_vectors(scorer), kind, **index_args)
+    def for_scorer(cls, scorer, kind: str = "hnsw", prior_users: int = 0, **index_args) -> Retriever:
+        """The retriever of ``scorer``'s bundle; ``prior_users`` > 0 adds the :func:`item_prior` channel."""
+        prior = item_prior(scorer, prior_users) if prior_users else None
+        return cls(retrieval_vectors(scorer), kind, prior=prior, **index_args)
 
     def user_vector(self, user_id: int) -> tuple[np.ndarray, bool]:
         """(the query vector of ``user_id``, whether the user has one of its own)."""
@@ -142,12 +169,18 @@ class Retriever:
     def candidates(self, user_id: int, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
         """Up to ``n`` item ids (sorted) retrieved for ``user_id``, none of ``exclude``."""
         query, _ = self.user_vector(user_id)
-        extra = 0 if exclude is None else len(exclude)
-        ids, _ = self.index.search(query[None, :], n + extra)  # [1, n + extra]: room for the excluded
+        exclude = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        first = np.zeros(0, np.int64)
+        if self.prior is not None:
+            # the prior's best: a prefix long enough to hold n_prior unseen items
+            n_prior = round(n * self.prior_share)
+            head = self.prior[: n_prior + len(exclude)]
+            first = head[~np.isin(head, exclude)][:n_prior]
+            exclude = np.concatenate([exclude, first])
+        ids, _ = self.index.search(query[None, :], n - len(first) + len(exclude))  # [1, .]: room for the excluded
         ids = ids[0][ids[0] >= 0]
-        if extra:
-            ids = ids[~np.isin(ids, exclude)]
-        return np.sort(ids[:n])
+        ids = ids[~np.isin(ids, exclude)][: n - len(first)]
+        return np.sort(np.concatenate([first, ids]))
 
 
 def recall_at_k(retrieved: np.ndarray, relevant: np.ndarray, k: int) -> float:

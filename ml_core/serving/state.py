@@ -47,12 +47,16 @@ class ServeOptions:
     index: str = "hnsw"
     #: HNSW search breadth (raised to the number of candidates asked when smaller)
     ef_search: int = 128
+    #: users whose ranker scores of every item make the user-independent candidate channel
+    #: (``retrieval.item_prior``; half the N candidates); 0 = the index alone. Load cost:
+    #: ``prior_users * items`` pairs scored once per bundle load
+    prior_users: int = 8
     #: seconds between checks of the production pointer; 0 = no watcher (POST /reload only)
     watch_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.retrieval < 0 or self.ef_search < 1 or self.watch_s < 0 or self.batch_size < 1:
-            raise ValueError(f"retrieval >= 0, ef_search >= 1, watch_s >= 0 and batch_size >= 1 expected, got {self}")
+        if min(self.retrieval, self.prior_users, self.watch_s) < 0 or min(self.ef_search, self.batch_size) < 1:
+            raise ValueError(f"retrieval, prior_users, watch_s >= 0 and ef_search, batch_size >= 1 expected, got {self}")
         if self.index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
 
@@ -105,7 +109,8 @@ class ModelHolder:
             scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads)
         else:
             scorer = Scorer.from_registry(self.path, batch_size=o.batch_size, threads=o.threads)
-        retriever = Retriever.for_scorer(scorer, o.index, ef_search=o.ef_search) if o.retrieval else None
+        retriever = (Retriever.for_scorer(scorer, o.index, prior_users=o.prior_users, ef_search=o.ef_search)
+                     if o.retrieval else None)
         return Served(scorer, retriever, time.time())
 
     def _pointer_stamp(self) -> tuple[int, int] | None:

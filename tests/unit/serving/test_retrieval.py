@@ -7,7 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_core.serving.retrieval import ItemIndex, RetrievalVectors, Retriever, recall_at_k, retrieval_vectors
+from ml_core.serving.retrieval import (
+    ItemIndex,
+    RetrievalVectors,
+    Retriever,
+    item_prior,
+    recall_at_k,
+    retrieval_vectors,
+)
 from ml_core.serving.state import ServeOptions
 from tests.unit.serving.deployed import UNKNOWN
 
@@ -65,6 +72,23 @@ def test_retriever_candidates_and_unknown_users():
     assert len(r.candidates(UNKNOWN, 2 * len(v.item_ids))) == len(v.item_ids)  # n beyond the catalogue: all of it
 
 
+def test_prior_channel():
+    """With a prior, the candidates are its best unseen items (a share of n) plus the index's best
+    for the user, n in all, none excluded."""
+    v = toy_vectors()
+    prior = v.item_ids[::-1].copy()  # any order of the catalogue
+    r = Retriever(v, "flat", prior=prior, prior_share=0.3)
+    user = int(v.user_ids[5])
+    top = exact_top(v, len(v.item_ids))[5]
+    exclude = np.concatenate([prior[:4], top[:6]])
+    cand = r.candidates(user, 50, exclude=exclude)
+    first = prior[~np.isin(prior, exclude)][:15]  # round(50 * 0.3) = 15 unseen items of the prior
+    rest = top[~np.isin(top, np.concatenate([exclude, first]))][:35]
+    assert np.array_equal(cand, np.sort(np.concatenate([first, rest])))
+    with pytest.raises(ValueError, match="prior_share must be in"):
+        Retriever(v, "flat", prior=prior, prior_share=1.5)
+
+
 def test_bad_arguments():
     v = toy_vectors(n_items=50)
     with pytest.raises(ValueError, match="index kind must be one of"):
@@ -88,6 +112,15 @@ def test_retrieval_vectors_of_the_snapshot(scorer):
     assert np.array_equal(v.item_ids, scorer.item_ids) and np.array_equal(v.user_ids, scorer.graph.user_ids)
     assert v.item_vectors.shape == (scorer.graph.n_items, scorer.model_spec.dim)
     assert np.isfinite(v.user_vectors).all() and np.isfinite(v.item_vectors).all()
+
+
+def test_item_prior_orders_by_mean_score(scorer):
+    prior = item_prior(scorer, 3, seed=1)
+    assert np.array_equal(np.sort(prior), scorer.item_ids)
+    users = np.random.default_rng(1).choice(np.asarray(scorer.graph.user_ids), 3, replace=False)
+    ends = np.concatenate([prior[:5], prior[-5:]])
+    mean = np.mean([scorer.score(np.full(10, u), ends)[:, -1] for u in users], axis=0)
+    assert mean[:5].min() >= mean[5:].max()
 
 
 def test_recommend_with_retrieval(mmoe, scorer):
