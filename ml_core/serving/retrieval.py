@@ -28,6 +28,7 @@ A user outside the snapshot has no vector: it is queried with the mean user vect
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import faiss
@@ -142,14 +143,23 @@ class Retriever:
 
     def __init__(self, vectors: RetrievalVectors, kind: str = "hnsw", prior: np.ndarray | None = None,
                  prior_share: float = 0.5, **index_args):
-        if not 0.0 <= prior_share <= 1.0:
-            raise ValueError(f"prior_share must be in [0, 1], got {prior_share}")
         self.user_ids = vectors.user_ids
         self.user_vectors = vectors.user_vectors
         self.generic_user = vectors.user_vectors.mean(axis=0) if len(vectors.user_ids) else None
         self.index = ItemIndex(vectors.item_vectors, vectors.item_ids, kind, **index_args)
+        self._set_prior(prior, prior_share)
+
+    def _set_prior(self, prior: np.ndarray | None, prior_share: float) -> None:
+        if not 0.0 <= prior_share <= 1.0:
+            raise ValueError(f"prior_share must be in [0, 1], got {prior_share}")
         self.prior = None if prior is None else np.asarray(prior, np.int64)
         self.prior_share = prior_share if prior is not None else 0.0
+
+    def with_prior(self, prior: np.ndarray | None, prior_share: float = 0.5) -> Retriever:
+        """This retriever (the same index) with another prior channel (None: the index alone)."""
+        other = copy.copy(self)
+        other._set_prior(prior, prior_share)
+        return other
 
     @classmethod
     def for_scorer(cls, scorer, kind: str = "hnsw", prior_users: int = 0, **index_args) -> Retriever:
