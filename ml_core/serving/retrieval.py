@@ -74,6 +74,13 @@ def retrieval_vectors(scorer) -> RetrievalVectors:
                             base.user_raw[:nu].astype(np.int64), base.item_raw[:ni].astype(np.int64))
 
 
+def set_index_threads(n: int) -> None:
+    """faiss's OpenMP threads per search (``moge serve --threads``): requests already run in
+    parallel in the server's thread pool."""
+    if n > 0:
+        faiss.omp_set_num_threads(n)
+
+
 class ItemIndex:
     """Inner-product nearest-neighbour index over item vectors (faiss).
 

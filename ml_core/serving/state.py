@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ml_core.bundles import BundleStore
 from ml_core.serving.metrics import Metrics
-from ml_core.serving.retrieval import INDEX_KINDS, Retriever
+from ml_core.serving.retrieval import INDEX_KINDS, Retriever, set_index_threads
 from ml_core.serving.scorer import Scorer
 
 log = logging.getLogger("moge.serve")
@@ -109,6 +109,7 @@ class ModelHolder:
             scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads)
         else:
             scorer = Scorer.from_registry(self.path, batch_size=o.batch_size, threads=o.threads)
+        set_index_threads(o.threads)
         retriever = (Retriever.for_scorer(scorer, o.index, prior_users=o.prior_users, ef_search=o.ef_search)
                      if o.retrieval else None)
         return Served(scorer, retriever, time.time())
