@@ -2,7 +2,7 @@
 
 ::
 
-    moge serve [--root data | --bundle PATH] [--host 127.0.0.1] [--port 8000]
+    moge serve [--root data | --bundle PATH] [--host 127.0.0.1] [--port 8000] [--retrieval N] [--watch SECONDS]
     moge score --input pairs.parquet|csv --output scores.parquet|csv [--root data | --bundle PATH]
 
 ``--root`` defaults to the config's ``storage.root`` ($MOGE_CONFIG or data/pipeline.toml); the
@@ -148,12 +148,15 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from ml_core.serving.app import create_app
+    from ml_core.serving.state import ServeOptions
 
+    options = ServeOptions(threads=args.threads, retrieval=args.retrieval, index=args.index, ef_search=args.ef_search,
+                           prior_users=args.prior_users, watch_s=args.watch)
     if args.bundle:
-        app = create_app(args.bundle, threads=args.threads)
+        app = create_app(args.bundle, options=options)
     else:
         root, registry = _registry(args)
-        app = create_app(root, threads=args.threads, registry=registry)
+        app = create_app(root, options=options, registry=registry)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -186,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--retrieval", type=int, default=0, metavar="N",
+                   help="/recommend ranks the N items an ANN index retrieves for the user instead of the whole "
+                        "catalogue (0 = off, rank every item; README 'Serving at catalogue scale')")
+    p.add_argument("--index", default="hnsw", choices=["hnsw", "flat"], help="the retrieval index (default: hnsw)")
+    p.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (default: 128)")
+    p.add_argument("--prior-users", type=int, default=8,
+                   help="users whose ranker scores of every item make the user-independent half of the retrieved "
+                        "candidates (0 = the index alone; default: 8)")
+    p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
+                   help="check the production pointer every SECONDS and hot-swap to a newly promoted version "
+                        "(0 = off: POST /reload only)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("score", help="batch-score (user_id, item_id) pairs of a Parquet/CSV file")

@@ -9,26 +9,33 @@ default, or the shared MLflow registry) or one fixed bundle (``path`` = a bundle
     POST /score        {"pairs": [[user, item], ...]} or {"user_ids": [...], "item_ids": [...]}
     POST /recommend    {"user_id": u, "k": 10, "task": "purchase", "candidates": null, "exclude_seen": true}
     POST /reload       re-read the production pointer and swap to its version
+    GET  /metrics      Prometheus text format (:mod:`ml_core.serving.metrics`)
 
-Hot swap: a request takes the current :class:`Scorer` once, at its start, and uses it to the end;
-``/reload`` builds the new scorer completely before replacing the reference, so in-flight
-requests finish on the old version and no request sees a half-loaded model. A failed reload
-keeps serving the old version.
+Hot swap (:mod:`ml_core.serving.state`): a request takes the current version (scorer and index)
+once, at its start, and uses it to the end; a reload, by ``/reload`` or by the pointer watcher
+(``ServeOptions.watch_s``), builds the new version completely before replacing the reference, so
+in-flight requests finish on the old version and no request sees a half-loaded model. A failed
+reload keeps serving the old version.
+
+Retrieval (:mod:`ml_core.serving.retrieval`, ``ServeOptions.retrieval = N``): /recommend without
+explicit candidates ranks the ``N`` items an ANN index retrieves for the user instead of every
+item of the snapshot; a request may ask for the exact path with ``"retrieval": false``.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from ml_core.bundle_registry import open_bundle_registry
 from ml_core.registry_config import RegistryConfig
-from ml_core.serving.scorer import Scorer
+from ml_core.serving.metrics import CONTENT_TYPE, Metrics
+from ml_core.serving.state import ModelHolder, ReloadError, ServeOptions
 
 #: Largest request /score accepts (bigger batches: ``moge score``).
 MAX_PAIRS = 100_000
@@ -86,6 +93,8 @@ class RecommendRequest(BaseModel):
     candidates: list[RawId] | None = Field(None, min_length=1, max_length=MAX_PAIRS,
                                            description="items to rank (default: every item of the snapshot)")
     exclude_seen: bool = True
+    retrieval: bool | None = Field(None, description="rank the ANN index's candidates (true) or every item (false); "
+                                                     "default: the server's setting (moge serve --retrieval N)")
 
 
 class RecommendedItem(BaseModel):
@@ -100,52 +109,81 @@ class RecommendResponse(BaseModel):
     task: str
     unknown_user: bool
     n_candidates: int
+    retrieved: bool
     items: list[RecommendedItem]
 
 
-class _Current:
-    """The scorer being served; replaced as a whole (a reference swap) under ``lock``."""
+class MetricsMiddleware:
+    """ASGI middleware: every HTTP request's route, status and latency into ``metrics``
+    (paths no route serves count as ``other``); an exception counts as status 500."""
 
-    def __init__(self, loader, scorer: Scorer):
-        self.loader = loader
-        self.scorer = scorer
-        self.loaded_at = time.time()
-        self.lock = threading.Lock()
+    def __init__(self, app, metrics: Metrics, paths: set[str]):
+        self.app, self.metrics, self.paths = app, metrics, paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in self.paths else "other"
+            self.metrics.observe(path, status, time.perf_counter() - t0)
 
 
 def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int = 0,
-               registry: RegistryConfig | None = None) -> FastAPI:
+               options: ServeOptions | None = None, registry: RegistryConfig | None = None) -> FastAPI:
     """App serving the registry's production model under ``root_or_bundle`` (a storage root)
     or, when the path is a bundle directory (has ``model.pt``), that bundle. ``registry``: the
     ``[registry]`` section (default: the local store under the root).
 
     ``threads``: torch CPU threads per process (0 = torch's default); requests run concurrently
-    in the server's thread pool, so 1-2 is usually best on a shared CPU."""
-    path = Path(root_or_bundle)
-    fixed = (path / "model.pt").exists()
-    if fixed:
-        loader = lambda: Scorer.from_bundle(path, batch_size=batch_size, threads=threads)
-    else:
-        store = open_bundle_registry(registry, path)
-        loader = lambda: Scorer.from_registry(path, registry, batch_size=batch_size, threads=threads)
-    current = _Current(loader, loader())
-    app = FastAPI(title="MoGE recommendation service",
+    in the server's thread pool, so 1-2 is usually best on a shared CPU. ``options`` (retrieval,
+    the pointer watcher) replaces ``batch_size`` and ``threads`` when given."""
+    options = options or ServeOptions(batch_size=batch_size, threads=threads)
+    metrics = Metrics()
+    holder = ModelHolder(root_or_bundle, options, metrics, registry=registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        holder.start_watching()
+        try:
+            yield
+        finally:
+            holder.stop_watching()
+
+    app = FastAPI(title="MoGE recommendation service", lifespan=lifespan,
                   description="Multi-task scores and top-k recommendations from the deployed model bundle.")
-    app.state.current = current
+    app.state.holder = holder
+    app.state.metrics = metrics
 
     @app.get("/health")
     def health() -> dict:
-        s = current.scorer
-        return {"status": "ok", "version": s.version, "model": s.meta.get("model"), "loaded_at": current.loaded_at}
+        c = holder.current
+        return {"status": "ok", "version": c.version, "model": c.scorer.meta.get("model"), "loaded_at": c.loaded_at}
 
     @app.get("/model")
     def model() -> dict:
-        s = current.scorer
-        return {**s.info(), "source": "bundle" if fixed else "registry", "loaded_at": current.loaded_at}
+        c = holder.current
+        retrieval = {"candidates": options.retrieval, "index": options.index} if c.retriever is not None else None
+        return {**c.scorer.info(), "source": "bundle" if holder.fixed else "registry", "loaded_at": c.loaded_at,
+                "retrieval": retrieval, "watch_s": options.watch_s}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/score", response_model=ScoreResponse)
     def score(req: ScoreRequest) -> ScoreResponse:
-        s = current.scorer  # the whole request uses this version
+        s = holder.current.scorer  # the whole request uses this version
         users, items = req.columns()
         r = s.score_pairs(users, items)
         return ScoreResponse(version=s.version, tasks=s.tasks, scores=r.scores.tolist(),
@@ -153,38 +191,38 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
 
     @app.post("/recommend", response_model=RecommendResponse)
     def recommend(req: RecommendRequest) -> RecommendResponse:
-        s = current.scorer
+        c = holder.current  # the whole request uses this version (scorer and index)
+        s = c.scorer
         try:
             t = s.task_index(req.task)
         except ValueError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
-        cand = s.candidates(req.user_id, req.candidates, req.exclude_seen)
+        retrieve = c.retriever is not None if req.retrieval is None else req.retrieval
+        if retrieve and req.candidates is not None:
+            raise HTTPException(status_code=422, detail="'retrieval': true retrieves candidates from the catalogue; "
+                                                        "give either 'candidates' or 'retrieval', not both")
+        if retrieve and req.candidates is None:
+            if c.retriever is None:
+                raise HTTPException(status_code=409, detail="retrieval is off on this server; start it with "
+                                                            "`moge serve --retrieval N` or leave 'retrieval' out")
+            exclude = s.seen_items(req.user_id) if req.exclude_seen else None
+            cand = c.retriever.candidates(req.user_id, options.retrieval, exclude)
+        else:
+            retrieve = False
+            cand = s.candidates(req.user_id, req.candidates, req.exclude_seen)
         ranked = s.recommend(req.user_id, req.k, s.tasks[t], cand, exclude_seen=False)
         unknown_user = len(s.unknown_ids([req.user_id], [])[0]) > 0
         return RecommendResponse(
             version=s.version, user_id=req.user_id, task=s.tasks[t], unknown_user=unknown_user,
-            n_candidates=len(cand),
+            n_candidates=len(cand), retrieved=retrieve,
             items=[RecommendedItem(rank=r + 1, item_id=i, scores=sc) for r, (i, sc) in enumerate(ranked)])
 
     @app.post("/reload")
     def reload() -> dict:
-        if fixed:
-            raise HTTPException(status_code=409, detail=f"serving the fixed bundle {path}; start the service "
-                                                        "with a storage root to follow the production pointer")
-        with current.lock:
-            old = current.scorer
-            prod = store.production()
-            if prod is None:
-                raise HTTPException(status_code=503, detail=f"no production pointer in {store.location}; "
-                                                            f"still serving {old.version}")
-            if prod["version"] == old.version:
-                return {"version": old.version, "previous": old.version, "changed": False}
-            try:
-                new = current.loader()
-            except Exception as e:
-                raise HTTPException(status_code=503, detail=f"reload of {prod['version']} failed ({e}); "
-                                                            f"still serving {old.version}") from None
-            current.scorer, current.loaded_at = new, time.time()
-        return {"version": new.version, "previous": old.version, "changed": True}
+        try:
+            return holder.reload()
+        except ReloadError as e:
+            raise HTTPException(status_code=e.status, detail=str(e)) from None
 
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths={r.path for r in app.routes})
     return app

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -29,79 +27,8 @@ from ml_core.serving.scorer import (
     request_context,
 )
 from ml_core.storage import Lake
-from tests.conftest import build_data_days, make_config
-
-DAYS = P.window("2026-01-03", -2, 0)
-D = DAYS[-1]
-# small and fast: fewer negatives, a few steps, one torch thread (2 shared cores oversubscribe badly)
-OVERRIDES = ["samples.negatives_per_positive=1", "train.max_steps_per_epoch=8", "train.threads=1", "deploy.min_gauc=0.0",
-             "deploy.gauc_tolerance=1.0"]
-# a feature-only model, a graph model (sampled subgraphs at scoring time) and LightGODE (the scored
-# day's whole graph, once, for its ODE)
-MODELS = ["mmoe", "moge", "lightgode"]
-UNKNOWN = 10**15  # far outside the synthetic id ranges
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving-data")
-    build_data_days(make_config(root, *OVERRIDES), Lake(root), DAYS)
-    return root
-
-
-@dataclasses.dataclass
-class Deployment:
-    model: str
-    root: object  # lake + registry (the flow's storage root)
-    serve_root: object  # a copy of registry/ only: no lake
-    cfg: object
-    version: str
-
-
-def deploy(cfg, root) -> dict:
-    """Train and evaluate day D, then publish it as production the way the deployment stage
-    does, without the gate: these 8-step models need not beat the sanity scorers (the gate has
-    its own tests), serving only needs a bundle."""
-    from ml_core.stages.deployment import assemble_bundle
-
-    lake = Lake(root)
-    P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
-    ev = P.run_model_evaluation(cfg, lake, D)
-    version = f"{D}-{lake.version('trained_model', D)[:10]}"
-    store = BundleStore(root)
-    with tempfile.TemporaryDirectory() as tmp:
-        assemble_bundle(lake, D, Path(tmp) / "bundle", version, ev.candidate)
-        store.publish(Path(tmp) / "bundle", version)
-    store.set_production(version, {"partition": D, "metrics": ev.candidate})
-    return {"version": version, "promoted": True}
-
-
-@pytest.fixture(scope="module")
-def deployments(data_root, tmp_path_factory):
-    cache: dict[str, Deployment] = {}
-
-    def get(model: str) -> Deployment:
-        if model not in cache:
-            root = tmp_path_factory.mktemp(f"flow-{model}")
-            shutil.copytree(data_root / "lake", root / "lake")
-            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"')
-            decision = deploy(cfg, root)
-            serve_root = tmp_path_factory.mktemp(f"serve-{model}")
-            shutil.copytree(root / "registry", serve_root / "registry")
-            cache[model] = Deployment(model, root, serve_root, cfg, decision["version"])
-        return cache[model]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def mmoe(deployments) -> Deployment:
-    return deployments("mmoe")
-
-
-@pytest.fixture(scope="module")
-def scorer(mmoe) -> Scorer:
-    return Scorer.from_registry(mmoe.serve_root)
+from tests.conftest import make_config
+from tests.unit.serving.deployed import MODELS, OVERRIDES, UNKNOWN, D, Deployment, deploy
 
 
 def lake_pairs(dep: Deployment, n: int = 1500) -> pl.DataFrame:
@@ -324,7 +251,7 @@ def test_reload_after_second_deployment(mmoe, tmp_path):
     app = create_app(root)
     with TestClient(app) as c:
         assert c.post("/reload").json() == {"version": mmoe.version, "previous": mmoe.version, "changed": False}
-        in_flight = app.state.current.scorer  # what a request that started now holds
+        in_flight = app.state.holder.current.scorer  # what a request that started now holds
         cfg = make_config(root, *OVERRIDES, 'train.model="mmoe"', "train.seed=1")
         second = deploy(cfg, root)["version"]
         assert second != mmoe.version
