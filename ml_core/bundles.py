@@ -36,7 +36,7 @@ from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.storage import atomic_dir, atomic_write_text
+from ml_core.storage import atomic_dir, atomic_write_text, verify_dir
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
@@ -85,6 +85,16 @@ class BundleStore:
     def version_dir(self, version: str) -> Path:
         return self.root / "versions" / version
 
+    def checked_version_dir(self, version: str) -> Path:
+        """``versions/<version>``, checked against what was published (:func:`verify_dir`): a
+        truncated or changed bundle raises :class:`CorruptPartitionError` and is never loaded."""
+        d = self.version_dir(version)
+        if not d.is_dir():
+            raise FileNotFoundError(f"bundle {version} is not published in {self.root / 'versions'}")
+        return verify_dir(d, f"model bundle {version}", (
+            f"Publish it again from the lake (`moge republish {version}`: its copy in "
+            f"lake/deployed_model/ds={version[:10]}/bundle), or point {self.pointer_path.name} at another version"))
+
     def versions(self) -> list[str]:
         d = self.root / "versions"
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
@@ -113,8 +123,7 @@ class BundleStore:
         return json.loads(self.pointer_path.read_text())
 
     def set_production(self, version: str, record: dict) -> None:
-        if not self.version_dir(version).is_dir():
-            raise FileNotFoundError(f"cannot promote {version}: not published in {self.root / 'versions'}")
+        self.checked_version_dir(version)  # only a complete, unchanged bundle is ever pointed at
         atomic_write_text(self.pointer_path, json.dumps({"version": version, **record}, indent=2, sort_keys=True, default=str))
 
     def record_decision(self, decision: dict) -> None:

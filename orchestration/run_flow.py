@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                 for ev in res.all_events:
                     if ev.is_failure:
                         print(ev.message, file=sys.stderr)
+                    if ev.is_step_failure or ev.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+                        print(f"  {ev.step_key}: {_error_text(ev)}", file=sys.stderr)  # what failed, and why
                 return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
@@ -87,6 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"
           f"  ({store.version_dir(prod['version']) if prod else '-'})")
     return 0
+
+
+def _error_text(event) -> str:
+    """The error of a failed (or retried) step, with the exceptions it came from."""
+    data = event.event_specific_data
+    err = getattr(data, "error", None)
+    parts = []
+    while err is not None:
+        parts.append(f"{err.cls_name}: {err.message.strip()}" if err.cls_name else err.message.strip())
+        err = err.cause
+    return " <- ".join(parts) or event.message
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.mgnn import cat_tables
 from ml_core.sampling.samples import label_columns
+from ml_core.storage import INTEGRITY_FILE, verify_dir
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
@@ -152,6 +153,8 @@ class Scorer:
 
     def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0):
         self.bundle = Path(bundle)
+        if (self.bundle / INTEGRITY_FILE).is_file():  # a published bundle: served only as it was published
+            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve another version, or publish it again")
         ctx_dir = self.bundle / "context"
         missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
         if missing:
@@ -191,7 +194,7 @@ class Scorer:
         if prod is None:
             raise FileNotFoundError(f"no production model under {reg.root} (production.json missing): "
                                     "deploy one with the flow's deployed_model asset first")
-        return cls(reg.version_dir(prod["version"]), version=prod["version"], **kwargs)
+        return cls(reg.checked_version_dir(prod["version"]), version=prod["version"], **kwargs)
 
     # -- info -----------------------------------------------------------------------------------
     @property
