@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ml_core.bundles import BundleStore
     from ml_core.stages.evaluation import gauc_table, load_evaluation
+    from ml_core.stages.windows import model_start
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS
     from orchestration.progress import stage_display_config, with_stage_display
@@ -81,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
-    ev = load_evaluation(lake, end.isoformat(), judged=True)
-    print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
-    print(gauc_table(ev))
+    if lake.exists("deployed_model", end.isoformat()):
+        ev = load_evaluation(lake, end.isoformat(), judged=True)
+        print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
+        print(gauc_table(ev))
+    else:  # a range of data days only (before the first model day)
+        print(f"\nno deployment decision for {end}: the model partitions start on {model_start(cfg)}")
     store = BundleStore(lake.root)
     prod = store.production()
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"

@@ -17,15 +17,17 @@ import pytest
 from ml_core.bundles import BundleStore
 from ml_core.config import load_config
 from ml_core.serving.scorer import Scorer
-from ml_core.stages.deployment import republish
+from ml_core.stages.deployment import republish, run_deployed_model
 from ml_core.stages.graphs import run_window_graphs
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import graph_window, window
 from ml_core.storage import CorruptPartitionError, Lake, verify_dir
 from tests.reliability.faults import (
+    always_promote,
     copy_flow,
     corrupt_entries,
     data_lost,
+    next_day,
     report,
     run_flow_here,
     run_outcomes,
@@ -106,11 +108,13 @@ def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property
            lost=[], wrong=wrong_models_served(root), detection_s=detection, detected_by="the integrity check on read")
 
 
-def test_corrupt_bundle_is_never_served(flow, tmp_path, record_property):
+def test_corrupt_bundle_is_never_served(flow, tmp_path, monkeypatch, record_property):
     base, day = flow
     root = copy_flow(base, tmp_path) / "data"
     store = BundleStore(root)
-    version = store.production()["version"]
+    monkeypatch.setattr("ml_core.stages.deployment.gate", always_promote)  # D+1 promoted by a deployment
+    version = run_deployed_model(load_config(tmp_path / "pipeline.toml"), Lake(root), next_day(day)).version
+    assert store.production()["version"] == version
     good = Scorer.from_registry(root)
     _flip_byte(store.version_dir(version) / "model.pt", at=0.9)
 
@@ -119,7 +123,7 @@ def test_corrupt_bundle_is_never_served(flow, tmp_path, record_property):
         Scorer.from_registry(root)
     detection = time.perf_counter() - t0
     with pytest.raises(CorruptPartitionError):
-        store.set_production(version, {"partition": day})  # never (re)pointed at either
+        store.set_production(version, {"partition": next_day(day)})  # never (re)pointed at either
     served_wrong = [p for p in wrong_models_served(root) if "cannot load" not in p]  # refused, not served
 
     republish(Lake(root), version)  # the error's remedy: its copy in the lake
