@@ -153,13 +153,13 @@ class Scorer:
 
     def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0):
         self.bundle = Path(bundle)
-        if (self.bundle / INTEGRITY_FILE).is_file():  # a published bundle: served only as it was published
-            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve another version, or publish it again")
         ctx_dir = self.bundle / "context"
         missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
+        if (self.bundle / INTEGRITY_FILE).is_file():  # a published bundle: served only as it was published
+            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve another version, or publish it again")
         if threads:
             torch.set_num_threads(threads)
         self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
