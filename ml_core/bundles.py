@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,12 +129,28 @@ class BundleStore:
         atomic_write_text(self.pointer_path, json.dumps({"version": version, **record}, indent=2, sort_keys=True, default=str))
 
     def record_decision(self, decision: dict) -> None:
+        """Append one line to the decisions log (after a line torn by a killed or failed append,
+        on a new line: that torn line stays what it was, an unfinished record)."""
         self.root.mkdir(parents=True, exist_ok=True)
         decision = {"at": datetime.now(UTC).isoformat(), **decision}
-        with open(self.root / "decisions.jsonl", "a") as fh:
-            fh.write(json.dumps(decision, sort_keys=True, default=str) + "\n")
+        with open(self.root / "decisions.jsonl", "a+b") as fh:
+            torn = fh.seek(0, os.SEEK_END) > 0 and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n"
+            fh.write((("\n" if torn else "") + json.dumps(decision, sort_keys=True, default=str) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def decisions(self) -> list[dict]:
+        """Every recorded decision, oldest first. A line that is not a complete JSON record (an
+        append killed midway, or a full disk) was never a decision: it is skipped with a warning."""
         p = self.root / "decisions.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+        out = []
+        for n, line in enumerate(p.read_text().splitlines() if p.exists() else [], 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                warnings.warn(f"{p}:{n} is not a complete decision record (an interrupted append), skipped: "
+                              f"{line[:80]!r}", stacklevel=2)
+        return out
 

@@ -97,3 +97,17 @@ def test_promotion_killed(flow, tmp_path, monkeypatch, record_property, point):
     report(record_property, f"SIGKILL in a promotion: {point.replace('_', ' ')} (serving {'new' if expected == new else 'old'})",
            failed=1, recovered=1, lost=lost, wrong=wrong_at_fault + wrong, detection_s=detection,
            detected_by="leftovers swept at the next start" if swept else "nothing left to detect")
+
+
+def test_a_torn_decision_line_does_not_block_later_deployments(tmp_path):
+    """An append to decisions.jsonl cut short (killed mid-write, disk full) leaves a partial line:
+    it is skipped with a warning, and the next decision starts on a line of its own."""
+    store = BundleStore(tmp_path)
+    store.record_decision({"version": "a", "promoted": True})
+    with open(store.root / "decisions.jsonl", "a") as fh:
+        fh.write('{"promoted": true, "vers')  # the torn append
+    with pytest.warns(UserWarning, match="decisions.jsonl:2 is not a complete decision record"):
+        assert [d["version"] for d in store.decisions()] == ["a"]
+    store.record_decision({"version": "b", "promoted": False})
+    with pytest.warns(UserWarning, match=":2 is not"):
+        assert [d["version"] for d in store.decisions()] == ["a", "b"]
