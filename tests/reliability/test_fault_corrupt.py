@@ -47,6 +47,7 @@ def _truncate(path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build
 def test_truncated_training_samples_fail_the_model_run(flow, tmp_path, capsys, record_property):
     base, day = flow
     root = copy_flow(base, tmp_path) / "data"
@@ -79,6 +80,7 @@ def test_truncated_training_samples_fail_the_model_run(flow, tmp_path, capsys, r
            lost=lost, wrong=wrong, detection_s=detected - started, detected_by="the integrity check on read")
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build
 def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property):
     base, day = flow
     root = copy_flow(base, tmp_path) / "data"
@@ -108,6 +110,7 @@ def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property
            lost=[], wrong=wrong_models_served(root), detection_s=detection, detected_by="the integrity check on read")
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build
 def test_corrupt_bundle_is_never_served(flow, tmp_path, monkeypatch, record_property):
     base, day = flow
     root = copy_flow(base, tmp_path) / "data"

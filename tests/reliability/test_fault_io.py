@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 
 import ml_core.storage as storage
 from ml_core.storage import Lake, verify_dir
@@ -38,6 +39,7 @@ from tests.reliability.faults import (
 )
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build
 def test_disk_full_during_a_partition_write(flow, tmp_path, capsys, monkeypatch, record_property):
     base, day = flow
     root = copy_flow(base, tmp_path) / "data"
@@ -117,6 +119,7 @@ def test_two_writers_interleaved_at_the_renames(tmp_path, monkeypatch):
     assert [p.name for p in d.parent.iterdir()] == ["ds=2026-01-01"]
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build
 def test_two_processes_run_the_same_day(flow, tmp_path, record_property):
     """The data stages of day D (logs, graphs, features, samples: 6 partitions) run by two
     processes at once, three times over: both succeed every time and each partition is one

@@ -53,6 +53,7 @@ deployment.run_deployed_model(cfg, Lake(cfg.storage.root), sys.argv[4])
 """
 
 
+@pytest.mark.slow  # the shared flow takes minutes to build; each case ~40-60 s
 @pytest.mark.parametrize("point", PROMOTION_POINTS)
 def test_promotion_killed(flow, tmp_path, monkeypatch, record_property, point):
     base, day = flow
