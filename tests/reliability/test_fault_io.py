@@ -25,25 +25,14 @@ import pytest
 import ml_core.storage as storage
 from ml_core.storage import Lake, verify_dir
 from tests.conftest import REPO
-from tests.reliability.faults import (
-    copy_flow,
-    corrupt_entries,
-    data_lost,
-    flow_env,
-    hidden_entries,
-    report,
-    run_flow_here,
-    run_outcomes,
-    stored,
-    wrong_models_served,
-)
+from tests.reliability import faults
 
 
 @pytest.mark.slow  # the shared flow takes minutes to build
 def test_disk_full_during_a_partition_write(flow, tmp_path, capsys, monkeypatch, record_property):
     base, day = flow
-    root = copy_flow(base, tmp_path) / "data"
-    before = stored(root)
+    root = faults.copy_flow(base, tmp_path) / "data"
+    before = faults.stored(root)
     published = (root / "lake" / "training_samples" / f"ds={day}" / "_VERSION").read_text()
     write_parquet, injected = pl.DataFrame.write_parquet, []
 
@@ -56,7 +45,7 @@ def test_disk_full_during_a_partition_write(flow, tmp_path, capsys, monkeypatch,
         return write_parquet(df, file, *args, **kwargs)
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full)
-    rc, out, err = run_flow_here(tmp_path, day, 1, capsys)
+    rc, out, err = faults.run_flow_here(tmp_path, day, 1, capsys)
     assert rc == 1 and injected
     assert "No space left on device" in err and f"training_samples/ds={day}" in err and "nothing was published" in err, err
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
@@ -67,17 +56,17 @@ def test_disk_full_during_a_partition_write(flow, tmp_path, capsys, monkeypatch,
                                                      dg.DagsterEventType.STEP_UP_FOR_RETRY))
     # the previous version is still published, complete; no temp directory is left
     assert (root / "lake" / "training_samples" / f"ds={day}" / "_VERSION").read_text() == published
-    assert hidden_entries(root) == [] and corrupt_entries(root) == []
-    assert data_lost(before, root) == [] and wrong_models_served(root) == []
+    assert faults.hidden_entries(root) == [] and faults.corrupt_entries(root) == []
+    assert faults.data_lost(before, root) == [] and faults.wrong_models_served(root) == []
 
     monkeypatch.undo()  # space again
-    rc, out, err = run_flow_here(tmp_path, day, 1, capsys)
+    rc, out, err = faults.run_flow_here(tmp_path, day, 1, capsys)
     assert rc == 0, out[-3000:] + err[-3000:]
-    failed_ids, recovered = run_outcomes(instance, "daily_data", day)
-    lost, wrong = data_lost(before, root), wrong_models_served(root)
+    failed_ids, recovered = faults.run_outcomes(instance, "daily_data", day)
+    lost, wrong = faults.data_lost(before, root), faults.wrong_models_served(root)
     assert failed_ids == [failed.run_id] and len(recovered) == 1
-    assert lost == [] and wrong == [] and hidden_entries(root) == []
-    report(record_property, "ENOSPC in a training_samples write", failed=1, recovered=len(recovered), lost=lost,
+    assert lost == [] and wrong == [] and faults.hidden_entries(root) == []
+    faults.report(record_property, "ENOSPC in a training_samples write", failed=1, recovered=len(recovered), lost=lost,
            wrong=wrong, detection_s=step_failed - injected[0], detected_by="the failing write (step failure)")
 
 
@@ -125,24 +114,24 @@ def test_two_processes_run_the_same_day(flow, tmp_path, record_property):
     processes at once, three times over: both succeed every time and each partition is one
     complete version, the one a single run writes."""
     base, day = flow
-    root = copy_flow(base, tmp_path) / "data"
-    everything = stored(root)
+    root = faults.copy_flow(base, tmp_path) / "data"
+    everything = faults.stored(root)
     before = {n: (p / "_VERSION").read_text() for n, p in everything.items() if n.endswith(f"ds={day}")}
     script = ("import sys; from ml_core.config import load_config; from ml_core.storage import Lake; "
               "from ml_core.stages.data_day import run_data_day; cfg = load_config(sys.argv[1]); "
               "run_data_day(cfg, Lake(cfg.storage.root), sys.argv[2])")
-    env, failed = flow_env(tmp_path), 0
+    env, failed = faults.flow_env(tmp_path), 0
     for _ in range(3):
         procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "pipeline.toml"), day], cwd=REPO,
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
         outs = [p.communicate(timeout=300)[0].decode() for p in procs]
         failed += sum(p.returncode != 0 for p in procs)
         assert [p.returncode for p in procs] == [0, 0], outs
-    assert hidden_entries(root) == [] and corrupt_entries(root) == []
-    after = {n: (p / "_VERSION").read_text() for n, p in stored(root).items() if n.endswith(f"ds={day}")}
+    assert faults.hidden_entries(root) == [] and faults.corrupt_entries(root) == []
+    after = {n: (p / "_VERSION").read_text() for n, p in faults.stored(root).items() if n.endswith(f"ds={day}")}
     data = {n for n in before if n.split("/")[0] in ("interaction_logs", "bipartite_graph", "user_similarity_graph",
                                                      "item_similarity_graph", "node_features", "training_samples")}
     assert len(data) == 6 and {n: after[n] for n in data} == {n: before[n] for n in data}
-    lost, wrong = data_lost(everything, root), wrong_models_served(root)
-    report(record_property, "two processes write day D's 6 data partitions at once (x3)", failed=failed,
+    lost, wrong = faults.data_lost(everything, root), faults.wrong_models_served(root)
+    faults.report(record_property, "two processes write day D's 6 data partitions at once (x3)", failed=failed,
            recovered=0, lost=lost, wrong=wrong, detection_s=None, detected_by="nothing to detect: both succeed")
