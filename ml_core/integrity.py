@@ -48,6 +48,15 @@ def digests(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, INTEGRITY
     return whole.hexdigest(), files
 
 
+def seal(directory: Path) -> str:
+    """Record what ``directory`` holds now: its data version (``_VERSION``) and each file's size and
+    sha256 (``_FILES.json``). Returns the version."""
+    version, files = digests(directory)
+    (directory / VERSION_FILE).write_text(version)
+    (directory / INTEGRITY_FILE).write_text(json.dumps({"version": version, "files": files}, sort_keys=True))
+    return version
+
+
 class CorruptPartitionError(RuntimeError):
     """A stored partition (or bundle) whose files are not what was written: truncated, changed,
     missing or added since."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -48,8 +47,8 @@ from ml_core.integrity import (  # noqa: F401 - content_hash, VOLATILE_FILES: pa
     VOLATILE_FILES,
     CorruptPartitionError,
     content_hash,
-    digests,
     rebuild_hint,
+    seal,
     verify_dir,
 )
 
@@ -72,9 +71,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     old = None
     try:
         yield tmp
-        version, files = digests(tmp)
-        (tmp / VERSION_FILE).write_text(version)
-        (tmp / INTEGRITY_FILE).write_text(json.dumps({"version": version, "files": files}, sort_keys=True))
+        seal(tmp)
         _fsync_dir(tmp)
         with _publish_lock(target):  # two writers of one partition publish one after the other
             if target.exists():

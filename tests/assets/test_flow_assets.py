@@ -110,6 +110,7 @@ def _doctored(lake, day, candidate_gauc: dict[str, float], probs=None, **changes
     """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
     ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""
     from ml_core.stages.evaluation import SCORES_FILE
+    from ml_core.storage import seal
 
     ev = load_evaluation(lake, day)
     ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
@@ -123,18 +124,20 @@ def _doctored(lake, day, candidate_gauc: dict[str, float], probs=None, **changes
         arrays["probs"] = probs(arrays["labels"])
         with open(part / SCORES_FILE, "wb") as fh:
             np.savez(fh, **arrays)
+    seal(part)  # a doctored partition, recorded as such (readers check files against their record)
     return ev
 
 
 def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
     from ml_core.stages.evaluation import SCORES_FILE, judge_against_references
+    from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 
     root, _, res = flow
     lake, reg = Lake(root), BundleStore(root)
     cfg = res["pipeline"].config()
     day = DAYS[-1]
     part = lake.partition_dir("model_evaluation", day)
-    saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE)}
+    saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE, VERSION_FILE, INTEGRITY_FILE)}
     ev = load_evaluation(lake, day)
     beat = {t: min(0.99, max(s[t]["gauc"] for s in ev.sanity.values()) + 0.05) for t in ev.candidate}
     below = {t: max(s[t]["gauc"] for s in ev.sanity.values()) - 0.01 for t in ev.candidate}
