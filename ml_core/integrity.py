@@ -93,15 +93,19 @@ def verify_dir(directory: Path, what: str, fix: str) -> Path:
             expected, files = recorded["version"], recorded["files"]
         except (ValueError, KeyError, TypeError) as e:
             raise corrupt(f"its {INTEGRITY_FILE} is unreadable ({e})") from None
-        _, actual = digests(directory, whole_hash=False)  # the files as recorded = the version as recorded
-        missing = sorted(set(files) - set(actual))
+        sizes = {rel: size for rel, size, _ in listing if rel not in (VERSION_FILE, INTEGRITY_FILE)}
+        missing = sorted(set(files) - set(sizes))
         if missing:
             raise corrupt(f"file(s) {missing} missing")
-        for rel, (size, digest) in actual.items():
+        for rel, size in sizes.items():  # from the listing: a truncated file is found before any hashing
             if rel not in files:
                 raise corrupt(f"file {rel} was not written with it")
             if size != files[rel][0]:
                 raise corrupt(f"file {rel} has {size} bytes, {files[rel][0]} were written (truncated or overwritten)")
+        _, actual = digests(directory, whole_hash=False)  # the files as recorded = the version as recorded
+        for rel, (size, digest) in actual.items():
+            if rel not in files or size != files[rel][0]:
+                raise corrupt(f"file {rel} changed while it was checked")
             if digest != files[rel][1]:
                 raise corrupt(f"file {rel} does not match its recorded sha256 (changed on disk)")
         stored = (directory / VERSION_FILE).read_text().strip() if (directory / VERSION_FILE).is_file() else None
@@ -128,8 +132,6 @@ def rebuild_hint(asset: str, day: date | str, directory: Path) -> str:
     return (f"Rebuild it: re-materialize {step} for partition {_day(day)} (`dagster asset materialize -m "
             f"orchestration.definitions --select {select} --partition {_day(day)}`, or Materialize on that "
             f"partition in the UI), or delete {directory} and run the day's job again")
-
-
 
 
 def _day(day: date | str) -> str:
