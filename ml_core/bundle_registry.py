@@ -41,6 +41,10 @@ class BundleRegistry(Protocol):
     def version_dir(self, version: str) -> Path:
         """A local directory holding the complete bundle ``version`` (read-only for callers)."""
 
+    def checked_version_dir(self, version: str) -> Path:
+        """:meth:`version_dir`, checked against what was published (a truncated or changed
+        bundle raises :class:`~ml_core.integrity.CorruptPartitionError` and is never loaded)."""
+
     def publish(self, bundle: Path, version: str) -> Path:
         """Store the complete bundle directory ``bundle`` as ``version``; returns its directory."""
 

@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.storage import atomic_dir, atomic_write_text
+from ml_core.storage import atomic_dir, atomic_write_text, verify_dir
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
@@ -93,6 +95,16 @@ class BundleStore:
     def version_dir(self, version: str) -> Path:
         return self.root / "versions" / version
 
+    def checked_version_dir(self, version: str) -> Path:
+        """``versions/<version>``, checked against what was published (:func:`verify_dir`): a
+        truncated or changed bundle raises :class:`CorruptPartitionError` and is never loaded."""
+        d = self.version_dir(version)
+        if not d.is_dir():
+            raise FileNotFoundError(f"bundle {version} is not published in {self.root / 'versions'}")
+        return verify_dir(d, f"model bundle {version}", (
+            f"Publish it again from the lake (`moge republish {version}`: its copy in "
+            f"lake/deployed_model/ds={version[:10]}/bundle), or point {self.pointer_path.name} at another version"))
+
     def versions(self) -> list[str]:
         d = self.root / "versions"
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
@@ -121,17 +133,32 @@ class BundleStore:
         return json.loads(self.pointer_path.read_text())
 
     def set_production(self, version: str, record: dict) -> None:
-        if not self.version_dir(version).is_dir():
-            raise FileNotFoundError(f"cannot promote {version}: not published in {self.root / 'versions'}")
+        self.checked_version_dir(version)  # only a complete, unchanged bundle is ever pointed at
         atomic_write_text(self.pointer_path, json.dumps({"version": version, **record}, indent=2, sort_keys=True, default=str))
 
     def record_decision(self, decision: dict) -> None:
+        """Append one line to the decisions log (after a line torn by a killed or failed append,
+        on a new line: that torn line stays what it was, an unfinished record)."""
         self.root.mkdir(parents=True, exist_ok=True)
         decision = {"at": datetime.now(UTC).isoformat(), **decision}
-        with open(self.root / "decisions.jsonl", "a") as fh:
-            fh.write(json.dumps(decision, sort_keys=True, default=str) + "\n")
+        with open(self.root / "decisions.jsonl", "a+b") as fh:
+            torn = fh.seek(0, os.SEEK_END) > 0 and (fh.seek(-1, os.SEEK_END), fh.read(1))[1] != b"\n"
+            fh.write((("\n" if torn else "") + json.dumps(decision, sort_keys=True, default=str) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def decisions(self) -> list[dict]:
+        """Every recorded decision, oldest first. A line that is not a complete JSON record (an
+        append killed midway, or a full disk) was never a decision: it is skipped with a warning."""
         p = self.root / "decisions.jsonl"
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+        out = []
+        for n, line in enumerate(p.read_text().splitlines() if p.exists() else [], 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                warnings.warn(f"{p}:{n} is not a complete decision record (an interrupted append), skipped: "
+                              f"{line[:80]!r}", stacklevel=2)
+        return out
 

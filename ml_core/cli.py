@@ -169,6 +169,15 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_republish(args) -> int:
+    from ml_core.stages.deployment import republish
+    from ml_core.storage import Lake
+
+    root, registry = _registry(args)
+    print(republish(Lake(root), args.version, registry))
+    return 0
+
+
 def _add_source(p: argparse.ArgumentParser, threads: int) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--root", help="storage root holding registry/ (default: the config's storage.root); "
@@ -211,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item-col", default="item_id")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("republish", help="publish a bundle version again from the lake (its store copy is corrupt)")
+    p.add_argument("version", help="the bundle version, e.g. 2026-01-03-0123456789")
+    p.add_argument("--root", help="storage root (default: the config's storage.root)")
+    p.set_defaults(func=cmd_republish)
     return parser
 
 
@@ -219,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "chunk_rows", 1) < 1:
         parser.error("--chunk-rows must be >= 1")
+    from ml_core.storage import CorruptPartitionError
+
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CorruptPartitionError) as e:
         print(f"moge {args.command}: error: {e}", file=sys.stderr)
         return 1
 

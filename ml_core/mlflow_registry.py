@@ -50,6 +50,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ml_core.integrity import verify_dir
 from ml_core.registry_config import RegistryConfig
 from ml_core.storage import atomic_dir, hostname
 
@@ -169,6 +170,11 @@ class MlflowBundleRegistry:
                 shutil.rmtree(tmp / ".dl")
         return target
 
+
+    def checked_version_dir(self, version: str) -> Path:
+        d = self.version_dir(version)
+        return verify_dir(d, f"model bundle {version} (downloaded from {self.location})",
+                          f"delete the cached copy {d} to download it again")
     def publish(self, bundle: Path, version: str) -> Path:
         """A bundle run with ``bundle`` as its artifact, registered as a new model version."""
         from ml_core.bundles import read_manifest

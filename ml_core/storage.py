@@ -11,6 +11,12 @@ crash never leaves a half-written partition that a later run would read as good,
 partition again replaces it (never duplicates it). DuckDB reads the lake in place
 (:meth:`Lake.sql`) for ad-hoc queries.
 
+Every partition also records what each of its files holds (``_FILES.json``: size and sha256 per
+file): readers check a partition against it before using it (:meth:`Lake.checked_dir`, and every
+table read), so a truncated or corrupted file fails the run with a :class:`CorruptPartitionError`
+naming the file and how to rebuild the partition, instead of feeding a later stage. A check is
+done once per process for a given set of files (path, size, mtime).
+
 A writer killed mid-write (SIGKILL, a machine restart) leaves its hidden ``.tmp-`` directory
 behind, or, killed between the two renames of a replacement, the previous partition under
 ``.old-`` with the target missing. Each hidden name carries its writer (``~<pid>.<start>@<host>``),
@@ -21,7 +27,8 @@ and a stranded ``.old-`` partition is put back (the complete previous version) o
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -33,6 +40,17 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+
+from ml_core.integrity import (  # noqa: F401 - content_hash, VOLATILE_FILES: part of the lake's API
+    INTEGRITY_FILE,
+    VERSION_FILE,
+    VOLATILE_FILES,
+    CorruptPartitionError,
+    content_hash,
+    rebuild_hint,
+    seal,
+    verify_dir,
+)
 
 
 def day_str(day: date | str) -> str:
@@ -50,43 +68,49 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / _hidden_name("tmp", target.name)
     tmp.mkdir()
+    old = None
     try:
         yield tmp
-        (tmp / VERSION_FILE).write_text(content_hash(tmp))
+        seal(tmp)
         _fsync_dir(tmp)
-        old = None
-        if target.exists():
-            old = target.parent / _hidden_name("old", target.name)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        with _publish_lock(target):  # two writers of one partition publish one after the other
+            if target.exists():
+                old = target.parent / _hidden_name("old", target.name)
+                os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old is not None:  # put the previous version back
+                    os.replace(old, target)
+                    old = None
+                raise
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRORS:
+            raise
+        raise OSError(e.errno, f"{e.strerror} while writing partition {target} ({e.filename}): nothing was "
+                      "published, the previous version (if any) is kept; fix the storage and re-run") from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
-VERSION_FILE = "_VERSION"
+#: Errors of the storage itself (full, over quota, read-only, failing): reported with the partition.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
-#: Files that describe how a partition was built (timings, run ids, input versions), not what it holds.
-VOLATILE_FILES = ("stats.json", "state.json", "inputs.json")
-
-
-def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, "manifest.json")) -> str:
-    """sha256 over every file's relative path and bytes: the data version of a partition.
-
-    Files named in :data:`VOLATILE_FILES` (anywhere in the tree) do not count."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
-        rel = f.relative_to(directory).as_posix()
-        if rel in exclude or f.name in VOLATILE_FILES:
-            continue
-        h.update(rel.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+@contextlib.contextmanager
+def _publish_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock on publishing into ``target``'s directory (``flock`` on the directory
+    itself: no lock file), so the two renames of a replacement never interleave with another
+    writer's. Held for the renames only."""
+    fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_dir(path: Path) -> None:
@@ -219,6 +243,16 @@ class Lake:
     def partition_dir(self, asset: str, day: date | str) -> Path:
         return self.root / "lake" / asset / f"ds={day_str(day)}"
 
+    def checked_dir(self, asset: str, day: date | str) -> Path:
+        """The directory of a stored partition, checked against what was written
+        (:func:`verify_dir`): a missing partition raises ``FileNotFoundError``, a corrupt one
+        :class:`CorruptPartitionError` naming the file and how to rebuild the partition."""
+        d = self.partition_dir(asset, day)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{asset} partition {day_str(day)} is not materialized ({d} missing): "
+                                    "materialize it first")
+        return verify_dir(d, f"{asset} partition {day_str(day)}", rebuild_hint(asset, day, d))
+
     def exists(self, asset: str, day: date | str) -> bool:
         return self.partition_dir(asset, day).is_dir()
 
@@ -249,7 +283,7 @@ class Lake:
         path = self.partition_dir(asset, day) / f"{name}.parquet"
         if not path.exists():
             raise FileNotFoundError(f"{asset} partition {day_str(day)} has no {name}.parquet at {path}: materialize it first")
-        return pl.read_parquet(path)
+        return pl.read_parquet(self.checked_dir(asset, day) / f"{name}.parquet")
 
     def scan_tables(self, asset: str, days: list[date | str]) -> pl.LazyFrame:
         """Lazy scan over several day partitions (missing days raise, naming them)."""
@@ -259,6 +293,8 @@ class Lake:
             raise FileNotFoundError(f"{asset} is missing partitions {missing}: materialize them first")
         if not paths:
             raise ValueError(f"no partitions of {asset} requested")
+        for d in days:
+            self.checked_dir(asset, d)
         return pl.scan_parquet([str(p) for p in paths])
 
     # -- directories (graphs, models) -----------------------------------------------------

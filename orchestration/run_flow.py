@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ml_core.bundle_registry import open_bundle_registry
     from ml_core.stages.evaluation import gauc_table, load_evaluation
+    from ml_core.stages.windows import model_start
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS
     from orchestration.progress import stage_display_config, with_stage_display
@@ -76,17 +77,33 @@ def main(argv: list[str] | None = None) -> int:
                 for ev in res.all_events:
                     if ev.is_failure:
                         print(ev.message, file=sys.stderr)
+                    if ev.is_step_failure or ev.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+                        print(f"  {ev.step_key}: {_error_text(ev)}", file=sys.stderr)  # what failed, and why
                 return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
-    ev = load_evaluation(lake, end.isoformat(), judged=True)
-    print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
-    print(gauc_table(ev))
+    if lake.exists("deployed_model", end.isoformat()):
+        ev = load_evaluation(lake, end.isoformat(), judged=True)
+        print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
+        print(gauc_table(ev))
+    else:  # a range of data days only (before the first model day)
+        print(f"\nno deployment decision for {end}: the model partitions start on {model_start(cfg)}")
     store = open_bundle_registry(cfg.registry, lake.root)
     prod = store.production()
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"
           f"  ({store.version_dir(prod['version']) if prod else '-'})")
     return 0
+
+
+def _error_text(event) -> str:
+    """The error of a failed (or retried) step, with the exceptions it came from."""
+    data = event.event_specific_data
+    err = getattr(data, "error", None)
+    parts = []
+    while err is not None:
+        parts.append(f"{err.cls_name}: {err.message.strip()}" if err.cls_name else err.message.strip())
+        err = err.cause
+    return " <- ".join(parts) or event.message
 
 
 if __name__ == "__main__":

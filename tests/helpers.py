@@ -94,6 +94,7 @@ def doctor_evaluation(lake, day, candidate_gauc: dict[str, float], probs=None, *
     """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
     ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""
     from ml_core.stages.evaluation import SCORES_FILE, load_evaluation
+    from ml_core.storage import seal
 
     ev = load_evaluation(lake, day)
     ev.candidate = {t: {**m, "gauc": candidate_gauc[t]} for t, m in ev.candidate.items()}
@@ -107,4 +108,5 @@ def doctor_evaluation(lake, day, candidate_gauc: dict[str, float], probs=None, *
         arrays["probs"] = probs(arrays["labels"])
         with open(part / SCORES_FILE, "wb") as fh:
             np.savez(fh, **arrays)
+    seal(part)  # a doctored partition, recorded as such (readers check files against their record)
     return ev

@@ -41,6 +41,7 @@ from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
+from ml_core.storage import INTEGRITY_FILE, verify_dir
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
@@ -162,6 +163,8 @@ class Scorer:
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
+        if (self.bundle / INTEGRITY_FILE).is_file():  # a published bundle: served only as it was published
+            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve another version, or publish it again")
         if threads:
             torch.set_num_threads(threads)
         self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
@@ -197,7 +200,7 @@ class Scorer:
         if prod is None:
             raise FileNotFoundError(f"no production model in {reg.location} (no production pointer): "
                                     "deploy one with the flow's deployed_model asset first")
-        return cls(reg.version_dir(prod["version"]), version=prod["version"], **kwargs)
+        return cls(reg.checked_version_dir(prod["version"]), version=prod["version"], **kwargs)
 
     # -- info -----------------------------------------------------------------------------------
     @property

@@ -25,9 +25,10 @@ from pathlib import Path
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
+from ml_core.registry_config import RegistryConfig
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
-from ml_core.storage import Lake, day_str
+from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
 
 #: The partitions of day D a bundle serves with (copied into ``bundle/context``).
 SERVING_CONTEXT = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
@@ -61,13 +62,28 @@ def pointer_checks(day: str, production: dict | None) -> list[str]:
 def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) -> None:
     """Write into ``target`` the bundle of trained_model[D] with its serving context and a
     manifest carrying ``version``, ``metrics`` and the context's data versions."""
-    shutil.copytree(lake.partition_dir("trained_model", day), target, dirs_exist_ok=True)
+    # the partition's own version and file list do not describe the bundle (publishing writes its own)
+    src = lake.checked_dir("trained_model", day)
+    shutil.copytree(src, target, dirs_exist_ok=True,
+                    ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
     for asset in SERVING_CONTEXT:
-        shutil.copytree(lake.partition_dir(asset, day), target / "context" / asset, dirs_exist_ok=True)
+        shutil.copytree(lake.checked_dir(asset, day), target / "context" / asset, dirs_exist_ok=True)
     manifest = read_manifest(target)
     manifest.update({"version": version, "metrics": metrics,
                      "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
     write_manifest(target, manifest)
+
+
+def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:
+    """Publish bundle ``version`` again from the deployed_model partition it was assembled in (the
+    store's copy was found corrupt): that partition is checked first and must hold that version."""
+    day = version[:10]
+    src = lake.checked_dir("deployed_model", day) / "bundle"
+    held = read_manifest(src).get("version") if (src / "manifest.json").is_file() else None
+    if held != version:
+        raise FileNotFoundError(f"deployed_model partition {day} holds bundle {held or '(none)'}, not {version}: "
+                                "point production.json at another version, or deploy again")
+    return open_bundle_registry(registry, lake.root).publish(src, version)
 
 
 def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> DeploymentResult:

@@ -103,7 +103,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
 
     log = log or (lambda msg: None)
     every = cfg.train.log_every_steps
-    cand_dir = lake.partition_dir("trained_model", day)
+    cand_dir = lake.checked_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
@@ -145,7 +145,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     out = load_evaluation(lake, day)
     if out.skipped:
         return out  # nothing was scored: nothing to compare
-    with np.load(lake.partition_dir("model_evaluation", day) / SCORES_FILE) as z:
+    with np.load(lake.checked_dir("model_evaluation", day) / SCORES_FILE) as z:
         cand_users, cand_labels, cand_probs = z["users"], z["labels"], z["probs"]
     tasks = list(out.candidate)
     prod = store.production()
@@ -157,7 +157,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
         role = "production" if prod is not None and ref == prod["version"] else "promoted"
         log(f"scoring {what}: {role} model {ref}")
         t = time.perf_counter()
-        rmodel, rspec, rmspec, _ = load_model(store.version_dir(ref))
+        rmodel, rspec, rmspec, _ = load_model(store.checked_version_dir(ref))
         scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
                            log=log, log_every=every, what=what)
         if not np.array_equal(scored.users, cand_users):
@@ -180,10 +180,7 @@ def load_evaluation(lake: Lake, day, judged: bool = False) -> EvaluationResult:
     one its deployment decision completed with the reference models; FileNotFoundError when
     that partition is not materialized."""
     asset = "deployed_model" if judged else "model_evaluation"
-    p = lake.partition_dir(asset, day) / "evaluation.json"
-    if not p.exists():
-        raise FileNotFoundError(f"{asset} partition {day_str(day)} is not materialized")
-    return EvaluationResult.from_dict(json.loads(p.read_text()))
+    return EvaluationResult.from_dict(json.loads((lake.checked_dir(asset, day) / "evaluation.json").read_text()))
 
 
 def _within(m: dict) -> str:

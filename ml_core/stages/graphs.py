@@ -18,7 +18,7 @@ from ml_core.config import PipelineConfig
 from ml_core.graph.csr import BipartiteGraph
 from ml_core.stages.inputs import scan_logs
 from ml_core.stages.windows import graph_window, window
-from ml_core.storage import Lake
+from ml_core.storage import CorruptPartitionError, Lake
 
 if TYPE_CHECKING:
     from ml_core.graph.incremental import WindowGraphs
@@ -102,6 +102,8 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
     if not prev_days or not all((d / "meta.json").exists() for d in dirs.values()):
         return None, "no stored graphs for the previous day"
     try:
+        for a in GRAPH_ASSETS.values():
+            lake.checked_dir(a, prev_day)  # a corrupt previous day is never refreshed from
         bip = BipartiteGraph.load(dirs["bipartite"])
         if bip.days != prev_days:
             return None, f"previous graph covers {bip.days}, expected {prev_days}"
@@ -113,7 +115,8 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
         if changed:
             return None, f"the previous day's graphs were built from other versions of the logs of {changed}"
         return WindowGraphs.load_parts(dirs, bip), prev_days
-    except (FileNotFoundError, KeyError, ValueError) as e:  # partially replaced / older layout / no inputs.json
+    except (FileNotFoundError, KeyError, ValueError, CorruptPartitionError) as e:  # partially replaced / older
+        # layout / no inputs.json / corrupt: a full rebuild from the logs
         return None, f"previous state unreadable ({e})"
 
 

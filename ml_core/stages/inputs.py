@@ -20,17 +20,11 @@ def scan_logs(lake: Lake, days: list[str]) -> pl.LazyFrame:
 
 
 def load_bipartite(lake: Lake, day) -> BipartiteGraph:
-    d = lake.partition_dir("bipartite_graph", day)
-    if not d.is_dir():
-        raise FileNotFoundError(f"bipartite_graph partition {day_str(day)} is not materialized")
-    return BipartiteGraph.load(d)
+    return BipartiteGraph.load(lake.checked_dir("bipartite_graph", day))
 
 
 def load_similarity(lake: Lake, day, kind: str) -> SimilarityGraph:
-    d = lake.partition_dir(f"{kind}_similarity_graph", day)
-    if not d.is_dir():
-        raise FileNotFoundError(f"{kind}_similarity_graph partition {day_str(day)} is not materialized")
-    return SimilarityGraph.load(d)
+    return SimilarityGraph.load(lake.checked_dir(f"{kind}_similarity_graph", day))
 
 
 def load_features(lake: Lake, day) -> tuple[pl.DataFrame, pl.DataFrame]:

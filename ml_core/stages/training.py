@@ -86,7 +86,7 @@ def warm_start_source(cfg: PipelineConfig, lake: Lake, day) -> WarmStart:
             return WarmStart(reason=f"first day: trained_model starts on {model_start(cfg)}")
         if not lake.exists("trained_model", prev):
             return WarmStart(reason=f"no previous model: trained_model[{prev}] is not materialized")
-        return WarmStart(lake.partition_dir("trained_model", prev), prev, lake.version("trained_model", prev))
+        return WarmStart(lake.checked_dir("trained_model", prev), prev, lake.version("trained_model", prev))
     store = open_bundle_registry(cfg.registry, lake.root)
     prod = store.production()
     if prod is None:
@@ -94,7 +94,7 @@ def warm_start_source(cfg: PipelineConfig, lake: Lake, day) -> WarmStart:
     if prod.get("partition", "") >= day_str(day):
         return WarmStart(reason=f"no previous model: production is trained_model[{prod.get('partition')}], not "
                                 f"older than {day_str(day)} (it has seen days after the training window)")
-    directory = store.version_dir(prod["version"])
+    directory = store.checked_version_dir(prod["version"])
     version = (directory / VERSION_FILE).read_text().strip() if (directory / VERSION_FILE).exists() else prod["version"]
     return WarmStart(directory, prod["version"], version)
 

@@ -111,13 +111,14 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
 
 def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
     from ml_core.stages.evaluation import SCORES_FILE, judge_against_references
+    from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 
     root, _, res = flow
     lake, reg = Lake(root), BundleStore(root)
     cfg = res["pipeline"].config()
     day = DAYS[-1]
     part = lake.partition_dir("model_evaluation", day)
-    saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE)}
+    saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE, VERSION_FILE, INTEGRITY_FILE)}
     ev = load_evaluation(lake, day)
     beat = {t: min(0.99, max(s[t]["gauc"] for s in ev.sanity.values()) + 0.05) for t in ev.candidate}
     below = {t: max(s[t]["gauc"] for s in ev.sanity.values()) - 0.01 for t in ev.candidate}

@@ -3,12 +3,10 @@ crash point of :mod:`tests.reliability.crashpoint` installed when ``MOGE_CRASH_A
 code server and every run worker it starts load this module)."""
 
 import os
-from pathlib import Path
 
 if os.environ.get("MOGE_CRASH_AT"):
-    from tests.reliability.crashpoint import install
+    from tests.reliability.crashpoint import install_from_env
 
-    _asset, _day = os.environ["MOGE_CRASH_AT"].split("/")
-    install(_asset, _day, Path(os.environ["MOGE_CRASH_MARKER"]))
+    install_from_env()
 
 from orchestration.definitions import defs  # noqa: F401 - imported after the crash point is installed

@@ -38,6 +38,7 @@ from orchestration.recovery import (
 )
 from orchestration.resources import PipelineResource
 from tests.conftest import REPO
+from tests.reliability.faults import hidden_entries, write_config
 
 DAY = "2026-01-04"  # the first model day (derived data from day 2, train_days = 2 in these tests)
 
@@ -239,24 +240,9 @@ def test_instance_yaml_upgrade_keeps_own_sections(tmp_path):
 # -- end to end: the run command killed in the middle of a lake write --------------------------
 
 
-def _write_config(base: Path) -> Path:
-    cfg = base / "pipeline.toml"
-    cfg.write_text(
-        '[source]\nkind = "synthetic"\nstart_date = "2026-01-01"\n'
-        "[graph]\nwindow_days = 3\n"
-        "[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 20\nbatch_size = 512\ndim = 16\n"
-        f'[storage]\nroot = "{base / "data"}"\n'
-    )
-    return cfg
-
-
-def _hidden_entries(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".*") if p.name.startswith((".tmp-", ".old-"))]
-
-
 @pytest.mark.parametrize("recovered_by", ["sensor", "next_run_command"])
 def test_killed_run_command_is_recovered(tmp_path, recovered_by):
-    cfg, home, marker = _write_config(tmp_path), tmp_path / "dagster_home", tmp_path / "crashed"
+    cfg, home, marker = write_config(tmp_path), tmp_path / "dagster_home", tmp_path / "crashed"
     env = {**os.environ, "MOGE_CONFIG": str(cfg), "DAGSTER_HOME": str(home),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     args = ["--start", "2026-01-01", "--days", "4"]
@@ -282,7 +268,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     killed = runs["daily_model", DAY]
     assert killed.status == dg.DagsterRunStatus.STARTED  # what nothing recovered before
     data = tmp_path / "data"
-    assert [p.name.split("~")[0][:-9] for p in _hidden_entries(data)] == [f".tmp-ds={DAY}"], _hidden_entries(data)
+    assert [p.name.split("~")[0][:-9] for p in hidden_entries(data)] == [f".tmp-ds={DAY}"], hidden_entries(data)
     assert not (data / "lake" / "trained_model" / f"ds={DAY}").exists()  # never half-published
 
     if recovered_by == "sensor":
@@ -290,7 +276,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
         result = crash_recovery(dg.build_sensor_context(instance=instance, resources={"pipeline": resource}))
         assert killed.run_id in result.skip_message, result.skip_message
         assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
-        assert _hidden_entries(data) == []
+        assert hidden_entries(data) == []
 
     # not blocked: the run command runs the same days again, and they succeed
     out = subprocess.run([sys.executable, "-m", "orchestration.run_flow", *args], cwd=REPO, env=env,
@@ -307,7 +293,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     statuses = sorted(r.status.value for r in instance.get_runs())
     assert statuses == ["FAILURE"] + ["SUCCESS"] * 14, statuses  # 4 log + 3 data runs, the killed model run; 8 again
     # the lake: nothing hidden left, every partition complete (its content hash is its version)
-    assert _hidden_entries(data) == []
+    assert hidden_entries(data) == []
     parts = [p for p in (data / "lake").glob("*/ds=*")]
     assert {p.parent.name for p in parts if p.name == f"ds={DAY}"} >= {"trained_model", "model_evaluation",
                                                                       "deployed_model", "interaction_logs"}
@@ -368,7 +354,7 @@ def test_launched_run_survives_a_crash_of_dagster_dev(tmp_path):
     """A run launched by the daemon; dagster dev, its code server and the run worker are all killed
     mid-write (a machine restart); on the next start the crash_recovery sensor fails the run, run
     retries re-execute it once, and the lake ends complete."""
-    cfg, home, marker = _write_config(tmp_path), tmp_path / "dagster_home", tmp_path / "crashed"
+    cfg, home, marker = write_config(tmp_path), tmp_path / "dagster_home", tmp_path / "crashed"
     sync_instance_yaml(home)  # the repo's instance settings: run monitoring, run retries, 4 runs
     (tmp_path / "workspace.yaml").write_text(
         "load_from:\n  - python_module:\n      module_name: tests.reliability.crash_location\n"
@@ -395,7 +381,7 @@ def test_launched_run_survives_a_crash_of_dagster_dev(tmp_path):
 
     instance = dg.DagsterInstance.from_config(str(home))
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nothing left to fail it
-    assert _hidden_entries(tmp_path / "data")  # the dead worker's temp directory
+    assert hidden_entries(tmp_path / "data")  # the dead worker's temp directory
 
     t0 = time.monotonic()
     dev = _start_dev(tmp_path, env, "dev-2.log")
@@ -416,7 +402,7 @@ def test_launched_run_survives_a_crash_of_dagster_dev(tmp_path):
     assert "is gone" in _failure_message(instance, instance.get_run_by_id(run_id))
     assert retry.status == dg.DagsterRunStatus.SUCCESS and retry.tags["dagster/retry_number"] == "1"
     data = tmp_path / "data"
-    assert _hidden_entries(data) == []
+    assert hidden_entries(data) == []
     parts = list((data / "lake").glob(f"*/ds={day}"))
     assert {p.parent.name for p in parts} == {"interaction_logs"}
     for p in parts:
