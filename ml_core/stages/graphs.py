@@ -120,6 +120,7 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
 def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> GraphsResult:
     """Build (or refresh) day ``day``'s three graphs from the logs of ``log_days`` and write
     them as three partitions."""
+    from ml_core.graph.engine import engine_for
     from ml_core.graph.incremental import (
         IncrementalNotSupported,
         build_window,
@@ -128,21 +129,23 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
 
     reason = "graph.incremental = false"
     result = None
-    if cfg.graph.incremental and log_days:
-        prev, info = _previous_window(cfg, lake, day)
-        if prev is None:
-            reason = info
-        else:
-            entering = [d for d in log_days if d not in info]
-            leaving = [d for d in info if d not in log_days]
-            try:
-                result = refresh_window(prev, scan_logs(lake, entering), scan_logs(lake, leaving),
-                                        cfg.graph, log_days, verify=cfg.graph.verify_incremental)
-            except IncrementalNotSupported as e:
-                reason = str(e)
-    if result is None:
-        result = build_window(scan_logs(lake, log_days), cfg.graph, log_days)
-        result.stats["full_rebuild_reason"] = reason
+    with engine_for(cfg.graph) as engine:  # graph.engine: one (local) cluster for the whole stage
+        if cfg.graph.incremental and log_days:
+            prev, info = _previous_window(cfg, lake, day)
+            if prev is None:
+                reason = info
+            else:
+                entering = [d for d in log_days if d not in info]
+                leaving = [d for d in info if d not in log_days]
+                try:
+                    result = refresh_window(prev, scan_logs(lake, entering), scan_logs(lake, leaving),
+                                            cfg.graph, log_days, verify=cfg.graph.verify_incremental, engine=engine)
+                except IncrementalNotSupported as e:
+                    reason = str(e)
+        if result is None:
+            result = build_window(scan_logs(lake, log_days), cfg.graph, log_days, engine=engine)
+            result.stats["full_rebuild_reason"] = reason
+    result.stats["engine"] = cfg.graph.engine
     inputs = json.dumps(graph_inputs(cfg, lake, log_days), indent=1)
     for key, asset in GRAPH_ASSETS.items():
         with lake.write_dir(asset, day) as tmp:
