@@ -14,11 +14,11 @@ import pytest
 from ml_core.config import GraphConfig, load_config
 from ml_core.graph import similarity as S
 from ml_core.graph.csr import CSR
-from ml_core.graph.engine import DaskEngine, LocalEngine, engine_for, open_engine
+from ml_core.graph.engine import DaskEngine, LocalEngine, open_engine
 from ml_core.graph.incremental import build_window, refresh_window
 from ml_core.graph.similarity_state import build_similarity_state
 from tests.conftest import TAOBAO_HEAD
-from tests.unit.graph.test_incremental import _events, _window
+from tests.unit.graph.test_incremental import _events, _lake_day_graphs, _window
 
 LOCAL = GraphConfig(topk=4)
 DASK = replace(LOCAL, engine="dask", engine_workers=2)
@@ -135,6 +135,22 @@ def test_engine_from_config():
         with pytest.raises(ValueError, match="engine"):
             load_config(None, bad)
     assert isinstance(open_engine(LOCAL), LocalEngine)
-    with engine_for(DASK) as eng:  # opened from the config, closed after the block
-        assert isinstance(eng, DaskEngine) and eng.n_workers == 2 and eng.blocks == 8 and eng.threads >= 1
-    assert eng.client.status == "closed"
+
+
+def test_pipeline_stage_on_dask_equals_local(tmp_path, dask_engine):
+    """run_window_graphs with graph.engine = "dask" (a full build, then the daily refresh: one local
+    cluster per stage run, opened from the config and closed after it) stores the local graphs."""
+    import psutil
+
+    from ml_core.config import PipelineConfig
+
+    ev = _events(300, 150, 5, 300, seed=7)
+    graph = GraphConfig(topk=3, window_days=3)
+    local, local_stats = _lake_day_graphs(tmp_path / "local", ev, PipelineConfig(graph=graph))
+    children = {p.pid for p in psutil.Process().children(recursive=True)}  # the fixture's cluster
+    dist, dist_stats = _lake_day_graphs(tmp_path / "dask", ev, PipelineConfig(graph=replace(graph, engine="dask")))
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= children, "the stage's cluster is closed"
+    assert dist_stats["engine"] == "dask" and local_stats["engine"] == "local"
+    assert dist_stats["mode"] == local_stats["mode"] == "incremental"
+    assert _same(dist.bip.ui, local.bip.ui)
+    assert _same(dist.user_sim.adj, local.user_sim.adj) and _same(dist.item_sim.adj, local.item_sim.adj)
