@@ -101,10 +101,14 @@ class DaskEngine:
                                         dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
             self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self.n_workers = len(self.client.scheduler_info()["workers"])
-        if self.n_workers < 1:
+        workers_info = self.client.scheduler_info()["workers"]
+        self.n_workers = len(workers_info)
+        threaded = sorted(w for w, info in workers_info.items() if info.get("nthreads", 1) > 1)
+        if self.n_workers < 1 or threaded:
             self.close()
-            raise RuntimeError(f"the Dask cluster at {address or 'local'} has no worker")
+            raise RuntimeError(f"the Dask cluster at {address or 'local'} has no worker" if not threaded else
+                               f"Dask workers {threaded[:3]} run several task threads: the numba kernel needs one task "
+                               "thread per worker process (`dask worker ADDRESS --nthreads 1`) and uses the cores itself")
         self.client.run(warm_up)
         self.blocks = blocks if blocks > 0 else 4 * self.n_workers
         self.last_run: dict = {}

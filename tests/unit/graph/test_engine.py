@@ -154,3 +154,20 @@ def test_pipeline_stage_on_dask_equals_local(tmp_path, dask_engine):
     assert dist_stats["mode"] == local_stats["mode"] == "incremental"
     assert _same(dist.bip.ui, local.bip.ui)
     assert _same(dist.user_sim.adj, local.user_sim.adj) and _same(dist.item_sim.adj, local.item_sim.adj)
+
+
+def test_cluster_address_mode():
+    """engine_address: connect to a running scheduler (here an in-process one), walk there, leave it
+    running on close; workers with several task threads are refused (the kernel threads itself)."""
+    from distributed import LocalCluster
+
+    a = _random_matrix(np.random.default_rng(8), 200, 50)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        eng = open_engine(replace(DASK, engine_address=cluster.scheduler_address))
+        assert eng.cluster is None and eng.threads == 0 and eng.blocks == 4
+        assert _same(S.topk_similarity(a, 6, engine=eng), S.topk_similarity(a, 6))
+        eng.close()
+        assert len(cluster.scheduler_info["workers"]) == 1, "closing the engine leaves the cluster running"
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        with pytest.raises(RuntimeError, match="--nthreads 1"):
+            DaskEngine(cluster.scheduler_address)
