@@ -51,6 +51,7 @@ from ml_core.graph.telemetry import MemWatch  # noqa: E402 - after the repositor
 PAPER = {"nodes": 40_000_000, "edges": 431_000_000}  # MoGE's IJCAI-15 graph (the paper, section 6)
 K = 10
 WINDOW = 7
+BANDWIDTH_GB_S = 1.25  # the projection's network: 10 Gbit/s out of the driver
 
 
 class TreeMemory(MemWatch):
@@ -193,12 +194,20 @@ def projection(win: dict, local: dict, dist: dict) -> dict:
                     "bound P ~ E (mean degree as measured)",
            "kappa_core_ns_per_pair": kappa * 1e9, "omega_us_per_edge": omega * 1e6, "measured_pairs": pairs,
            "edge_ratio": e_ratio}
+    # data moved, both graphs: the prepared matrix to every worker (20 B/edge + 24 B/row + 18 B/column
+    # per side, see PreparedMatrix), the top-2k rows back to the driver (16 B per entry)
+    e, n = PAPER["edges"], PAPER["nodes"]
+    prep_b, back_b = 2 * (20 * e + 21 * n), n * 2 * K * 16
+    out["transfer_model"] = {"bandwidth_gb_s": BANDWIDTH_GB_S, "prepared_gb_per_worker": prep_b / 1e9,
+                             "gathered_gb": back_b / 1e9}
     for name, factor in (("degree_shape", shape), ("linear_bound", e_ratio)):
         p = pairs * factor
         core_h = p * kappa / 3600
-        out[name] = {"pairs": p, "core_hours": core_h, "engine_overhead_s": omega * PAPER["edges"],
-                     **{f"hours_{w}x{c}_cores": core_h / (w * c) + omega * PAPER["edges"] / 3600
-                        for w, c in ((1, 2), (1, 32), (8, 32), (32, 32))}}
+        out[name] = {"pairs": p, "core_hours": core_h, "engine_overhead_s_measured_omega": omega * e}
+        for w, c in ((1, 2), (1, 32), (8, 32), (32, 32)):
+            transfer_h = (w * prep_b + back_b) / (BANDWIDTH_GB_S * 1e9) / 3600
+            out[name][f"hours_{w}x{c}_cores"] = {"transfer_model": core_h / (w * c) + transfer_h,
+                                                 "omega_model": core_h / (w * c) + omega * e / 3600}
     # memory the data takes (over the started processes: interpreters, numba, Dask), per worker and per edge
     per_worker = (dist["peak_pss_mb"] - dist["started_pss_mb"]) / max(dist["worker_pids"] or 1, 1)
     out["worker_runtime_mb"] = (dist["started_pss_mb"] - dist["base_pss_mb"]) / max(dist["worker_pids"] or 1, 1)
@@ -216,11 +225,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--workdir", default=None, help="keep the window graph here and reuse it (default: a temp dir)")
+    ap.add_argument("--reproject", default=None, help="recompute the projection of a saved result file, and exit")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.step:
         return child_main(args)
+    if args.reproject:
+        saved = json.loads(Path(args.reproject).read_text())
+        saved["projection"] = projection(saved["window"], saved["best"]["local"], saved["best"]["dask"])
+        Path(args.reproject).write_text(json.dumps(saved, indent=2, default=float))
+        return report(saved, Path(args.reproject))
 
     def log(msg):
         print(msg, flush=True)
@@ -258,19 +273,25 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"graph_engine_{args.preset}_{args.workers}workers_{time.strftime('%Y%m%d')}.json"
     path.write_text(json.dumps(results, indent=2, default=float))
+    report(results, path)
+
+
+def report(results: dict, path: Path) -> None:
+    best, proj, repeats = results["best"], results["projection"], len(results["runs"]["local"])
     lo, di = best["local"], best["dask"]
-    log(f"\nbest of {args.repeats}: local {lo['wall_s']:.2f}s, peak {lo['peak_pss_mb']:.0f} MB | dask ({args.workers} workers) "
-        f"{di['wall_s']:.2f}s (compute {di['compute_s']:.2f}s), peak {di['peak_pss_mb']:.0f} MB | overhead "
-        f"{di['wall_s'] - lo['wall_s']:+.2f}s ({di['wall_s'] / lo['wall_s']:.2f}x), {di['peak_pss_mb'] / lo['peak_pss_mb']:.2f}x memory")
+    print(f"\nbest of {repeats}: local {lo['wall_s']:.2f}s, peak {lo['peak_pss_mb']:.0f} MB | dask ({results['workers']} workers) "
+          f"{di['wall_s']:.2f}s (compute {di['compute_s']:.2f}s), peak {di['peak_pss_mb']:.0f} MB | overhead "
+          f"{di['wall_s'] - lo['wall_s']:+.2f}s ({di['wall_s'] / lo['wall_s']:.2f}x), {di['peak_pss_mb'] / lo['peak_pss_mb']:.2f}x memory")
     for name in ("degree_shape", "linear_bound"):
         p = proj[name]
-        log(f"paper graph ({name}): {p['pairs']:.3g} multiply-adds, {p['core_hours']:.1f} core-hours; "
-            + ", ".join(f"{k.removeprefix('hours_')}: {v:.2f} h" for k, v in p.items() if k.startswith("hours_")))
-    log(f"kernel {proj['kappa_core_ns_per_pair']:.1f} core-ns per multiply-add; engine {proj['omega_us_per_edge']:.2f} core-us per edge")
-    log(f"memory: worker {proj['data_bytes_per_edge_per_worker']:.0f} B/edge + {proj['worker_runtime_mb']:.0f} MB runtime -> "
-        f"{proj['worker_gb_projected']:.1f} GB per worker; local {proj['local_data_bytes_per_edge']:.0f} B/edge -> "
-        f"{proj['local_gb_projected']:.1f} GB")
-    log(f"results: {path}")
+        print(f"paper graph ({name}): {p['pairs']:.3g} multiply-adds, {p['core_hours']:.1f} core-hours; "
+              + ", ".join(f"{k.removeprefix('hours_')}: {v['transfer_model']:.2f} h (omega model {v['omega_model']:.2f} h)"
+                          for k, v in p.items() if k.startswith("hours_")))
+    print(f"kernel {proj['kappa_core_ns_per_pair']:.1f} core-ns per multiply-add; engine {proj['omega_us_per_edge']:.2f} core-us per edge")
+    print(f"memory: worker {proj['data_bytes_per_edge_per_worker']:.0f} B/edge + {proj['worker_runtime_mb']:.0f} MB runtime -> "
+          f"{proj['worker_gb_projected']:.1f} GB per worker; local {proj['local_data_bytes_per_edge']:.0f} B/edge -> "
+          f"{proj['local_gb_projected']:.1f} GB")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":
