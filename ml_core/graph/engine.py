@@ -97,8 +97,9 @@ class DaskEngine:
         else:
             if workers < 1:
                 raise ValueError(f"workers must be >= 1, got {workers}")
+            # logs: a task's error reaches us as its exception; shut-down heartbeat races are noise
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=":0", silence_logs=logging.ERROR)
+                                        dashboard_address=":0", silence_logs=logging.CRITICAL)
             self.client = Client(self.cluster)
             self.threads = max(1, (os.cpu_count() or 1) // workers)
         workers_info = self.client.scheduler_info()["workers"]
