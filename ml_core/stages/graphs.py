@@ -52,7 +52,8 @@ class BipartiteSummary:
 @dataclass
 class SimilaritySummary:
     """One similarity graph's metadata: mode, size, k, measure, share of nodes with no
-    neighbour, cost, hub handling (``hub_recall_at_k`` only when measured)."""
+    neighbour, cost, hub handling (``hub_recall_at_k`` only when measured), where its rows were
+    walked (``engine``: graph.engine)."""
 
     mode: str
     nodes: int
@@ -66,6 +67,7 @@ class SimilaritySummary:
     pairs_counted: int
     exact: bool
     rows_recomputed_share: float
+    engine: str
     hub_recall_at_k: float | None = None
 
 
@@ -82,13 +84,13 @@ class GraphsResult:
     item_similarity: SimilaritySummary
 
 
-def _similarity_summary(st: dict) -> SimilaritySummary:
+def _similarity_summary(st: dict, engine: str) -> SimilaritySummary:
     return SimilaritySummary(
         mode=st["mode"], nodes=st["n_nodes"], edges=st["n_edges"], k=st["k"], measure=st["measure"],
         no_neighbor_share=st["share_no_similar_neighbour"], seconds=st["wall_time_s"],
         peak_mem_delta_mb=st["peak_mem_delta_mb"], hub_nodes_skipped=st["hub_nodes_skipped"],
         pairs_counted=st["pairs_counted"], exact=st["exact"], rows_recomputed_share=st.get("walk_cost_share", 1.0),
-        hub_recall_at_k=st.get("hub_recall_at_k"))
+        engine=engine, hub_recall_at_k=st.get("hub_recall_at_k"))
 
 
 def _previous_window(cfg: PipelineConfig, lake: Lake, day):
@@ -160,6 +162,6 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
             mode=stats["mode"], window_days=log_days, users=b["n_users"], items=b["n_items"], edges=b["n_edges"],
             user_degree=b["user_degree"], item_degree=b["item_degree"], seconds=b["wall_time_s"],
             peak_mem_delta_mb=b["peak_mem_delta_mb"], full_rebuild_reason=stats.get("full_rebuild_reason", "")),
-        user_similarity=_similarity_summary(stats["user_sim"]),
-        item_similarity=_similarity_summary(stats["item_sim"]),
+        user_similarity=_similarity_summary(stats["user_sim"], cfg.graph.engine),
+        item_similarity=_similarity_summary(stats["item_sim"], cfg.graph.engine),
     )
