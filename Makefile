@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 START ?= 2026-01-01
 DAYS ?= 8
 
-.PHONY: install install-test lock run test test-fast dev backfill bench-graph bench-moge clean
+.PHONY: install install-test lock run test test-fast dev backfill bench-graph bench-graph-engine bench-moge clean
 
 install:
 	./scripts/install.sh
@@ -37,6 +37,9 @@ dev: install
 
 bench-graph: install
 	$(PY) benchmarks/bench_graph.py
+
+bench-graph-engine: install
+	$(PY) benchmarks/graph_engine.py
 
 bench-moge: install
 	$(PY) benchmarks/bench_moge.py

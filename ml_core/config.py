@@ -82,6 +82,13 @@ class GraphConfig:
     incremental: bool = True
     #: Also run the full rebuild after an incremental refresh and fail if they differ (audits).
     verify_incremental: bool = False
+    #: Where the similarity rows are walked (ml_core/graph/engine.py, same bits either way): ``local``, or
+    #: ``dask``: row blocks on the Dask scheduler at ``engine_address`` ("" = a local cluster of
+    #: ``engine_workers`` processes), ``engine_blocks`` blocks (0 = 4 per worker). Not in the fingerprint.
+    engine: Literal["local", "dask"] = "local"
+    engine_address: str = ""
+    engine_workers: int = 2
+    engine_blocks: int = 0
 
 
 @dataclass
@@ -261,6 +268,7 @@ class PipelineConfig:
         import hashlib
 
         d = self.to_dict()
+        d["graph"] = {k: v for k, v in d["graph"].items() if not k.startswith("engine")}  # where, not what
         picked = {s: d[s] for s in (sections or d.keys())}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -344,6 +352,8 @@ def validate_config(cfg: PipelineConfig) -> None:
     data files are in :func:`ml_core.checks.check_runnable`."""
     if cfg.graph.window_days < 1 or cfg.train.train_days < 1:
         raise ConfigError("graph.window_days and train.train_days must be >= 1")
+    if cfg.graph.engine_workers < 1 or cfg.graph.engine_blocks < 0:
+        raise ConfigError("graph.engine_workers must be >= 1 and graph.engine_blocks >= 0")
     for task, behs in cfg.samples.tasks.items():
         bad = set(behs) - set(BEHAVIORS)
         if bad:

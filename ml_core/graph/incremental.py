@@ -49,6 +49,7 @@ import polars as pl
 from ml_core.data.schema import BEHAVIORS
 from ml_core.graph.bipartite import build_bipartite, degree_summary, edge_table
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
+from ml_core.graph.engine import engine_for
 from ml_core.graph.similarity import topk_similarity
 from ml_core.graph.similarity_state import (
     SimilarityState,
@@ -276,13 +277,15 @@ def _bip_stats(bip: BipartiteGraph) -> dict:
             "user_degree_hist": degree_histogram(ud), "item_degree_hist": degree_histogram(idg)}
 
 
-def build_states(bip: BipartiteGraph, cfg, buffer: int | None = None) -> WindowGraphs:
-    """Similarity graphs + refresh state for an already built bipartite graph (full build)."""
+def build_states(bip: BipartiteGraph, cfg, buffer: int | None = None, engine=None) -> WindowGraphs:
+    """Similarity graphs + refresh state for an already built bipartite graph (full build), walked
+    by ``engine`` (else one opened from ``cfg.engine`` for the build: :mod:`ml_core.graph.engine`)."""
     t0 = time.perf_counter()
-    kw = {"k": cfg.topk, "measure": cfg.similarity, "hub_degree_cap": cfg.hub_degree_cap, "chunk_rows": cfg.chunk_rows,
-          "buffer": buffer}
-    user = build_similarity_state(bip.ui, bip.user_ids, "user", **kw)
-    item = build_similarity_state(bip.iu, bip.item_ids, "item", **kw)
+    with engine_for(cfg, engine) as eng:
+        kw = {"k": cfg.topk, "measure": cfg.similarity, "hub_degree_cap": cfg.hub_degree_cap, "chunk_rows": cfg.chunk_rows,
+              "buffer": buffer, "engine": eng}
+        user = build_similarity_state(bip.ui, bip.user_ids, "user", **kw)
+        item = build_similarity_state(bip.iu, bip.item_ids, "item", **kw)
     bstats = _bip_stats(bip)
     bstats["mode"] = "full"
     stats = {"mode": "full", "days": list(bip.days), "bipartite": bstats, "user_sim": user.stats,
@@ -290,13 +293,14 @@ def build_states(bip: BipartiteGraph, cfg, buffer: int | None = None) -> WindowG
     return WindowGraphs(bip, user, item, stats)
 
 
-def build_window(events: pl.DataFrame | pl.LazyFrame, cfg, days: list[str], buffer: int | None = None) -> WindowGraphs:
-    """Full rebuild of the window's graphs (and the refresh state) from all its events."""
+def build_window(events: pl.DataFrame | pl.LazyFrame, cfg, days: list[str], buffer: int | None = None,
+                 engine=None) -> WindowGraphs:
+    """Full rebuild of the window's graphs (and the refresh state) from all its events (``engine``: see :func:`build_states`)."""
     t0 = time.perf_counter()
     with MemWatch() as mem:
         bip = build_bipartite(events, cfg.behavior_weights, days)
     t_bip = time.perf_counter() - t0
-    out = build_states(bip, cfg, buffer)
+    out = build_states(bip, cfg, buffer, engine)
     out.stats["bipartite"].update(wall_time_s=round(t_bip, 4), peak_mem_delta_mb=mem.delta_mb)
     out.stats["wall_time_s"] = round(time.perf_counter() - t0, 4)
     return out
@@ -339,6 +343,7 @@ def refresh_window(
     *,
     verify: bool = False,
     max_walk_share: float = 0.5,
+    engine=None,
 ) -> WindowGraphs:
     """Day D+1's graphs from day D's window, the entering day's and the leaving day's events.
 
@@ -353,6 +358,8 @@ def refresh_window(
         max_walk_share (float): see :func:`~ml_core.graph.similarity_state.refresh_similarity_state`
             (the bipartite graph is always merged incrementally; each similarity graph takes the
             incremental path only when it re-walks at most this share of the work).
+        engine: where the similarity rows are walked (else one opened from ``cfg.engine``; both
+            paths are sharded, see :mod:`ml_core.graph.engine`).
 
     Raises :class:`IncrementalNotSupported` when an exact refresh is impossible (config changed
     since the state was built, a zero behaviour weight, no similarity state, inconsistent days);
@@ -366,8 +373,9 @@ def refresh_window(
         bip = apply_delta(prev.bip, delta, cfg.behavior_weights, days)
     t_bip = time.perf_counter() - t0
     changed_u, changed_i = _changed_masks(prev.bip, bip, delta, int(cfg.hub_degree_cap))
-    user = refresh_similarity_state(prev.user_state, bip.ui, bip.user_ids, changed_u, cfg.chunk_rows, max_walk_share)
-    item = refresh_similarity_state(prev.item_state, bip.iu, bip.item_ids, changed_i, cfg.chunk_rows, max_walk_share)
+    with engine_for(cfg, engine) as eng:
+        user = refresh_similarity_state(prev.user_state, bip.ui, bip.user_ids, changed_u, cfg.chunk_rows, max_walk_share, eng)
+        item = refresh_similarity_state(prev.item_state, bip.iu, bip.item_ids, changed_i, cfg.chunk_rows, max_walk_share, eng)
     bstats = _bip_stats(bip)
     bstats.update(mode="incremental", wall_time_s=round(t_bip, 4), peak_mem_delta_mb=mem.delta_mb,
                   delta_pairs=int(delta.height))

@@ -72,17 +72,19 @@ def row_norms(a: CSR, measure: str) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # kernel driver: work split, tiles, prepared inputs
 # --------------------------------------------------------------------------------------------
-def _balanced_blocks(cost: np.ndarray, max_rows: int, n_threads: int) -> np.ndarray:
-    """Block boundaries over rows so each block has about the same work (and <= max_rows rows)."""
+def balanced_blocks(cost: np.ndarray, n_blocks: int, max_rows: int = 0) -> np.ndarray:
+    """Boundaries ``[0, ..., n]`` cutting ``n`` rows into about ``n_blocks`` contiguous blocks of
+    about the same work (``cost[r] + 1`` per row), none longer than ``max_rows`` rows when > 0.
+    Used for the threads' blocks here and for the workers' row blocks (:mod:`ml_core.graph.engine`)."""
     n = len(cost)
     if n == 0:
         return np.zeros(1, np.int64)
-    n_blocks = max(1, min(n, 64 * n_threads))
+    n_blocks = max(1, min(n, n_blocks))
     csum = np.cumsum(cost.astype(np.float64) + 1.0)
     targets = np.linspace(0, csum[-1], n_blocks + 1)[1:-1]
     cuts = np.searchsorted(csum, targets, side="right")
-    bounds = np.unique(np.concatenate([[0], cuts, np.arange(0, n, max(1, max_rows)), [n]]))
-    return bounds.astype(np.int64)
+    caps = np.arange(0, n, max_rows) if max_rows > 0 else np.zeros(0, np.int64)
+    return np.unique(np.concatenate([[0], cuts, caps, [n]])).astype(np.int64)
 
 
 #: Candidate rows per accumulator tile: 64Ki float64 = 512 KiB, which stays in a core's L2.
@@ -139,17 +141,20 @@ class PreparedMatrix:
         #: Emission blocks run again because their slice of the buffer overflowed (all runs).
         self.emit_reruns = 0
 
-    def run(self, rows: np.ndarray, k: int, chunk_rows: int = 4096, emit: dict | None = None):
+    def run(self, rows: np.ndarray, k: int, chunk_rows: int = 4096, emit: dict | None = None, engine=None):
         """Top-k of the given rows: ``(idx [len(rows), k], val float64 [len(rows), k], cnt, npos)``.
 
         With ``emit = {"b_val", "b_key", "node_key"}`` (see
         :func:`~ml_core.graph.topk_kernel.topk_rows_kernel`) a fifth item is returned: the
-        emitted ``(row, col, val)`` arrays.
+        emitted ``(row, col, val)`` arrays. ``engine`` (:mod:`ml_core.graph.engine`; ``None`` =
+        here) runs the rows elsewhere, sharded by row blocks, with the same result.
         """
+        if engine is not None:
+            return engine.run(self, rows, k, chunk_rows, emit)
         rows = np.asarray(rows, np.int64)
         nt = n_threads()
         cost = self.row_cost[rows] if len(rows) else np.zeros(0)
-        blocks = _balanced_blocks(cost, chunk_rows, nt)
+        blocks = balanced_blocks(cost, 64 * nt, max(1, chunk_rows))
         kk = max(k, 1)
         out_idx = np.full((len(rows), kk), -1, np.int64)
         out_val = np.zeros((len(rows), kk), np.float64)
@@ -238,6 +243,7 @@ def topk_similarity(
     chunk_rows: int = 4096,
     *,
     stats: dict | None = None,
+    engine=None,
 ) -> CSR:
     """Row-row top-k similarity of ``a`` (see the module docstring for the definition).
 
@@ -251,10 +257,12 @@ def topk_similarity(
         chunk_rows (int): upper bound on rows per work block (blocks are also cost-balanced).
         stats (dict | None): filled with build statistics when given (see
             :func:`ml_core.graph.stats.similarity_stats`).
+        engine: where the rows are walked (:mod:`ml_core.graph.engine`; ``None`` = this
+            process); the result is the same bits either way.
     """
     t0 = time.perf_counter()
     prep = PreparedMatrix(a, measure, hub_degree_cap)
-    out_idx, out_val, out_cnt, out_npos = prep.run(np.arange(a.n_rows, dtype=np.int64), k, chunk_rows)
+    out_idx, out_val, out_cnt, out_npos = prep.run(np.arange(a.n_rows, dtype=np.int64), k, chunk_rows, engine=engine)
     adj = _rows_to_csr(out_idx, out_val, out_cnt, a.n_rows)
     if stats is not None:
         stats.update(similarity_stats(adj, prep, k, candidates=int(out_npos.sum())))
@@ -295,13 +303,13 @@ def hub_recall(a: CSR, k: int, measure: str, hub_degree_cap: int, sample_rows: i
 # --------------------------------------------------------------------------------------------
 def build_similarity_graph(
     a: CSR, node_ids: np.ndarray, kind: str, k: int, measure: str = "cosine", hub_degree_cap: int = 0,
-    chunk_rows: int = 4096, recall_sample_rows: int = 2000,
+    chunk_rows: int = 4096, recall_sample_rows: int = 2000, engine=None,
 ) -> SimilarityGraph:
     """One top-k similarity graph with its ``stats`` (time, memory, hubs, coverage, histograms)."""
     stats: dict = {}
     with MemWatch() as mem:
         t0 = time.perf_counter()
-        adj = topk_similarity(a, k, measure, hub_degree_cap, chunk_rows, stats=stats)
+        adj = topk_similarity(a, k, measure, hub_degree_cap, chunk_rows, stats=stats, engine=engine)
         stats["wall_time_s"] = round(time.perf_counter() - t0, 4)
     stats["peak_mem_delta_mb"] = mem.delta_mb
     stats["hub_degree_cap"] = int(hub_degree_cap)
@@ -312,11 +320,16 @@ def build_similarity_graph(
     return SimilarityGraph(np.asarray(node_ids, np.int64), adj, kind, stats)
 
 
-def build_similarity_graphs(bip, cfg) -> tuple[SimilarityGraph, SimilarityGraph]:
-    """User-user (on ``bip.ui``) and item-item (on ``bip.iu``) top-k graphs for ``GraphConfig``."""
-    kw = {"k": cfg.topk, "measure": cfg.similarity, "hub_degree_cap": cfg.hub_degree_cap, "chunk_rows": cfg.chunk_rows}
-    user = build_similarity_graph(bip.ui, bip.user_ids, "user", **kw)
-    item = build_similarity_graph(bip.iu, bip.item_ids, "item", **kw)
+def build_similarity_graphs(bip, cfg, engine=None) -> tuple[SimilarityGraph, SimilarityGraph]:
+    """User-user (on ``bip.ui``) and item-item (on ``bip.iu``) top-k graphs for ``GraphConfig``,
+    walked by ``engine`` (else one opened from ``cfg.engine``: :mod:`ml_core.graph.engine`)."""
+    from ml_core.graph.engine import engine_for  # the engine module builds on this one
+
+    with engine_for(cfg, engine) as eng:
+        kw = {"k": cfg.topk, "measure": cfg.similarity, "hub_degree_cap": cfg.hub_degree_cap, "chunk_rows": cfg.chunk_rows,
+              "engine": eng}
+        user = build_similarity_graph(bip.ui, bip.user_ids, "user", **kw)
+        item = build_similarity_graph(bip.iu, bip.item_ids, "item", **kw)
     return user, item
 
 

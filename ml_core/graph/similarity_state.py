@@ -143,14 +143,15 @@ def _default_buffer(k: int, buffer: int | None) -> int:
 
 def build_similarity_state(
     a: CSR, node_ids: np.ndarray, kind: str, k: int, measure: str = "cosine", hub_degree_cap: int = 0,
-    chunk_rows: int = 4096, buffer: int | None = None,
+    chunk_rows: int = 4096, buffer: int | None = None, engine=None,
 ) -> SimilarityState:
-    """Full build of one similarity state (top-``buffer`` per row) from the matrix ``a``."""
+    """Full build of one similarity state (top-``buffer`` per row) from the matrix ``a``; ``engine``:
+    where the rows are walked (:mod:`ml_core.graph.engine`, ``None`` = here, same result)."""
     buffer = _default_buffer(k, buffer)
     t0 = time.perf_counter()
     with MemWatch() as mem:
         prep = PreparedMatrix(a, measure, hub_degree_cap)
-        out = prep.run(np.arange(a.n_rows, dtype=np.int64), buffer, chunk_rows)
+        out = prep.run(np.arange(a.n_rows, dtype=np.int64), buffer, chunk_rows, engine=engine)
         state = _state_from_rows(node_ids, *out, buffer, k=k, measure=measure, hub_degree_cap=int(hub_degree_cap), kind=kind)
     graph = state.to_graph()
     stats = similarity_stats(graph.adj, prep, k, candidates=int(out[3].sum()))
@@ -226,15 +227,15 @@ def _boundaries(prev: SimilarityState, carried: _Carried) -> tuple[np.ndarray, n
     return kr, b_val, b_key
 
 
-def _walk_all(prep: PreparedMatrix, prev: SimilarityState, node_ids: np.ndarray, chunk_rows: int) -> SimilarityState:
+def _walk_all(prep: PreparedMatrix, prev: SimilarityState, node_ids: np.ndarray, chunk_rows: int, engine) -> SimilarityState:
     """Step 3, full path: every row walked, as in :func:`build_similarity_state` (re-walking
     the changed rows would cost about as much: the rows that change are the heavy ones)."""
-    out = prep.run(np.arange(len(node_ids), dtype=np.int64), prev.buffer, chunk_rows)
+    out = prep.run(np.arange(len(node_ids), dtype=np.int64), prev.buffer, chunk_rows, engine=engine)
     return _state_from_rows(node_ids, *out, prev.buffer, k=prev.k, measure=prev.measure,
                             hub_degree_cap=prev.hub_degree_cap, kind=prev.kind)
 
 
-def _walk_changed(prep: PreparedMatrix, carried: _Carried, emit: dict, buffer: int, chunk_rows: int, lap):
+def _walk_changed(prep: PreparedMatrix, carried: _Carried, emit: dict, buffer: int, chunk_rows: int, lap, engine):
     """Step 3, incremental path: the changed rows walked with emission, then the short rows
     (they only need their own list: their similarities with kept rows did not change, those
     are in the kept rows' ``S``). ``lap(name)`` is called after each walk (phase timings).
@@ -244,9 +245,9 @@ def _walk_changed(prep: PreparedMatrix, carried: _Carried, emit: dict, buffer: i
     """
     walk_c = np.flatnonzero(carried.changed).astype(np.int64)
     walk_r = np.flatnonzero(carried.short).astype(np.int64)
-    c_idx, c_val, c_cnt, c_npos, emitted = prep.run(walk_c, buffer, chunk_rows, emit=emit)
+    c_idx, c_val, c_cnt, c_npos, emitted = prep.run(walk_c, buffer, chunk_rows, emit=emit, engine=engine)
     lap("walk_changed")
-    r_idx, r_val, r_cnt, r_npos = prep.run(walk_r, buffer, chunk_rows)
+    r_idx, r_val, r_cnt, r_npos = prep.run(walk_r, buffer, chunk_rows, engine=engine)
     lap("walk_short_buffer")
     walked = (np.concatenate([c_idx, r_idx]), np.concatenate([c_val, r_val]),
               np.concatenate([c_cnt, r_cnt]), np.concatenate([c_npos, r_npos]))
@@ -310,7 +311,7 @@ class _Laps:
 
 def refresh_similarity_state(
     prev: SimilarityState, a: CSR, node_ids: np.ndarray, changed: np.ndarray, chunk_rows: int = 4096,
-    max_walk_share: float = 0.5,
+    max_walk_share: float = 0.5, engine=None,
 ) -> SimilarityState:
     """Exact refresh of a similarity state for the new matrix ``a`` (rows = ``node_ids``).
 
@@ -324,6 +325,7 @@ def refresh_similarity_state(
             work (sum of their 2-hop walk lengths), walk every row instead: the result is the
             same, and on such days it is faster (heavy rows cost more per pair). ``1.0`` forces
             the incremental path, ``0.0`` the full one.
+        engine: where the rows are walked (:mod:`ml_core.graph.engine`; ``None`` = here).
 
     The state's ``stats`` add to :func:`~ml_core.graph.stats.similarity_stats` the path taken
     (``mode``), the row counts of each step and ``phase_s``, the seconds of each step.
@@ -341,7 +343,7 @@ def refresh_similarity_state(
         est_share = float(prep.row_cost[~carried.kept].sum()) / total_cost if total_cost else 0.0
         rebuild = est_share > max_walk_share
         if rebuild:
-            state = _walk_all(prep, prev, node_ids, chunk_rows)
+            state = _walk_all(prep, prev, node_ids, chunk_rows, engine)
             laps("walk_changed")
             laps("walk_short_buffer")
             walk = np.arange(len(node_ids), dtype=np.int64)
@@ -349,7 +351,7 @@ def refresh_similarity_state(
             n_emitted = 0
         else:
             emit = {"b_val": b_val, "b_key": b_key, "node_key": node_ids}
-            walk, walked, emitted = _walk_changed(prep, carried, emit, prev.buffer, chunk_rows, laps)
+            walk, walked, emitted = _walk_changed(prep, carried, emit, prev.buffer, chunk_rows, laps, engine)
             state = _merge_rows(prev, node_ids, carried, kr, walk, walked, emitted)
             n_emitted = len(emitted[0])
         laps("merge")
@@ -370,11 +372,7 @@ def refresh_similarity_state(
 
 
 def _merge_kept(kr, s_ptr, s_idx, s_val, e_ptr, e_idx, e_val, indptr, out_idx, out_val):
-    starts_s = s_ptr[kr]
-    ends_s = s_ptr[kr + 1]
-    starts_e = e_ptr[kr]
-    ends_e = e_ptr[kr + 1]
-    _merge_kernel(starts_s, ends_s, s_idx, s_val, starts_e, ends_e, e_idx, e_val, indptr[kr], indptr[kr + 1],
+    _merge_kernel(s_ptr[kr], s_ptr[kr + 1], s_idx, s_val, e_ptr[kr], e_ptr[kr + 1], e_idx, e_val, indptr[kr], indptr[kr + 1],
                   out_idx, out_val)
 
 

@@ -24,19 +24,23 @@ def rss_mb() -> float:
 
 class MemWatch:
     """Peak RSS growth over a ``with`` block, sampled by a background thread every ``interval``
-    seconds (numba allocations are not seen by tracemalloc): ``delta_mb`` after the block."""
+    seconds (numba allocations are not seen by tracemalloc): ``delta_mb`` after the block.
+    A subclass may measure something else by overriding :meth:`sample` (MiB)."""
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
 
+    def sample(self) -> float:
+        return rss_mb()
+
     def __enter__(self):
-        self.base = rss_mb()
+        self.base = self.sample()
         self.peak = self.base
         self._stop = threading.Event()
 
         def loop():
             while not self._stop.wait(self.interval):
-                self.peak = max(self.peak, rss_mb())
+                self.peak = max(self.peak, self.sample())
 
         self._t = threading.Thread(target=loop, daemon=True)
         self._t.start()
@@ -45,7 +49,7 @@ class MemWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
-        self.peak = max(self.peak, rss_mb())
+        self.peak = max(self.peak, self.sample())
 
     @property
     def delta_mb(self) -> float:

@@ -52,7 +52,8 @@ class BipartiteSummary:
 @dataclass
 class SimilaritySummary:
     """One similarity graph's metadata: mode, size, k, measure, share of nodes with no
-    neighbour, cost, hub handling (``hub_recall_at_k`` only when measured)."""
+    neighbour, cost, hub handling (``hub_recall_at_k`` only when measured), where its rows were
+    walked (``engine``: graph.engine)."""
 
     mode: str
     nodes: int
@@ -66,6 +67,7 @@ class SimilaritySummary:
     pairs_counted: int
     exact: bool
     rows_recomputed_share: float
+    engine: str
     hub_recall_at_k: float | None = None
 
 
@@ -82,13 +84,13 @@ class GraphsResult:
     item_similarity: SimilaritySummary
 
 
-def _similarity_summary(st: dict) -> SimilaritySummary:
+def _similarity_summary(st: dict, engine: str) -> SimilaritySummary:
     return SimilaritySummary(
         mode=st["mode"], nodes=st["n_nodes"], edges=st["n_edges"], k=st["k"], measure=st["measure"],
         no_neighbor_share=st["share_no_similar_neighbour"], seconds=st["wall_time_s"],
         peak_mem_delta_mb=st["peak_mem_delta_mb"], hub_nodes_skipped=st["hub_nodes_skipped"],
         pairs_counted=st["pairs_counted"], exact=st["exact"], rows_recomputed_share=st.get("walk_cost_share", 1.0),
-        hub_recall_at_k=st.get("hub_recall_at_k"))
+        engine=engine, hub_recall_at_k=st.get("hub_recall_at_k"))
 
 
 def _previous_window(cfg: PipelineConfig, lake: Lake, day):
@@ -123,6 +125,7 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
 def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> GraphsResult:
     """Build (or refresh) day ``day``'s three graphs from the logs of ``log_days`` and write
     them as three partitions."""
+    from ml_core.graph.engine import engine_for
     from ml_core.graph.incremental import (
         IncrementalNotSupported,
         build_window,
@@ -131,21 +134,23 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
 
     reason = "graph.incremental = false"
     result = None
-    if cfg.graph.incremental and log_days:
-        prev, info = _previous_window(cfg, lake, day)
-        if prev is None:
-            reason = info
-        else:
-            entering = [d for d in log_days if d not in info]
-            leaving = [d for d in info if d not in log_days]
-            try:
-                result = refresh_window(prev, scan_logs(lake, entering), scan_logs(lake, leaving),
-                                        cfg.graph, log_days, verify=cfg.graph.verify_incremental)
-            except IncrementalNotSupported as e:
-                reason = str(e)
-    if result is None:
-        result = build_window(scan_logs(lake, log_days), cfg.graph, log_days)
-        result.stats["full_rebuild_reason"] = reason
+    with engine_for(cfg.graph) as engine:  # graph.engine: one (local) cluster for the whole stage
+        if cfg.graph.incremental and log_days:
+            prev, info = _previous_window(cfg, lake, day)
+            if prev is None:
+                reason = info
+            else:
+                entering = [d for d in log_days if d not in info]
+                leaving = [d for d in info if d not in log_days]
+                try:
+                    result = refresh_window(prev, scan_logs(lake, entering), scan_logs(lake, leaving),
+                                            cfg.graph, log_days, verify=cfg.graph.verify_incremental, engine=engine)
+                except IncrementalNotSupported as e:
+                    reason = str(e)
+        if result is None:
+            result = build_window(scan_logs(lake, log_days), cfg.graph, log_days, engine=engine)
+            result.stats["full_rebuild_reason"] = reason
+    result.stats["engine"] = cfg.graph.engine
     inputs = json.dumps(graph_inputs(cfg, lake, log_days), indent=1)
     for key, asset in GRAPH_ASSETS.items():
         with lake.write_dir(asset, day) as tmp:
@@ -160,6 +165,6 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
             mode=stats["mode"], window_days=log_days, users=b["n_users"], items=b["n_items"], edges=b["n_edges"],
             user_degree=b["user_degree"], item_degree=b["item_degree"], seconds=b["wall_time_s"],
             peak_mem_delta_mb=b["peak_mem_delta_mb"], full_rebuild_reason=stats.get("full_rebuild_reason", "")),
-        user_similarity=_similarity_summary(stats["user_sim"]),
-        item_similarity=_similarity_summary(stats["item_sim"]),
+        user_similarity=_similarity_summary(stats["user_sim"], cfg.graph.engine),
+        item_similarity=_similarity_summary(stats["item_sim"], cfg.graph.engine),
     )

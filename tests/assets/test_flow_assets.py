@@ -79,7 +79,7 @@ def test_metadata_is_useful(flow):
     bip = _latest(instance, "bipartite_graph", DAYS[-1]).metadata
     assert bip["edges"].value > 0 and "degree_distribution" in bip and bip["user_degree"].value["max"] > 1
     sim = _latest(instance, "user_similarity_graph", DAYS[-1]).metadata
-    assert 0.0 <= sim["no_neighbor_share"].value < 1.0
+    assert 0.0 <= sim["no_neighbor_share"].value < 1.0 and sim["engine"].value == "local"
     samples = _latest(instance, "training_samples", DAYS[-1]).metadata
     assert samples["label_rates"].value["label_click"] == pytest.approx(0.2, abs=0.01)
 
