@@ -199,7 +199,7 @@ def test_sweep_clears_only_what_dead_writers_left(tmp_path):
     (base / f"ds={DAY}" / VERSION_FILE).write_text("new")
     tmp_dead = base / f".tmp-ds=2026-01-03-00000001~{dead}"
     old_with_target = base / f".old-ds={DAY}-00000002~{dead}"
-    old_alone = base / f".old-ds=2026-01-04-00000003~{dead}"  # killed between the two renames
+    old_alone = base / f".old-ds=2026-01-05-00000003~{dead}"  # killed between the two renames
     legacy_young = base / ".tmp-ds=2026-01-05-00000004"
     legacy_old = base / ".tmp-ds=2026-01-06-00000005"
     for d in (tmp_dead, old_with_target, old_alone, legacy_young, legacy_old):
@@ -212,8 +212,8 @@ def test_sweep_clears_only_what_dead_writers_left(tmp_path):
     with atomic_dir(base / "ds=2026-01-07") as live_tmp:  # a live writer's temp dir (this process)
         done = sweep_stale_writes(tmp_path)
         assert live_tmp.exists()
-    assert sorted(p.name for p in base.iterdir()) == [legacy_young.name, f"ds={DAY}", "ds=2026-01-04", "ds=2026-01-07"]
-    assert (base / "ds=2026-01-04" / VERSION_FILE).read_text() == "previous"  # the previous version is back
+    assert sorted(p.name for p in base.iterdir()) == [legacy_young.name, f"ds={DAY}", "ds=2026-01-05", "ds=2026-01-07"]
+    assert (base / "ds=2026-01-05" / VERSION_FILE).read_text() == "previous"  # the previous version is back
     assert (base / f"ds={DAY}" / VERSION_FILE).read_text() == "new"
     assert not pointer_tmp.exists()
     assert len(done) == 5, done

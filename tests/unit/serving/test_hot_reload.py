@@ -114,8 +114,9 @@ def test_a_failed_load_keeps_serving(mmoe, serve_root):
     holder = ModelHolder(serve_root, ServeOptions(watch_s=WATCH_S), metrics := Metrics())
     assert holder.poll() is None  # the pointer has not moved
     broken = mmoe.version + "-broken"
-    shutil.copytree(store.version_dir(mmoe.version), store.version_dir(broken), ignore=shutil.ignore_patterns("context"))
+    publish_copy(store, mmoe.version, broken)
     store.set_production(broken, {"partition": "test"})
+    shutil.rmtree(store.version_dir(broken) / "context")  # damaged after its promotion (the gate refuses a damaged one)
     assert holder.poll() is None and holder.current.version == mmoe.version
     assert 'moge_reloads_total{result="failed"} 1' in metrics.render()
     assert holder.poll() is None and 'moge_reloads_total{result="failed"} 1' in metrics.render()  # not retried
