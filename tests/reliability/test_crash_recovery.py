@@ -291,7 +291,7 @@ def test_killed_run_command_is_recovered(tmp_path, recovered_by):
     assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     assert "is gone" in _failure_message(instance, killed)
     statuses = sorted(r.status.value for r in instance.get_runs())
-    assert statuses == ["FAILURE"] + ["SUCCESS"] * 14, statuses  # 4 log + 3 data runs, the killed model run; 8 again
+    assert statuses == ["FAILURE"] + ["SUCCESS"] * 15, statuses  # 4 log + 3 data runs, the killed model run; 4 + 3 + 1 again
     # the lake: nothing hidden left, every partition complete (its content hash is its version)
     assert hidden_entries(data) == []
     parts = [p for p in (data / "lake").glob("*/ds=*")]

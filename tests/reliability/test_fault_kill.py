@@ -32,14 +32,14 @@ from tests.reliability.faults import (
 #: (the write to crash in, the job that runs it, when). The graphs multi-asset writes its three
 #: partitions in turn: its last (the item similarity graph) is killed, after the other two were replaced.
 CASES = [
-    ("interaction_logs", "daily_data", "publish"),
+    ("interaction_logs", "daily_logs", "publish"),
     ("item_similarity_graph", "daily_data", "publish"),
     ("node_features", "daily_data", "publish"),
     ("training_samples", "daily_data", "publish"),
     ("trained_model", "daily_model", "publish"),
     ("model_evaluation", "daily_model", "publish"),
     ("deployed_model", "daily_model", "publish"),
-    ("interaction_logs", "daily_data", "mid_write"),
+    ("interaction_logs", "daily_logs", "mid_write"),
     ("bipartite_graph", "daily_data", "mid_write"),
     ("trained_model", "daily_model", "mid_write"),
 ]
