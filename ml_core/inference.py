@@ -20,6 +20,7 @@ would otherwise rank them (a NaN sorts above every finite score).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.reps import NodeReps
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
 from ml_core.progress import Progress, format_duration
@@ -58,28 +60,69 @@ def progress_line(what: str, progress: Progress, n_samples: int) -> str:
             f"ETA {format_duration(progress.eta_s())}")
 
 
+#: how :func:`predict` scores: ``"nodes"`` - every node encoded once, layer-wise over the day
+#: (:meth:`~ml_core.models.base.RecModel.encode_nodes`), pairs scored from the representations;
+#: ``"pairs"`` - per batch, a neighbourhood sampled around the batch's pairs and the GNN run on it
+PATHS = ("nodes", "pairs")
+
+
+@torch.no_grad()
+def encode_day(model: RecModel, ctx: DayContext, encode_fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+    """``model`` (switched to eval mode and handed ``ctx`` first, ``prepare_inference``) encodes
+    every node of ``ctx``: the :class:`~ml_core.contracts.reps.NodeReps` to score pairs from.
+    ``encode_fanouts``: None = every neighbour, else per-layer fan-outs seeded by ``seed``."""
+    model.eval()
+    model.prepare_inference(ctx)
+    device = next(model.parameters()).device
+    on_device = dataclasses.replace(ctx, users=ctx.users.to(device), items=ctx.items.to(device))
+    return model.encode_nodes(on_device, encode_fanouts, seed)
+
+
 @torch.no_grad()
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
             prefetch: int = 2, tasks: list[str] | None = None, log=None, log_every: int = 50,
-            what: str = "scoring") -> np.ndarray:
-    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
-    batches built ``prefetch`` ahead in a background thread, same batches either way). The model
-    is switched to eval mode and handed ``ctx`` (``model.prepare_inference(ctx)``) first.
-    ``FloatingPointError`` when any is NaN or infinite (:func:`require_finite_probs`; ``tasks``
-    names the columns in its message). ``log`` (a ``str -> None`` callable, default silent) gets a
-    :func:`progress_line` starting with ``what`` every ``log_every`` batches (0 = never)."""
+            what: str = "scoring", path: str = "nodes", encode_fanouts: list[int] | None = None,
+            reps: NodeReps | None = None) -> np.ndarray:
+    """Probabilities ``[n_samples, K]`` for every sample of ``ctx``, in sample order.
+
+    ``path="nodes"`` (default): every node encoded once (:func:`encode_day`, ``encode_fanouts``:
+    None = every neighbour; or the given ``reps`` of ``ctx``'s node spaces, e.g. a bundle's),
+    then the samples scored from the representations in batches of ``batch_size``.
+    ``path="pairs"``: per batch, seeded neighbour sampling with ``fanouts`` around the batch's
+    pairs (batches built ``prefetch`` ahead in a background thread, same batches either way) and
+    the model run on the subgraphs. Either way the model is switched to eval mode and handed
+    ``ctx`` (``model.prepare_inference(ctx)``) first. ``FloatingPointError`` when any probability
+    is NaN or infinite (:func:`require_finite_probs`; ``tasks`` names the columns in its
+    message). ``log`` (a ``str -> None`` callable, default silent) gets a :func:`progress_line`
+    starting with ``what`` every ``log_every`` batches (0 = never)."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     device = next(model.parameters()).device
     model.eval()
-    model.prepare_inference(ctx)
-    maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
-    gen = torch.Generator().manual_seed(seed)
-    plan = batch_plan([ctx], batch_size, shuffle=False, rng=None)
-    progress = Progress(len(plan), log_every if log is not None else 0)
+    if path == "nodes":
+        if reps is None:
+            reps = encode_day(model, ctx, encode_fanouts, seed)
+        elif (reps.n_users, reps.n_items) != (len(ctx.user_raw), len(ctx.item_raw)):
+            raise ValueError(f"node representations of {reps.n_users} users / {reps.n_items} items do not match "
+                             f"day {ctx.day}'s node spaces ({len(ctx.user_raw)} / {len(ctx.item_raw)})")
+        reps = reps.to(device)
+        users = torch.from_numpy(ctx.sample_user).to(device)
+        items = torch.from_numpy(ctx.sample_item).to(device)
+        batches = ((users[s:s + batch_size], items[s:s + batch_size]) for s in range(0, ctx.n_samples, batch_size))
+        score = lambda b: model.score_encoded(reps, *b)
+        n_batches = -(-ctx.n_samples // batch_size)
+    else:
+        model.prepare_inference(ctx)
+        maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
+        plan = batch_plan([ctx], batch_size, shuffle=False, rng=None)
+        batches = iterate([maker], plan, torch.Generator().manual_seed(seed), prefetch=prefetch)
+        score = lambda b: model(b.to(device))
+        n_batches = len(plan)
+    progress = Progress(n_batches, log_every if log is not None else 0)
     out = []
-    for batch in iterate([maker], plan, gen, prefetch=prefetch):
-        logits = model(batch.to(device))
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
-        if progress.advance(len(batch)):
+    for batch in batches:
+        out.append(torch.sigmoid(score(batch).float()).cpu().numpy())
+        if progress.advance(len(batch[0]) if isinstance(batch, tuple) else len(batch)):
             log(progress_line(what, progress, ctx.n_samples))
     if not out:  # no samples: [0, K], so per-task metrics come out NaN with n = 0 instead of failing
         labels = np.asarray(ctx.labels)
