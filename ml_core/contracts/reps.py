@@ -91,6 +91,13 @@ class NodeReps:
         return NodeReps(self.users.to(device), self.items.to(device), {k: v.to(device) for k, v in self.user_reps.items()},
                         {k: v.to(device) for k, v in self.item_reps.items()}, self.neighbours)
 
+    def take(self, user_rows: np.ndarray, item_rows: np.ndarray) -> NodeReps:
+        """The nodes ``user_rows`` / ``item_rows`` only, in that order."""
+        u = torch.as_tensor(np.asarray(user_rows), dtype=torch.long, device=self.users.ids.device)
+        i = torch.as_tensor(np.asarray(item_rows), dtype=torch.long, device=self.items.ids.device)
+        return NodeReps(self.users[u], self.items[i], {k: v.index_select(0, u) for k, v in self.user_reps.items()},
+                        {k: v.index_select(0, i) for k, v in self.item_reps.items()}, self.neighbours)
+
     def cat(self, other: NodeReps) -> NodeReps:
         """These nodes followed by ``other``'s (same representation names), e.g. a snapshot's
         nodes and the isolated nodes a request adds after them."""
