@@ -151,3 +151,45 @@ def iterate(makers: list[BatchMaker], plan: list[tuple[int, np.ndarray]], genera
                 q.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
+
+
+def layer_edges(ctx: DayContext, channels: tuple[str, ...], n_layers: int, fanouts: list[int] | None = None,
+                seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Per layer ``l = 0..n_layers-1``, each channel's edges over the whole day: ``[2, E]``
+    (row 0 = neighbour, row 1 = the node it updates, both node-space rows of the channel;
+    grouped by target) for layer-wise inference over every node (:mod:`ml_core.contracts.reps`).
+
+    ``fanouts=None``: every neighbour, the same edges at every layer. Otherwise each node draws
+    its neighbours afresh per layer with the per-pair path's sampler (uniform, without
+    replacement, :class:`~ml_core.graph.sampler.NeighborSampler`): layer ``l`` takes
+    ``fanouts[n_layers - 1 - l]``, the fan-out the per-pair path uses for the nodes that layer
+    updates (the last layer updates the seeds from their hop-1 sample, ``fanouts[0]``; layer 0 of
+    a two-layer model updates the hop-1 nodes from their hop-2 sample, ``fanouts[1]``), seeded by
+    ``seed`` (the same seed, the same edges).
+    """
+    from ml_core.graph.sampler import NeighborSampler
+
+    missing = [c for c in channels if c not in ctx.channels]
+    if missing:
+        raise ValueError(f"day {ctx.day}: layer-wise inference needs the channel graphs {missing}; "
+                         "build the context with_graph=True")
+    if fanouts is not None and len(fanouts) < n_layers:
+        raise ValueError(f"{n_layers} layers need {n_layers} fan-outs, got {list(fanouts)}")
+    if fanouts is None:
+        full = {}
+        for c in channels:
+            csr = ctx.channels[c]
+            full[c] = torch.stack([torch.as_tensor(np.asarray(csr.indices), dtype=torch.long),
+                                   torch.as_tensor(csr.row_of_entries(), dtype=torch.long)])
+        return [full] * n_layers
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for layer in range(n_layers):
+        f = int(fanouts[n_layers - 1 - layer])
+        edges = {}
+        for c in channels:
+            csr = ctx.channels[c]
+            # every node is a seed, listed in order: the subgraph's local ids are the node-space rows
+            edges[c] = NeighborSampler(csr, [f]).sample(torch.arange(csr.n_rows), generator=gen).edge_index
+        out.append(edges)
+    return out

@@ -11,6 +11,9 @@ A bundle is a directory::
                          how the weights started (init) and why training stopped, metrics
     optimizer.pt         (train.warm_start_optimizer) the optimizer's state by parameter name
     context/             (deployed bundles) the graph snapshot + node features it serves with
+    node_reps.npz        (deployed bundles) every snapshot node's representations, computed once
+                         layer-wise over the snapshot's graphs (:mod:`ml_core.contracts.reps`);
+                         described by the manifest's ``node_reps`` entry
 
 Store layout under ``<root>/registry`` (the directory name predates this module; serving
 copies and reads it as is)::
@@ -32,9 +35,11 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
@@ -64,6 +69,34 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[Rec
     model.load_state_dict(state)
     model.to(device).eval()
     return model, FeatureSpec.load(directory), mspec, meta
+
+
+#: a deployed bundle's node representations (next to ``context/``)
+NODE_REPS_FILE = "node_reps.npz"
+
+
+def save_node_reps(directory: Path, reps: NodeReps, user_raw: np.ndarray, item_raw: np.ndarray) -> dict:
+    """Write ``reps`` (node spaces ``user_raw`` / ``item_raw``) to ``directory/node_reps.npz``
+    atomically; returns its manifest entry (file, neighbourhoods, node counts, each
+    representation's shape and dtype, bytes on disk)."""
+    path = Path(directory) / NODE_REPS_FILE
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **reps.to_arrays(user_raw, item_raw))
+    tmp.replace(path)
+    shapes = {k: [list(v.shape), str(v.dtype).removeprefix("torch.")]
+              for k, v in {**reps.user_reps, **reps.item_reps}.items()}
+    return {"file": NODE_REPS_FILE, "neighbours": reps.neighbours, "users": reps.n_users, "items": reps.n_items,
+            "representations": shapes, "bytes": path.stat().st_size}
+
+
+def load_node_reps(directory: Path) -> tuple[NodeReps, np.ndarray, np.ndarray] | None:
+    """``(reps, user_raw, item_raw)`` of ``directory/node_reps.npz``, or None without one."""
+    path = Path(directory) / NODE_REPS_FILE
+    if not path.exists():
+        return None
+    with np.load(path) as arrays:
+        return NodeReps.from_arrays(arrays)
 
 
 def read_manifest(directory: Path) -> dict:

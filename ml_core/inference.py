@@ -1,8 +1,13 @@
 """Inference: a trained model's probabilities and metrics on a day it never saw.
 
 Used by evaluation (the pipeline's model_evaluation), the model comparison and serving; nothing
-here trains. :func:`predict` scores every sample of a :class:`~ml_core.contracts.day.DayContext`
-with seeded neighbour sampling (so the same seed gives the same scores); :func:`evaluate` builds
+here trains. :func:`predict` scores every sample of a :class:`~ml_core.contracts.day.DayContext`:
+by default every node is encoded once, layer-wise over the day's whole graphs
+(:func:`encode_day`, :meth:`~ml_core.models.base.RecModel.encode_nodes`), and the pairs are
+scored from the node representations (:func:`score_rows`), so the cost grows with nodes + pairs,
+not with one sampled subgraph per batch of pairs; ``path="pairs"`` is the per-batch path (seeded
+neighbour sampling around each batch's pairs, so the same seed gives the same scores), kept as
+the reference the benchmark and the tests compare with. :func:`evaluate` builds
 the day's context (with its graphs when the model samples subgraphs, ``graph_needs.subgraphs``,
 or reads the scored day's whole graph, ``reads_day_graph_at_inference``) and returns per-task
 GAUC / AUC / logloss (and, for a task nested in another such as purchase within click, its GAUC
@@ -20,6 +25,7 @@ would otherwise rank them (a NaN sorts above every finite score).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +34,7 @@ import torch
 from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.reps import NodeReps
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
 from ml_core.progress import Progress, format_duration
@@ -58,33 +65,91 @@ def progress_line(what: str, progress: Progress, n_samples: int) -> str:
             f"ETA {format_duration(progress.eta_s())}")
 
 
+#: how :func:`predict` scores: ``"nodes"`` - every node encoded once, layer-wise over the day
+#: (:meth:`~ml_core.models.base.RecModel.encode_nodes`), pairs scored from the representations;
+#: ``"pairs"`` - per batch, a neighbourhood sampled around the batch's pairs and the GNN run on it
+PATHS = ("nodes", "pairs")
+
+
+@torch.no_grad()
+def encode_day(model: RecModel, ctx: DayContext, encode_fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+    """``model`` (switched to eval mode and handed ``ctx`` first, ``prepare_inference``) encodes
+    every node of ``ctx``: the :class:`~ml_core.contracts.reps.NodeReps` to score pairs from.
+    ``encode_fanouts``: None = every neighbour, else per-layer fan-outs seeded by ``seed``."""
+    model.eval()
+    model.prepare_inference(ctx)
+    device = next(model.parameters()).device
+    on_device = dataclasses.replace(ctx, users=ctx.users.to(device), items=ctx.items.to(device))
+    return model.encode_nodes(on_device, encode_fanouts, seed)
+
+
 @torch.no_grad()
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int = 2048, seed: int = 0,
             prefetch: int = 2, tasks: list[str] | None = None, log=None, log_every: int = 50,
-            what: str = "scoring") -> np.ndarray:
-    """Probabilities ``[n_samples, K]`` for every sample of ``ctx`` (seeded neighbour sampling;
-    batches built ``prefetch`` ahead in a background thread, same batches either way). The model
-    is switched to eval mode and handed ``ctx`` (``model.prepare_inference(ctx)``) first.
-    ``FloatingPointError`` when any is NaN or infinite (:func:`require_finite_probs`; ``tasks``
-    names the columns in its message). ``log`` (a ``str -> None`` callable, default silent) gets a
-    :func:`progress_line` starting with ``what`` every ``log_every`` batches (0 = never)."""
+            what: str = "scoring", path: str = "nodes", encode_fanouts: list[int] | None = None,
+            reps: NodeReps | None = None) -> np.ndarray:
+    """Probabilities ``[n_samples, K]`` for every sample of ``ctx``, in sample order.
+
+    ``path="nodes"`` (default): every node encoded once (:func:`encode_day`, ``encode_fanouts``:
+    None = every neighbour; or the given ``reps`` of ``ctx``'s node spaces, e.g. a bundle's),
+    then the samples scored from the representations in batches of ``batch_size``.
+    ``path="pairs"``: per batch, seeded neighbour sampling with ``fanouts`` around the batch's
+    pairs (batches built ``prefetch`` ahead in a background thread, same batches either way) and
+    the model run on the subgraphs. The model is switched to eval mode and, unless ``reps`` are
+    given, handed ``ctx`` (``model.prepare_inference(ctx)``) first. ``FloatingPointError`` when any probability
+    is NaN or infinite (:func:`require_finite_probs`; ``tasks`` names the columns in its
+    message). ``log`` (a ``str -> None`` callable, default silent) gets a :func:`progress_line`
+    starting with ``what`` every ``log_every`` batches (0 = never)."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     device = next(model.parameters()).device
     model.eval()
+    if path == "nodes":
+        if reps is None:
+            reps = encode_day(model, ctx, encode_fanouts, seed)
+        elif (reps.n_users, reps.n_items) != (len(ctx.user_raw), len(ctx.item_raw)):
+            raise ValueError(f"node representations of {reps.n_users} users / {reps.n_items} items do not match "
+                             f"day {ctx.day}'s node spaces ({len(ctx.user_raw)} / {len(ctx.item_raw)})")
+        progress = Progress(-(-ctx.n_samples // batch_size), log_every if log is not None else 0)
+        on_batch = lambda n: progress.advance(n) and log(progress_line(what, progress, ctx.n_samples))
+        probs = score_rows(model, reps, ctx.sample_user, ctx.sample_item, batch_size, on_batch)
+        return require_finite_probs(probs, tasks) if len(probs) else _no_samples(ctx, tasks)
     model.prepare_inference(ctx)
     maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
-    gen = torch.Generator().manual_seed(seed)
     plan = batch_plan([ctx], batch_size, shuffle=False, rng=None)
     progress = Progress(len(plan), log_every if log is not None else 0)
     out = []
-    for batch in iterate([maker], plan, gen, prefetch=prefetch):
-        logits = model(batch.to(device))
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
+    for batch in iterate([maker], plan, torch.Generator().manual_seed(seed), prefetch=prefetch):
+        out.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
         if progress.advance(len(batch)):
             log(progress_line(what, progress, ctx.n_samples))
-    if not out:  # no samples: [0, K], so per-task metrics come out NaN with n = 0 instead of failing
-        labels = np.asarray(ctx.labels)
-        return np.zeros((0, labels.shape[1] if labels.ndim == 2 else len(tasks or [])), np.float32)
-    return require_finite_probs(np.concatenate(out), tasks)
+    return require_finite_probs(np.concatenate(out), tasks) if out else _no_samples(ctx, tasks)
+
+
+def _no_samples(ctx: DayContext, tasks: list[str] | None) -> np.ndarray:
+    """``[0, K]``: with no samples per-task metrics come out NaN with n = 0 instead of failing."""
+    labels = np.asarray(ctx.labels)
+    return np.zeros((0, labels.shape[1] if labels.ndim == 2 else len(tasks or [])), np.float32)
+
+
+@torch.no_grad()
+def score_rows(model: RecModel, reps: NodeReps, user_rows: np.ndarray, item_rows: np.ndarray,
+               batch_size: int = 2048, on_batch=None) -> np.ndarray:
+    """Probabilities ``[n, K]`` of the pairs ``(user_rows[j], item_rows[j])`` (node-space rows of
+    ``reps``), scored from the representations in batches of ``batch_size`` on the model's
+    device (:meth:`~ml_core.models.base.RecModel.score_encoded`; the model must be in eval mode).
+    ``on_batch(n)`` is called after each batch of ``n`` pairs. Empty input: ``[0, 0]``."""
+    device = next(model.parameters()).device
+    reps = reps.to(device)
+    users = torch.as_tensor(np.asarray(user_rows), dtype=torch.long, device=device)
+    items = torch.as_tensor(np.asarray(item_rows), dtype=torch.long, device=device)
+    out = []
+    for s in range(0, len(users), batch_size):
+        logits = model.score_encoded(reps, users[s:s + batch_size], items[s:s + batch_size])
+        out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        if on_batch is not None:
+            on_batch(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 @dataclass
@@ -99,12 +164,15 @@ class ScoredDay:
 
 
 def score_day(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0,
-              log=None, log_every: int = 50, what: str = "scoring") -> ScoredDay:
+              log=None, log_every: int = 50, what: str = "scoring", path: str = "nodes",
+              encode_fanouts: list[int] | None = None) -> ScoredDay:
     """:func:`evaluate` keeping the predictions (what a paired comparison of two models needs);
-    ``log``, ``log_every``, ``what``: :func:`predict`'s progress lines (default: silent)."""
+    ``log``, ``log_every``, ``what``: :func:`predict`'s progress lines (default: silent);
+    ``path``, ``encode_fanouts``: :func:`predict`'s (default: every node encoded once, every neighbour)."""
     model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
     ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
-    probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks, log=log, log_every=log_every, what=what)
+    probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks, log=log, log_every=log_every, what=what,
+                    path=path, encode_fanouts=encode_fanouts)
     metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0

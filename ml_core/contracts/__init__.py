@@ -8,12 +8,15 @@
   model is built from.
 * :mod:`~ml_core.contracts.day` - :class:`DayInputs` (one day as stored) and
   :class:`DayContext` (its node spaces and adjacencies, encoded).
+* :mod:`~ml_core.contracts.reps` - :class:`NodeReps`: every node's representations of a day,
+  what pairs are scored from.
 """
 
 from ml_core.contracts.batch import CHANNELS, Batch, ChannelBatch, NodeTable
 from ml_core.contracts.day import DayContext, DayInputs, extend_rows, space_lookup
 from ml_core.contracts.features import FeatureSpec, SideSpec
+from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
 
-__all__ = ["CHANNELS", "Batch", "ChannelBatch", "DayContext", "DayInputs", "FeatureSpec", "ModelSpec", "NodeTable",
+__all__ = ["CHANNELS", "Batch", "ChannelBatch", "DayContext", "DayInputs", "FeatureSpec", "ModelSpec", "NodeReps", "NodeTable",
            "SideShape", "SideSpec", "extend_rows", "space_lookup"]

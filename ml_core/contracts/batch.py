@@ -71,6 +71,9 @@ class Batch:
     user_index: torch.Tensor  # [B] node-space rows (for per-day graph operators)
     item_index: torch.Tensor  # [B]
     channels: dict[str, ChannelBatch] | None = None
+    #: precomputed per-sample node representations (``{"h_u": [B, d], ...}``, from
+    #: :meth:`~ml_core.contracts.reps.NodeReps.batch`): a graph model reads them instead of ``channels``
+    reps: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -80,4 +83,5 @@ class Batch:
             self.labels.to(device), self.user.to(device), self.item.to(device),
             self.user_index.to(device), self.item_index.to(device),
             None if self.channels is None else {k: v.to(device) for k, v in self.channels.items()},
+            None if self.reps is None else {k: v.to(device) for k, v in self.reps.items()},
         )

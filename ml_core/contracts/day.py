@@ -93,6 +93,20 @@ class DayContext:
             ctx.channels = ctx._channel_adjacency(inputs)
         return ctx
 
+    @classmethod
+    def isolated(cls, day: str, user_raw: np.ndarray, item_raw: np.ndarray, users: NodeTable, items: NodeTable,
+                 with_graph: bool) -> DayContext:
+        """A context of nodes without any edge and without samples (e.g. the ids a request adds to
+        a snapshot, whose representations are then those of isolated nodes); ``with_graph``:
+        empty channel adjacencies of the right sizes."""
+        nu, ni = len(users), len(items)
+        empty = lambda n: CSR(np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+        none = np.zeros(0, np.int64)
+        return cls(day=day, user_raw=np.asarray(user_raw, np.int64), item_raw=np.asarray(item_raw, np.int64),
+                   users=users, items=items, sample_user=none, sample_item=none, sample_user_raw=none,
+                   labels=np.zeros((0, 0), np.float32),
+                   channels={"bipartite": empty(nu + ni), "user_sim": empty(nu), "item_sim": empty(ni)} if with_graph else {})
+
     def _channel_adjacency(self, inputs: DayInputs) -> dict[str, CSR]:
         nu, ni = len(self.user_raw), len(self.item_raw)
         g = inputs.graph

@@ -11,6 +11,8 @@ its extensions, inference and serving ask of a model is declared here, with defa
 * :meth:`RecModel.prepare` - set-up from the training days, before the first step.
 * :attr:`RecModel.reads_day_graph_at_inference` and :meth:`RecModel.prepare_inference` - a model
   that reads the scored day's whole graph once before scoring it (LightGODE's ODE).
+* :meth:`RecModel.encode_nodes` and :meth:`RecModel.score_encoded` - inference from node
+  representations computed once per node and day (:mod:`ml_core.contracts.reps`).
 * :meth:`RecModel.param_groups` - the optimiser's parameter groups.
 * :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
 * :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
@@ -27,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ml_core.contracts.reps import NodeReps
 from ml_core.nn.dense import TaskTowers
 from ml_core.typed import build
 
@@ -124,6 +127,20 @@ class RecModel(nn.Module):
         and before the first batch; ``ctx.channels`` holds the day's graphs when
         :attr:`reads_day_graph_at_inference` is set (and may be empty for a caller that built the
         context without them). Default: nothing."""
+
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+        """Every node of ``ctx`` (a :class:`~ml_core.contracts.day.DayContext`) encoded once: the
+        representations :meth:`score_encoded` scores pairs from (call in eval mode, after
+        :meth:`prepare_inference`). A graph model runs its layers layer by layer over all nodes
+        (:func:`ml_core.batching.layer_edges`): ``fanouts=None`` reads every neighbour, a list
+        draws that many per node and layer, seeded by ``seed``. Default (a model that reads no
+        subgraph): the node inputs themselves, no representation."""
+        return NodeReps(ctx.users, ctx.items)
+
+    def score_encoded(self, reps: NodeReps, user_rows: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, K]`` of the pairs ``(user_rows[b], item_rows[b])`` (node-space rows of
+        ``reps``): ``forward`` of the batch whose ``reps`` hold the pairs' precomputed vectors."""
+        return self(reps.batch(user_rows, item_rows))
 
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is

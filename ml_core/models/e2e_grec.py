@@ -86,7 +86,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ml_core.batching import layer_edges
 from ml_core.contracts.batch import CHANNELS, NodeTable
+from ml_core.contracts.reps import NodeReps, neighbourhood_label
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import (
     GraphNeeds,
@@ -100,6 +102,7 @@ from ml_core.models.hetero import (
     NODE_TYPES,
     RELATIONS,
     HeteroGraphEncoder,
+    day_relations,
     merge_channels,
 )
 from ml_core.models.registry import register
@@ -216,6 +219,9 @@ class E2EGRec(RecModel):
     # -- components ------------------------------------------------------------------------------
     def graph(self, batch, with_gfae: bool = False) -> GraphOutput:
         """Merge the channels, encode ``h^0``, run the GNN; optionally the GFAE loss."""
+        if batch.reps is not None:  # precomputed by encode_nodes
+            r = batch.reps
+            return GraphOutput(p_u=r["p_u"], q_i=r["q_i"], z_u=r["z_u"], z_i=r["z_i"], gfae=None)
         if batch.channels is None:
             raise ValueError("E2E-GRec needs batch.channels (sampled subgraphs); build batches with need_graph=True")
         g = merge_channels(batch, self.channels)
@@ -233,6 +239,19 @@ class E2EGRec(RecModel):
             p_u=h0["user"].index_select(0, g.sample_user), q_i=h0["item"].index_select(0, g.sample_item),
             z_u=z["user"].index_select(0, pos["user"][g.sample_user]),
             z_i=z["item"].index_select(0, pos["item"][g.sample_item]), gfae=gfae)
+
+    @torch.no_grad()
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+        """Every node's ``h^0`` and ``z``, layer-wise over the day's heterogeneous graph (every
+        relation of every node; the per-batch path's merged subgraph lacks the other channels'
+        edges of non-seed nodes, so the two agree exactly only with one channel and every
+        neighbour). ``{p_u, z_u}`` ``[n_users, d]``, ``{q_i, z_i}`` ``[n_items, d]``."""
+        per_layer = layer_edges(ctx, self.channels, len(self.gnn.layers), fanouts, seed)
+        edges = [day_relations(e, len(ctx.users), self.relations) for e in per_layer]
+        h0 = {"user": self.encoders["user"](ctx.users), "item": self.encoders["item"](ctx.items)}  # [N_t, d]
+        z = self.gnn.encode_all(h0, edges)
+        return NodeReps(ctx.users, ctx.items, {"p_u": h0["user"], "z_u": z["user"]},
+                        {"q_i": h0["item"], "z_i": z["item"]}, neighbourhood_label(fanouts, seed))
 
     def gfae_loss(self, z: dict[str, torch.Tensor], tables: dict[str, NodeTable]) -> torch.Tensor:
         """``sum ||D(z_v) - sg[e_v]||^2 / sum dim e_v`` over the nodes of ``tables`` (rows of ``z``)."""

@@ -113,6 +113,23 @@ def hop_masks(edges: dict[str, torch.Tensor], n_nodes: dict[str, int], seeds: di
     return masks[::-1]
 
 
+def day_relations(edges: dict[str, torch.Tensor], n_users: int, relations: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A day's channel edges (:func:`~ml_core.batching.layer_edges`: node-space rows, bipartite
+    over ``[users | items]``) as ``{relation: [2, E_r]}`` with type-local rows (row 0 the source
+    type's, row 1 the target type's), for ``relations`` only."""
+    out = {}
+    for rel in relations:
+        name, s, t = RELATIONS[rel]
+        src, dst = edges[name]
+        if name == "bipartite":
+            keep = (src >= n_users) == (s == "item")  # the other end is of the other type
+            src, dst = src[keep], dst[keep]
+            src = src - n_users if s == "item" else src
+            dst = dst - n_users if t == "item" else dst
+        out[rel] = torch.stack([src, dst])  # [2, E_r]
+    return out
+
+
 # -- graph encoder -------------------------------------------------------------------------------
 class MeanAggregation(nn.Module):
     """GraphSAGE's mean aggregator ``W mean_{j in N(i)} h_j`` (0 for a target without edges).
@@ -183,3 +200,12 @@ class HeteroGraphEncoder(nn.Module):
             h = layer(h, edges, mask)
         rows = {t: torch.nonzero(masks[-1][t]).flatten() for t in NODE_TYPES}  # [S_t]
         return rows, {t: self.out(h[t].index_select(0, rows[t])) for t in NODE_TYPES}  # [S_t, d]
+
+    def encode_all(self, h0: dict[str, torch.Tensor], edges: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """``z`` of every node, ``{type: [N_t, d]}``: each layer updates every node from its
+        relations' edges of that layer (:func:`day_relations`, one dict per layer)."""
+        h = h0
+        for layer, e in zip(self.layers, edges):
+            every = {t: torch.ones(len(x), dtype=torch.bool, device=x.device) for t, x in h.items()}
+            h = layer(h, {r: ei.to(h0["user"].device) for r, ei in e.items()}, every)
+        return {t: self.out(h[t]) for t in NODE_TYPES}  # [N_t, d]

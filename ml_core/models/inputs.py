@@ -50,17 +50,16 @@ from dataclasses import dataclass
 import torch
 
 from ml_core.contracts.batch import CHANNELS
+from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import GraphNeeds, RecModel, check_choice
-from ml_core.models.mgnn import MGNN
+from ml_core.models.mgnn import MGNN, REPRESENTATIONS, encode_day
 from ml_core.models.registry import register
 from ml_core.nn.dense import FeatureEncoder
 from ml_core.nn.graph import GatedCombine
 
 #: the MGNN outputs a GraphInput concatenates by default, in this order
 GRAPH_FEATURES = ("h_u", "h_i", "s_u", "s_i")
-#: what MGNN.representations offers
-_REPRESENTATIONS = ("p_u", "q_i", "h_u", "h_i", "s_u", "s_i")
 
 
 @dataclass
@@ -80,8 +79,8 @@ class GraphInputConfig:
         check_choice("combine", self.combine, GatedCombine.KINDS)
         features = self.graph_features
         if features is not None and (not features or len(set(features)) != len(features)
-                                     or not set(features) <= set(_REPRESENTATIONS)):
-            raise ValueError(f"graph_features must be distinct names among {_REPRESENTATIONS}, got {features}")
+                                     or not set(features) <= set(REPRESENTATIONS)):
+            raise ValueError(f"graph_features must be distinct names among {REPRESENTATIONS}, got {features}")
 
 
 class FeatureInput(RecModel):
@@ -96,7 +95,14 @@ class FeatureInput(RecModel):
         return 2 * spec.dim
 
     def model_input(self, batch) -> torch.Tensor:
+        if batch.reps is not None:  # precomputed by encode_nodes
+            return torch.cat([batch.reps["p_u"], batch.reps["q_i"]], dim=-1)  # [B, 2d]
         return torch.cat([self.user_enc(batch.user), self.item_enc(batch.item)], dim=-1)  # [B, 2d]
+
+    @torch.no_grad()
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+        """Every node's ``p_u = x_u P`` / ``q_i = x_i Q`` (no graph)."""
+        return NodeReps(ctx.users, ctx.items, {"p_u": self.user_enc(ctx.users)}, {"q_i": self.item_enc(ctx.items)})
 
 
 class GraphInput(FeatureInput):
@@ -116,6 +122,10 @@ class GraphInput(FeatureInput):
     def model_input(self, batch) -> torch.Tensor:
         reps = self.mgnn.representations(batch)  # each [B, d]
         return torch.cat([reps[k] for k in self.graph_features], dim=-1)  # [B, 4d] by default
+
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+        """Every node's MGNN outputs, layer-wise over the day (:func:`~ml_core.models.mgnn.encode_day`)."""
+        return encode_day(self.mgnn, ctx, fanouts, seed)
 
 
 def _graph_config(config_cls: type) -> type:

@@ -47,7 +47,8 @@ Args:
         otherwise MGNN builds and owns its own.
 Shapes: Batch of B samples (with ``channels``) -> ``(h_u, h_i, s_u, s_i)``, each ``[B, d]``;
 :meth:`MGNN.representations` also returns the samples' own ``p_u``, ``q_i`` (what the "+Graph"
-baselines and MoGE's experts read).
+baselines and MoGE's experts read). A batch with precomputed ``reps`` (from :func:`encode_day`:
+every node's layer-L states, computed layer by layer over the whole day) is read as is.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ml_core.batching import layer_edges
 from ml_core.contracts.batch import CHANNELS, ChannelBatch, NodeTable
+from ml_core.contracts.reps import NodeReps, neighbourhood_label
 from ml_core.contracts.spec import ModelSpec
 from ml_core.nn.dense import FeatureEncoder
 from ml_core.nn.graph import GatedCombine, NeighborAttention
@@ -124,6 +127,20 @@ def layer_plan(edge_index: torch.Tensor, num_nodes: int, seeds: torch.Tensor, n_
         plan.append((rows, torch.stack([e_src, pos[e_dst]])))  # [|R_l|], [2, E_l]
         prev_pos = pos
     return plan, prev_pos
+
+
+#: what MGNN.representations returns per sample (and encode_day per node)
+REPRESENTATIONS = ("p_u", "q_i", "h_u", "h_i", "s_u", "s_i")
+
+
+@torch.no_grad()
+def encode_day(mgnn: MGNN, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+    """Every node of ``ctx`` through ``mgnn`` (:meth:`MGNN.encode_all` over
+    :func:`~ml_core.batching.layer_edges`): the :class:`NodeReps` MoGE and the "+Graph"
+    variants score pairs from."""
+    edges = layer_edges(ctx, mgnn.channels, mgnn.n_layers, fanouts, seed)
+    user_reps, item_reps = mgnn.encode_all(ctx.users, ctx.items, edges)
+    return NodeReps(ctx.users, ctx.items, user_reps, item_reps, neighbourhood_label(fanouts, seed))
 
 
 def _inverse(pos: torch.Tensor) -> torch.Tensor:
@@ -207,7 +224,10 @@ class MGNN(nn.Module):
         return h.index_select(0, pos[seeds])  # [S, d]
 
     def representations(self, batch) -> dict[str, torch.Tensor]:
-        """``{p_u, q_i, h_u, h_i, s_u, s_i}``, each ``[B, d]`` (``p_u``, ``q_i``: the samples' h^0)."""
+        """``{p_u, q_i, h_u, h_i, s_u, s_i}``, each ``[B, d]`` (``p_u``, ``q_i``: the samples' h^0);
+        a batch's precomputed ``reps`` (:func:`encode_day`) when it carries them."""
+        if batch.reps is not None:
+            return {k: batch.reps[k] for k in REPRESENTATIONS}
         if batch.channels is None:
             raise ValueError("MGNN needs batch.channels (sampled subgraphs); build batches with need_graph=True")
         h0, p_u, q_i = self.initial(batch)
@@ -221,6 +241,25 @@ class MGNN(nn.Module):
         s_u = out["user_sim"][0] if "user_sim" in out else p_u  # [B, d]
         s_i = out["item_sim"][0] if "item_sim" in out else q_i  # [B, d]
         return {"p_u": p_u, "q_i": q_i, "h_u": h_u, "h_i": h_i, "s_u": s_u, "s_i": s_i}
+
+    def encode_all(self, users: NodeTable, items: NodeTable, edges: list[dict[str, torch.Tensor]]):
+        """Layer-wise over every node: ``({p_u, h_u, s_u} [n_users, d] each, {q_i, h_i, s_i}
+        [n_items, d] each)`` from the day's node inputs and per-layer channel edges
+        (:func:`~ml_core.batching.layer_edges`, node-space rows; bipartite over ``[users | items]``).
+        Each layer updates every node from its neighbours' previous states, so with every
+        neighbour the result equals the per-batch path's seeds' states on full neighbourhoods."""
+        P, Q = self.encoders
+        p, q = P(users), Q(items)  # h^0: [n_users, d], [n_items, d]
+        h0 = {"bipartite": torch.cat([p, q.to(p.dtype)]), "user_sim": p, "item_sim": q}  # [N_c, d] per channel
+        out = {}
+        for name in self.channels:
+            h, c = h0[name], None
+            for layer, e in zip(self.layers[name], edges):
+                h, c = layer(h, c, e[name].to(h.device), slice(0, h.shape[0]))  # every node: [N_c, d]
+            out[name] = h
+        h_u, h_i = out["bipartite"].split([len(p), len(q)]) if "bipartite" in out else (p, q)  # [n_u, d], [n_i, d]
+        return ({"p_u": p, "h_u": h_u, "s_u": out.get("user_sim", p)},
+                {"q_i": q, "h_i": h_i, "s_i": out.get("item_sim", q)})
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.representations(batch)

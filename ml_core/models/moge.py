@@ -68,7 +68,7 @@ from ml_core.models.base import (
     check_choice,
     check_sizes,
 )
-from ml_core.models.mgnn import MGNN
+from ml_core.models.mgnn import MGNN, encode_day
 from ml_core.models.registry import register
 from ml_core.nn.dense import (
     FeatureEncoder,
@@ -173,6 +173,11 @@ class MoGE(RecModel):
 
     def forward(self, batch) -> torch.Tensor:
         return self.forward_with_gates(batch)[0]
+
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0):
+        """Every node's ``p_u, h_u, s_u`` / ``q_i, h_i, s_i``, layer-wise over the day
+        (:func:`~ml_core.models.mgnn.encode_day`); without the MGNN, the node inputs."""
+        return super().encode_nodes(ctx) if self.mgnn is None else encode_day(self.mgnn, ctx, fanouts, seed)
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         logits, gates = self.forward_with_gates(batch)

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ml_core.contracts.batch import ChannelBatch
+from ml_core.batching import layer_edges
+from ml_core.contracts.batch import ChannelBatch, NodeTable
+from ml_core.contracts.reps import NodeReps, neighbourhood_label
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import GraphNeeds, RecModel, check_sizes
 from ml_core.models.mgnn import layer_plan
@@ -115,6 +117,19 @@ class NGCFTower(nn.Module):
         e0 = p.new_zeros(ch.num_nodes, p.shape[1])
         return e0.index_copy(0, ch.user_pos, p).index_copy(0, ch.item_pos, q.to(p.dtype))  # [N, d]
 
+    def encode_all(self, users: NodeTable, items: NodeTable, edges: list[torch.Tensor]) -> torch.Tensor:
+        """``e*`` of every node of ``[users | items]``, ``[n_users + n_items, (L + 1) d]``, layer by
+        layer over the day's bipartite edges of each layer (``[2, E]``, grouped by target)."""
+        p, q = self.user_enc(users), self.item_enc(items)
+        h = torch.cat([p, q.to(p.dtype)])  # e^0: [N, d]
+        outs = [h]
+        for layer, e in zip(self.layers, edges):
+            e = e.to(h.device)
+            rho = torch.bincount(e[1], minlength=len(h)).clamp(min=1).float().reciprocal().index_select(0, e[1])  # [E] 1/|N(i)|
+            h = layer(h, e, slice(0, len(h)), rho)  # [N, d]
+            outs.append(nn.functional.normalize(h, dim=-1))
+        return torch.cat(outs, dim=-1)  # [N, (L + 1) d]
+
     def forward(self, ch: ChannelBatch, plan, seed_rows: list[torch.Tensor], rhos: list[torch.Tensor]) -> torch.Tensor:
         h = self.initial(ch)  # [N, d]
         outs = [h.index_select(0, seed_rows[0])]  # e^0 of the seeds
@@ -205,7 +220,19 @@ class NGCF(RecModel):
             rhos.append(1.0 / deg.index_select(0, edges[1]).float())  # [E_l]
         return plan, rows, rhos
 
+    @torch.no_grad()
+    def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
+        """Every node's ``e*`` of every task, layer-wise over the day's bipartite graph:
+        ``e_u [n_users, K, (L + 1) d]``, ``e_i [n_items, K, (L + 1) d]``."""
+        edges = [e["bipartite"] for e in layer_edges(ctx, ("bipartite",), self.n_layers, fanouts, seed)]
+        e = torch.stack([net.encode_all(ctx.users, ctx.items, edges) for net in self.nets], dim=1)  # [N, K, (L+1)d]
+        e_u, e_i = e.split([len(ctx.users), len(ctx.items)])
+        return NodeReps(ctx.users, ctx.items, {"e_u": e_u}, {"e_i": e_i}, neighbourhood_label(fanouts, seed))
+
     def forward(self, batch) -> torch.Tensor:
+        if batch.reps is not None:  # precomputed by encode_nodes: [B, K, (L+1)d] each
+            e_u, e_i = batch.reps["e_u"], batch.reps["e_i"]
+            return self.towers([e_u[:, k] * e_i[:, k] for k in range(e_u.shape[1])])  # [B, K]
         if batch.channels is None or "bipartite" not in batch.channels:
             raise ValueError("NGCF needs batch.channels['bipartite'] (build batches with need_graph=True)")
         ch = batch.channels["bipartite"]

@@ -2,18 +2,23 @@
 
 A deployed bundle (see :mod:`ml_core.bundles`, :func:`ml_core.stages.deployment.run_deployed_model`)
 carries the model and ``context/``: copies of the bipartite graph, the two similarity graphs and
-the node features of the day it was evaluated on. :class:`Scorer` loads them once and builds the
-*base* :class:`~ml_core.contracts.day.DayContext` of that snapshot (every graph node encoded, channel
-adjacencies built). A request is then a :class:`DayContext` whose samples are the requested
-pairs (zero labels): :func:`request_context` appends the ids the snapshot does not contain as
-isolated nodes, exactly as :meth:`DayContext.build` lays them out (a unit test checks the two are
-equal), and :func:`ml_core.inference.predict` scores it with the same batching as evaluation.
+the node features of the day it was evaluated on, and ``node_reps.npz``: every snapshot node's
+representations, computed once layer-wise over the snapshot's graphs
+(:mod:`ml_core.contracts.reps`; :func:`write_node_reps` at deployment). :class:`Scorer` loads them
+once and builds the *base* :class:`~ml_core.contracts.day.DayContext` of that snapshot (every graph
+node encoded, channel adjacencies built; a bundle without ``node_reps.npz`` is encoded at load).
+A request is then a :class:`DayContext` whose samples are the requested pairs (zero labels):
+:func:`request_context` appends the ids the snapshot does not contain as isolated nodes, exactly
+as :meth:`DayContext.build` lays them out (a unit test checks the two are equal); the request's
+nodes take their stored representations (the added ids: those of isolated nodes, encoded per
+request) and :func:`ml_core.inference.score_rows` scores the pairs from them, as evaluation does.
+:meth:`Scorer.representations` hands out the user and item representation matrices (e.g. for an
+approximate nearest-neighbour index).
 
-Determinism. Graph models sample neighbours, so a pair's score depends on the random stream and
-on the batch it is scored in. A request is therefore made canonical first (distinct pairs sorted
-by ``(user_id, item_id)``) and scored with a seed derived from those pairs: the same request
-(in any order, with or without duplicates) always gets the same numbers. Feature-only models
-(MMoE) do not sample and score every pair independently of the rest of the request.
+Determinism. The representations read every neighbour, so a pair's score depends on the pair
+and the snapshot only, not on the rest of the request. A request is still made canonical
+(distinct pairs sorted by ``(user_id, item_id)``) and reports a seed derived from those pairs
+(the neighbour-sampling seed of the per-pair path, ``ScoreResult.seed``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import polars as pl
 import torch
 
 from ml_core.bundle_registry import open_bundle_registry
-from ml_core.bundles import load_model, read_manifest
+from ml_core.bundles import load_model, load_node_reps, read_manifest, save_node_reps, write_manifest
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -36,8 +41,9 @@ from ml_core.contracts import (
     extend_rows,
     space_lookup,
 )
+from ml_core.contracts.reps import NodeReps
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.inference import inference_needs_graph, predict
+from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
@@ -143,7 +149,7 @@ class ScoreResult:
     scores: np.ndarray  # [n, K] float32 probabilities, in request order
     unknown_users: list[int]  # distinct ids the model's vocabulary lacks (scored with the unknown-id row)
     unknown_items: list[int]
-    seed: int  # the neighbour-sampling seed used (graph models)
+    seed: int  # the request's seed (the per-pair path's neighbour-sampling seed; the representations read every neighbour)
 
 
 class Scorer:
@@ -185,6 +191,19 @@ class Scorer:
             item_sim=SimilarityGraph.load(ctx_dir / "item_similarity_graph") if self.needs_graph else None,
         )
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
+        self.reps = self._snapshot_reps()
+        self.request_base = dataclasses.replace(self.base, channels={})  # requests read representations, not edges
+
+    def _snapshot_reps(self) -> NodeReps:
+        """The bundle's ``node_reps.npz`` when it holds this snapshot's nodes, else encoded now
+        (every neighbour). The model is handed the snapshot first (``prepare_inference``)."""
+        stored = load_node_reps(self.bundle)
+        if stored is not None:
+            reps, user_raw, item_raw = stored
+            if np.array_equal(user_raw, self.base.user_raw) and np.array_equal(item_raw, self.base.item_raw):
+                self.model.prepare_inference(self.base)
+                return reps
+        return encode_day(self.model, self.base)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -240,15 +259,38 @@ class Scorer:
     def context(self, user_ids, item_ids) -> DayContext:
         return request_context(self.base, self.inputs, self.spec, user_ids, item_ids)
 
+    def representations(self) -> dict[str, np.ndarray]:
+        """Every snapshot node's representation, flattened per node (:meth:`NodeReps.matrices`):
+        ``user_ids [n_users]``, ``users [n_users, D_u]``, ``item_ids [n_items]``, ``items
+        [n_items, D_i]`` (float32; rows in id order). A model that reads no graph gives its
+        feature transforms, or ``[n, 0]`` when it has none to give."""
+        users, items = self.reps.matrices()
+        return {"user_ids": self.base.user_raw.copy(), "users": users, "item_ids": self.base.item_raw.copy(), "items": items}
+
+    def request_reps(self, ctx: DayContext) -> tuple[NodeReps, np.ndarray, np.ndarray]:
+        """``(reps, user_rows, item_rows)``: the representations of ``ctx``'s sampled nodes only
+        (the snapshot's stored ones, then the request's added ids encoded as isolated nodes) and
+        each sample's rows in them."""
+        nu, ni = self.base.n_graph_users, self.base.n_graph_items
+        ru, u_rows = np.unique(ctx.sample_user, return_inverse=True)
+        ri, i_rows = np.unique(ctx.sample_item, return_inverse=True)
+        reps = self.reps.take(ru[ru < nu], ri[ri < ni])
+        new_u, new_i = ru[ru >= nu], ri[ri >= ni]
+        if len(new_u) or len(new_i):
+            added = DayContext.isolated(ctx.day, ctx.user_raw[new_u], ctx.item_raw[new_i], ctx.users[torch.from_numpy(new_u)],
+                                        ctx.items[torch.from_numpy(new_i)], with_graph=self.needs_graph)
+            with torch.no_grad():
+                reps = reps.cat(self.model.encode_nodes(added))
+        return reps, u_rows, i_rows
+
     def score_pairs(self, user_ids, item_ids, seed: int | None = None) -> ScoreResult:
         pairs, inverse = canonical_pairs(user_ids, item_ids)
         seed = request_seed(pairs) if seed is None else int(seed)
         if len(pairs) == 0:
             return ScoreResult(np.zeros((0, len(self.tasks)), np.float32), [], [], seed)
-        ctx = self.context(pairs[:, 0], pairs[:, 1])
-        # one batch: no prefetch thread to start (a thread per request costs more than it overlaps)
-        prefetch = 0 if len(pairs) <= self.batch_size else 2
-        probs = predict(self.model, ctx, self.fanouts, batch_size=self.batch_size, seed=seed, prefetch=prefetch)
+        ctx = request_context(self.request_base, self.inputs, self.spec, pairs[:, 0], pairs[:, 1])
+        reps, u_rows, i_rows = self.request_reps(ctx)
+        probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size)
         uu, ui = self.unknown_ids(pairs[:, 0], pairs[:, 1])
         return ScoreResult(probs[inverse], uu.tolist(), ui.tolist(), seed)
 
@@ -286,3 +328,15 @@ class Scorer:
         scores = self.score(np.full(len(cand), user_id, np.int64), cand, seed)
         top = np.lexsort((cand, -scores[:, t].astype(np.float64)))[:k]
         return [(int(cand[j]), {name: float(scores[j, x]) for x, name in enumerate(self.tasks)}) for j in top]
+
+
+def write_node_reps(bundle: str | Path) -> dict:
+    """Encode every node of a deployed ``bundle``'s snapshot (:class:`Scorer`'s base context,
+    every neighbour) and store them in the bundle (``node_reps.npz``, written atomically) with a
+    ``node_reps`` manifest entry (:func:`~ml_core.bundles.save_node_reps`); returns the entry."""
+    scorer = Scorer(bundle)
+    entry = save_node_reps(scorer.bundle, scorer.reps, scorer.base.user_raw, scorer.base.item_raw)
+    manifest = read_manifest(scorer.bundle)
+    manifest["node_reps"] = entry
+    write_manifest(scorer.bundle, manifest)
+    return entry

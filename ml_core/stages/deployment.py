@@ -7,7 +7,8 @@ production model and the last promoted ones, scored on day D) and goes through t
 (:mod:`ml_core.stages.gate`) and two checks: the pointer must not serve a later partition, and
 trained_model[D] must still be the version the evaluation scored (a model re-materialized after
 its evaluation is never promoted on the old metrics). A promoted candidate is assembled into a
-bundle (trained_model[D] + the graphs and features it was evaluated with), published and made
+bundle (trained_model[D] + the graphs and features it was evaluated with + every snapshot node's
+representations, ``node_reps.npz``), published and made
 production; every decision is written to the partition (``decision.json``, with the completed
 ``evaluation.json``) and the store's log. Days are decided in date order (the Dagster asset
 depends on its previous partition). An evaluation that scored nothing (no samples on D) is a
@@ -26,6 +27,7 @@ from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
+from ml_core.serving.scorer import write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
@@ -72,6 +74,7 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     manifest.update({"version": version, "metrics": metrics,
                      "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
     write_manifest(target, manifest)
+    write_node_reps(target)  # every snapshot node encoded once: what serving scores from
 
 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore, load_model
+from ml_core.bundles import NODE_REPS_FILE, BundleStore, load_model, read_manifest
 from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import SimilarityGraph
 from ml_core.inference import inference_needs_graph, predict
@@ -163,6 +163,34 @@ def test_from_bundle_and_errors(scorer, tmp_path):
     shutil.copytree(scorer.bundle, partial, ignore=shutil.ignore_patterns("context"))
     with pytest.raises(FileNotFoundError, match="not a deployed bundle"):
         Scorer.from_bundle(partial)
+
+
+def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, tmp_path):
+    dep = deployments("moge")
+    sc = Scorer.from_registry(dep.serve_root)
+    entry = read_manifest(sc.bundle)["node_reps"]
+    assert entry["file"] == NODE_REPS_FILE and entry["neighbours"] == "full"
+    assert (entry["users"], entry["items"]) == (sc.graph.n_users, sc.graph.n_items)
+    assert entry["bytes"] == (sc.bundle / NODE_REPS_FILE).stat().st_size
+    assert set(entry["representations"]) == {"p_u", "h_u", "s_u", "q_i", "h_i", "s_i"}
+    reps = sc.representations()
+    dim = entry["representations"]["h_u"][0][1]
+    assert reps["users"].shape == (sc.graph.n_users, 3 * dim) and reps["items"].shape == (sc.graph.n_items, 3 * dim)
+    assert np.array_equal(reps["item_ids"], sc.item_ids)
+    u, i = sc.graph.user_ids[:40], sc.graph.item_ids[:40]
+    want = sc.score(u, i)
+    # without the stored representations the bundle is encoded at load: the same scores
+    bare = tmp_path / "bare"
+    shutil.copytree(sc.bundle, bare, ignore=shutil.ignore_patterns(NODE_REPS_FILE))
+    np.testing.assert_allclose(Scorer.from_bundle(bare).score(u, i), want, rtol=0, atol=1e-6)
+    # the stored ones are what it reads: changed representations change the scores
+    edited = tmp_path / "edited"
+    shutil.copytree(sc.bundle, edited)
+    with np.load(edited / NODE_REPS_FILE) as z:
+        arrays = dict(z)
+    arrays["user_reps.h_u"] = arrays["user_reps.h_u"] * 0
+    np.savez(edited / NODE_REPS_FILE, **arrays)
+    assert not np.allclose(Scorer.from_bundle(edited).score(u, i), want)
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
