@@ -26,7 +26,7 @@ from ml_core.serving.scorer import (
     pair_samples,
     request_context,
 )
-from ml_core.storage import Lake
+from ml_core.storage import Lake, seal
 from tests.conftest import make_config
 from tests.unit.serving.deployed import MODELS, OVERRIDES, UNKNOWN, D, Deployment, deploy
 
@@ -182,6 +182,7 @@ def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, t
     # without the stored representations the bundle is encoded at load: the same scores
     bare = tmp_path / "bare"
     shutil.copytree(sc.bundle, bare, ignore=shutil.ignore_patterns(NODE_REPS_FILE))
+    seal(bare)  # a bundle published without them (its file record says so)
     np.testing.assert_allclose(Scorer.from_bundle(bare).score(u, i), want, rtol=0, atol=1e-6)
     # the stored ones are what it reads: changed representations change the scores
     edited = tmp_path / "edited"
@@ -190,6 +191,7 @@ def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, t
         arrays = dict(z)
     arrays["user_reps.h_u"] = arrays["user_reps.h_u"] * 0
     np.savez(edited / NODE_REPS_FILE, **arrays)
+    seal(edited)  # recorded as such: readers check the files against their record
     assert not np.allclose(Scorer.from_bundle(edited).score(u, i), want)
 
 
