@@ -15,7 +15,7 @@ from orchestration.definitions import FLOW_ASSETS
 from orchestration.resources import PipelineResource, flow_resources
 from tests.conftest import FAST, build_data_days, make_config
 
-DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]  # the model of the third day trains on the first two
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]  # the model of the fourth day (the first) trains on days 2-3
 
 
 @pytest.fixture(scope="module")
