@@ -328,21 +328,9 @@ mutation($params: ExecutionParams!) {
 
 
 def _start_dev(base: Path, env: dict, log_name: str):
-    from tests.e2e.test_dagster_dev import DagsterDev, _dagster_bin, _free_port, _wait_until_up
+    from tests.dagster_dev import start
 
-    port = _free_port()
-    log = base / log_name
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([_dagster_bin(), "dev", "-w", str(base / "workspace.yaml"), "-p", str(port),
-                                 "-h", "127.0.0.1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    dev = DagsterDev(f"http://127.0.0.1:{port}", env, Path(env["DAGSTER_HOME"]), base / "data", log, proc)
-    try:
-        _wait_until_up(dev)
-    except BaseException:
-        _crash(proc)
-        raise
-    return dev
+    return start(base / "workspace.yaml", env, base / "data", base / log_name)
 
 
 def _crash(proc: subprocess.Popen) -> None:
