@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 START_TIMEOUT = 180  # webserver up and the code location loaded
 LOCATION = "moge"
