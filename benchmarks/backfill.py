@@ -176,7 +176,9 @@ def run_records(home: Path) -> list[dict]:
                                             r.dagster_run.tags.get("dagster/asset_partition_range_end")],
                         "job": r.dagster_run.job_name,
                         "assets": sorted(k.to_user_string() for k in r.dagster_run.asset_selection or ()),
-                        "created": r.create_timestamp.timestamp(), "started": r.start_time, "ended": r.end_time})
+                        "created": r.create_timestamp.timestamp(), "started": r.start_time, "ended": r.end_time,
+                        "steps": {s.step_key: [s.start_time, s.end_time]
+                                  for s in instance.get_run_step_stats(r.dagster_run.run_id)}})
         return sorted(out, key=lambda r: r["created"])
 
 
@@ -206,6 +208,28 @@ def run_summary(runs: list[dict]) -> dict:
             "run_seconds_sum": round(sum(r["ended"] - r["started"] for r in done), 1),
             "created_to_started_mean_s": round(sum(waits) / len(waits), 1) if waits else None,
             "created_to_started_max_s": round(max(waits), 1) if waits else None}
+
+
+def model_chain(runs: list[dict], model_days: list[str]) -> dict:
+    """Where the time between day D-1's decision and day D's training went, when they are in
+    different runs: waiting for day D's run to be created (the backfill daemon's tick; for the
+    run command, day D's data run), then for it to start (queue, launch, the run worker's
+    imports), then for its training step. All of it is on the critical path: day D's model and
+    decision wait for day D-1's."""
+    steps = {}  # (step, day) -> (start, end, run)
+    for r in runs:
+        for key, (start, end) in r["steps"].items():
+            steps[(key, r["partition"])] = (start, end, r)
+    gaps: dict[str, list[float]] = {"tick_wait_s": [], "launch_s": [], "to_first_step_s": []}
+    for prev, day in zip(model_days, model_days[1:]):
+        decided, train = steps.get(("deployed_model", prev)), steps.get(("trained_model", day))
+        if not decided or not train or train[2] is decided[2] or not train[2]["started"]:
+            continue  # missing, in the same run (several days in one run), or never started
+        done, run = decided[1], train[2]
+        gaps["tick_wait_s"].append(max(0.0, run["created"] - done))
+        gaps["launch_s"].append(run["started"] - max(run["created"], done))
+        gaps["to_first_step_s"].append(train[0] - run["started"])
+    return {k: {"mean": round(sum(v) / len(v), 1), "sum": round(sum(v), 1)} for k, v in gaps.items() if v}
 
 
 def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dict:
@@ -267,7 +291,7 @@ def check_side(side: Side, expected: dict[str, list[str]]) -> dict:
     lake = {a: sorted(p.name.removeprefix("ds=") for p in (side.root / "lake" / a).glob("ds=*")) for a in expected}
     decisions = BundleStore(side.root).decisions()
     model_days = expected["deployed_model"]
-    return {"run_summary": run_summary(runs), "runs": runs,
+    return {"run_summary": run_summary(runs), "model_chain_gaps": model_chain(runs, model_days), "runs": runs,
             "partitions_as_defined": got == expected, "lake_as_defined": lake == expected,
             "missing": {a: sorted(set(k) - set(got[a])) for a, k in expected.items() if set(k) - set(got[a])},
             "decision_days": [d["partition"] for d in decisions],
@@ -314,6 +338,10 @@ def report(out: dict) -> None:
         print(f"{name}: partitions as defined {r['partitions_as_defined']} (lake {r['lake_as_defined']}), "
               f"every decision present {r['every_decision_present']} ({len(r['decision_days'])} days)"
               + (f", missing {r['missing']}" if r["missing"] else ""))
+    for name, r in s.items():
+        if r["model_chain_gaps"]:
+            print(f"{name}: between one model day's decision and the next day's training: "
+                  + ", ".join(f"{k} mean {v['mean']} (sum {v['sum']})" for k, v in r["model_chain_gaps"].items()))
     if set(s) == {"backfill", "serial"}:
         b, ser = s["backfill"], s["serial"]
         ratio = ser["wall_s"] / b["wall_s"]
