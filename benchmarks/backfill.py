@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="train.max_steps_per_epoch, one epoch a day (default: 50; the demo's is 200)")
     ap.add_argument("--sides", choices=("both", "backfill", "serial"), default="both",
                     help="run one side only (no ratio then; default: both)")
+    ap.add_argument("--concurrently", action="store_true",
+                    help="run both sides at the same time, so both see the same machine load (default: one after "
+                    "the other; each side then has the machine to itself, other users aside)")
     ap.add_argument("--work-dir", help="where the two instances and lakes go (default: a new temp dir, kept)")
     ap.add_argument("--out", help="results JSON (default: benchmarks/results/backfill_synthetic_small_<N>d_<date>.json)")
     ap.add_argument("--label", default="", help="appended to the default output name (e.g. 'before')")
@@ -311,10 +315,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{ {a: len(k) for a, k in expected.items()} }; work dir {base}", flush=True)
     out: dict = {"benchmark": "backfill", "args": vars(args), "work_dir": str(base), "cpus": os.cpu_count(),
                  "expected_partitions": expected, "sides": {}}
-    for name in wanted:
+    def measure(name: str) -> None:
         side = sides[name]
         timing = run_backfill(side, args, list(expected)) if name == "backfill" else run_serial(side, args)
         out["sides"][name] = {**timing, **check_side(side, expected)}
+
+    if args.concurrently:  # both at once (threads: each side's work is in its own processes)
+        with ThreadPoolExecutor(len(wanted)) as pool:
+            for f in [pool.submit(measure, name) for name in wanted]:
+                f.result()
+    else:
+        for name in wanted:
+            measure(name)
     report(out)
     path = Path(args.out) if args.out else RESULTS / (f"backfill_synthetic_small_{args.days}d"
                                                       f"{'_' + args.label if args.label else ''}_20261127.json")
