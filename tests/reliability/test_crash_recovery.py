@@ -234,6 +234,8 @@ def test_instance_yaml_upgrade_keeps_own_sections(tmp_path):
     assert inst.run_monitoring_enabled and inst.run_retries_enabled and inst.run_retries_max_retries == 1
     assert not inst.run_retries_retry_on_asset_or_op_failure
     assert inst.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+    # queued runs are launched several at once (benchmarks/backfill.py: one at a time held backfills up)
+    assert inst.run_coordinator.dequeue_use_threads and inst.run_coordinator.dequeue_num_workers == 4
 
 
 # -- end to end: the run command killed in the middle of a lake write --------------------------
