@@ -49,7 +49,6 @@ if str(REPO) not in sys.path:  # run as a script: the repo's packages
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 1.5  # serial / backfill wall time the backfill should reach (issue 12)
-BACKFILL_TIMEOUT = 4 * 3600
 LAUNCH = """
 mutation($p: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $p) {
@@ -73,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--concurrently", action="store_true",
                     help="run both sides at the same time, so both see the same machine load (default: one after "
                     "the other; each side then has the machine to itself, other users aside)")
+    ap.add_argument("--timeout-s", type=float, default=4 * 3600,
+                    help="stop waiting for the backfill after this long and report it unfinished (default: 4 h)")
     ap.add_argument("--work-dir", help="where the two instances and lakes go (default: a new temp dir, kept)")
     ap.add_argument("--out", help="results JSON (default: benchmarks/results/backfill_synthetic_small_<N>d_<date>.json)")
     ap.add_argument("--label", default="", help="appended to the default output name (e.g. 'before')")
@@ -258,8 +259,9 @@ def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dic
             status = dev.gql(STATUS, {"id": bid})["partitionBackfillOrError"]
             if status.get("status") not in ("REQUESTED", "CANCELING", "FAILING"):
                 break
-            if time.perf_counter() - t0 > BACKFILL_TIMEOUT:
-                raise TimeoutError(f"backfill {bid} still {status} after {BACKFILL_TIMEOUT}s:\n{dev.log_tail()}")
+            if time.perf_counter() - t0 > args.timeout_s:  # reported as unfinished: the ratio is an upper bound
+                status = {**status, "status": f"UNFINISHED after --timeout-s {args.timeout_s} ({status['status']})"}
+                break
             time.sleep(2)
         wall = time.perf_counter() - t0
         load = cpu.stop()
@@ -357,16 +359,19 @@ def report(out: dict) -> None:
     if set(s) == {"backfill", "serial"}:
         b, ser = s["backfill"], s["serial"]
         ratio = ser["wall_s"] / b["wall_s"]
+        finished = b["status"] == "COMPLETED_SUCCESS"
         same_decisions = b["decisions"] == ser["decisions"]
         out["comparison"] = {"baseline": "serial (python -m orchestration.run_flow)", "ratio_serial_over_backfill":
-                             round(ratio, 3), "target": TARGET, "meets_target": ratio >= TARGET,
+                             round(ratio, 3), "backfill_finished": finished,
+                             "ratio_is": "measured" if finished else "an upper bound (the backfill had not finished)",
+                             "target": TARGET, "meets_target": finished and ratio >= TARGET,
                              "same_partitions": b["materialized"] == ser["materialized"],
                              "same_decisions": same_decisions,
                              "decision_differences": {d: (b["decisions"].get(d), ser["decisions"].get(d))
                                                       for d in sorted(set(b["decisions"]) | set(ser["decisions"]))
                                                       if b["decisions"].get(d) != ser["decisions"].get(d)}}
-        print(f"\nbackfill vs serial (baseline): {ratio:.2f}x ({ser['wall_s']}s / {b['wall_s']}s; target >= {TARGET}x: "
-              f"{'met' if ratio >= TARGET else 'NOT met'}); same partitions {out['comparison']['same_partitions']}, "
+        print(f"\nbackfill vs serial (baseline): {'' if finished else 'at most '}{ratio:.2f}x ({ser['wall_s']}s / {b['wall_s']}s; target >= {TARGET}x: "
+              f"{'met' if finished and ratio >= TARGET else 'NOT met'}); same partitions {out['comparison']['same_partitions']}, "
               f"same decisions {same_decisions}")
 
 

@@ -13,7 +13,8 @@ from ml_core.stages.windows import model_start
 
 def test_defaults_are_thirty_days_of_the_small_synthetic_source():
     args = parse_args([])
-    assert (args.days, args.start, args.sides) == (30, "2026-01-01", "both")
+    assert (args.days, args.start, args.sides, args.concurrently) == (30, "2026-01-01", "both", False)
+    assert args.timeout_s == 4 * 3600
 
 
 @pytest.mark.parametrize("argv", [["--days", "3", "--train-days", "3"], ["--max-steps", "0"], ["--start", "2026-13-01"]])
