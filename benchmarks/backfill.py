@@ -228,8 +228,10 @@ def model_chain(runs: list[dict], model_days: list[str]) -> dict:
     gaps: dict[str, list[float]] = {"tick_wait_s": [], "launch_s": [], "to_first_step_s": []}
     for prev, day in zip(model_days, model_days[1:]):
         decided, train = steps.get(("deployed_model", prev)), steps.get(("trained_model", day))
-        if not decided or not train or train[2] is decided[2] or not train[2]["started"]:
-            continue  # missing, in the same run (several days in one run), or never started
+        if not decided or not train or train[2] is decided[2] or not train[2]["started"] \
+                or train[2]["created"] < decided[0]:
+            continue  # missing, in the same run, never started, or not waiting for D-1's decision
+            # (an asset backfill trains days ahead of the decisions: its chain is trained_model's own)
         done, run = decided[1], train[2]
         gaps["tick_wait_s"].append(max(0.0, run["created"] - done))
         gaps["launch_s"].append(run["started"] - max(run["created"], done))
