@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -40,8 +41,16 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Repository modules that ``path`` imports, anywhere in its body (function-level imports too)."""
+def _imported_modules(path: Path) -> frozenset[str]:
+    """Repository modules that ``path`` imports, anywhere in its body (function-level imports too).
+    Each file is parsed once per process and version of the file (every asset module's code
+    version walks the same ml_core modules, and every run worker loads all of them)."""
+    st = path.stat()
+    return _parsed_imports(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.cache
+def _parsed_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -56,7 +65,7 @@ def _imported_modules(path: Path) -> set[str]:
             out.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__code_deps__" for t in node.targets):
             out.update(_package_modules(ast.literal_eval(node.value)))  # modules it loads by name
-    return {m for m in out if m.split(".")[0] in CODE_ROOTS and _module_file(m)}
+    return frozenset(m for m in out if m.split(".")[0] in CODE_ROOTS and _module_file(m))
 
 
 def _package_modules(names) -> set[str]:

@@ -30,13 +30,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -47,6 +42,7 @@ import pytest
 
 from ml_core.bundles import BundleStore
 from tests.conftest import REPO
+from tests.dagster_dev import DagsterDev, dagster_bin, kill_tree, start
 
 GROUPS = {
     "interaction_logs": "ingest",
@@ -88,7 +84,6 @@ CATCH_UP = 3  # automation.catch_up_days of the automation's config
 # A few optimiser steps per model: the flow's code paths, not its quality.
 TRAIN = "[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 20\nbatch_size = 512\ndim = 16\n"
 
-START_TIMEOUT = 180  # webserver up and the code location loaded
 BACKFILL_TIMEOUT = 15 * 60  # each of the two backfills
 CATCH_UP_TIMEOUT = 20 * 60  # from the toggle (it runs while the backfill runs)
 REPO_SELECTOR = {"repositoryLocationName": "moge", "repositoryName": "__repository__"}
@@ -107,103 +102,6 @@ def utc_today() -> date:
 # -- dagster dev --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dagster_bin() -> str:
-    exe = Path(sys.executable).parent / "dagster"
-    found = str(exe) if exe.exists() else shutil.which("dagster")
-    if not found:
-        pytest.skip("the dagster CLI is not installed next to this interpreter")
-    return found
-
-
-def _kill_tree(proc: subprocess.Popen, grace: float = 15) -> None:
-    """Stop ``dagster dev`` and everything it started (webserver, daemon, code servers, run
-    workers): SIGTERM to its process group, then SIGKILL to the group and any descendant that
-    left it."""
-    try:
-        import psutil
-
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:
-        descendants = []
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in descendants:
-        try:
-            p.kill()
-        except Exception:
-            pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-@dataclass
-class DagsterDev:
-    url: str
-    env: dict
-    home: Path
-    root: Path  # storage.root: the lake and the bundle store
-    log: Path
-    proc: subprocess.Popen
-
-    def gql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            out = json.loads(r.read())
-        assert not out.get("errors"), f"GraphQL errors: {out['errors']}"
-        return out["data"]
-
-    def log_tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    def lake_days(self, asset: str) -> list[str]:
-        return sorted(p.name.removeprefix("ds=") for p in (self.root / "lake" / asset).glob("ds=*"))
-
-
-def _wait_until_up(dev: DagsterDev) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "not started"
-    while time.monotonic() < deadline:
-        if dev.proc.poll() is not None:
-            pytest.fail(f"dagster dev exited with {dev.proc.returncode}:\n{dev.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{dev.url}/server_info", timeout=5) as r:
-                r.read()
-            data = dev.gql("""{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
-                locationOrLoadError { __typename ... on PythonError { message stack } } } } } }""")
-            entries = {e["name"]: e for e in data["workspaceOrError"]["locationEntries"]}
-            entry = entries.get("moge")
-            if entry and entry["loadStatus"] == "LOADED":
-                err = entry["locationOrLoadError"]
-                if err and err["__typename"] == "PythonError":
-                    pytest.fail(f"code location 'moge' failed to load: {err['message']}\n{''.join(err['stack'][-5:])}")
-                return
-            last = f"location entries: {list(entries)}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-            last = repr(e)
-        time.sleep(1)
-    pytest.fail(f"dagster dev not ready after {START_TIMEOUT}s ({last}):\n{dev.log_tail()}")
-
-
 @contextmanager
 def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev]:
     """``dagster dev -w workspace.yaml`` on a fresh instance (the project's
@@ -219,20 +117,15 @@ def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev
     env = {**os.environ, "DAGSTER_HOME": str(home), "MOGE_CONFIG": str(cfg), "TMPDIR": str(tmp),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "PYTHONUNBUFFERED": "1"}
-    port = _free_port()
-    log = base / "dagster_dev.log"
+    if dagster_bin() is None:
+        pytest.skip("the dagster CLI is not installed next to this interpreter")
     t0 = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([_dagster_bin(), "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    dev = DagsterDev(f"http://127.0.0.1:{port}", env, home, root, log, proc)
+    dev = start(REPO / "workspace.yaml", env, root, base / "dagster_dev.log")
     try:
-        _wait_until_up(dev)
-        print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {log})")
+        print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {dev.log})")
         yield dev
     finally:
-        _kill_tree(proc)
+        kill_tree(dev.proc)
 
 
 # -- GraphQL ------------------------------------------------------------------------------------

@@ -235,6 +235,8 @@ def test_instance_yaml_upgrade_keeps_own_sections(tmp_path):
     assert inst.run_monitoring_enabled and inst.run_retries_enabled and inst.run_retries_max_retries == 1
     assert not inst.run_retries_retry_on_asset_or_op_failure
     assert inst.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+    # queued runs are launched several at once (benchmarks/backfill.py: one at a time held backfills up)
+    assert inst.run_coordinator.dequeue_use_threads and inst.run_coordinator.dequeue_num_workers == 4
 
 
 # -- end to end: the run command killed in the middle of a lake write --------------------------
@@ -315,21 +317,9 @@ mutation($params: ExecutionParams!) {
 
 
 def _start_dev(base: Path, env: dict, log_name: str):
-    from tests.e2e.test_dagster_dev import DagsterDev, _dagster_bin, _free_port, _wait_until_up
+    from tests.dagster_dev import start
 
-    port = _free_port()
-    log = base / log_name
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([_dagster_bin(), "dev", "-w", str(base / "workspace.yaml"), "-p", str(port),
-                                 "-h", "127.0.0.1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    dev = DagsterDev(f"http://127.0.0.1:{port}", env, Path(env["DAGSTER_HOME"]), base / "data", log, proc)
-    try:
-        _wait_until_up(dev)
-    except BaseException:
-        _crash(proc)
-        raise
-    return dev
+    return start(base / "workspace.yaml", env, base / "data", base / log_name)
 
 
 def _crash(proc: subprocess.Popen) -> None:

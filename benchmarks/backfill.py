@@ -1,0 +1,381 @@
+"""Backfill benchmark: a 30-day asset backfill launched as a user launches it, against the same
+days run one after another by the run command.
+
+    python benchmarks/backfill.py                          # 30 days of the synthetic `small` preset
+    python benchmarks/backfill.py --days 10 --max-steps 20 # a quicker look
+
+Both sides get the same temp pipeline config (``[source] kind = "synthetic"``, preset ``small``,
+``start_date`` .. ``end_date`` = the benchmarked days, the demo's windows and model with a small
+training budget, ``--max-steps`` optimiser steps per model day) on their own lake and their own
+``$DAGSTER_HOME`` (the project's ``orchestration/dagster.yaml`` installed into it, as ``make dev``
+and ``make run`` do). They run one after the other, in the same invocation:
+
+1. ``backfill`` (the candidate): ``dagster dev -w workspace.yaml`` is started (its start-up is timed
+   apart, not counted: a user's UI is already up), then ``launchPartitionBackfill`` is sent to its
+   GraphQL API as the UI's launch dialog sends it: every asset of the daily flow, "all partitions"
+   (the config's ``end_date`` bounds them to the benchmarked days; each asset's own partitions
+   definition says which of them it has). Timed from the launch until the backfill is done.
+2. ``serial`` (the named baseline): ``python -m orchestration.run_flow --start S --days N``, which
+   runs each day's ``daily_data`` and ``daily_model`` jobs in process, one day after another.
+   Timed from the command's start to its exit (its imports included).
+
+Checked after both: every run succeeded; each side materialized exactly the partitions the
+definitions give each asset (in the instance and in the lake), the same on both sides; every
+model day has its deployment decision, and whether both sides took the same decisions
+(promoted or not, and the promoted version's content hash) is reported. Reported: wall time of
+each side and the ratio serial / backfill (the target is >= 1.5), runs, the most runs in
+progress at once, how long runs waited between creation and start, the share of the machine's
+CPU that was busy during each side (every process on the machine, other users' too: a loaded
+machine makes both sides slower) and the load average. Saved as JSON under benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the repo's packages
+    sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "benchmarks" / "results"
+TARGET = 1.5  # serial / backfill wall time the backfill should reach (issue 12)
+LAUNCH = """
+mutation($p: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $p) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack } ... on Error { message }
+  }
+}"""
+STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+    __typename ... on PartitionBackfill { status numPartitions error { message } } ... on PythonError { message } } }"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--start", default="2026-01-01", help="first source day (default: 2026-01-01)")
+    ap.add_argument("--days", type=int, default=30, help="days of source data, all backfilled (default: 30)")
+    ap.add_argument("--window-days", type=int, default=7, help="graph.window_days (default: 7, the demo's)")
+    ap.add_argument("--train-days", type=int, default=3, help="train.train_days (default: 3, the demo's)")
+    ap.add_argument("--max-steps", type=int, default=50,
+                    help="train.max_steps_per_epoch, one epoch a day (default: 50; the demo's is 200)")
+    ap.add_argument("--sides", choices=("both", "backfill", "serial"), default="both",
+                    help="run one side only (no ratio then; default: both)")
+    ap.add_argument("--concurrently", action="store_true",
+                    help="run both sides at the same time, so both see the same machine load (default: one after "
+                    "the other; each side then has the machine to itself, other users aside)")
+    ap.add_argument("--timeout-s", type=float, default=4 * 3600,
+                    help="stop waiting for the backfill after this long and report it unfinished (default: 4 h)")
+    ap.add_argument("--work-dir", help="where the two instances and lakes go (default: a new temp dir, kept)")
+    ap.add_argument("--out", help="results JSON (default: benchmarks/results/backfill_synthetic_small_<N>d_<date>.json)")
+    ap.add_argument("--label", default="", help="appended to the default output name (e.g. 'before')")
+    args = ap.parse_args(argv)
+    if args.days <= args.train_days:
+        ap.error(f"--days {args.days} leaves no model day: it must exceed --train-days {args.train_days}")
+    if args.max_steps < 1:
+        ap.error(f"--max-steps must be >= 1, got {args.max_steps}")
+    date.fromisoformat(args.start)  # a bad date fails here, naming it
+    return args
+
+
+def last_day(args: argparse.Namespace) -> str:
+    return (date.fromisoformat(args.start) + timedelta(days=args.days - 1)).isoformat()
+
+
+def config_text(args: argparse.Namespace, root: Path) -> str:
+    """The pipeline TOML of one side: the synthetic `small` source over the benchmarked days, the
+    demo's model and windows (data/pipeline.toml) with ``--max-steps``, the lake at ``root``."""
+    return (f'[source]\nkind = "synthetic"\npreset = "small"\nseed = 7\nstart_date = "{args.start}"\n'
+            f'end_date = "{last_day(args)}"\n\n'
+            f"[graph]\nwindow_days = {args.window_days}\n\n"
+            f'[train]\nmodel = "moge"\ntrain_days = {args.train_days}\nepochs = 1\n'
+            f'max_steps_per_epoch = {args.max_steps}\nbatch_size = 256\nvalidation = "none"\n\n'
+            f'[storage]\nroot = "{root}"\n')
+
+
+@dataclass
+class Side:
+    """One side's directories and environment: its own instance, config, lake and temp dir."""
+
+    name: str
+    base: Path
+
+    @property
+    def home(self) -> Path:
+        return self.base / "dagster_home"
+
+    @property
+    def root(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def config(self) -> Path:
+        return self.base / "pipeline.toml"
+
+    def prepare(self, args: argparse.Namespace) -> dict:
+        """Create the directories, write the config, install the instance settings; the env."""
+        from orchestration.instance_setup import sync_instance_yaml
+
+        for d in (self.home, self.root, self.base / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(config_text(args, self.root))
+        sync_instance_yaml(self.home)
+        return {**os.environ, "DAGSTER_HOME": str(self.home), "MOGE_CONFIG": str(self.config),
+                "TMPDIR": str(self.base / "tmp"), "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def expected_partitions(config: Path) -> dict[str, list[str]]:
+    """Each flow asset's partition keys, from the Definitions loaded with ``config`` (in a
+    subprocess: the partitions are fixed when the code location is imported)."""
+    code = ("import json, dagster as dg\nfrom orchestration.definitions import FLOW_ASSETS\n"
+            "out = {k.to_user_string(): list(a.specs_by_key[k].partitions_def.get_partition_keys())\n"
+            "       for a in FLOW_ASSETS if isinstance(a, dg.AssetsDefinition) and a.is_materializable for k in a.keys}\n"
+            "print(json.dumps(out))")
+    env = {**os.environ, "MOGE_CONFIG": str(config)}
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"loading the Definitions with {config} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+class CpuMeter:
+    """The share of the whole machine's CPU time that was busy between start() and stop()
+    (/proc/stat, every process: other users' load included), and the 1-min load average."""
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def start(self) -> CpuMeter:
+        self.t0 = self._read()
+        self.load0 = os.getloadavg()[0]
+        return self
+
+    def stop(self) -> dict:
+        busy, total = (b - a for a, b in zip(self.t0, self._read()))
+        return {"machine_busy_share": round(busy / max(total, 1), 3), "cpus": os.cpu_count(),
+                "loadavg_1min_start": round(self.load0, 2), "loadavg_1min_end": round(os.getloadavg()[0], 2)}
+
+
+def run_records(home: Path) -> list[dict]:
+    """Every run of the instance at ``home``: status, partition, assets, created/started/ended."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        out = []
+        for r in instance.get_run_records():
+            out.append({"run_id": r.dagster_run.run_id, "status": r.dagster_run.status.value,
+                        "partition": r.dagster_run.tags.get("dagster/partition"),
+                        "partition_range": [r.dagster_run.tags.get("dagster/asset_partition_range_start"),
+                                            r.dagster_run.tags.get("dagster/asset_partition_range_end")],
+                        "job": r.dagster_run.job_name,
+                        "assets": sorted(k.to_user_string() for k in r.dagster_run.asset_selection or ()),
+                        "created": r.create_timestamp.timestamp(), "started": r.start_time, "ended": r.end_time,
+                        "steps": {s.step_key: [s.start_time, s.end_time]
+                                  for s in instance.get_run_step_stats(r.dagster_run.run_id)}})
+        return sorted(out, key=lambda r: r["created"])
+
+
+def materialized(home: Path, assets: list[str]) -> dict[str, list[str]]:
+    """Each asset's materialized partitions, as the instance at ``home`` records them."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return {a: sorted(instance.get_materialized_partitions(dg.AssetKey.from_user_string(a))) for a in assets}
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals in progress at one instant (an end before a start at the same time)."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def run_summary(runs: list[dict]) -> dict:
+    done = [r for r in runs if r["started"] and r["ended"]]
+    waits = [r["started"] - r["created"] for r in done]
+    return {"runs": len(runs), "succeeded": sum(r["status"] == "SUCCESS" for r in runs),
+            "most_in_progress": max_overlap([(r["started"], r["ended"]) for r in done]) if done else 0,
+            "run_seconds_sum": round(sum(r["ended"] - r["started"] for r in done), 1),
+            "created_to_started_mean_s": round(sum(waits) / len(waits), 1) if waits else None,
+            "created_to_started_max_s": round(max(waits), 1) if waits else None}
+
+
+def model_chain(runs: list[dict], model_days: list[str]) -> dict:
+    """Where the time between day D-1's decision and day D's training went, when they are in
+    different runs: waiting for day D's run to be created (the backfill daemon's tick; for the
+    run command, day D's data run), then for it to start (queue, launch, the run worker's
+    imports), then for its training step. All of it is on the critical path: day D's model and
+    decision wait for day D-1's."""
+    steps = {}  # (step, day) -> (start, end, run)
+    for r in runs:
+        for key, (start, end) in r["steps"].items():
+            steps[(key, r["partition"])] = (start, end, r)
+    gaps: dict[str, list[float]] = {"tick_wait_s": [], "launch_s": [], "to_first_step_s": []}
+    for prev, day in zip(model_days, model_days[1:]):
+        decided, train = steps.get(("deployed_model", prev)), steps.get(("trained_model", day))
+        if not decided or not train or train[2] is decided[2] or not train[2]["started"] \
+                or train[2]["created"] < decided[0]:
+            continue  # missing, in the same run, never started, or not waiting for D-1's decision
+            # (an asset backfill trains days ahead of the decisions: its chain is trained_model's own)
+        done, run = decided[1], train[2]
+        gaps["tick_wait_s"].append(max(0.0, run["created"] - done))
+        gaps["launch_s"].append(run["started"] - max(run["created"], done))
+        gaps["to_first_step_s"].append(train[0] - run["started"])
+    return {k: {"mean": round(sum(v) / len(v), 1), "sum": round(sum(v), 1)} for k, v in gaps.items() if v}
+
+
+def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dict:
+    """dagster dev on the side's instance, the flow's asset backfill over all partitions, timed."""
+    from tests.dagster_dev import kill_tree, start
+
+    env = side.prepare(args)
+    t0 = time.perf_counter()
+    dev = start(REPO / "workspace.yaml", env, side.root, side.base / "dagster_dev.log")
+    up = time.perf_counter() - t0
+    try:
+        cpu = CpuMeter().start()
+        t0 = time.perf_counter()
+        params = {"assetSelection": [{"path": a.split("/")} for a in assets], "allPartitions": True,
+                  "fromFailure": False, "tags": [{"key": "dagster/from_ui", "value": "true"}],
+                  "title": f"benchmark: {args.days}-day backfill"}
+        res = dev.gql(LAUNCH, {"p": params})["launchPartitionBackfill"]
+        if res["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"launchPartitionBackfill: {res}")
+        bid = res["backfillId"]
+        while True:
+            status = dev.gql(STATUS, {"id": bid})["partitionBackfillOrError"]
+            if status.get("status") not in ("REQUESTED", "CANCELING", "FAILING"):
+                break
+            if time.perf_counter() - t0 > args.timeout_s:  # reported as unfinished: the ratio is an upper bound
+                status = {**status, "status": f"UNFINISHED after --timeout-s {args.timeout_s} ({status['status']})"}
+                break
+            time.sleep(2)
+        wall = time.perf_counter() - t0
+        load = cpu.stop()
+    finally:
+        kill_tree(dev.proc)
+    print(f"backfill {bid}: {status['status']} in {wall:.1f}s (dagster dev up in {up:.1f}s, not counted)", flush=True)
+    return {"wall_s": round(wall, 1), "status": status["status"], "error": status.get("error"), "backfill_id": bid,
+            "dagster_dev_startup_s": round(up, 1), **load}
+
+
+def run_serial(side: Side, args: argparse.Namespace) -> dict:
+    """The run command over the same days on the side's instance, timed from start to exit."""
+    env = side.prepare(args)
+    log = side.base / "run_flow.log"
+    cpu = CpuMeter().start()
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        rc = subprocess.call([sys.executable, "-m", "orchestration.run_flow", "--start", args.start,
+                              "--days", str(args.days)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - t0
+    load = cpu.stop()
+    print(f"serial run_flow: exit {rc} in {wall:.1f}s (log: {log})", flush=True)
+    return {"wall_s": round(wall, 1), "exit_code": rc, **load}
+
+
+def check_side(side: Side, expected: dict[str, list[str]]) -> dict:
+    """What a side left: its runs, materialized partitions (instance and lake) against the
+    definitions', and its deployment decisions."""
+    from ml_core.bundles import BundleStore
+
+    runs = run_records(side.home)
+    got = materialized(side.home, list(expected))
+    lake = {a: sorted(p.name.removeprefix("ds=") for p in (side.root / "lake" / a).glob("ds=*")) for a in expected}
+    decisions = BundleStore(side.root).decisions()
+    model_days = expected["deployed_model"]
+    return {"run_summary": run_summary(runs), "model_chain_gaps": model_chain(runs, model_days), "runs": runs,
+            "partitions_as_defined": got == expected, "lake_as_defined": lake == expected,
+            "missing": {a: sorted(set(k) - set(got[a])) for a, k in expected.items() if set(k) - set(got[a])},
+            "decision_days": [d["partition"] for d in decisions],
+            "every_decision_present": [d["partition"] for d in decisions] == model_days,
+            "decisions": {d["partition"]: {"promoted": d["promoted"], "version": d["version"]} for d in decisions},
+            "materialized": got}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = Path(args.work_dir or tempfile.mkdtemp(prefix="moge-backfill-bench-"))
+    sides = {"backfill": Side("backfill", base / "backfill"), "serial": Side("serial", base / "serial")}
+    wanted = ["backfill", "serial"] if args.sides == "both" else [args.sides]
+    sides["backfill"].prepare(args)
+    expected = expected_partitions(sides["backfill"].config)
+    print(f"{args.days} days {args.start}..{last_day(args)}, partitions per asset: "
+          f"{ {a: len(k) for a, k in expected.items()} }; work dir {base}", flush=True)
+    out: dict = {"benchmark": "backfill", "args": vars(args), "work_dir": str(base), "cpus": os.cpu_count(),
+                 "expected_partitions": expected, "sides": {}}
+    def measure(name: str) -> None:
+        side = sides[name]
+        timing = run_backfill(side, args, list(expected)) if name == "backfill" else run_serial(side, args)
+        out["sides"][name] = {**timing, **check_side(side, expected)}
+
+    if args.concurrently:  # both at once (threads: each side's work is in its own processes)
+        with ThreadPoolExecutor(len(wanted)) as pool:
+            for f in [pool.submit(measure, name) for name in wanted]:
+                f.result()
+    else:
+        for name in wanted:
+            measure(name)
+    report(out)
+    path = Path(args.out) if args.out else RESULTS / (f"backfill_synthetic_small_{args.days}d"
+                                                      f"{'_' + args.label if args.label else ''}_20261127.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"results: {path}")
+    ok = all(s["partitions_as_defined"] and s["every_decision_present"] for s in out["sides"].values())
+    return 0 if ok else 1
+
+
+def report(out: dict) -> None:
+    """Print the table, the checks and the ratio; add the comparison to ``out``."""
+    s = out["sides"]
+    print("\n| side | wall s | runs | succeeded | most at once | created->started mean/max s | machine busy | load |")
+    for name, r in s.items():
+        rs = r["run_summary"]
+        print(f"| {name} | {r['wall_s']} | {rs['runs']} | {rs['succeeded']} | {rs['most_in_progress']} | "
+              f"{rs['created_to_started_mean_s']} / {rs['created_to_started_max_s']} | "
+              f"{r['machine_busy_share']:.0%} of {r['cpus']} | {r['loadavg_1min_start']}->{r['loadavg_1min_end']} |")
+    for name, r in s.items():
+        print(f"{name}: partitions as defined {r['partitions_as_defined']} (lake {r['lake_as_defined']}), "
+              f"every decision present {r['every_decision_present']} ({len(r['decision_days'])} days)"
+              + (f", missing {r['missing']}" if r["missing"] else ""))
+    for name, r in s.items():
+        if r["model_chain_gaps"]:
+            print(f"{name}: between one model day's decision and the next day's training: "
+                  + ", ".join(f"{k} mean {v['mean']} (sum {v['sum']})" for k, v in r["model_chain_gaps"].items()))
+    if set(s) == {"backfill", "serial"}:
+        b, ser = s["backfill"], s["serial"]
+        ratio = ser["wall_s"] / b["wall_s"]
+        finished = b["status"] == "COMPLETED_SUCCESS"
+        same_decisions = b["decisions"] == ser["decisions"]
+        out["comparison"] = {"baseline": "serial (python -m orchestration.run_flow)", "ratio_serial_over_backfill":
+                             round(ratio, 3), "backfill_finished": finished,
+                             "ratio_is": "measured" if finished else "an upper bound (the backfill had not finished)",
+                             "target": TARGET, "meets_target": finished and ratio >= TARGET,
+                             "same_partitions": b["materialized"] == ser["materialized"],
+                             "same_decisions": same_decisions,
+                             "decision_differences": {d: (b["decisions"].get(d), ser["decisions"].get(d))
+                                                      for d in sorted(set(b["decisions"]) | set(ser["decisions"]))
+                                                      if b["decisions"].get(d) != ser["decisions"].get(d)}}
+        print(f"\nbackfill vs serial (baseline): {'' if finished else 'at most '}{ratio:.2f}x ({ser['wall_s']}s / {b['wall_s']}s; target >= {TARGET}x: "
+              f"{'met' if finished and ratio >= TARGET else 'NOT met'}); same partitions {out['comparison']['same_partitions']}, "
+              f"same decisions {same_decisions}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
