@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", help="results JSON (default: benchmarks/results/backfill_synthetic_small_<N>d_<date>.json)")
     ap.add_argument("--label", default="", help="appended to the default output name (e.g. 'before')")
     args = ap.parse_args(argv)
-    if args.days <= args.train_days:
-        ap.error(f"--days {args.days} leaves no model day: it must exceed --train-days {args.train_days}")
+    if args.days <= args.train_days + 1:  # derived data start on the 2nd day, models T days later
+        ap.error(f"--days {args.days} leaves no model day: it must exceed --train-days {args.train_days} + 1")
     if args.max_steps < 1:
         ap.error(f"--max-steps must be >= 1, got {args.max_steps}")
     date.fromisoformat(args.start)  # a bad date fails here, naming it

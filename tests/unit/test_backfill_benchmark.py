@@ -17,7 +17,7 @@ def test_defaults_are_thirty_days_of_the_small_synthetic_source():
     assert args.timeout_s == 4 * 3600
 
 
-@pytest.mark.parametrize("argv", [["--days", "3", "--train-days", "3"], ["--max-steps", "0"], ["--start", "2026-13-01"]])
+@pytest.mark.parametrize("argv", [["--days", "4", "--train-days", "3"], ["--max-steps", "0"], ["--start", "2026-13-01"]])
 def test_bad_arguments_are_refused(argv):
     with pytest.raises((SystemExit, ValueError)):
         parse_args(argv)
@@ -33,7 +33,7 @@ def test_the_config_covers_exactly_the_benchmarked_days(tmp_path):
     assert (cfg.source.start_date, cfg.source.end_date) == ("2026-03-01", "2026-03-12")
     assert (cfg.graph.window_days, cfg.train.train_days, cfg.train.max_steps_per_epoch) == (4, 2, 7)
     assert cfg.storage.root == str(tmp_path / "data")
-    assert model_start(cfg).isoformat() == "2026-03-03"
+    assert model_start(cfg).isoformat() == "2026-03-04"
 
 
 def test_run_timeline_arithmetic():
