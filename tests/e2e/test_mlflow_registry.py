@@ -24,6 +24,7 @@ import pytest
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.registry_config import RegistryConfig
+from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 from tests.mlflow_server import mlflow_server
 
 mlflow = pytest.importorskip("mlflow")  # the dev extra installs it; a skip fails under CI
@@ -41,8 +42,10 @@ def mlflow_cfg(server, model: str, **kw) -> RegistryConfig:
 
 
 def files(d: Path) -> dict[str, bytes]:
-    """Relative path -> content of every file under ``d`` but the store's own ``_VERSION``."""
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and p.name != "_VERSION"}
+    """Relative path -> content of every file under ``d`` but the store's own records (``_VERSION``,
+    ``_FILES.json``)."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name not in (VERSION_FILE, INTEGRITY_FILE)}
 
 
 def fake_bundle(d: Path, partition: str, seed: int) -> Path:

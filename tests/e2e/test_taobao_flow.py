@@ -45,7 +45,7 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
     assert printed, out.stdout[-2000:]
     reg = BundleStore(tmp_path / "data")
     decisions = reg.decisions()
-    assert [d["partition"] for d in decisions] == [f"2017-11-{d}" for d in range(27, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
+    assert [d["partition"] for d in decisions] == [f"2017-11-{d}" for d in range(28, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
     assert all(d["promoted"] == (not d["reasons"]) for d in decisions), decisions
     promoted = [d["version"] for d in decisions if d["promoted"]]
     if promoted:  # a 15-step model may not beat the sanity scorers on this sample: then nothing is deployed

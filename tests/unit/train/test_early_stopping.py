@@ -109,27 +109,26 @@ def test_the_stage_records_init_and_stopping_in_the_manifest(synthetic_lake, tmp
         os.symlink(shared.partition_dir(asset, days[0]).parent, tmp_path / "lake" / asset)
     cfg = make_config(tmp_path, 'train.model="mmoe"', "train.max_steps_per_epoch=8")
     lake = Lake(tmp_path)
-    first = P.run_trained_model(cfg, lake, days[2], P.train_window(cfg, days[2]))
+    # derived data start on days[1], so with T = 2 the first model day is days[3]
+    first = P.run_trained_model(cfg, lake, days[3], P.train_window(cfg, days[3]))
     assert first.init == {"mode": "scratch", "from": None, "from_version": None,
-                          "reason": f"first day: trained_model starts on {days[2]}"}
-    second = P.run_trained_model(cfg, lake, days[3], P.train_window(cfg, days[3]))
-    assert second.init["mode"] == "warm" and second.init["from"] == days[2]
-    assert second.init["from_version"] == lake.version("trained_model", days[2])
-    manifest = json.loads((lake.partition_dir("trained_model", days[3]) / "manifest.json").read_text())
+                          "reason": f"first day: trained_model starts on {days[3]}"}
+    second = P.run_trained_model(cfg, lake, days[4], P.train_window(cfg, days[4]))
+    assert second.init["mode"] == "warm" and second.init["from"] == days[3]
+    assert second.init["from_version"] == lake.version("trained_model", days[3])
+    manifest = json.loads((lake.partition_dir("trained_model", days[4]) / "manifest.json").read_text())
     assert manifest["init"] == second.init and manifest["stopping"] == second.stopping
-    assert manifest["stopping"]["validation"]["days"] == [days[2]] and days[3] not in manifest["stopping"]["validation"]["days"]
+    assert manifest["stopping"]["validation"]["days"] == [days[3]] and days[4] not in manifest["stopping"]["validation"]["days"]
     assert second.stopping["curve"][0][0] == 0  # a warm start is scored before its first step
-    gap = P.run_trained_model(cfg, lake, days[4], P.train_window(cfg, days[4]))  # days[3] exists: warm again
-    assert gap.init["from"] == days[3]
     # production: nothing promoted yet, then a bundle of a later partition is refused (it saw later days)
     prod = make_config(tmp_path, 'train.model="mmoe"', "train.max_steps_per_epoch=8", 'train.warm_start="production"')
     assert P.run_trained_model(prod, lake, days[3], P.train_window(prod, days[3])).init["reason"] == \
         "no previous model: nothing is in production"
     store = BundleStore(lake.root)
-    store.publish(lake.partition_dir("trained_model", days[2]), "v2")
-    store.set_production("v2", {"partition": days[2]})
-    refused = P.run_trained_model(prod, lake, days[2], P.train_window(prod, days[2])).init
-    assert refused["mode"] == "scratch" and refused["reason"].startswith(f"no previous model: production is trained_model[{days[2]}]")
+    store.publish(lake.partition_dir("trained_model", days[3]), "v3")
+    store.set_production("v3", {"partition": days[3]})
+    refused = P.run_trained_model(prod, lake, days[3], P.train_window(prod, days[3])).init
+    assert refused["mode"] == "scratch" and refused["reason"].startswith(f"no previous model: production is trained_model[{days[3]}]")
     res = P.run_trained_model(prod, lake, days[4], P.train_window(prod, days[4]))
-    assert (res.init["mode"], res.init["from"]) == ("warm", "v2")
-    assert res.init["from_version"] == (store.version_dir("v2") / "_VERSION").read_text().strip()
+    assert (res.init["mode"], res.init["from"]) == ("warm", "v3")
+    assert res.init["from_version"] == (store.version_dir("v3") / "_VERSION").read_text().strip()
