@@ -32,7 +32,7 @@ def source_logs(context) -> dg.DataVersionsByPartition:
 
 
 @dg.asset(
-    **{**stage("ingest", {"polars", "parquet"}, automation_condition=LOGS), "partitions_def": daily},
+    **stage("ingest", {"polars", "parquet"}, automation_condition=LOGS, partitions_def=daily),
     deps=[source_logs],
     code_version=code_version("assets.logs", "ml_core.stages.logs"),
 )

@@ -54,6 +54,10 @@ class BundleRegistry(Protocol):
     def production(self) -> dict | None:
         """The production record (``version``, ``partition``, ...) or None when nothing serves."""
 
+    def production_stamp(self) -> tuple | None:
+        """A cheap value that changes whenever production may have moved (None: no production
+        yet): what the server's pointer watcher polls before reading :meth:`production`."""
+
     def set_production(self, version: str, record: dict) -> None:
         """Make the published ``version`` production with ``record``; only the gate calls this."""
 

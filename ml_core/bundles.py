@@ -160,6 +160,14 @@ class BundleStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def production_stamp(self) -> tuple[int, int] | None:
+        """The pointer file's mtime and inode (the gate's atomic rename changes both)."""
+        try:
+            st = os.stat(self.pointer_path)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_ino
+
     def production(self) -> dict | None:
         if not self.pointer_path.exists():
             return None

@@ -256,6 +256,11 @@ class MlflowBundleRegistry:
                 self._break_lease()
 
     # -- production -------------------------------------------------------------------------------
+    def production_stamp(self) -> tuple | None:
+        """The alias's version (a remote registry has no file to stat)."""
+        prod = self.production()
+        return None if prod is None else (prod["version"],)
+
     def production(self) -> dict | None:
         from mlflow.exceptions import MlflowException
 

@@ -17,7 +17,6 @@ the one served. A version whose load failed is not retried until the pointer mov
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_core.bundle_registry import open_bundle_registry
-from ml_core.bundles import BundleStore
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.retrieval import INDEX_KINDS, Retriever, set_index_threads
@@ -120,16 +118,7 @@ class ModelHolder:
         return Served(scorer, retriever, time.time())
 
     def _pointer_stamp(self) -> tuple | None:
-        if self.store is None:
-            return None
-        if not isinstance(self.store, BundleStore):  # a remote registry: its production version is the stamp
-            prod = self.store.production()
-            return None if prod is None else (prod["version"],)
-        try:
-            st = os.stat(self.store.pointer_path)
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_ino
+        return None if self.store is None else self.store.production_stamp()
 
     def reload(self) -> dict:
         """Swap to the version the production pointer names, if it is not the one served.
