@@ -211,9 +211,9 @@ class MoGE(RecModel):
                 encoders[1][1].append(ch.items)
         sparse = []
         for enc, tables in encoders:
-            sparse.append((enc.id_emb.weight, torch.cat([t.ids for t in tables])))
+            sparse.append((enc.id_emb, torch.cat([t.ids for t in tables])))
             cats = torch.cat([t.cats for t in tables])  # [n, C]
-            sparse += [(emb.weight, cats[:, j]) for j, emb in enumerate(enc.cat_embs)]
+            sparse += [(emb, cats[:, j]) for j, emb in enumerate(enc.cat_embs)]
         return l2_penalty(self._dense_parameters(), sparse)
 
     def _dense_parameters(self) -> list[torch.Tensor]:

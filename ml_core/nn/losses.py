@@ -76,12 +76,13 @@ def expert_cooperation_loss(gates: torch.Tensor) -> torch.Tensor:
     return -pair_sum.sum(dim=0).mean()
 
 
-def l2_penalty(dense: Iterable[torch.Tensor], sparse: Iterable[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
+def l2_penalty(dense: Iterable[torch.Tensor], sparse: Iterable[tuple[nn.Embedding, torch.Tensor]] = ()) -> torch.Tensor:
     """``||Theta||^2`` restricted to what a batch touches.
 
     ``dense``: parameters penalised entirely (weights, biases, small embedding tables).
-    ``sparse``: ``(table, rows)`` pairs, e.g. an id-embedding weight and the ids the batch
-    looked up; only the distinct ``rows`` are penalised. Penalising every row of a large id
+    ``sparse``: ``(table, rows)`` pairs, e.g. an id-embedding table (the module) and the ids the
+    batch looked up; only the distinct ``rows`` are penalised, looked up through the module so
+    that a table with row-sparse gradients (``sparse=True``) keeps them. Penalising every row of a large id
     table on every step (what a literal ``lambda ||Theta||^2`` over all parameters does) makes
     Adam shrink the rows a batch never uses by about ``lr`` per step, erasing rarely seen users
     and items; penalising active rows is the usual practice (NGCF's own code regularises the
@@ -90,7 +91,7 @@ def l2_penalty(dense: Iterable[torch.Tensor], sparse: Iterable[tuple[torch.Tenso
     Returns a float32 scalar.
     """
     flat = [p.reshape(-1) for p in dense]
-    flat += [table[torch.unique(rows)].reshape(-1) for table, rows in sparse]
+    flat += [table(torch.unique(rows)).reshape(-1) for table, rows in sparse]
     if not flat:
         return torch.zeros(())
     return torch.cat(flat).float().square().sum()  # one fused op instead of one per tensor

@@ -57,6 +57,11 @@ def current() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
 
+def current_backend() -> str | None:
+    """The joined process group's backend (``gloo``, ``nccl``), None in a single process."""
+    return dist.get_backend() if current().active else None
+
+
 def resolve_backend(backend: str, cuda: bool | None = None) -> str:
     """``auto`` -> ``nccl`` when CUDA is visible (``cuda``, default: torch's answer), else ``gloo``."""
     cuda = torch.cuda.is_available() if cuda is None else cuda

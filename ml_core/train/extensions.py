@@ -43,10 +43,16 @@ def _resolve(table: dict[str, str], name: str, what: str) -> Callable:
     return getattr(importlib.import_module(module), fn)
 
 
-def adam(model, cfg, contexts, **args) -> torch.optim.Optimizer:
+def adam(model, cfg, contexts, sparse_embeddings: bool = True, **args):
     """Adam (the MoGE paper's optimiser) over ``model.param_groups(cfg)`` at ``cfg.lr`` /
-    ``cfg.weight_decay`` (a group's own ``lr`` / ``weight_decay`` take precedence)."""
-    return torch.optim.Adam(model.param_groups(cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, **args)
+    ``cfg.weight_decay`` (a group's own ``lr`` / ``weight_decay`` take precedence), with the
+    embedding tables updated row-sparsely (:mod:`ml_core.train.sparse_adam`) unless
+    ``sparse_embeddings`` is false or DDP runs on NCCL."""
+    from ml_core.train import distributed as ddp
+    from ml_core.train.sparse_adam import split_adam
+
+    sparse = sparse_embeddings and ddp.current_backend() != "nccl"
+    return split_adam(model, model.param_groups(cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, sparse=sparse, **args)
 
 
 adam.graph_needs = GraphNeeds.NONE

@@ -172,9 +172,10 @@ def test_optimizer_keeps_the_loss_weights_out_of_weight_decay(data):
     spec = data[0]
     model = E2EGRec(spec, gradnorm_lr=0.025)
     opt = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=1e-4), [])
-    (rest, w) = opt.param_groups
+    (rest, w, tables) = opt.param_groups  # Adam's two groups, then the embedding tables (SparseAdam)
     assert w["params"] == [model.gradnorm.weights] and w["weight_decay"] == 0.0 and w["lr"] == 0.025
-    assert rest["weight_decay"] == 1e-4 and len(rest["params"]) == len(list(model.parameters())) - 1
+    assert rest["weight_decay"] == 1e-4 and "weight_decay" not in tables
+    assert len(rest["params"]) + len(tables["params"]) == len(list(model.parameters())) - 1
 
 
 def test_bad_options_are_rejected(data):

@@ -195,11 +195,18 @@ def test_loss_terms_switch_off_to_plain_bce_sum():
 def test_l2_touches_only_the_batch_rows_of_id_tables():
     emb = torch.nn.Embedding(10, 3)
     w = torch.nn.Parameter(torch.ones(2, 2))
-    reg = l2_penalty([w], [(emb.weight, torch.tensor([1, 4, 4]))])
+    reg = l2_penalty([w], [(emb, torch.tensor([1, 4, 4]))])
     reg.backward()
     assert reg.item() == pytest.approx(4 + emb.weight[[1, 4]].square().sum().item(), rel=1e-6)
     touched = torch.nonzero(emb.weight.grad.abs().sum(1)).flatten().tolist()
     assert touched == [1, 4]
+
+
+def test_l2_keeps_a_sparse_table_sparse():
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    l2_penalty([], [(emb, torch.tensor([2, 2, 7]))]).backward()
+    assert emb.weight.grad.is_sparse
+    assert sorted(emb.weight.grad.coalesce().indices()[0].tolist()) == [2, 7]
 
 
 def test_mixed_precision_autocast_runs():
