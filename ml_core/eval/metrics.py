@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from ml_core.sorting import stable_counting_order
+
 
 def require_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
     """``scores`` as float64, or ``ValueError`` naming how many are NaN / infinite."""
@@ -52,7 +54,14 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(codes, n_groups)``: each sample's group as its position in ``np.unique(groups)`` (int64)."""
+    uniq, g = np.unique(np.asarray(groups), return_inverse=True)
+    return g.reshape(-1).astype(np.int64, copy=False), len(uniq)
+
+
+def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+               n_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group AUC, weight and usability: ``(auc_g, size_g, ok_g)`` over the sorted unique
     groups (``np.unique(groups)`` order, so two scorers on the same ``groups`` line up).
 
@@ -61,6 +70,11 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tu
     position, subtract the group's offset to get the within-group average rank, and apply the
     Mann-Whitney formula ``AUC_g = (R_g - P_g (P_g + 1) / 2) / (P_g N_g)`` with ``R_g`` the rank
     sum of the group's positives. ``ValueError`` on non-finite scores or unequal lengths.
+
+    ``n_groups``: ``groups`` are already codes in ``[0, n_groups)`` (:func:`group_codes`), so the
+    groups are not factorised again (a code without samples is a group with ``ok_g`` False). The
+    sort is a stable sort by score followed by a stable counting sort by group: the permutation
+    of ``np.lexsort((scores, groups))`` in O(n log n) on the scores alone.
     """
     groups = np.asarray(groups)
     labels = np.asarray(labels).astype(np.float64)
@@ -70,11 +84,12 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tu
     scores = require_finite(scores, "gauc scores")
     if len(groups) == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
-    _, g = np.unique(groups, return_inverse=True)
-    g = g.reshape(-1)
-    order = np.lexsort((scores, g))
+    if n_groups is None:
+        g, n_groups = group_codes(groups)
+    else:
+        g = np.asarray(groups, np.int64)
+    order = stable_counting_order(g, n_groups, np.argsort(scores, kind="stable"))
     g_s, s_s, y_s = g[order], scores[order], labels[order]
-    n_groups = int(g_s.max()) + 1
     size = np.bincount(g_s, minlength=n_groups).astype(np.float64)
     pos = np.bincount(g_s, weights=y_s, minlength=n_groups)
     # within-group average ranks: rank the pair (group, score) densely, then average ties
@@ -95,13 +110,16 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tu
     return auc_g, size, ok
 
 
-def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Group AUC weighted by group size, skipping single-class groups.
+def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None) -> dict[str, float]:
+    """Group AUC weighted by group size, skipping single-class groups (``n_groups``: as in
+    :func:`group_aucs`).
 
     Returns ``{"gauc", "groups_used", "groups_skipped", "samples_used"}``; ``gauc`` is NaN when
     no group has both classes. ``ValueError`` on non-finite scores.
     """
-    auc_g, size, ok = group_aucs(groups, labels, scores)
+    auc_g, size, ok = group_aucs(groups, labels, scores, n_groups)
+    if n_groups is not None:  # codes without samples are not groups
+        auc_g, size, ok = auc_g[size > 0], size[size > 0], ok[size > 0]
     used = int(ok.sum())
     value = float((auc_g[ok] * size[ok]).sum() / size[ok].sum()) if used else float("nan")
     return {"gauc": value, "groups_used": used, "groups_skipped": len(ok) - used, "samples_used": int(size[ok].sum())}
@@ -135,9 +153,10 @@ def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks
     docstring) and ``gauc_within_<outer>_users`` (the users it used).
     """
     users = np.asarray(users)
+    codes, n_users = group_codes(users)  # once for every task and nested pair
     out = {}
     for k, task in enumerate(tasks):
-        g = gauc(users, labels[:, k], probs[:, k])
+        g = gauc(codes, labels[:, k], probs[:, k], n_users)
         out[task] = {
             "gauc": g["gauc"],
             "auc": auc(labels[:, k], probs[:, k]),
@@ -150,7 +169,7 @@ def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks
         for inner, outer in nested_tasks(labels, tasks):
             b, a = tasks.index(inner), tasks.index(outer)
             within = np.asarray(labels)[:, a] > 0.5
-            g = gauc(users[within], labels[within, b], probs[within, b])
+            g = gauc(codes[within], labels[within, b], probs[within, b], n_users)
             out[inner][f"gauc_within_{outer}"] = g["gauc"]
             out[inner][f"gauc_within_{outer}_users"] = g["groups_used"]
     return out

@@ -19,7 +19,9 @@ MAX_LINES = 400
 #: Layers of ml_core, bottom first. A module may import its own layer and the layers below it,
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
-    {"typed", "storage", "integrity", "eval", "progress"},  # no ml_core imports but their own layer: typed builder, the lake (+ its integrity checks), metrics and plots, rates/ETA
+    # no ml_core imports but their own layer: typed builder, the lake (+ its integrity checks), metrics and plots,
+    # rates/ETA, linear-time counting sorts
+    {"typed", "storage", "integrity", "eval", "progress", "sorting"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
     {"config", "source_config", "tuning_config", "registry_config", "dist_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
