@@ -26,7 +26,6 @@ Paired differences with their uncertainty: :func:`ml_core.eval.bootstrap.gauc_di
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ml_core.sorting import stable_counting_order
 
@@ -41,17 +40,13 @@ def require_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
     return scores
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when only one class is present; ``ValueError`` on
-    non-finite scores."""
-    labels = np.asarray(labels).astype(bool)
+def auc(labels: np.ndarray, scores: np.ndarray, score_order: np.ndarray | None = None) -> float:
+    """Area under the ROC curve (ties count 1/2): :func:`group_aucs` with one group; NaN when
+    only one class is present; ``ValueError`` on non-finite scores. ``score_order``: as in
+    :func:`group_aucs`."""
     scores = require_finite(scores, "auc scores")
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)  # average ranks: ties count 1/2
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    auc_g, _, ok = group_aucs(np.zeros(len(scores), np.int64), labels, scores, 1, score_order)
+    return float(auc_g[0]) if len(ok) and ok[0] else float("nan")
 
 
 def group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
@@ -60,8 +55,8 @@ def group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
     return g.reshape(-1).astype(np.int64, copy=False), len(uniq)
 
 
-def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-               n_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None,
+               score_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group AUC, weight and usability: ``(auc_g, size_g, ok_g)`` over the sorted unique
     groups (``np.unique(groups)`` order, so two scorers on the same ``groups`` line up).
 
@@ -74,7 +69,8 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     ``n_groups``: ``groups`` are already codes in ``[0, n_groups)`` (:func:`group_codes`), so the
     groups are not factorised again (a code without samples is a group with ``ok_g`` False). The
     sort is a stable sort by score followed by a stable counting sort by group: the permutation
-    of ``np.lexsort((scores, groups))`` in O(n log n) on the scores alone.
+    of ``np.lexsort((scores, groups))`` in O(n log n) on the scores alone. ``score_order``: that
+    stable sort by score, ``np.argsort(scores, kind="stable")``, when the caller has it already.
     """
     groups = np.asarray(groups)
     labels = np.asarray(labels).astype(np.float64)
@@ -88,7 +84,9 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
         g, n_groups = group_codes(groups)
     else:
         g = np.asarray(groups, np.int64)
-    order = stable_counting_order(g, n_groups, np.argsort(scores, kind="stable"))
+    if score_order is None:
+        score_order = np.argsort(scores, kind="stable")
+    order = stable_counting_order(g, n_groups, score_order)
     g_s, s_s, y_s = g[order], scores[order], labels[order]
     size = np.bincount(g_s, minlength=n_groups).astype(np.float64)
     pos = np.bincount(g_s, weights=y_s, minlength=n_groups)
@@ -110,14 +108,15 @@ def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     return auc_g, size, ok
 
 
-def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None) -> dict[str, float]:
-    """Group AUC weighted by group size, skipping single-class groups (``n_groups``: as in
-    :func:`group_aucs`).
+def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None,
+         score_order: np.ndarray | None = None) -> dict[str, float]:
+    """Group AUC weighted by group size, skipping single-class groups (``n_groups``,
+    ``score_order``: as in :func:`group_aucs`).
 
     Returns ``{"gauc", "groups_used", "groups_skipped", "samples_used"}``; ``gauc`` is NaN when
     no group has both classes. ``ValueError`` on non-finite scores.
     """
-    auc_g, size, ok = group_aucs(groups, labels, scores, n_groups)
+    auc_g, size, ok = group_aucs(groups, labels, scores, n_groups, score_order)
     if n_groups is not None:  # codes without samples are not groups
         auc_g, size, ok = auc_g[size > 0], size[size > 0], ok[size > 0]
     used = int(ok.sum())
@@ -156,10 +155,12 @@ def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks
     codes, n_users = group_codes(users)  # once for every task and nested pair
     out = {}
     for k, task in enumerate(tasks):
-        g = gauc(codes, labels[:, k], probs[:, k], n_users)
+        scores = require_finite(probs[:, k], "scores")
+        order = np.argsort(scores, kind="stable")  # one sort for the task's GAUC and AUC
+        g = gauc(codes, labels[:, k], scores, n_users, order)
         out[task] = {
             "gauc": g["gauc"],
-            "auc": auc(labels[:, k], probs[:, k]),
+            "auc": auc(labels[:, k], scores, order),
             "logloss": logloss(labels[:, k], probs[:, k]),
             "pos_rate": float(labels[:, k].mean()) if len(labels) else float("nan"),
             "gauc_users": g["groups_used"],

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml_core.eval.metrics import auc, gauc, logloss, task_metrics
+from ml_core.eval.metrics import auc, gauc, group_codes, logloss, task_metrics
 
 
 def brute_gauc(groups, labels, scores):
@@ -26,6 +26,22 @@ def test_gauc_equals_bruteforce_pairwise(seed, tied):
     labels = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(int)
     scores = rng.integers(0, 6, n).astype(float) if tied else rng.normal(size=n) + labels * 0.5
     assert gauc(groups, labels, scores)["gauc"] == pytest.approx(brute_gauc(groups, labels, scores), abs=1e-12)
+
+
+def test_coded_groups_and_a_given_score_order_change_nothing():
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 40, 2000) * 1000 + 17  # raw ids, not codes
+    labels = (rng.random(2000) < 0.3).astype(int)
+    scores = rng.integers(0, 8, 2000).astype(float)
+    codes, n = group_codes(groups)
+    assert n == len(np.unique(groups)) and codes.max() == n - 1
+    order = np.argsort(scores, kind="stable")
+    direct = gauc(groups, labels, scores)
+    assert gauc(codes, labels, scores, n, order) == direct
+    # a subset keeps every code: codes without samples are not counted as groups
+    sub = groups < 20_000
+    assert gauc(codes[sub], labels[sub], scores[sub], n) == gauc(groups[sub], labels[sub], scores[sub])
+    assert auc(labels, scores, order) == auc(labels, scores)
 
 
 def test_gauc_skips_single_class_users_and_counts_them():
