@@ -39,3 +39,16 @@ def row_col_order(rows, cols, n_rows, n_cols):
     same as ``np.lexsort((cols, rows))``. Entries must lie in ``[0, n_rows) x [0, n_cols)``."""
     by_col = stable_counting_order(cols, n_cols, np.arange(len(rows)))
     return stable_counting_order(rows, n_rows, by_col)
+
+
+def sorted_unique(values) -> np.ndarray:
+    """``np.unique(values)`` (the sorted distinct values of a 1-d integer array) by a sort and a
+    mask. NumPy 2's ``np.unique`` hashes first: 11 s for 9M int64 with millions of distinct ids
+    (the training window's user ids), against 0.6 s sorted."""
+    a = np.sort(np.asarray(values).ravel())
+    if len(a) == 0:
+        return a
+    keep = np.empty(len(a), bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]

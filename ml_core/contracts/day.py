@@ -17,6 +17,7 @@ from ml_core.contracts.batch import NodeTable
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.sampling.samples import label_columns
+from ml_core.sorting import sorted_unique
 
 
 @dataclass
@@ -66,10 +67,10 @@ class DayContext:
         g = inputs.graph
         g_users = g.user_ids if g is not None else np.zeros(0, np.int64)
         g_items = g.item_ids if g is not None else np.zeros(0, np.int64)
-        s_users = np.unique(s["user_id"].to_numpy())
-        s_items = np.unique(s["item_id"].to_numpy())
-        new_users = np.setdiff1d(s_users, g_users)
-        new_items = np.setdiff1d(s_items, g_items)
+        s_users = sorted_unique(s["user_id"].to_numpy())
+        s_items = sorted_unique(s["item_id"].to_numpy())
+        new_users = np.setdiff1d(s_users, g_users, assume_unique=True)  # both sorted and distinct
+        new_items = np.setdiff1d(s_items, g_items, assume_unique=True)
         user_raw = np.concatenate([g_users, new_users]).astype(np.int64)
         item_raw = np.concatenate([g_items, new_items]).astype(np.int64)
         # node-space row of each raw id: graph ids are sorted, new ids are sorted after them

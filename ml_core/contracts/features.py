@@ -14,6 +14,7 @@ import torch
 from ml_core.contracts.batch import NodeTable
 from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
+from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
     from ml_core.contracts.day import DayInputs
@@ -42,11 +43,11 @@ class SideSpec:
     def fit(cls, prefix: str, id_col: str, tables: list[pl.DataFrame], extra_ids: list[np.ndarray]) -> SideSpec:
         table = pl.concat(tables, how="diagonal_relaxed")
         cats, nums = feature_columns(table, prefix)
-        ids = np.unique(np.concatenate([table[id_col].to_numpy(), *extra_ids])).astype(np.int64)
+        ids = sorted_unique(np.concatenate([table[id_col].to_numpy(), *extra_ids])).astype(np.int64)
         # each categorical column gets a compact vocabulary of the codes seen in training (row 0 =
         # unknown): raw codes can be sparse and huge (Taobao's category ids reach 5M), and an
         # embedding table sized by the largest code costs memory and optimiser time for nothing
-        vocabs = [np.unique(table[c].drop_nulls().to_numpy()).astype(np.int64) for c in cats]
+        vocabs = [sorted_unique(table[c].drop_nulls().to_numpy()).astype(np.int64) for c in cats]
         vocabs = [v[v >= 0] for v in vocabs]
         cat_sizes = [len(v) + 1 for v in vocabs]
         mean = [float(table[c].mean() or 0.0) for c in nums]

@@ -8,6 +8,7 @@ import polars as pl
 
 from ml_core.data.schema import BEHAVIORS
 from ml_core.graph.csr import CSR, BipartiteGraph
+from ml_core.sorting import sorted_unique
 
 
 def edge_table(events: pl.DataFrame | pl.LazyFrame, behavior_weights: dict[str, float]) -> pl.DataFrame:
@@ -27,8 +28,8 @@ def edge_table(events: pl.DataFrame | pl.LazyFrame, behavior_weights: dict[str, 
 
 def graph_from_edges(edges: pl.DataFrame, days: list[str]) -> BipartiteGraph:
     """Build the CSR graph from an :func:`edge_table` (ids sorted, so rows are stable)."""
-    user_ids = np.unique(edges["user_id"].to_numpy()).astype(np.int64)
-    item_ids = np.unique(edges["item_id"].to_numpy()).astype(np.int64)
+    user_ids = sorted_unique(edges["user_id"].to_numpy()).astype(np.int64)
+    item_ids = sorted_unique(edges["item_id"].to_numpy()).astype(np.int64)
     rows = np.searchsorted(user_ids, edges["user_id"].to_numpy())
     cols = np.searchsorted(item_ids, edges["item_id"].to_numpy())
     order = np.lexsort((cols, rows))

@@ -58,6 +58,7 @@ from ml_core.graph.similarity_state import (
 )
 from ml_core.graph.stats import degree_histogram
 from ml_core.graph.telemetry import MemWatch
+from ml_core.sorting import sorted_unique
 
 
 class IncrementalNotSupported(ValueError):
@@ -158,7 +159,7 @@ def _graph_from_pairs(keys: np.ndarray, counts: np.ndarray, users: np.ndarray, i
 
 
 def _changed_rows(node_ids: np.ndarray, delta_ids: np.ndarray) -> np.ndarray:
-    return lookup(node_ids, np.unique(delta_ids)) if len(delta_ids) else np.zeros(0, np.int64)
+    return lookup(node_ids, sorted_unique(delta_ids)) if len(delta_ids) else np.zeros(0, np.int64)
 
 
 def _hub_flip_rows(prev_m: CSR, prev_cols: np.ndarray, new_m: CSR, new_cols: np.ndarray, new_rows: np.ndarray,
@@ -174,8 +175,8 @@ def _hub_flip_rows(prev_m: CSR, prev_cols: np.ndarray, new_m: CSR, new_cols: np.
     f = (old_deg[i_old] > cap) != (new_deg[i_new] > cap)
     flipped_old[i_old[f]] = True
     flipped_new[i_new[f]] = True
-    out = [np.asarray(prev_rows)[np.unique(prev_m.row_of_entries()[flipped_old[prev_m.indices]])],
-           np.asarray(new_rows)[np.unique(new_m.row_of_entries()[flipped_new[new_m.indices]])]]
+    out = [np.asarray(prev_rows)[sorted_unique(prev_m.row_of_entries()[flipped_old[prev_m.indices]])],
+           np.asarray(new_rows)[sorted_unique(new_m.row_of_entries()[flipped_new[new_m.indices]])]]
     return np.concatenate(out)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml_core.graph.csr import CSR
-from ml_core.sorting import row_col_order
+from ml_core.sorting import row_col_order, sorted_unique
 
 
 @pytest.mark.parametrize("n, n_rows, n_cols", [(0, 3, 4), (1, 1, 1), (50, 2, 3), (5000, 300, 40), (5000, 40, 900)])
@@ -26,3 +26,9 @@ def test_from_coo_sums_duplicates_in_input_order_and_transposes():
     assert t.to_scipy().toarray().tolist() == m.to_scipy().toarray().T.tolist()
     with pytest.raises(ValueError, match="out of range"):
         CSR.from_coo(np.array([3]), np.array([0]), None, 3, 4)
+
+
+@pytest.mark.parametrize("values", [np.array([], np.int64), np.array([5]), np.array([3, 1, 3, 2, 1]),
+                                    np.random.default_rng(0).integers(-50, 50, 1000)])
+def test_sorted_unique_is_np_unique(values):
+    assert np.array_equal(sorted_unique(values), np.unique(values))
