@@ -10,12 +10,15 @@ inner product, and the model (the :class:`~ml_core.serving.scorer.Scorer`'s pair
     C_N(u) = \\operatorname{top-N}_i\\ \\langle u, v_i \\rangle, \\qquad
     \\text{items}(u) = \\operatorname{top-k}_{i \\in C_N(u)}\\ \\hat y_{u,i,t}
 
-Where the vectors come from is one function, :func:`retrieval_vectors`. Until the bundles carry
-node representations encoded once per day, it reads what every model has today: its shared
-feature transforms ``p_u = x_u P`` and ``q_i = x_i Q`` (``user_enc`` / ``item_enc``, the id
-embedding plus the projected features) over the snapshot's users and items. The ranker was not
-trained to make ``<p_u, q_i>`` meaningful, so the retrieval's recall@k against exhaustive ranking
-is measured (benchmarks/serving.py, README "Serving at catalogue scale"), not assumed.
+Where the vectors come from is one function, :func:`retrieval_vectors`: the node representations
+the bundle carries (:meth:`~ml_core.serving.scorer.Scorer.representations`, encoded once per day
+over the snapshot's graphs), each node's representations concatenated in name order. For MoGE
+and the "+Graph" models that is ``u = [h_u, p_u, s_u]`` against ``v_i = [h_i, q_i, s_i]``, so
+``<u, v_i> = <h_u, h_i> + <p_u, q_i> + <s_u, s_i>``: the same-channel products the experts'
+interactions are built from; for a model that reads no graph, its feature transforms
+``p_u = x_u P``, ``q_i = x_i Q``. The ranker was not trained to make this inner product
+meaningful, so the retrieval's recall@k against exhaustive ranking is measured
+(benchmarks/serving.py, README "Serving at catalogue scale"), not assumed.
 
 A second, user-independent channel guards the recall: the items the ranker scores highest on
 average over a few sampled snapshot users (:func:`item_prior`, computed once per bundle load).
@@ -33,9 +36,6 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-import torch
-
-from ml_core.nn.dense import FeatureEncoder
 
 #: the index kinds :class:`ItemIndex` builds
 INDEX_KINDS = ("hnsw", "flat")
@@ -58,20 +58,19 @@ class RetrievalVectors:
             raise ValueError(f"user vectors have {self.user_vectors.shape[1]} dimensions, items {self.item_vectors.shape[1]}")
 
 
-@torch.no_grad()
 def retrieval_vectors(scorer) -> RetrievalVectors:
-    """The snapshot's user and item vectors of ``scorer``'s model (the one place to swap in the
-    daily node representations): today the feature transforms ``p_u`` and ``q_i``."""
-    model, base = scorer.model, scorer.base
-    encoders = getattr(model, "user_enc", None), getattr(model, "item_enc", None)
-    if not all(isinstance(e, FeatureEncoder) for e in encoders):
-        raise ValueError(f"model {scorer.meta.get('model')!r} has no user_enc / item_enc feature transforms: "
-                         "it offers no retrieval vectors; serve it without retrieval")
-    nu, ni = base.n_graph_users, base.n_graph_items
-    p = encoders[0](base.users)[:nu]  # [U, d]
-    q = encoders[1](base.items)[:ni]  # [I, d]
-    return RetrievalVectors(np.ascontiguousarray(p.float().numpy()), np.ascontiguousarray(q.float().numpy()),
-                            base.user_raw[:nu].astype(np.int64), base.item_raw[:ni].astype(np.int64))
+    """The snapshot's user and item vectors of ``scorer``'s bundle: its node representations
+    (:meth:`~ml_core.serving.scorer.Scorer.representations`, rows of the snapshot's graph nodes).
+    ``ValueError`` when the two sides differ in size (no inner product to search by)."""
+    reps = scorer.representations()
+    users, items = reps["users"], reps["items"]
+    if users.shape[1] != items.shape[1] or users.shape[1] == 0:
+        raise ValueError(f"model {scorer.meta.get('model')!r} gives {users.shape[1]}-dimensional user and "
+                         f"{items.shape[1]}-dimensional item representations: no inner product to retrieve by; "
+                         "serve it without retrieval")
+    nu, ni = scorer.base.n_graph_users, scorer.base.n_graph_items
+    return RetrievalVectors(np.ascontiguousarray(users[:nu], np.float32), np.ascontiguousarray(items[:ni], np.float32),
+                            reps["user_ids"][:nu].astype(np.int64), reps["item_ids"][:ni].astype(np.int64))
 
 
 def set_index_threads(n: int) -> None:

@@ -15,6 +15,7 @@ from ml_core.serving.retrieval import (
     recall_at_k,
     retrieval_vectors,
 )
+from ml_core.serving.scorer import Scorer
 from ml_core.serving.state import ServeOptions
 from tests.unit.serving.deployed import UNKNOWN
 
@@ -112,6 +113,18 @@ def test_retrieval_vectors_of_the_snapshot(scorer):
     assert np.array_equal(v.item_ids, scorer.item_ids) and np.array_equal(v.user_ids, scorer.graph.user_ids)
     assert v.item_vectors.shape == (scorer.graph.n_items, scorer.model_spec.dim)
     assert np.isfinite(v.user_vectors).all() and np.isfinite(v.item_vectors).all()
+
+
+def test_a_graph_model_retrieves_by_its_node_representations(deployments):
+    """MoGE: u = [h_u, p_u, s_u], v = [h_i, q_i, s_i] (name order), so <u, v> sums the same-channel products."""
+    moge = Scorer.from_registry(deployments("moge").serve_root)
+    v = retrieval_vectors(moge)
+    d = moge.model_spec.dim
+    assert v.user_vectors.shape == (moge.graph.n_users, 3 * d) and v.item_vectors.shape == (moge.graph.n_items, 3 * d)
+    reps = moge.reps
+    u, i = 0, 5
+    expected = sum(float(reps.user_reps[a][u] @ reps.item_reps[b][i]) for a, b in (("h_u", "h_i"), ("p_u", "q_i"), ("s_u", "s_i")))
+    assert float(v.user_vectors[u] @ v.item_vectors[i]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_item_prior_orders_by_mean_score(scorer):
