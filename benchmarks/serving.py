@@ -14,7 +14,9 @@ the same run, over HTTP with one keep-alive client, one request at a time:
   computed in this process with the same bundle, index and ranker (``Retriever`` +
   ``Scorer.recommend``), so the N curve costs no more exact rankings;
 * the CPU time (thread time) of the same work in this process, without HTTP: what a request
-  costs on a core of its own, whatever the machine's load during the run.
+  costs on a core of its own, whatever the machine's load during the run; for a graph model also
+  ``/score``'s work by the path before node representations (a neighbourhood sampled around the
+  request's pairs and the GNN run on it, :func:`ml_core.inference.predict` with ``path="pairs"``).
 
 Latency is wall time at the client (request to parsed response), so it includes HTTP and JSON.
 Writes benchmarks/results/serving_<preset>_<model>_<date>.json.
@@ -42,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serving_bundle import build  # noqa: E402 - after sys.path
 
+from ml_core.inference import predict  # noqa: E402
 from ml_core.serving.retrieval import Retriever, item_prior, recall_at_k  # noqa: E402
 from ml_core.serving.scorer import Scorer  # noqa: E402
 
@@ -160,7 +163,7 @@ def main(argv=None) -> None:
         curve[str(n)] = row
     # CPU time of the server's work per request, in this process (no HTTP, no JSON): the
     # latency the code would have on an unloaded core, whatever the machine's load during the run
-    cpu = {"score": [], "retrieval_then_rank": []}
+    cpu = {"score": [], "retrieval_then_rank": [], "score_per_pair_path": []}
     both = channels["both"]
     for j in range(min(args.requests, 100)):
         u = int(users[j % len(users)])
@@ -168,6 +171,11 @@ def main(argv=None) -> None:
         t0 = time.thread_time()
         scorer.score(np.full(args.pairs, u), pick)
         cpu["score"].append(time.thread_time() - t0)
+        if j < 30 and scorer.needs_graph:  # the path before node representations: a subgraph sampled per request
+            ctx = scorer.context(np.full(args.pairs, u), pick)
+            t0 = time.thread_time()
+            predict(scorer.model, ctx, scorer.fanouts, seed=j, path="pairs")
+            cpu["score_per_pair_path"].append(time.thread_time() - t0)
         t0 = time.thread_time()
         scorer.recommend(u, args.k, candidates=both.candidates(u, args.retrieval, scorer.seen_items(u)), exclude_seen=False)
         cpu["retrieval_then_rank"].append(time.thread_time() - t0)
@@ -186,6 +194,8 @@ def main(argv=None) -> None:
             f"recommend_retrieval_{args.retrieval}_then_rank": percentiles(rec_t),
         },
         "cpu_time_in_process": {f"score_{args.pairs}_pairs": percentiles(cpu["score"]),
+                                 **({f"score_{args.pairs}_pairs_per_pair_path": percentiles(cpu["score_per_pair_path"])}
+                                    if cpu["score_per_pair_path"] else {}),
                                  f"recommend_retrieval_{args.retrieval}_then_rank": percentiles(cpu["retrieval_then_rank"])},
         "targets_ms": {"score_1000_p99": 10, "recommend_p99": 30},
         "recall_at_k_served": round(served_recall, 4),
