@@ -55,7 +55,7 @@ from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.logs import run_interaction_logs
 from ml_core.stages.samples import run_training_samples
 from ml_core.stages.training import run_trained_model
-from ml_core.stages.windows import graph_window, model_start, train_window
+from ml_core.stages.windows import derived_start, graph_window, model_start, train_window
 from ml_core.storage import Lake
 
 START = date(2026, 1, 1)
@@ -150,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                              f'source.start_date="{START.isoformat()}"'])
     lake = Lake(root)
     days = [(START + timedelta(days=k)).isoformat() for k in range(N_DAYS)]
-    day, first_model = days[-1], model_start(cfg).isoformat()
+    day = days[-1]
+    # data stages from the first day with graphs on: D's training window (and, with --reference,
+    # D-1's, which starts a day earlier) reads their samples; the days before: logs only
+    first_data = derived_start(cfg).isoformat() if args.reference else model_start(cfg).isoformat()
     load = [os.getloadavg()[0]]
     t0 = time.perf_counter()
     for d in days[:-1]:
-        if d < first_model:  # logs only: the graphs of the model days read them
+        if d < first_data:  # logs only: the graphs of the later days read them
             run_interaction_logs(cfg, lake, d)
         else:
             data_stages(cfg, lake, d)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "daily_flow_seconds": stages, "daily_flow_total_seconds": round(sum(stages.values()), 1),
         "evaluation_paths": paths, "bundle": bundle, "setup_seconds": round(setup_s, 1),
         "load_average_1min": load, "cpus": os.cpu_count(),
-        "note": "wall-clock on a shared, loaded 2-core machine (other jobs running); ratios are from the same run",
+        "note": "wall-clock; the load average before and after says whether anything else ran; ratios are from the same run",
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"node_reps_{args.preset}_{date.today():%Y%m%d}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -161,22 +161,33 @@ class ScoredDay:
     labels: np.ndarray
     probs: np.ndarray
     metrics: dict
+    #: the node path's representations of the day's *graph* nodes (the snapshot a deployed bundle
+    #: serves: rows ``0..n_graph - 1`` of each node space) with their raw ids ``(reps, user_raw,
+    #: item_raw)``; None for the per-pair path or a sampled encoding
+    snapshot_reps: tuple[NodeReps, np.ndarray, np.ndarray] | None = None
 
 
 def score_day(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0,
               log=None, log_every: int = 50, what: str = "scoring", path: str = "nodes",
-              encode_fanouts: list[int] | None = None) -> ScoredDay:
+              encode_fanouts: list[int] | None = None, keep_snapshot: bool = False) -> ScoredDay:
     """:func:`evaluate` keeping the predictions (what a paired comparison of two models needs);
     ``log``, ``log_every``, ``what``: :func:`predict`'s progress lines (default: silent);
-    ``path``, ``encode_fanouts``: :func:`predict`'s (default: every node encoded once, every neighbour)."""
+    ``path``, ``encode_fanouts``: :func:`predict`'s (default: every node encoded once, every neighbour).
+    ``keep_snapshot``: also keep the graph nodes' representations (``ScoredDay.snapshot_reps``,
+    node path with every neighbour only), e.g. for the bundle deployment assembles next."""
     model = result_or_model if isinstance(result_or_model, RecModel) else result_or_model.model
     ctx = DayContext.build(day, spec, with_graph=inference_needs_graph(model))
+    reps = encode_day(model, ctx, encode_fanouts, seed) if path == "nodes" else None
     probs = predict(model, ctx, fanouts, seed=seed, tasks=spec.tasks, log=log, log_every=log_every, what=what,
-                    path=path, encode_fanouts=encode_fanouts)
+                    path=path, encode_fanouts=encode_fanouts, reps=reps)
     metrics = task_metrics(ctx.sample_user_raw, ctx.labels, probs, spec.tasks)
     for task in metrics:
         metrics[task]["cold_users_share"] = float(np.mean(ctx.sample_user >= ctx.n_graph_users)) if ctx.n_samples else 0.0
-    return ScoredDay(np.asarray(ctx.sample_user_raw), np.asarray(ctx.labels), probs, metrics)
+    snapshot = None
+    if keep_snapshot and reps is not None and encode_fanouts is None:  # sample nodes outside the graph come last
+        nu, ni = ctx.n_graph_users, ctx.n_graph_items
+        snapshot = (reps.take(np.arange(nu), np.arange(ni)), ctx.user_raw[:nu].copy(), ctx.item_raw[:ni].copy())
+    return ScoredDay(np.asarray(ctx.sample_user_raw), np.asarray(ctx.labels), probs, metrics, snapshot)
 
 
 def evaluate(result_or_model, spec: FeatureSpec, day: DayInputs, fanouts: list[int], seed: int = 0,

@@ -330,13 +330,18 @@ class Scorer:
         return [(int(cand[j]), {name: float(scores[j, x]) for x, name in enumerate(self.tasks)}) for j in top]
 
 
-def write_node_reps(bundle: str | Path) -> dict:
+def write_node_reps(bundle: str | Path, snapshot: tuple | None = None) -> dict:
     """Encode every node of a deployed ``bundle``'s snapshot (:class:`Scorer`'s base context,
     every neighbour) and store them in the bundle (``node_reps.npz``, written atomically) with a
-    ``node_reps`` manifest entry (:func:`~ml_core.bundles.save_node_reps`); returns the entry."""
-    scorer = Scorer(bundle)
-    entry = save_node_reps(scorer.bundle, scorer.reps, scorer.base.user_raw, scorer.base.item_raw)
-    manifest = read_manifest(scorer.bundle)
+    ``node_reps`` manifest entry (:func:`~ml_core.bundles.save_node_reps`); returns the entry.
+    ``snapshot``: ``(reps, user_raw, item_raw)`` of the snapshot's nodes already encoded by the
+    same model (the evaluation's, ``ScoredDay.snapshot_reps``), stored as given instead."""
+    bundle = Path(bundle)
+    if snapshot is None:
+        scorer = Scorer(bundle)
+        snapshot = (scorer.reps, scorer.base.user_raw, scorer.base.item_raw)
+    entry = save_node_reps(bundle, *snapshot)
+    manifest = read_manifest(bundle)
     manifest["node_reps"] = entry
-    write_manifest(scorer.bundle, manifest)
+    write_manifest(bundle, manifest)
     return entry

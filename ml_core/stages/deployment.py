@@ -28,7 +28,7 @@ from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.scorer import write_node_reps
-from ml_core.stages.evaluation import EvaluationResult, judge_against_references
+from ml_core.stages.evaluation import EvaluationResult, judge_against_references, take_snapshot_reps
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
 
@@ -74,7 +74,9 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     manifest.update({"version": version, "metrics": metrics,
                      "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
     write_manifest(target, manifest)
-    write_node_reps(target)  # every snapshot node encoded once: what serving scores from
+    # every snapshot node encoded once (what serving scores from): the evaluation's encoding when
+    # this process has it for this very model, else encoded now
+    write_node_reps(target, take_snapshot_reps(lake, day, lake.version("trained_model", day)))
 
 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:

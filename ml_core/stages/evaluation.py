@@ -93,6 +93,18 @@ def _gaucs(metrics: dict[str, dict]) -> str:
 #: The candidate's scores on day D, kept for the paired comparison at decision time.
 SCORES_FILE = "candidate_scores.npz"
 
+#: The last candidate's snapshot representations this process encoded, by (lake root, day,
+#: trained_model version): the deployment that follows in the same process (the daily_model job
+#: runs in one process) writes them into the bundle instead of encoding the snapshot a second
+#: time (11 s of the ``large`` day). One entry: a ``large`` snapshot's are ~600 MB.
+_SNAPSHOT_REPS: dict[tuple, tuple] = {}
+
+
+def take_snapshot_reps(lake: Lake, day, version: str) -> tuple | None:
+    """``(reps, user_raw, item_raw)`` of trained_model[day] at ``version`` over day's graph nodes,
+    when this process's last evaluation encoded them (handed over once), else None."""
+    return _SNAPSHOT_REPS.pop((str(lake.root), day_str(day), version), None)
+
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
     """Evaluate trained_model[D] and the sanity scorers on day D and write the result and the
@@ -117,7 +129,10 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
         return out
     log(f"scoring the candidate (trained_model {day_str(day)}, version {version[:12]}) on {n:,} samples")
     t = time.perf_counter()
-    cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate")
+    cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate", keep_snapshot=True)
+    _SNAPSHOT_REPS.clear()
+    if cand.snapshot_reps is not None:
+        _SNAPSHOT_REPS[(str(lake.root), day_str(day), version)] = cand.snapshot_reps
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)

@@ -195,6 +195,28 @@ def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, t
     assert not np.allclose(Scorer.from_bundle(edited).score(u, i), want)
 
 
+def test_the_bundle_stores_the_evaluations_encoding_of_its_snapshot(deployments, tmp_path):
+    """Deployment writes the representations the candidate's evaluation encoded (handed over in
+    the process) instead of encoding the snapshot again: they equal a fresh encoding of the bundle."""
+    from ml_core.serving.scorer import write_node_reps
+    from ml_core.stages.evaluation import _SNAPSHOT_REPS
+    from ml_core.storage import INTEGRITY_FILE
+
+    dep = deployments("moge")
+    sc = Scorer.from_registry(dep.serve_root)
+    assert not _SNAPSHOT_REPS  # handed over once, then released
+    fresh = tmp_path / "fresh"
+    shutil.copytree(sc.bundle, fresh, ignore=shutil.ignore_patterns(NODE_REPS_FILE, INTEGRITY_FILE))
+    write_node_reps(fresh)  # encoded from the bundle's own snapshot (an unpublished copy: no file record)
+    with np.load(sc.bundle / NODE_REPS_FILE) as stored, np.load(fresh / NODE_REPS_FILE) as encoded:
+        assert sorted(stored.files) == sorted(encoded.files)
+        for name in stored.files:
+            if stored[name].dtype.kind == "f":
+                np.testing.assert_allclose(stored[name], encoded[name], rtol=0, atol=1e-6, err_msg=name)
+            else:  # ids, codes, the neighbourhood label
+                assert np.array_equal(stored[name], encoded[name]), name
+
+
 # -- HTTP -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(mmoe):

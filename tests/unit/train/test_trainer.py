@@ -120,3 +120,22 @@ def test_training_logs_progress_every_n_steps(every):
     assert steps == ([(1, 5), (1, 10), (2, 5), (2, 10)] if every else []), lines
     # the epoch summaries stay, one per epoch, numbered like the progress lines
     assert [line.split(" done")[0] for line in lines if " done in " in line] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_training_threads_do_not_outlive_training():
+    """``train.threads`` applies to training only: a step after it in the same process (evaluation
+    in an in-process Dagster run) gets the thread count it had before."""
+    from ml_core.config import TrainConfig
+    from tests.helpers import TASKS, planted_day
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        cfg = dataclasses.replace(TrainConfig(), model="mlp", dim=8, batch_size=64, epochs=1, max_steps_per_epoch=2,
+                                  threads=1, prefetch=0, validation="none")
+        train([planted_day().day], cfg, TASKS, log=lambda line: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}  # training ran on one thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
