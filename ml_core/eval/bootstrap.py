@@ -13,20 +13,53 @@ does), a resample that draws user ``g`` ``c_g`` times has
     D* = sum_g c_g w_g (AUC^a_g - AUC^b_g) / sum_g c_g w_g
 
 (a user drawn twice counts twice, exactly as if its samples were duplicated). The per-user AUCs
-are computed once; each resample is then two weighted sums over the drawn users, vectorised over
-a block of resamples at a time (no Python loop per user). The interval is the percentile
-interval ``[q_{(1-level)/2}, q_{(1+level)/2}]`` of the ``n_boot`` values of ``D*``; the point
-estimate is ``D`` on the full data.
+are computed once; each resample is then two weighted sums over ``n`` users drawn with
+replacement, in a compiled loop (:func:`_resample_differences`, numba, resamples spread over the
+cores). Each resample draws from its own splitmix64 stream, seeded by ``(seed, resample)``, so the
+result does not depend on the number of threads. At the ``large`` preset (90k users, 1,000
+resamples) this took 3.1 s per task with NumPy's generator and fancy indexing. The interval is
+the percentile interval ``[q_{(1-level)/2}, q_{(1+level)/2}]`` of the ``n_boot`` values of ``D*``;
+the point estimate is ``D`` on the full data.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from ml_core.eval.metrics import group_aucs, group_codes
 
-#: Resamples drawn at once: a block holds ``_BLOCK x n_groups`` int64 indices (5 MB for 5k users).
-_BLOCK = 128
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(z):
+    """splitmix64's output function of a uint64 state."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _resample_differences(wd, w, n_boot, seed):
+    """``D*`` of ``n_boot`` resamples of the ``n`` users (module docstring): resample ``b`` draws
+    ``n`` users uniformly with replacement from the splitmix64 stream seeded by ``(seed, b)``."""
+    n = len(w)
+    out = np.empty(n_boot)
+    nn = np.uint64(n)
+    for b in prange(n_boot):
+        state = _mix(np.uint64(seed) * _GAMMA + np.uint64(b) + np.uint64(1))
+        num = 0.0
+        den = 0.0
+        for _ in range(n):
+            state += _GAMMA
+            k = np.int64(_mix(state) % nn)
+            num += wd[k]
+            den += w[k]
+        out[b] = num / den
+    return out
 
 
 def gauc_difference(groups: np.ndarray, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
@@ -56,12 +89,10 @@ def gauc_difference(groups: np.ndarray, labels: np.ndarray, scores_a: np.ndarray
         return {"diff": nan, "low": nan, "high": nan, "gauc_a": nan, "gauc_b": nan, **out}
     wa, wb = w * auc_a[ok], w * auc_b[ok]
     wd = wa - wb  # exactly 0 where the two scorers rank a user's samples the same way
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    for start in range(0, n_boot, _BLOCK):
-        stop = min(start + _BLOCK, n_boot)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        diffs[start:stop] = wd[idx].sum(axis=1) / w[idx].sum(axis=1)
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    diffs = _resample_differences(np.ascontiguousarray(wd, np.float64), np.ascontiguousarray(w, np.float64),
+                                  int(n_boot), int(seed))
     alpha = (1 - level) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
     gauc_a, gauc_b = wa.sum() / w.sum(), wb.sum() / w.sum()

@@ -72,3 +72,17 @@ def test_seeded_and_validated():
         gauc_difference(groups, labels, a, b, level=1.0)
     with pytest.raises(ValueError, match="n_boot"):
         gauc_difference(groups, labels, a, b, n_boot=0)
+
+
+def test_the_resamples_do_not_depend_on_the_thread_count():
+    import numba
+
+    rng, groups, labels = _day(seed=5)
+    a, b = rng.random(len(labels)), rng.random(len(labels)) + 0.2 * labels
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = gauc_difference(groups, labels, a, b, n_boot=300, seed=11)
+    finally:
+        numba.set_num_threads(threads)
+    assert gauc_difference(groups, labels, a, b, n_boot=300, seed=11) == one
