@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="medium", choices=["small", "medium", "large"])
     ap.add_argument("--root", default=None, help="lake directory (default: a fresh temporary one)")
     ap.add_argument("--reference", action="store_true", help="publish day D-1's model first (day D then scores it)")
+    ap.add_argument("--day-only", action="store_true", help="only the daily-flow day (no path comparison, no bundle)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     root = Path(args.root or tempfile.mkdtemp(prefix=f"node-reps-{args.preset}-"))
@@ -171,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"setup {setup_s:.0f} s; day {day}", flush=True)
     stages: dict[str, float] = {}
     data_stages(cfg, lake, day, stages)
-    _, stages["trained_model"] = timed(run_trained_model, cfg, lake, day, train_window(cfg, day))
-    _, stages["model_evaluation"] = timed(run_model_evaluation, cfg, lake, day)
-    decision, stages["deployed_model"] = timed(run_deployed_model, cfg, lake, day)
+    log = lambda line: print(f"    {line}", flush=True)  # the stages' own progress lines (what takes the time)
+    _, stages["trained_model"] = timed(run_trained_model, cfg, lake, day, train_window(cfg, day), log=log)
+    _, stages["model_evaluation"] = timed(run_model_evaluation, cfg, lake, day, log=log)
+    decision, stages["deployed_model"] = timed(run_deployed_model, cfg, lake, day, log=log)
     stages = {k: round(v, 2) for k, v in stages.items()}
     print(f"daily flow: {stages} total {sum(stages.values()):.0f} s", flush=True)
-    paths = compare_paths(lake, day)
-    bundle = bundle_reps(cfg, lake, day)
+    paths = None if args.day_only else compare_paths(lake, day)
+    bundle = None if args.day_only else bundle_reps(cfg, lake, day)
     load.append(os.getloadavg()[0])
     graph = load_day_inputs(lake, day, with_graph=True)
     result = {
