@@ -48,6 +48,7 @@ from ml_core.integrity import (  # noqa: F401 - content_hash, VOLATILE_FILES: pa
     CorruptPartitionError,
     content_hash,
     rebuild_hint,
+    remember_sealed,
     seal,
     verify_dir,
 )
@@ -84,6 +85,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                     os.replace(old, target)
                     old = None
                 raise
+            remember_sealed(target)  # hashed by seal() just now: a read in this process need not hash it again
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
             raise

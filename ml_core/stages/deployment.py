@@ -27,13 +27,12 @@ from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
-from ml_core.serving.scorer import write_node_reps
+from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references, take_snapshot_reps
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
 
 #: The partitions of day D a bundle serves with (copied into ``bundle/context``).
-SERVING_CONTEXT = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
 
 @dataclass
@@ -68,15 +67,15 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     src = lake.checked_dir("trained_model", day)
     shutil.copytree(src, target, dirs_exist_ok=True,
                     ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
-    for asset in SERVING_CONTEXT:
+    for asset in CONTEXT_ASSETS:
         shutil.copytree(lake.checked_dir(asset, day), target / "context" / asset, dirs_exist_ok=True)
     manifest = read_manifest(target)
     manifest.update({"version": version, "metrics": metrics,
-                     "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
+                     "serving_context": {a: lake.version(a, day) for a in CONTEXT_ASSETS}})
     write_manifest(target, manifest)
     # every snapshot node encoded once (what serving scores from): the evaluation's encoding when
     # this process has it for this very model, else encoded now
-    write_node_reps(target, take_snapshot_reps(lake, day, lake.version("trained_model", day)))
+    write_node_reps(target, take_snapshot_reps(lake, day))
 
 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:

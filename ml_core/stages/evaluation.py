@@ -29,6 +29,7 @@ from ml_core.bundle_registry import BundleRegistry
 from ml_core.bundles import load_model, read_manifest
 from ml_core.config import PipelineConfig
 from ml_core.progress import format_duration
+from ml_core.serving.scorer import CONTEXT_ASSETS
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.storage import Lake, day_str
 
@@ -93,17 +94,26 @@ def _gaucs(metrics: dict[str, dict]) -> str:
 #: The candidate's scores on day D, kept for the paired comparison at decision time.
 SCORES_FILE = "candidate_scores.npz"
 
-#: The last candidate's snapshot representations this process encoded, by (lake root, day,
-#: trained_model version): the deployment that follows in the same process (the daily_model job
-#: runs in one process) writes them into the bundle instead of encoding the snapshot a second
-#: time (11 s of the ``large`` day). One entry: a ``large`` snapshot's are ~600 MB.
+#: The last candidate's snapshot representations this process encoded, by :func:`_snapshot_key`:
+#: the deployment that follows in the same process (the daily_model job runs in one process)
+#: writes them into the bundle instead of encoding the snapshot a second time (11 s of the
+#: ``large`` day). One entry: a ``large`` snapshot's are ~600 MB.
 _SNAPSHOT_REPS: dict[tuple, tuple] = {}
 
 
-def take_snapshot_reps(lake: Lake, day, version: str) -> tuple | None:
-    """``(reps, user_raw, item_raw)`` of trained_model[day] at ``version`` over day's graph nodes,
-    when this process's last evaluation encoded them (handed over once), else None."""
-    return _SNAPSHOT_REPS.pop((str(lake.root), day_str(day), version), None)
+def _snapshot_key(lake: Lake, day) -> tuple:
+    """What the snapshot's representations depend on: the lake, the day, trained_model[day]'s
+    version and the data versions of the graphs and features the bundle will carry (a graph
+    rebuilt in between, e.g. after late data, is another snapshot)."""
+    return (str(lake.root), day_str(day), lake.version("trained_model", day),
+            tuple(lake.version(a, day) for a in CONTEXT_ASSETS))
+
+
+def take_snapshot_reps(lake: Lake, day) -> tuple | None:
+    """``(reps, user_raw, item_raw)`` of trained_model[day] over day's graph nodes when this
+    process's last evaluation encoded them for the partitions the lake holds now (handed over
+    once), else None."""
+    return _SNAPSHOT_REPS.pop(_snapshot_key(lake, day), None)
 
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
@@ -132,7 +142,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate", keep_snapshot=True)
     _SNAPSHOT_REPS.clear()
     if cand.snapshot_reps is not None:
-        _SNAPSHOT_REPS[(str(lake.root), day_str(day), version)] = cand.snapshot_reps
+        _SNAPSHOT_REPS[_snapshot_key(lake, day)] = cand.snapshot_reps
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)

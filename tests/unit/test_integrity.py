@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import polars as pl
 import pytest
@@ -79,8 +80,11 @@ def test_unchanged_files_are_hashed_once_per_process(lake, monkeypatch):
     for _ in range(3):
         lake.read_table("t", DAY)
     assert len(calls) == 1
-    lake.write_table("t", DAY, pl.DataFrame({"a": [1]}))  # a new version: checked again
+    lake.write_table("t", DAY, pl.DataFrame({"a": [1]}))  # a new version, sealed (hashed) by this process
     calls.clear()
+    lake.read_table("t", DAY)
+    assert calls == []
+    integrity._VERIFIED.clear()  # as in another process: the new version is checked on its first read
     lake.read_table("t", DAY)
     assert len(calls) == 1
 
@@ -113,3 +117,24 @@ def test_a_failed_publishing_rename_puts_the_previous_version_back(lake, monkeyp
     monkeypatch.undo()
     assert lake.read_table("t", DAY).height == 100
     assert [p.name for p in target.parent.iterdir()] == [f"ds={DAY}"]
+
+
+def test_a_partition_this_process_published_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    """Publishing seals (hashes) the files and renames them into place: the next check in the
+    process is free; a file rewritten since (new mtime) is hashed and caught."""
+    from ml_core import integrity
+    from ml_core.storage import atomic_dir
+
+    target = tmp_path / "part"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.bin").write_bytes(b"x" * 1000)
+    hashed = []
+    real = integrity.digests
+    monkeypatch.setattr(integrity, "digests", lambda *a, **k: hashed.append(a[0]) or real(*a, **k))
+    integrity.verify_dir(target, "part", "rebuild it")
+    assert hashed == []
+    time.sleep(0.01)
+    (target / "a.bin").write_bytes(b"y" * 1000)  # same size, new content and mtime
+    with pytest.raises(integrity.CorruptPartitionError, match="sha256"):
+        integrity.verify_dir(target, "part", "rebuild it")
+    assert hashed == [target]
