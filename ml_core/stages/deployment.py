@@ -32,8 +32,6 @@ from ml_core.stages.evaluation import EvaluationResult, judge_against_references
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
 
-#: The partitions of day D a bundle serves with (copied into ``bundle/context``).
-
 
 @dataclass
 class DeploymentResult:
