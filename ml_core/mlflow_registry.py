@@ -225,7 +225,9 @@ class MlflowBundleRegistry:
                                                 description=f"deployment lock of {self.name} (held while deciding)")
             return True
         except MlflowException as e:
-            if self._code(e) != "RESOURCE_ALREADY_EXISTS":
+            # ALREADY_EXISTS: held. DOES_NOT_EXIST: the server raced our create with the holder's
+            # release (seen once in CI on SQLite); both mean "not ours yet, look again"
+            if self._code(e) not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
             return False
 
