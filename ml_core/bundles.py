@@ -104,7 +104,9 @@ def read_manifest(directory: Path) -> dict:
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:
-    (Path(directory) / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    """``manifest.json`` replaced by a rename, never rewritten in place: a bundle's files may be
+    hard links to the lake partitions it was assembled from (:func:`~ml_core.storage.link_tree`)."""
+    atomic_write_text(Path(directory) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
 
 
 class BundleStore:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ml_core.contracts.day import DayInputs
-from ml_core.eval.metrics import task_metrics
+from ml_core.eval.metrics import Groups, task_metrics
 from ml_core.graph.csr import lookup
 
 SCORERS = ("popularity", "item_is_new", "seen_pair", "random")
@@ -57,7 +57,7 @@ def sanity_metrics(day: DayInputs, tasks: list[str], seed: int = 0) -> dict[str,
     """``{scorer: {task: metrics}}``: each sanity scorer's GAUC/AUC on ``day``'s samples (the
     same function as the models' metrics; logloss is not meaningful for a 0/1 rule and is left
     out)."""
-    users = day.samples["user_id"].to_numpy()
+    users = Groups.of(day.samples["user_id"].to_numpy())  # grouped once for every scorer
     labels = day.samples.select([f"label_{t}" for t in tasks]).to_numpy().astype(np.float64)
     out = {}
     for name, s in sanity_scores(day, seed).items():

@@ -129,6 +129,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, a file already there, links not supported
+        shutil.copy2(src, dst)
+
+
+def link_tree(src: Path, dst: Path, ignore=None) -> None:
+    """``shutil.copytree(src, dst)`` by hard links where the filesystem allows (copies elsewhere):
+    for sealed partitions, whose files are never written in place (a partition is replaced by a
+    rename, a file by :func:`atomic_write_text`), so a link shares bytes that do not change."""
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=ignore, copy_function=_link_or_copy)
+
+
 # -- writers and their leftovers -----------------------------------------------------------
 
 def hostname() -> str:

@@ -77,6 +77,13 @@ class SideSpec:
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("ids", "cat_vocabs")}
 
+    def same_as(self, other: SideSpec) -> bool:
+        """Encodes every id and feature as ``other`` does (same columns, scaling, vocabularies)."""
+        vocabs = lambda s: s.cat_vocabs if s.cat_vocabs is not None else []
+        return (self.to_json() == other.to_json() and np.array_equal(self.ids, other.ids)
+                and (self.cat_vocabs is None) == (other.cat_vocabs is None)
+                and all(np.array_equal(a, b) for a, b in zip(vocabs(self), vocabs(other), strict=True)))
+
 
 @dataclass
 class FeatureSpec:
@@ -93,6 +100,10 @@ class FeatureSpec:
             user=SideSpec.fit("u", "user_id", [d.users for d in days], [d.samples["user_id"].to_numpy() for d in days]),
             item=SideSpec.fit("i", "item_id", [d.items for d in days], [d.samples["item_id"].to_numpy() for d in days]),
         )
+
+    def same_as(self, other: FeatureSpec) -> bool:
+        """Builds the same day context as ``other`` (:meth:`SideSpec.same_as` on both sides)."""
+        return list(self.tasks) == list(other.tasks) and self.user.same_as(other.user) and self.item.same_as(other.item)
 
     def save(self, directory: Path) -> None:
         np.save(directory / "user_ids.npy", self.user.ids)

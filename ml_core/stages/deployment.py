@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ml_core.registry_config import RegistryConfig
 from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, judge_against_references, take_snapshot_reps
 from ml_core.stages.gate import Decision, gate
-from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str
+from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str, link_tree
 
 
 @dataclass
@@ -62,11 +61,11 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     """Write into ``target`` the bundle of trained_model[D] with its serving context and a
     manifest carrying ``version``, ``metrics`` and the context's data versions."""
     # the partition's own version and file list do not describe the bundle (publishing writes its own)
+    # (hard links: the lake's copy of a bundle shares the sealed partitions' bytes; the registry's is a copy)
     src = lake.checked_dir("trained_model", day)
-    shutil.copytree(src, target, dirs_exist_ok=True,
-                    ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
+    link_tree(src, target, ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
     for asset in CONTEXT_ASSETS:
-        shutil.copytree(lake.checked_dir(asset, day), target / "context" / asset, dirs_exist_ok=True)
+        link_tree(lake.checked_dir(asset, day), target / "context" / asset)
     manifest = read_manifest(target)
     manifest.update({"version": version, "metrics": metrics,
                      "serving_context": {a: lake.version(a, day) for a in CONTEXT_ASSETS}})

@@ -109,6 +109,19 @@ def _snapshot_key(lake: Lake, day) -> tuple:
             tuple(lake.version(a, day) for a in CONTEXT_ASSETS))
 
 
+#: What scoring day D reads (the context of a model's scoring is built from these alone).
+_SCORED_INPUTS = ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
+                  "item_similarity_graph")
+#: The day this process's last evaluation loaded and built, ``{key: (inputs, spec, ctx,
+#: with_graph)}``, handed once to the deployment's reference scoring of the same day (loading
+#: and building a ``large`` day again costs ~3 s per deployment). One entry.
+_DAY_CONTEXT: dict[tuple, tuple] = {}
+
+
+def _inputs_key(lake: Lake, day) -> tuple:
+    return (str(lake.root), day_str(day), tuple(lake.version(a, day) for a in _SCORED_INPUTS))
+
+
 def take_snapshot_reps(lake: Lake, day) -> tuple | None:
     """``(reps, user_raw, item_raw)`` of trained_model[day] over day's graph nodes when this
     process's last evaluation encoded them for the partitions the lake holds now (handed over
@@ -120,7 +133,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     """Evaluate trained_model[D] and the sanity scorers on day D and write the result and the
     candidate's scores. ``log`` (a ``str -> None`` callable, default silent) gets what is being
     scored, a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
-    from ml_core.inference import score_day
+    from ml_core.inference import day_context, inference_needs_graph, score_day
     from ml_core.sanity import SCORERS, sanity_metrics
 
     log = log or (lambda msg: None)
@@ -139,7 +152,11 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
         return out
     log(f"scoring the candidate (trained_model {day_str(day)}, version {version[:12]}) on {n:,} samples")
     t = time.perf_counter()
-    cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate", keep_snapshot=True)
+    ctx = day_context(model, fspec, inputs)
+    cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate",
+                     keep_snapshot=True, ctx=ctx)
+    _DAY_CONTEXT.clear()
+    _DAY_CONTEXT[_inputs_key(lake, day)] = (inputs, fspec, ctx, inference_needs_graph(model))
     _SNAPSHOT_REPS.clear()
     if cand.snapshot_reps is not None:
         _SNAPSHOT_REPS[_snapshot_key(lake, day)] = cand.snapshot_reps
@@ -164,7 +181,8 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     """model_evaluation[D] completed with the reference models' metrics on day D (production
     among them, as the store holds it now) and the candidate's paired GAUC difference with each."""
     from ml_core.eval.bootstrap import gauc_difference
-    from ml_core.inference import score_day
+    from ml_core.eval.metrics import Groups
+    from ml_core.inference import inference_needs_graph, score_day
 
     log = log or (lambda msg: None)
     out = load_evaluation(lake, day)
@@ -175,7 +193,9 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     tasks = list(out.candidate)
     prod = store.production()
     refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
-    inputs = load_day_inputs(lake, day, with_graph=True) if refs else None
+    cand_groups = Groups.of(cand_users) if refs else None  # grouped once for every reference and task
+    held = _DAY_CONTEXT.pop(_inputs_key(lake, day), None) if refs else None  # the evaluation's, when in this process
+    inputs = held[0] if held else load_day_inputs(lake, day, with_graph=True) if refs else None
     every = cfg.train.log_every_steps
     for i, ref in enumerate(refs, 1):
         what = f"reference {i}/{len(refs)}"
@@ -183,13 +203,14 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
         log(f"scoring {what}: {role} model {ref}")
         t = time.perf_counter()
         rmodel, rspec, rmspec, _ = load_model(store.checked_version_dir(ref))
+        same = held is not None and held[3] == inference_needs_graph(rmodel) and rspec.same_as(held[1])
         scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
-                           log=log, log_every=every, what=what)
+                           log=log, log_every=every, what=what, ctx=held[2] if same else None)
         if not np.array_equal(scored.users, cand_users):
             raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
         out.references[ref] = scored.metrics
         out.differences[ref] = {
-            task: gauc_difference(cand_users, cand_labels[:, k], cand_probs[:, k], scored.probs[:, k],
+            task: gauc_difference(cand_groups, cand_labels[:, k], cand_probs[:, k], scored.probs[:, k],
                                   n_boot=cfg.deploy.bootstrap_samples, level=cfg.deploy.confidence)
             for k, task in enumerate(tasks)}
         diffs = ", ".join(f"{task} {d['diff']:+.4f}" for task, d in out.differences[ref].items())

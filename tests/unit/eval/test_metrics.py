@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml_core.eval.metrics import auc, gauc, group_codes, logloss, task_metrics
+from ml_core.eval.metrics import Groups, auc, gauc, group_aucs, group_codes, logloss, task_metrics
 
 
 def brute_gauc(groups, labels, scores):
@@ -28,20 +28,18 @@ def test_gauc_equals_bruteforce_pairwise(seed, tied):
     assert gauc(groups, labels, scores)["gauc"] == pytest.approx(brute_gauc(groups, labels, scores), abs=1e-12)
 
 
-def test_coded_groups_and_a_given_score_order_change_nothing():
+def test_coded_groups_and_grouping_once_change_nothing():
     rng = np.random.default_rng(3)
     groups = rng.integers(0, 40, 2000) * 1000 + 17  # raw ids, not codes
     labels = (rng.random(2000) < 0.3).astype(int)
     scores = rng.integers(0, 8, 2000).astype(float)
     codes, n = group_codes(groups)
     assert n == len(np.unique(groups)) and codes.max() == n - 1
-    order = np.argsort(scores, kind="stable")
     direct = gauc(groups, labels, scores)
-    assert gauc(codes, labels, scores, n, order) == direct
+    assert gauc(codes, labels, scores, n) == direct == gauc(Groups.of(groups), labels, scores)
     # a subset keeps every code: codes without samples are not counted as groups
     sub = groups < 20_000
     assert gauc(codes[sub], labels[sub], scores[sub], n) == gauc(groups[sub], labels[sub], scores[sub])
-    assert auc(labels, scores, order) == auc(labels, scores)
 
 
 def test_gauc_skips_single_class_users_and_counts_them():
@@ -129,3 +127,22 @@ def test_nesting_is_read_from_the_labels():
     assert nested_tasks(labels, ["a", "b"]) == []
     m = task_metrics(rng.integers(0, 5, 52), labels, rng.random((52, 2)), ["a", "b"])
     assert not any(k.startswith("gauc_within") for t in m.values() for k in t)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_tasks_sharing_one_score_column_get_each_their_own_metrics(tied):
+    # a sanity scorer gives every task the same scores: one sort serves both label columns
+    rng = np.random.default_rng(7)
+    n = 4000
+    users = rng.integers(0, 90, n) * 13
+    labels = np.stack([rng.random(n) < 0.3, rng.random(n) < 0.1], axis=1).astype(float)
+    s = rng.integers(0, 5, n).astype(float) if tied else rng.random(n)
+    shared = task_metrics(users, labels, np.stack([s, s], axis=1), ["a", "b"])
+    for k, task in enumerate(["a", "b"]):
+        assert shared[task]["gauc"] == pytest.approx(brute_gauc(users, labels[:, k], s), abs=1e-12)
+        assert shared[task]["auc"] == pytest.approx(brute_gauc(np.zeros(n), labels[:, k], s), abs=1e-12)
+    auc_g, size, ok = group_aucs(users, labels, s)  # [G, K] at once = one column at a time
+    for k in range(2):
+        one = group_aucs(users, labels[:, k], s)
+        assert np.array_equal(auc_g[:, k], one[0]) and np.array_equal(ok[:, k], one[2])
+        assert np.array_equal(size, one[1])

@@ -4,6 +4,8 @@ import numpy as np
 import polars as pl
 
 from ml_core.config import SampleConfig
+from ml_core.contracts.day import DayInputs
+from ml_core.contracts.features import FeatureSpec
 from ml_core.features import build_node_features
 from ml_core.sampling.samples import build_training_samples, positive_pairs
 from ml_core.storage import Lake  # noqa: F401
@@ -70,3 +72,22 @@ def test_categorical_codes_get_a_compact_vocabulary_that_survives_save_and_load(
     spec.save(tmp_path)
     again = FeatureSpec.load(tmp_path)
     assert again.item.encode(np.array([10, 11, 12, 13, 14]), probe, "item_id").cats[:, 0].tolist() == rows
+
+
+def test_feature_specs_compare_by_what_they_encode(tmp_path):
+    # the deployment reuses the evaluation's day context for a reference model only when its spec is the same
+    users = pl.DataFrame({"user_id": [1, 2, 3], "u_num_x": [0.0, 1.0, 2.0]})
+    items = pl.DataFrame({"item_id": [10, 11, 12], "i_cat_category": [4, 7, 4]})
+    samples = pl.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "label_click": [1, 0]})
+    spec = FeatureSpec.fit([DayInputs("2026-01-01", samples, users, items)], ["click"])
+    spec.save(tmp_path)
+    assert FeatureSpec.load(tmp_path).same_as(spec) and spec.same_as(spec)
+    more_users = FeatureSpec.fit([DayInputs("2026-01-01", samples, users.with_columns(pl.col("user_id") + 1), items)],
+                                 ["click"])
+    other_codes = FeatureSpec.fit([DayInputs("2026-01-01", samples, users, items.with_columns(pl.lit(5).alias("i_cat_category")))],
+                                  ["click"])
+    other_scaling = FeatureSpec.fit([DayInputs("2026-01-01", samples, users.with_columns(pl.col("u_num_x") * 2), items)],
+                                    ["click"])
+    for other in (more_users, other_codes, other_scaling):
+        assert not spec.same_as(other) and not other.same_as(spec)
+    assert not spec.same_as(FeatureSpec.fit([DayInputs("2026-01-01", samples, users, items)], ["purchase"]))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ml_core import stages as P
 from ml_core.bundles import BundleStore
+from ml_core.inference import SCORE_BATCH
 from ml_core.stages.deployment import assemble_bundle
 from ml_core.storage import Lake
 from tests.conftest import make_config
@@ -28,8 +29,9 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
     n = lake.read_table("training_samples", day).height
     assert re.fullmatch(rf"scoring the candidate \(trained_model {day}, version [0-9a-f]{{12}}\) on {n:,} samples", lines[0])
     progress = [line for line in lines if line.startswith("candidate: ")]
-    batches = -(-n // 2048)
-    assert len(progress) == batches // 10 and progress[0].startswith(f"candidate: 20,480/{n:,} samples")
+    batches = -(-n // SCORE_BATCH)  # a line every 10 batches
+    first = min(10 * SCORE_BATCH, n)
+    assert len(progress) == batches // 10 >= 1 and progress[0].startswith(f"candidate: {first:,}/{n:,} samples")
     assert any(line.startswith("candidate scored in ") and "GAUC click " in line for line in lines)
     assert lines[-2] == f"scoring the sanity scorers (popularity, item_is_new, seen_pair, random) on {n:,} samples"
     assert lines[-1].startswith("sanity scorers scored in ") and "random click " in lines[-1]
@@ -45,6 +47,35 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
     lines.clear()
     P.judge_against_references(cfg, lake, day, store, log=lines.append)
     assert f"scoring reference 1/1: production model {version}" in lines
-    assert sum(line.startswith(f"reference 1/1: 20,480/{n:,} samples") for line in lines) == 1
+    assert sum(line.startswith(f"reference 1/1: {first:,}/{n:,} samples") for line in lines) == 1
     done = [line for line in lines if line.startswith("reference 1/1 scored in ")]
     assert len(done) == 1 and "candidate minus it: click +0.0000, purchase +0.0000" in done[0], lines
+
+
+def test_the_deployment_scores_references_on_the_evaluations_day_context(synthetic_lake, tmp_path, monkeypatch):
+    """The day the evaluation loaded and built is handed to the reference scoring once (same
+    inputs, same feature spec): no second build, and the same metrics as a fresh build."""
+    from ml_core.contracts.day import DayContext
+    from ml_core.stages import evaluation as E
+
+    _, shared, days = synthetic_lake
+    shutil.copytree(shared.root / "lake", tmp_path / "lake")
+    cfg = make_config(tmp_path, 'train.model="moge"', "train.max_steps_per_epoch=4", "deploy.bootstrap_samples=20")
+    lake, day = Lake(tmp_path), days[-1]
+    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day))
+    ev = P.run_model_evaluation(cfg, lake, day)
+    version = f"{day}-{lake.version('trained_model', day)[:10]}"
+    store = BundleStore(tmp_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        assemble_bundle(lake, day, Path(tmp) / "bundle", version, ev.candidate)
+        store.publish(Path(tmp) / "bundle", version)
+    store.set_production(version, {"partition": day})
+    builds = []
+    build = DayContext.build.__func__
+    monkeypatch.setattr(DayContext, "build", classmethod(lambda cls, *a, **k: builds.append(a[0].day) or build(cls, *a, **k)))
+    held = P.judge_against_references(cfg, lake, day, store)
+    assert builds == [] and not E._DAY_CONTEXT  # handed over once, then gone
+    fresh = P.judge_against_references(cfg, lake, day, store)
+    assert builds == [day]
+    assert held.references == fresh.references and held.differences == fresh.differences
+    assert held.differences[version]["click"]["diff"] == 0.0  # the candidate against itself
