@@ -8,6 +8,7 @@ the homogeneous view ``[users | items]`` (item j is node ``n_users + j``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +94,18 @@ class DayContext:
         if with_graph:
             ctx.channels = ctx._channel_adjacency(inputs)
         return ctx
+
+    def for_spec(self, inputs: DayInputs, spec: FeatureSpec, with_graph: bool) -> DayContext:
+        """``build(inputs, spec, with_graph)`` from this context of the same ``inputs`` (built with
+        the graph when ``with_graph``): node spaces, sample rows and channels do not depend on the
+        spec; the node inputs and labels are encoded again."""
+        if with_graph and not self.channels:
+            raise ValueError(f"day {self.day}: this context was built without the graph channels")
+        return dataclasses.replace(
+            self, users=spec.user.encode(self.user_raw, inputs.users, "user_id"),
+            items=spec.item.encode(self.item_raw, inputs.items, "item_id"),
+            labels=inputs.samples.select(label_columns(spec.tasks)).to_numpy().astype(np.float32),
+            channels=dict(self.channels) if with_graph else {})
 
     @classmethod
     def isolated(cls, day: str, user_raw: np.ndarray, item_raw: np.ndarray, users: NodeTable, items: NodeTable,

@@ -125,6 +125,13 @@ def _rank_sums(ptr, members, labels, scores, presorted):
     return rank_pos, pos
 
 
+def _sort_kind(scores: np.ndarray) -> str:
+    """NumPy's faster sort for ``scores`` (any order of ties gives the same AUC): its stable sort
+    on few distinct values (a 0/1 rule: 0.05 s for 3M against 0.56 s), quicksort otherwise
+    (3M distinct: 0.33 s against 0.46 s); the distinct values are counted on a 4k sample."""
+    return "stable" if len(np.unique(scores[:: max(1, len(scores) // 4096)])) <= 256 else "quicksort"
+
+
 def group_aucs(groups, labels: np.ndarray, scores: np.ndarray,
                n_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-group AUC, weight and usability: ``(auc_g, size_g, ok_g)`` over the sorted unique
@@ -149,7 +156,7 @@ def group_aucs(groups, labels: np.ndarray, scores: np.ndarray,
         return np.zeros(shape), np.zeros(0), np.zeros(shape, dtype=bool)
     grp = Groups.of(groups, n_groups)
     if grp.n == 1:  # one group (the whole-sample AUC): NumPy's sort beats a single-threaded one
-        rank_pos, pos = _rank_sums(grp.ptr, np.argsort(scores), y, scores, True)
+        rank_pos, pos = _rank_sums(grp.ptr, np.argsort(scores, kind=_sort_kind(scores)), y, scores, True)
     else:
         rank_pos, pos = _rank_sums(grp.ptr, grp.members, y, scores, False)
     size = np.diff(grp.ptr).astype(np.float64)

@@ -182,7 +182,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     among them, as the store holds it now) and the candidate's paired GAUC difference with each."""
     from ml_core.eval.bootstrap import gauc_difference
     from ml_core.eval.metrics import Groups
-    from ml_core.inference import inference_needs_graph, score_day
+    from ml_core.inference import score_day
 
     log = log or (lambda msg: None)
     out = load_evaluation(lake, day)
@@ -203,9 +203,8 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
         log(f"scoring {what}: {role} model {ref}")
         t = time.perf_counter()
         rmodel, rspec, rmspec, _ = load_model(store.checked_version_dir(ref))
-        same = held is not None and held[3] == inference_needs_graph(rmodel) and rspec.same_as(held[1])
         scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
-                           log=log, log_every=every, what=what, ctx=held[2] if same else None)
+                           log=log, log_every=every, what=what, ctx=_reference_context(held, rmodel, rspec))
         if not np.array_equal(scored.users, cand_users):
             raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
         out.references[ref] = scored.metrics
@@ -219,6 +218,23 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
     return out
+
+
+def _reference_context(held: tuple | None, model, spec):
+    """The day context ``model`` (with its feature ``spec``) scores the day on, from the one the
+    evaluation ``held`` (the same context for the same spec, re-encoded node inputs for another),
+    or None (built from the inputs) when there is none or it lacks the channels the model reads."""
+    from ml_core.inference import inference_needs_graph
+
+    if held is None:
+        return None
+    inputs, held_spec, ctx, held_graph = held
+    graph = inference_needs_graph(model)
+    if graph and not held_graph:
+        return None
+    if graph == held_graph and spec.same_as(held_spec):
+        return ctx
+    return ctx.for_spec(inputs, spec, graph)
 
 
 def load_evaluation(lake: Lake, day, judged: bool = False) -> EvaluationResult:

@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from ml_core import stages as P
 from ml_core.bundles import BundleStore
 from ml_core.inference import SCORE_BATCH
@@ -79,3 +81,38 @@ def test_the_deployment_scores_references_on_the_evaluations_day_context(synthet
     assert builds == [day]
     assert held.references == fresh.references and held.differences == fresh.differences
     assert held.differences[version]["click"]["diff"] == 0.0  # the candidate against itself
+
+
+def test_a_context_re_encoded_for_another_spec_equals_one_built_for_it(synthetic_lake):
+    """A reference model whose feature spec differs (fitted on other days) scores on the
+    evaluation's context with its node inputs encoded again: the same as building it."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from ml_core.contracts.day import DayContext
+    from ml_core.contracts.features import FeatureSpec
+    from ml_core.stages.inputs import load_day_inputs
+
+    cfg, lake, days = synthetic_lake
+    inputs = load_day_inputs(lake, days[-1], with_graph=True)
+    tasks = list(cfg.samples.tasks)
+    spec_a = FeatureSpec.fit([load_day_inputs(lake, days[0], False)], tasks)
+    spec_b = FeatureSpec.fit([load_day_inputs(lake, d, False) for d in days[1:3]], tasks)
+    assert not spec_a.same_as(spec_b)
+    for graph in (True, False):
+        built = DayContext.build(inputs, spec_b, with_graph=graph)
+        again = DayContext.build(inputs, spec_a, with_graph=True).for_spec(inputs, spec_b, graph)
+        assert set(built.channels) == set(again.channels) == ({"bipartite", "user_sim", "item_sim"} if graph else set())
+        for f in dataclasses.fields(DayContext):
+            x, y = getattr(built, f.name), getattr(again, f.name)
+            if f.name in ("users", "items"):
+                assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in ("ids", "cats", "nums")), f.name
+            elif f.name == "channels":
+                assert all(np.array_equal(x[c].indices, y[c].indices) and np.array_equal(x[c].weights, y[c].weights)
+                           for c in x)
+            else:
+                assert np.array_equal(np.asarray(x), np.asarray(y)), f.name
+    with pytest.raises(ValueError, match="without the graph channels"):
+        DayContext.build(inputs, spec_a, with_graph=False).for_spec(inputs, spec_b, True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ml_core.train.sparse_adam import SplitAdam, sparse_tables, split_adam
+from ml_core.train.sparse_adam import LazyAdam, SplitAdam, sparse_tables, split_adam
 
 
 class Tiny(nn.Module):
@@ -73,7 +73,7 @@ def test_group_options_weight_decay_and_max_norm():
     groups = [{"params": [model.lin.weight]}, {"params": [model.emb.weight, model.lin.bias], "lr": 0.5}]
     opt = split_adam(model, groups, lr=0.1, weight_decay=0.01, amsgrad=True)
     dense, sparse = opt.optimizers
-    assert type(sparse) is torch.optim.SparseAdam
+    assert type(sparse) is LazyAdam and isinstance(sparse, torch.optim.SparseAdam)
     assert [g["lr"] for g in sparse.param_groups] == [0.5]  # the group's own lr kept
     assert "weight_decay" not in sparse.defaults
     assert [g["weight_decay"] for g in dense.param_groups] == [0.01, 0.01]
@@ -116,3 +116,28 @@ def test_grad_scaler_unscales_sparse_tables():
     step(ref, ref_opt, torch.tensor([2, 6]))
     torch.testing.assert_close(model.emb.weight, ref.emb.weight)
     torch.testing.assert_close(model.lin.weight, ref.lin.weight)
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_lazy_adam_is_sparse_adam_to_the_bit(maximize):
+    """The same parameters and moments as torch's SparseAdam after steps with repeated rows,
+    rows absent from some steps and a state round trip; state dicts load into each other."""
+    torch.manual_seed(1)
+    tables = [nn.Embedding(50, 8, sparse=True) for _ in range(2)]
+    tables[1].load_state_dict(tables[0].state_dict())
+    ours = LazyAdam(tables[0].parameters(), lr=0.05, betas=(0.8, 0.95), eps=1e-6, maximize=maximize)
+    ref = torch.optim.SparseAdam(tables[1].parameters(), lr=0.05, betas=(0.8, 0.95), eps=1e-6, maximize=maximize)
+    gen = torch.Generator().manual_seed(2)
+    for k in range(6):
+        ids = torch.randint(0, 50 if k % 2 else 10, (64,), generator=gen)  # repeats; odd steps reach other rows
+        target = torch.randn(64, 8, generator=gen)
+        for table, opt in ((tables[0], ours), (tables[1], ref)):
+            opt.zero_grad(set_to_none=True)
+            ((table(ids) - target) ** 2).sum().backward()
+            opt.step()
+        if k == 2:  # a warm start's round trip: ours from torch's state and back
+            ours.load_state_dict(copy.deepcopy(ref.state_dict()))
+        assert torch.equal(tables[0].weight, tables[1].weight), k
+    state, ref_state = ours.state[tables[0].weight], ref.state[tables[1].weight]
+    assert state["step"] == ref_state["step"] == 6
+    assert torch.equal(state["exp_avg"], ref_state["exp_avg"]) and torch.equal(state["exp_avg_sq"], ref_state["exp_avg_sq"])
