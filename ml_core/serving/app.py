@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from ml_core.registry_config import RegistryConfig
@@ -182,12 +183,17 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/score", response_model=ScoreResponse)
-    def score(req: ScoreRequest) -> ScoreResponse:
+    def score(req: ScoreRequest) -> Response:
         s = holder.current.scorer  # the whole request uses this version
         users, items = req.columns()
         r = s.score_pairs(users, items)
-        return ScoreResponse(version=s.version, tasks=s.tasks, scores=r.scores.tolist(),
-                             unknown_users=r.unknown_users, unknown_items=r.unknown_items)
+        # the scorer's own values (float64 rows: float32's .tolist() is 4x slower for the same
+        # numbers), serialised here: validating 1,000 rows (twice, as FastAPI would, once on
+        # another thread) took longer than scoring's lookups
+        out = ScoreResponse.model_construct(version=s.version, tasks=list(s.tasks),
+                                            scores=r.scores.astype(np.float64).tolist(),
+                                            unknown_users=list(r.unknown_users), unknown_items=list(r.unknown_items))
+        return Response(out.model_dump_json(), media_type="application/json")
 
     @app.post("/recommend", response_model=RecommendResponse)
     def recommend(req: RecommendRequest) -> RecommendResponse:

@@ -39,10 +39,9 @@ from ml_core.contracts import (
     DayInputs,
     FeatureSpec,
     extend_rows,
-    space_lookup,
 )
 from ml_core.contracts.reps import NodeReps
-from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
+from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, lookup
 from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
@@ -79,23 +78,40 @@ def _shift_bipartite(adj: CSR, n_users: int, new_users: int, new_items: int) -> 
     return CSR(indptr, indices, np.asarray(adj.weights), n)
 
 
+def _request_rows(graph_ids: np.ndarray | IdIndex, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(new, rows)``: the distinct ``ids`` absent from the sorted ``graph_ids`` (sorted), and each
+    id's row in the space ``graph_ids ++ new`` (as :func:`~ml_core.contracts.day.space_lookup`)."""
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    pos = graph_ids.rows(distinct) if isinstance(graph_ids, IdIndex) else lookup(graph_ids, distinct)
+    absent = pos < 0
+    rows = np.where(absent, len(graph_ids) + np.cumsum(absent) - 1, pos)
+    return distinct[absent], rows[inverse.reshape(-1)].astype(np.int64, copy=False)
+
+
+def _extended(raw: np.ndarray, n_graph: int, new: np.ndarray) -> np.ndarray:
+    """The graph's ids ``raw[:n_graph]`` followed by ``new``: ``raw`` itself when it is just that
+    (a request with only known ids copies nothing: 730k ids at ``large``, a millisecond)."""
+    if not len(new) and len(raw) == n_graph:
+        return raw
+    return np.concatenate([raw[:n_graph], new]).astype(np.int64, copy=False)
+
+
 def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user_ids: np.ndarray,
-                    item_ids: np.ndarray) -> DayContext:
+                    item_ids: np.ndarray, index: tuple[IdIndex, IdIndex] | None = None) -> DayContext:
     """``DayContext.build`` of ``inputs`` with ``pair_samples(user_ids, item_ids)`` as samples,
-    computed incrementally from ``base`` (the same inputs built with no samples).
+    computed incrementally from ``base`` (the same inputs built with no samples); ``index``: the
+    base's graph user and item ids as :class:`~ml_core.graph.csr.IdIndex` (a server's, built once).
 
     Only the ids missing from the snapshot are encoded (their features looked up in
     ``inputs.users`` / ``inputs.items``); graph nodes reuse the base's encoding and adjacency.
     """
     user_ids = np.asarray(user_ids, np.int64)
     item_ids = np.asarray(item_ids, np.int64)
-    g_users = base.user_raw[: base.n_graph_users]
-    g_items = base.item_raw[: base.n_graph_items]
-    # the requested ids the snapshot lacks (sorted): binary searches in the sorted snapshot ids,
-    # O(m log n) per request where setdiff1d would sort the whole snapshot every time
-    new_users, new_items = np.unique(user_ids), np.unique(item_ids)
-    new_users = new_users[lookup(g_users, new_users) < 0]
-    new_items = new_items[lookup(g_items, new_items) < 0]
+    # each requested id's row: its snapshot row, or after the snapshot's rows in sorted order for
+    # the ids the snapshot lacks (one binary search per distinct id, O(m log n) per request where
+    # setdiff1d would sort the whole snapshot every time)
+    new_users, sample_user = _request_rows(index[0] if index else base.user_raw[: base.n_graph_users], user_ids)
+    new_items, sample_item = _request_rows(index[1] if index else base.item_raw[: base.n_graph_items], item_ids)
     users, items, channels = base.users, base.items, base.channels
     if len(new_users):
         users = cat_tables([users, spec.user.encode(new_users, inputs.users, "user_id")])
@@ -110,11 +126,11 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
         }
     return dataclasses.replace(
         base,
-        user_raw=np.concatenate([g_users, new_users]).astype(np.int64),
-        item_raw=np.concatenate([g_items, new_items]).astype(np.int64),
+        user_raw=_extended(base.user_raw, base.n_graph_users, new_users),
+        item_raw=_extended(base.item_raw, base.n_graph_items, new_items),
         users=users, items=items, channels=dict(channels),
-        sample_user=space_lookup(g_users, new_users, user_ids),
-        sample_item=space_lookup(g_items, new_items, item_ids),
+        sample_user=sample_user,
+        sample_item=sample_item,
         sample_user_raw=user_ids,
         labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
     )
@@ -193,6 +209,10 @@ class Scorer:
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
         self.reps = self._snapshot_reps()
         self.request_base = dataclasses.replace(self.base, channels={})  # requests read representations, not edges
+        # raw id -> row, built once: the snapshot's ids (requests) and the model's vocabularies (unknown ids)
+        self._snapshot_index = (IdIndex(self.base.user_raw[: self.base.n_graph_users]),
+                                IdIndex(self.base.item_raw[: self.base.n_graph_items]))
+        self._vocab_index = (IdIndex(self.spec.user.ids), IdIndex(self.spec.item.ids))
 
     def _snapshot_reps(self) -> NodeReps:
         """The bundle's ``node_reps.npz`` when it holds this snapshot's nodes, else encoded now
@@ -245,7 +265,7 @@ class Scorer:
         """Distinct ids (sorted) outside the model's vocabulary."""
         u = np.unique(np.asarray(user_ids, np.int64))
         i = np.unique(np.asarray(item_ids, np.int64))
-        return u[lookup(self.spec.user.ids, u) < 0], i[lookup(self.spec.item.ids, i) < 0]
+        return u[self._vocab_index[0].rows(u) < 0], i[self._vocab_index[1].rows(i) < 0]
 
     def seen_items(self, user_id: int) -> np.ndarray:
         """Items ``user_id`` interacted with in the graph snapshot (sorted raw ids)."""
@@ -257,7 +277,7 @@ class Scorer:
 
     # -- scoring --------------------------------------------------------------------------------
     def context(self, user_ids, item_ids) -> DayContext:
-        return request_context(self.base, self.inputs, self.spec, user_ids, item_ids)
+        return request_context(self.base, self.inputs, self.spec, user_ids, item_ids, self._snapshot_index)
 
     def representations(self) -> dict[str, np.ndarray]:
         """Every snapshot node's representation, flattened per node (:meth:`NodeReps.matrices`):
@@ -272,6 +292,8 @@ class Scorer:
         (the snapshot's stored ones, then the request's added ids encoded as isolated nodes) and
         each sample's rows in them."""
         nu, ni = self.base.n_graph_users, self.base.n_graph_items
+        if len(ctx.user_raw) == nu and len(ctx.item_raw) == ni:  # every id in the snapshot: its rows as they are
+            return self.reps, ctx.sample_user, ctx.sample_item
         ru, u_rows = np.unique(ctx.sample_user, return_inverse=True)
         ri, i_rows = np.unique(ctx.sample_item, return_inverse=True)
         reps = self.reps.take(ru[ru < nu], ri[ri < ni])
@@ -288,7 +310,7 @@ class Scorer:
         seed = request_seed(pairs) if seed is None else int(seed)
         if len(pairs) == 0:
             return ScoreResult(np.zeros((0, len(self.tasks)), np.float32), [], [], seed)
-        ctx = request_context(self.request_base, self.inputs, self.spec, pairs[:, 0], pairs[:, 1])
+        ctx = request_context(self.request_base, self.inputs, self.spec, pairs[:, 0], pairs[:, 1], self._snapshot_index)
         reps, u_rows, i_rows = self.request_reps(ctx)
         probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size)
         uu, ui = self.unknown_ids(pairs[:, 0], pairs[:, 1])

@@ -16,6 +16,7 @@ the one served. A version whose load failed is not retried until the pointer mov
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -82,6 +83,18 @@ class ReloadError(Exception):
         self.status = status
 
 
+def settle_heap() -> None:
+    """Collect, then exempt every object alive now from Python's cyclic garbage collector
+    (``gc.freeze``): a loaded model brings ~10^6 long-lived objects (torch, pydantic, the
+    bundle), and each full collection, triggered by the small objects of request parsing, walked
+    them all: /score requests at the ``large`` preset took 95-145 ms at p99 against 7.5 ms at
+    p50. Frozen objects are still freed by reference counting; each reload thaws, collects and
+    freezes again."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class ModelHolder:
     """The served version, swapped as a whole (see the module docstring).
 
@@ -105,6 +118,7 @@ class ModelHolder:
         self._stamp = self._pointer_stamp()
         self.current = self._load()
         metrics.set_version(self.current.version)
+        settle_heap()
 
     def _load(self) -> Served:
         o = self.options
@@ -131,8 +145,9 @@ class ModelHolder:
             prod = self.store.production()
             if prod is None:
                 raise ReloadError(503, f"no production pointer in {self.store.location}; still serving {old.version}")
-            if prod["version"] == old.version:
-                return {"version": old.version, "previous": old.version, "changed": False}
+            previous = old.version
+            if prod["version"] == previous:
+                return {"version": previous, "previous": previous, "changed": False}
             try:
                 new = self._load()
             except Exception as e:
@@ -143,8 +158,11 @@ class ModelHolder:
             self._failed = None
             self.metrics.set_version(new.version)
             self.metrics.reloaded(True)
-        log.info("serving %s (was %s)", new.version, old.version)
-        return {"version": new.version, "previous": old.version, "changed": True}
+            version = new.version
+            del old, new  # the old model goes when its last request ends; then one full collection
+            settle_heap()
+        log.info("serving %s (was %s)", version, previous)
+        return {"version": version, "previous": previous, "changed": True}
 
     # -- the watcher -------------------------------------------------------------------------------
     def poll(self) -> dict | None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ml_core.graph import csr
-from ml_core.graph.csr import lookup
+from ml_core.graph.csr import IdIndex, lookup
 
 
 def _reference(sorted_ids, raw):
@@ -24,3 +24,7 @@ def test_lookup_places_every_id_or_minus_one_whichever_path(spread):
     assert np.array_equal(ids[out[out >= 0]], raw[out >= 0])
     small = raw[:100]  # a serving request: binary search
     assert np.array_equal(lookup(ids, small), _reference(ids, small))
+    index = IdIndex(ids)  # built once, looked up per request: a table exactly where lookup uses one
+    assert (index._table is not None) == (ids[-1] - ids[0] < csr._DENSE_SPAN_PER_ID * len(ids))
+    for q in (small, raw, raw[:0]):
+        assert np.array_equal(index.rows(q), _reference(ids, q))

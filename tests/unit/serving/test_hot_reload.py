@@ -126,3 +126,25 @@ def test_a_failed_load_keeps_serving(mmoe, serve_root):
     store.set_production(good, {"partition": "test"})
     assert holder.poll() == {"version": good, "previous": mmoe.version, "changed": True}
     assert holder.current.version == good and 'moge_reloads_total{result="ok"} 1' in metrics.render()
+
+
+def test_the_served_model_is_exempt_from_full_collections_and_an_old_one_is_freed(mmoe, serve_root):
+    """Loading (and each reload) ends with the live objects frozen out of the cyclic GC (a full
+    collection walking them made /score's p99 13x its p50); a replaced model is still freed."""
+    import gc
+    import weakref
+
+    store = BundleStore(serve_root)
+    gc.unfreeze()
+    holder = ModelHolder(serve_root, ServeOptions(watch_s=0), Metrics())
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000
+    first = weakref.ref(holder.current.scorer.model)
+    again = mmoe.version + "-again"
+    publish_copy(store, mmoe.version, again)
+    time.sleep(0.01)
+    store.set_production(again, {"partition": "test"})
+    assert holder.reload()["changed"] and holder.current.version == again
+    assert first() is None  # the old model went with its last reference
+    assert gc.get_freeze_count() > 10_000
+    gc.unfreeze()
