@@ -7,7 +7,7 @@ the tables' dense gradients) and 444 ms in the Adam update, against 42 ms of for
 
 :class:`SplitAdam` keeps Adam's update for the dense parameters (layers, experts, gates, small
 vectors) and gives the embedding tables row-sparse gradients (``nn.Embedding(sparse=True)``)
-updated by ``torch.optim.SparseAdam``: only the rows a batch reads move, and only their moments
+updated by :class:`LazyAdam` (``torch.optim.SparseAdam``'s update, computed faster): only the rows a batch reads move, and only their moments
 ("lazy Adam", as TensorFlow Addons' ``LazyAdam``). The difference from dense Adam: a row absent
 from a batch is not moved by its stale momentum, and its moments decay only when it is read.
 ``weight_decay`` applies to the dense parameters only (decaying a table whole on every step
@@ -127,7 +127,7 @@ class LazyAdam(torch.optim.SparseAdam):
 
 class SplitAdam:
     """Adam over ``groups`` (``model.param_groups`` dicts) with the parameters in ``sparse``
-    (embedding weights whose modules have ``sparse=True``) moved to ``torch.optim.SparseAdam``.
+    (embedding weights whose modules have ``sparse=True``) moved to :class:`LazyAdam`.
 
     Duck-types the parts of ``torch.optim.Optimizer`` the trainer, ``GradScaler`` and warm start
     use: ``param_groups``, ``state``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``."""
