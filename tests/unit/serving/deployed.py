@@ -35,15 +35,20 @@ def deploy(cfg, root) -> dict:
     """Train and evaluate day D, then publish it as production the way the deployment stage
     does, without the gate: these 8-step models need not beat the sanity scorers (the gate has
     its own tests), serving only needs a bundle."""
-    from ml_core.stages.deployment import assemble_bundle
-
     lake = Lake(root)
     P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
     ev = P.run_model_evaluation(cfg, lake, D)
-    version = f"{D}-{lake.version('trained_model', D)[:10]}"
-    store = BundleStore(root)
+    return {"version": publish_without_gate(lake, D, ev.candidate), "promoted": True}
+
+
+def publish_without_gate(lake: Lake, day: str, metrics: dict) -> str:
+    """trained_model[day] assembled, published and pointed at as production (no gate): its version."""
+    from ml_core.stages.deployment import assemble_bundle
+
+    version = f"{day}-{lake.version('trained_model', day)[:10]}"
+    store = BundleStore(lake.root)
     with tempfile.TemporaryDirectory() as tmp:
-        assemble_bundle(lake, D, Path(tmp) / "bundle", version, ev.candidate)
+        assemble_bundle(lake, day, Path(tmp) / "bundle", version, metrics)
         store.publish(Path(tmp) / "bundle", version)
-    store.set_production(version, {"partition": D, "metrics": ev.candidate})
-    return {"version": version, "promoted": True}
+    store.set_production(version, {"partition": day, "metrics": metrics})
+    return version

@@ -3,17 +3,15 @@ far along it is, and what each scored, through its ``log``."""
 
 import re
 import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from ml_core import stages as P
 from ml_core.bundles import BundleStore
 from ml_core.inference import SCORE_BATCH
-from ml_core.stages.deployment import assemble_bundle
 from ml_core.storage import Lake
 from tests.conftest import make_config
+from tests.unit.serving.deployed import publish_without_gate
 
 
 def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path):
@@ -40,12 +38,8 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
     assert not any("reference" in line for line in lines)  # nothing promoted yet
 
     # the candidate in production: the decision's judgement scores it as its reference, with progress
-    version = f"{day}-{lake.version('trained_model', day)[:10]}"
+    version = publish_without_gate(lake, day, ev.candidate)
     store = BundleStore(tmp_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        assemble_bundle(lake, day, Path(tmp) / "bundle", version, ev.candidate)
-        store.publish(Path(tmp) / "bundle", version)
-    store.set_production(version, {"partition": day})
     lines.clear()
     P.judge_against_references(cfg, lake, day, store, log=lines.append)
     assert f"scoring reference 1/1: production model {version}" in lines
@@ -66,12 +60,8 @@ def test_the_deployment_scores_references_on_the_evaluations_day_context(synthet
     lake, day = Lake(tmp_path), days[-1]
     P.run_trained_model(cfg, lake, day, P.train_window(cfg, day))
     ev = P.run_model_evaluation(cfg, lake, day)
-    version = f"{day}-{lake.version('trained_model', day)[:10]}"
+    version = publish_without_gate(lake, day, ev.candidate)
     store = BundleStore(tmp_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        assemble_bundle(lake, day, Path(tmp) / "bundle", version, ev.candidate)
-        store.publish(Path(tmp) / "bundle", version)
-    store.set_production(version, {"partition": day})
     builds = []
     build = DayContext.build.__func__
     monkeypatch.setattr(DayContext, "build", classmethod(lambda cls, *a, **k: builds.append(a[0].day) or build(cls, *a, **k)))
