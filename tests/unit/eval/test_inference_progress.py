@@ -34,4 +34,4 @@ def test_evaluate_passes_the_log_through():
     lines: list[str] = []
     metrics = evaluate(model, pd.fspec, pd.day, list(pd.mspec.fanouts), log=lines.append, log_every=1, what="ref 1/2")
     assert set(metrics) == set(pd.fspec.tasks)
-    assert len(lines) == 1 and lines[0].startswith("ref 1/2: 600/600 samples (100%)")  # one batch of 2048
+    assert len(lines) == 1 and lines[0].startswith("ref 1/2: 600/600 samples (100%)")  # one scoring batch (SCORE_BATCH)
