@@ -53,6 +53,8 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
+from ml_core.mixing import GOLDEN, splitmix64
+
 from ml_core.config import FileSourceConfig, SyntheticSource
 from ml_core.data.layouts import SourceLayout, date_range
 from ml_core.data.readers import parse_source
@@ -66,8 +68,6 @@ _SCHEME = "day-rows-v1"
 _SYNTHETIC_CODE = ("synthetic.py", "synthetic_world.py")
 
 _FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
 
 @njit(cache=True, nogil=True)
@@ -78,10 +78,7 @@ def _hash_rows(data: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
         h = _FNV_OFFSET
         for j in range(offsets[i], offsets[i + 1]):
             h = (h ^ np.uint64(data[j])) * _FNV_PRIME
-        z = (h ^ (np.uint64(offsets[i + 1] - offsets[i]) * _GOLDEN)) + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        out[i] = z ^ (z >> np.uint64(31))
+        out[i] = splitmix64((h ^ (np.uint64(offsets[i + 1] - offsets[i]) * GOLDEN)) + GOLDEN)
 
 
 def row_hashes(s: pl.Series) -> pl.Series:

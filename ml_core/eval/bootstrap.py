@@ -28,18 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from ml_core.eval.metrics import Groups, group_aucs
-
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _mix(z):
-    """splitmix64's output function of a uint64 state."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
+from ml_core.mixing import GOLDEN, splitmix64
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -50,12 +39,12 @@ def _resample_differences(wd, w, n_boot, seed):
     out = np.empty(n_boot)
     nn = np.uint64(n)
     for b in prange(n_boot):
-        state = _mix(np.uint64(seed) * _GAMMA + np.uint64(b) + np.uint64(1))
+        state = splitmix64(np.uint64(seed) * GOLDEN + np.uint64(b) + np.uint64(1))
         num = 0.0
         den = 0.0
         for _ in range(n):
-            state += _GAMMA
-            k = np.int64(_mix(state) % nn)
+            state += GOLDEN
+            k = np.int64(splitmix64(state) % nn)
             num += wd[k]
             den += w[k]
         out[b] = num / den

@@ -40,18 +40,14 @@ import torch
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.eval.metrics import gauc
 from ml_core.inference import predict
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+from ml_core.mixing import GOLDEN, splitmix64_array
 
 
 def held_out_users(user_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
     """Boolean mask of the users in the held-out ``share``: splitmix64 of ``user_id + seed * golden``
     mapped to [0, 1) and compared with ``share`` (stable across days, runs and machines)."""
     with np.errstate(over="ignore"):
-        z = np.asarray(user_ids).astype(np.uint64) + np.uint64(seed) * _GOLDEN + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+        z = splitmix64_array(np.asarray(user_ids).astype(np.uint64) + np.uint64(seed) * GOLDEN + GOLDEN)
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
 
 
