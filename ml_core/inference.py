@@ -90,7 +90,6 @@ SCORE_BATCH = 8192
 
 
 @torch.no_grad()
-
 def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: int | None = None, seed: int = 0,
             prefetch: int = 2, tasks: list[str] | None = None, log=None, log_every: int = 50,
             what: str = "scoring", path: str = "nodes", encode_fanouts: list[int] | None = None,

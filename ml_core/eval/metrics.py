@@ -228,7 +228,7 @@ def task_metrics(users, labels: np.ndarray, probs: np.ndarray, tasks: list[str])
     gets ``gauc_within_<outer>`` (its GAUC among the outer task's positives only, see the module
     docstring) and ``gauc_within_<outer>_users`` (the users it used).
     """
-    grp = Groups.of(np.asarray(users) if not isinstance(users, Groups) else users)
+    grp = Groups.of(users)
     labels = np.asarray(labels)
     probs = require_finite(np.asarray(probs).reshape(len(labels), len(tasks)), "scores")
     whole = Groups.single(len(labels))

@@ -266,24 +266,28 @@ def _table_rows(table, raw_ids, lo):
     return out
 
 
-def _dense_lookup(sorted_ids, raw_ids, lo, span):
-    return _table_rows(_dense_table(sorted_ids, lo, span), raw_ids, lo)
+def _compact_span(sorted_ids: np.ndarray, entries: int) -> tuple[int, int] | None:
+    """``(lo, span)`` of the sorted ids when a direct-address table over them is worth building
+    for ``entries`` (ids + lookups): a span below ``_DENSE_SPAN_PER_ID`` x entries and
+    ``_DENSE_MAX_SPAN``; else None."""
+    lo = int(sorted_ids[0])
+    span = int(sorted_ids[-1]) - lo + 1
+    return (lo, span) if span <= min(_DENSE_SPAN_PER_ID * entries, _DENSE_MAX_SPAN) else None
 
 
 class IdIndex:
     """:func:`lookup` in fixed sorted ids, repeated (a server's snapshot and vocabularies): the
-    direct-address table is built once when the id range is compact (below
-    ``_DENSE_SPAN_PER_ID`` x ids and ``_DENSE_MAX_SPAN``), and each call costs O(m) where a
+    direct-address table is built once when the id range is compact (:func:`_compact_span` of
+    the ids alone), and each call costs O(m) where a
     binary search costs O(m log n) in cache misses (1,000 ids in 370k: 0.13 ms -> 0.01 ms)."""
 
     def __init__(self, sorted_ids: np.ndarray):
         self.ids = np.asarray(sorted_ids, np.int64)
-        self._table = None
-        if len(self.ids):
-            self._lo = int(self.ids[0])
-            span = int(self.ids[-1]) - self._lo + 1
-            if span <= min(_DENSE_SPAN_PER_ID * len(self.ids), _DENSE_MAX_SPAN):
-                self._table = _dense_table(self.ids, self._lo, span)
+        self._table, self._lo = None, 0
+        compact = _compact_span(self.ids, len(self.ids)) if len(self.ids) else None
+        if compact is not None:
+            self._lo = compact[0]
+            self._table = _dense_table(self.ids, *compact)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -313,10 +317,9 @@ def lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
     if len(sorted_ids) == 0:
         return np.full(len(raw_ids), -1, dtype=np.int64)
     n, m = len(sorted_ids), len(raw_ids)
-    if m >= _DENSE_MIN and 4 * m >= n:
-        lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
-        if hi - lo < min(_DENSE_SPAN_PER_ID * (n + m), _DENSE_MAX_SPAN):
-            return _dense_lookup(np.asarray(sorted_ids, np.int64), raw_ids, lo, hi - lo + 1)
+    compact = _compact_span(sorted_ids, n + m) if m >= _DENSE_MIN and 4 * m >= n else None
+    if compact is not None:
+        return _table_rows(_dense_table(np.asarray(sorted_ids, np.int64), *compact), raw_ids, compact[0])
     pos = np.searchsorted(sorted_ids, raw_ids)
     pos_c = np.minimum(pos, len(sorted_ids) - 1)
     return np.where(sorted_ids[pos_c] == raw_ids, pos_c, -1).astype(np.int64)

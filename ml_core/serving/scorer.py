@@ -108,8 +108,8 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
     user_ids = np.asarray(user_ids, np.int64)
     item_ids = np.asarray(item_ids, np.int64)
     # each requested id's row: its snapshot row, or after the snapshot's rows in sorted order for
-    # the ids the snapshot lacks (one binary search per distinct id, O(m log n) per request where
-    # setdiff1d would sort the whole snapshot every time)
+    # the ids the snapshot lacks (one lookup per distinct id, where setdiff1d would sort the whole
+    # snapshot every time)
     new_users, sample_user = _request_rows(index[0] if index else base.user_raw[: base.n_graph_users], user_ids)
     new_items, sample_item = _request_rows(index[1] if index else base.item_raw[: base.n_graph_items], item_ids)
     users, items, channels = base.users, base.items, base.channels

@@ -94,11 +94,31 @@ def _gaucs(metrics: dict[str, dict]) -> str:
 #: The candidate's scores on day D, kept for the paired comparison at decision time.
 SCORES_FILE = "candidate_scores.npz"
 
-#: The last candidate's snapshot representations this process encoded, by :func:`_snapshot_key`:
-#: the deployment that follows in the same process (the daily_model job runs in one process)
-#: writes them into the bundle instead of encoding the snapshot a second time (11 s of the
-#: ``large`` day). One entry: a ``large`` snapshot's are ~600 MB.
-_SNAPSHOT_REPS: dict[tuple, tuple] = {}
+class _Handover:
+    """One value this process's last evaluation leaves for the deployment that follows in the
+    same process (the daily_model job runs in one process), kept under the key of what it was
+    computed from and taken once: a later evaluation replaces it, a different key leaves it."""
+
+    def __init__(self):
+        self._key, self._value = None, None
+
+    def put(self, key: tuple, value) -> None:
+        self._key, self._value = key, value
+
+    def take(self, key: tuple):
+        if self._value is None or key != self._key:
+            return None
+        value, self._key, self._value = self._value, None, None
+        return value
+
+    def __bool__(self) -> bool:
+        return self._value is not None
+
+
+#: The last candidate's snapshot representations, by :func:`_snapshot_key`: the deployment writes
+#: them into the bundle instead of encoding the snapshot a second time (11 s of the ``large``
+#: day; a ``large`` snapshot's are ~600 MB).
+_SNAPSHOT_REPS = _Handover()
 
 
 def _snapshot_key(lake: Lake, day) -> tuple:
@@ -112,10 +132,10 @@ def _snapshot_key(lake: Lake, day) -> tuple:
 #: What scoring day D reads (the context of a model's scoring is built from these alone).
 _SCORED_INPUTS = ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
                   "item_similarity_graph")
-#: The day this process's last evaluation loaded and built, ``{key: (inputs, spec, ctx,
-#: with_graph)}``, handed once to the deployment's reference scoring of the same day (loading
-#: and building a ``large`` day again costs ~3 s per deployment). One entry.
-_DAY_CONTEXT: dict[tuple, tuple] = {}
+#: The day the last evaluation loaded and built, ``(inputs, spec, ctx, with_graph)`` by
+#: :func:`_inputs_key`, for the deployment's reference scoring of the same day (loading and
+#: building a ``large`` day again costs ~3 s per deployment).
+_DAY_CONTEXT = _Handover()
 
 
 def _inputs_key(lake: Lake, day) -> tuple:
@@ -126,7 +146,7 @@ def take_snapshot_reps(lake: Lake, day) -> tuple | None:
     """``(reps, user_raw, item_raw)`` of trained_model[day] over day's graph nodes when this
     process's last evaluation encoded them for the partitions the lake holds now (handed over
     once), else None."""
-    return _SNAPSHOT_REPS.pop(_snapshot_key(lake, day), None)
+    return _SNAPSHOT_REPS.take(_snapshot_key(lake, day))
 
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
@@ -155,11 +175,8 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     ctx = day_context(model, fspec, inputs)
     cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate",
                      keep_snapshot=True, ctx=ctx)
-    _DAY_CONTEXT.clear()
-    _DAY_CONTEXT[_inputs_key(lake, day)] = (inputs, fspec, ctx, inference_needs_graph(model))
-    _SNAPSHOT_REPS.clear()
-    if cand.snapshot_reps is not None:
-        _SNAPSHOT_REPS[_snapshot_key(lake, day)] = cand.snapshot_reps
+    _DAY_CONTEXT.put(_inputs_key(lake, day), (inputs, fspec, ctx, inference_needs_graph(model)))
+    _SNAPSHOT_REPS.put(_snapshot_key(lake, day), cand.snapshot_reps)
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)
@@ -194,7 +211,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     prod = store.production()
     refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
     cand_groups = Groups.of(cand_users) if refs else None  # grouped once for every reference and task
-    held = _DAY_CONTEXT.pop(_inputs_key(lake, day), None) if refs else None  # the evaluation's, when in this process
+    held = _DAY_CONTEXT.take(_inputs_key(lake, day)) if refs else None  # the evaluation's, when in this process
     inputs = held[0] if held else load_day_inputs(lake, day, with_graph=True) if refs else None
     every = cfg.train.log_every_steps
     for i, ref in enumerate(refs, 1):
