@@ -50,12 +50,14 @@ class BatchMaker:
         self.sample_user = torch.from_numpy(ctx.sample_user)
         self.sample_item = torch.from_numpy(ctx.sample_item)
         self.n_users = len(ctx.user_raw)
+        self.pairs = None if ctx.pairs is None else torch.from_numpy(ctx.pairs)
 
     def make(self, rows: np.ndarray, generator: torch.Generator | None = None) -> Batch:
         rows_t = torch.as_tensor(rows, dtype=torch.long)
         u = self.sample_user[rows_t]
         i = self.sample_item[rows_t]
-        batch = Batch(self.labels[rows_t], self.ctx.users[u], self.ctx.items[i], u, i)
+        batch = Batch(self.labels[rows_t], self.ctx.users[u], self.ctx.items[i], u, i,
+                      pair=None if self.pairs is None else self.pairs[rows_t])
         if self.need_graph:
             batch.channels = self._channels(u, i, generator)
         return batch

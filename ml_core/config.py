@@ -149,6 +149,10 @@ class TrainConfig:
     #: Also hide a training sample's own (user, item) edge from the bipartite channel when it
     #: exists from earlier days (day D's own events are never in day D's graph anyway).
     mask_target_edges: bool = False
+    #: Give the model the pair input: what the user did with the item and with its category in
+    #: the window (counts per behaviour, recency; ml_core/history.py), the signal the rule "user
+    #: already interacted with the item" lives on. False for ablations (node inputs and graphs only).
+    pair_features: bool = True
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.
     model_args: dict[str, Any] = field(default_factory=dict)
     #: ``adam`` (default) or ``sevo`` (AdamW-SEvo: graph-smoothed id-embedding updates), see

@@ -61,7 +61,19 @@ def planted_days(seed: int = 0, n_users: int = 1500, n_items: int = 60, n_comm: 
         buy = click & (rng.random(len(u)) < np.where(same, 0.5, 0.1))
         s = pl.DataFrame({"user_id": u + 1, "item_id": i + 1, "label_click": click.astype(np.int8),
                           "label_purchase": buy.astype(np.int8)})
-        return DayInputs(name, s, users, items, graph, user_sim, item_sim)
+        return DayInputs(name, s, users, items, graph, user_sim, item_sim, history=history(name))
+
+    def history(name):
+        """The window history the graph stands for: each edge one view the day before ``name``."""
+        from datetime import date, datetime, timedelta
+
+        from ml_core.history import build_history
+
+        before = date.fromisoformat(name) - timedelta(days=1)
+        events = pl.DataFrame({"user_id": np.array(rows) + 1, "item_id": np.array(cols) + 1, "behavior": "view",
+                               "category": pl.Series(ci[np.array(cols)], dtype=pl.Int64),
+                               "ts": datetime.combine(before, datetime.min.time()), "ds": before})
+        return build_history(events, name)
 
     if split == "samples":
         everyone = np.arange(n_users)

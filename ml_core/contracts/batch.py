@@ -74,6 +74,10 @@ class Batch:
     #: precomputed per-sample node representations (``{"h_u": [B, d], ...}``, from
     #: :meth:`~ml_core.contracts.reps.NodeReps.batch`): a graph model reads them instead of ``channels``
     reps: dict[str, torch.Tensor] | None = None
+    #: the pair input ``[B, P]`` (scaled :func:`~ml_core.history.pair_features` of each sample's
+    #: user and item, :class:`~ml_core.contracts.features.PairSpec`); None when the model's
+    #: feature spec has none (``train.pair_features = false``, or a model saved before them)
+    pair: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -84,4 +88,5 @@ class Batch:
             self.user_index.to(device), self.item_index.to(device),
             None if self.channels is None else {k: v.to(device) for k, v in self.channels.items()},
             None if self.reps is None else {k: v.to(device) for k, v in self.reps.items()},
+            None if self.pair is None else self.pair.to(device),
         )

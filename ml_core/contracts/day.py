@@ -17,6 +17,7 @@ import polars as pl
 from ml_core.contracts.batch import NodeTable
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
+from ml_core.history import pair_features
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 
@@ -32,6 +33,25 @@ class DayInputs:
     graph: BipartiteGraph | None = None
     user_sim: SimilarityGraph | None = None
     item_sim: SimilarityGraph | None = None
+    #: the users' window history (:func:`~ml_core.history.build_history`'s tables; None: not loaded,
+    #: or a node_features partition written before it existed)
+    history: dict[str, pl.DataFrame] | None = None
+    _pair_inputs: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # a replace() recomputes it
+
+    def pair_inputs_of(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Raw pair inputs ``[n, P]`` of the pairs ``(user_ids[j], item_ids[j])`` from this day's
+        history and item table (:func:`~ml_core.history.pair_features`)."""
+        if self.history is None:
+            raise ValueError(f"day {self.day}: the pair input needs the day's history, which its node_features "
+                             "partition lacks (written before it existed): re-materialize node_features, or "
+                             "set train.pair_features = false")
+        return pair_features(self.history, user_ids, item_ids, self.items)
+
+    def pair_inputs(self) -> np.ndarray:
+        """The samples' raw pair inputs (:meth:`pair_inputs_of`, computed once)."""
+        if self._pair_inputs is None:
+            self._pair_inputs = self.pair_inputs_of(self.samples["user_id"].to_numpy(), self.samples["item_id"].to_numpy())
+        return self._pair_inputs
 
 
 def extend_rows(csr: CSR, n_rows: int, n_cols: int) -> CSR:
@@ -57,6 +77,7 @@ class DayContext:
     channels: dict[str, CSR] = field(default_factory=dict)
     n_graph_users: int = 0
     n_graph_items: int = 0
+    pairs: np.ndarray | None = None  # [n, P] float32 scaled pair inputs (None: the spec has no pair input)
 
     @property
     def n_samples(self) -> int:
@@ -90,6 +111,7 @@ class DayContext:
             labels=labels,
             n_graph_users=len(g_users),
             n_graph_items=len(g_items),
+            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
         )
         if with_graph:
             ctx.channels = ctx._channel_adjacency(inputs)
@@ -105,7 +127,8 @@ class DayContext:
             self, users=spec.user.encode(self.user_raw, inputs.users, "user_id"),
             items=spec.item.encode(self.item_raw, inputs.items, "item_id"),
             labels=inputs.samples.select(label_columns(spec.tasks)).to_numpy().astype(np.float32),
-            channels=dict(self.channels) if with_graph else {})
+            channels=dict(self.channels) if with_graph else {},
+            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()))
 
     @classmethod
     def isolated(cls, day: str, user_raw: np.ndarray, item_raw: np.ndarray, users: NodeTable, items: NodeTable,

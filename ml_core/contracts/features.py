@@ -14,6 +14,7 @@ import torch
 from ml_core.contracts.batch import NodeTable
 from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
+from ml_core.history import PAIR_COLUMNS
 from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
@@ -86,24 +87,53 @@ class SideSpec:
 
 
 @dataclass
+class PairSpec:
+    """Columns and scaling of the pair input (:func:`~ml_core.history.pair_features`), fitted on
+    the training days' samples: each column standardised like the numeric node features."""
+
+    columns: list[str]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, days: list[DayInputs]) -> PairSpec:
+        raw = np.concatenate([d.pair_inputs() for d in days]) if days else np.zeros((0, len(PAIR_COLUMNS)), np.float32)
+        mean = raw.mean(axis=0) if len(raw) else np.zeros(raw.shape[1])
+        std = raw.std(axis=0, ddof=1) if len(raw) > 1 else np.ones(raw.shape[1])
+        return cls(list(PAIR_COLUMNS), [float(m) for m in mean], [float(s) if s > 0 else 1.0 for s in std])
+
+    def encode(self, raw: np.ndarray) -> np.ndarray:
+        """``[n, P]`` scaled pair inputs (float32) of the raw ones."""
+        if raw.shape[1] != len(self.columns):
+            raise ValueError(f"pair inputs have {raw.shape[1]} columns, this model's {len(self.columns)} ({self.columns})")
+        return ((raw - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)).astype(np.float32)
+
+
+@dataclass
 class FeatureSpec:
-    """What a trained model knows about its inputs: tasks, id vocabularies, feature columns."""
+    """What a trained model knows about its inputs: tasks, id vocabularies, feature columns, and
+    the pair input's scaling (``pair``; None: the model reads no pair input)."""
 
     tasks: list[str]
     user: SideSpec
     item: SideSpec
+    pair: PairSpec | None = None
 
     @classmethod
-    def fit(cls, days: list[DayInputs], tasks: list[str]) -> FeatureSpec:
+    def fit(cls, days: list[DayInputs], tasks: list[str], pair: bool = False) -> FeatureSpec:
+        """Fitted on ``days``; ``pair``: with the pair input (every day must carry its history)."""
         return cls(
             tasks=list(tasks),
             user=SideSpec.fit("u", "user_id", [d.users for d in days], [d.samples["user_id"].to_numpy() for d in days]),
             item=SideSpec.fit("i", "item_id", [d.items for d in days], [d.samples["item_id"].to_numpy() for d in days]),
+            pair=PairSpec.fit(days) if pair else None,
         )
 
     def same_as(self, other: FeatureSpec) -> bool:
-        """Builds the same day context as ``other`` (:meth:`SideSpec.same_as` on both sides)."""
-        return list(self.tasks) == list(other.tasks) and self.user.same_as(other.user) and self.item.same_as(other.item)
+        """Builds the same day context as ``other`` (:meth:`SideSpec.same_as` on both sides, the
+        same pair input)."""
+        return (list(self.tasks) == list(other.tasks) and self.user.same_as(other.user)
+                and self.item.same_as(other.item) and self.pair == other.pair)
 
     def save(self, directory: Path) -> None:
         np.save(directory / "user_ids.npy", self.user.ids)
@@ -111,8 +141,10 @@ class FeatureSpec:
         for side in (self.user, self.item):
             if side.cat_vocabs is not None:
                 np.savez(directory / f"{side.prefix}_cat_vocabs.npz", *side.cat_vocabs)
+        pair = None if self.pair is None else self.pair.__dict__
         (directory / "feature_spec.json").write_text(
-            json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json()}, indent=2)
+            json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json(), "pair": pair},
+                       indent=2)
         )
 
     @classmethod
@@ -127,4 +159,5 @@ class FeatureSpec:
 
         user = SideSpec(ids=np.load(directory / "user_ids.npy"), cat_vocabs=vocabs(raw["user"]["prefix"]), **raw["user"])
         item = SideSpec(ids=np.load(directory / "item_ids.npy"), cat_vocabs=vocabs(raw["item"]["prefix"]), **raw["item"])
-        return cls(raw["tasks"], user, item)
+        pair = raw.get("pair")  # absent: saved before the pair input existed
+        return cls(raw["tasks"], user, item, PairSpec(**pair) if pair else None)

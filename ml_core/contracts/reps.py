@@ -76,16 +76,18 @@ class NodeReps:
     def n_items(self) -> int:
         return len(self.items)
 
-    def batch(self, user_rows: torch.Tensor, item_rows: torch.Tensor, labels: torch.Tensor | None = None) -> Batch:
+    def batch(self, user_rows: torch.Tensor, item_rows: torch.Tensor, labels: torch.Tensor | None = None,
+              pair: torch.Tensor | None = None) -> Batch:
         """The :class:`Batch` of pairs ``(user_rows[b], item_rows[b])`` (node-space rows), with
-        ``reps`` = each side's representations at those rows; ``labels`` default to zeros."""
+        ``reps`` = each side's representations at those rows and ``pair`` the pairs' pair input
+        (``[B, P]``, None for a model without one); ``labels`` default to zeros."""
         u = torch.as_tensor(user_rows, dtype=torch.long)
         i = torch.as_tensor(item_rows, dtype=torch.long)
         if labels is None:
             labels = torch.zeros(len(u), 0, device=u.device)
         reps = {k: v.index_select(0, u) for k, v in self.user_reps.items()}
         reps.update({k: v.index_select(0, i) for k, v in self.item_reps.items()})
-        return Batch(labels, self.users[u], self.items[i], u, i, reps=reps)
+        return Batch(labels, self.users[u], self.items[i], u, i, reps=reps, pair=pair)
 
     def to(self, device: torch.device | str) -> NodeReps:
         return NodeReps(self.users.to(device), self.items.to(device), {k: v.to(device) for k, v in self.user_reps.items()},

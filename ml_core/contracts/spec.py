@@ -25,6 +25,8 @@ class ModelSpec:
     item: SideShape
     dim: int = 64
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    #: P, the pair input's size (``FeatureSpec.pair``; 0 = the model reads no pair input)
+    n_pair: int = 0
 
     def __post_init__(self) -> None:
         # a side shape built without its side (tests, bundles saved before it existed) gets it here
@@ -39,4 +41,5 @@ class ModelSpec:
     @classmethod
     def from_feature_spec(cls, fs, dim: int, fanouts: list[int]) -> ModelSpec:
         side = lambda s: SideShape(s.n_ids, list(s.cat_sizes), len(s.nums), list(s.cats))
-        return cls(list(fs.tasks), side(fs.user), side(fs.item), dim, list(fanouts))
+        return cls(list(fs.tasks), side(fs.user), side(fs.item), dim, list(fanouts),
+                   len(fs.pair.columns) if fs.pair is not None else 0)

@@ -42,6 +42,7 @@ from ml_core.contracts import (
 )
 from ml_core.contracts.reps import NodeReps
 from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, lookup
+from ml_core.history import read_history
 from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
@@ -133,6 +134,7 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
         sample_item=sample_item,
         sample_user_raw=user_ids,
         labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
+        pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs_of(user_ids, item_ids)),
     )
 
 
@@ -205,6 +207,7 @@ class Scorer:
             graph=graph,
             user_sim=SimilarityGraph.load(ctx_dir / "user_similarity_graph") if self.needs_graph else None,
             item_sim=SimilarityGraph.load(ctx_dir / "item_similarity_graph") if self.needs_graph else None,
+            history=read_history(feats),
         )
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
         self.reps = self._snapshot_reps()
@@ -312,7 +315,7 @@ class Scorer:
             return ScoreResult(np.zeros((0, len(self.tasks)), np.float32), [], [], seed)
         ctx = request_context(self.request_base, self.inputs, self.spec, pairs[:, 0], pairs[:, 1], self._snapshot_index)
         reps, u_rows, i_rows = self.request_reps(ctx)
-        probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size)
+        probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size, pairs=ctx.pairs)
         uu, ui = self.unknown_ids(pairs[:, 0], pairs[:, 1])
         return ScoreResult(probs[inverse], uu.tolist(), ui.tolist(), seed)
 

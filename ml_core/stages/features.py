@@ -1,6 +1,8 @@
 """Stage 3, node_features: user and item feature tables of day D (profile columns when the
 source has profiles, a file source's optional user/item attribute tables joined by id, plus
-behavioural aggregates over the logs of days D-W .. D-1)."""
+behavioural aggregates over the logs of days D-W .. D-1), and the users' history over the same
+days (:mod:`ml_core.history`: per pair and per user-category counts and recency, each user's
+last events), the tables the models' pair and sequence inputs are computed from."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from ml_core.config import PipelineConfig
 from ml_core.data.sources import attributes, profiles
 from ml_core.features import build_node_features
+from ml_core.history import build_history
 from ml_core.stages.inputs import scan_logs
 from ml_core.storage import Lake
 
@@ -28,7 +31,9 @@ def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
     """Build day ``day``'s feature tables from the logs of ``log_days`` and write them."""
     up, ip = profiles(cfg.source)
     ua, ia = attributes(cfg.source)  # static side tables, joined by id (no new nodes)
-    users, items = build_node_features(scan_logs(lake, log_days), up, ip, ua, ia)
-    lake.write_table("node_features", day, users, items=items)
+    window = scan_logs(lake, log_days)
+    users, items = build_node_features(window, up, ip, ua, ia)
+    history = build_history(window, day)  # the pair input and behaviour sequences (ml_core/history.py)
+    lake.write_table("node_features", day, users, items=items, **history)
     return FeaturesResult(window_days=log_days, users=users.height, items=items.height,
                           user_columns=users.columns, item_columns=items.columns)

@@ -7,6 +7,7 @@ import polars as pl
 
 from ml_core.contracts.day import DayInputs
 from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
+from ml_core.history import read_history
 from ml_core.storage import Lake, day_str
 
 
@@ -31,11 +32,18 @@ def load_features(lake: Lake, day) -> tuple[pl.DataFrame, pl.DataFrame]:
     return lake.read_table("node_features", day), lake.read_table("node_features", day, "items")
 
 
+def load_history(lake: Lake, day) -> dict[str, pl.DataFrame] | None:
+    """Day ``day``'s history tables (:mod:`ml_core.history`), or None when its node_features
+    partition predates them."""
+    return read_history(lake.checked_dir("node_features", day))
+
+
 def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
     """Day ``day``'s samples, node features and bipartite graph (+ both similarity graphs with
     ``with_graph``), as the trainer and the evaluation read them."""
     users, items = load_features(lake, day)
-    inputs = DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items)
+    inputs = DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items,
+                       history=load_history(lake, day))
     # the graph is always loaded: it defines the day's node space (and the cold-start share)
     inputs.graph = load_bipartite(lake, day)
     if with_graph:

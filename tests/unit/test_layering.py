@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
     {"config", "source_config", "tuning_config", "registry_config", "dist_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
-    {"features", "graph"},  # node features; the user-item graph and the similarity graphs
+    {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training

@@ -142,7 +142,7 @@ def test_model_gradnorm_norms_are_taken_on_the_gnn_output_layer(data):
         model.gradnorm.weights.copy_(torch.tensor([0.5, 1.0, 1.5]))
     logits, loss, parts = model.compute_loss(batch)
     r = model.graph(batch, with_gfae=True)
-    losses = torch.cat([bce_per_task(model.head(r), batch.labels), r.gfae.reshape(1)])
+    losses = torch.cat([bce_per_task(model.head(r, batch), batch.labels), r.gfae.reshape(1)])
     for i, w in enumerate([0.5, 1.0, 1.5]):
         (grad,) = torch.autograd.grad(w * losses[i], model.gnn.out.weight, retain_graph=True)
         assert parts[f"G_{i}"] == pytest.approx(float(grad.norm()), rel=1e-4)
