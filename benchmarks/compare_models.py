@@ -75,12 +75,15 @@ def defaults_config(root: Path, overrides: list[str]):
 
 
 def variant_entry(text: str):
-    """``NAME`` (a registered model or preset) or ``NAME=MODEL[:JSON_ARGS]``."""
+    """``NAME`` (a registered model or preset) or ``NAME=MODEL[:JSON_ARGS][|JSON_TRAIN]`` (the
+    variant's own trainer settings, e.g. ``'mmoe_no_pair=mmoe|{"pair_features": false}'``)."""
     if "=" not in text:
         return text
     name, spec = text.split("=", 1)
+    spec, _, train = spec.partition("|")
     model, _, args = spec.partition(":")
-    return {"name": name, "model": model, "model_args": json.loads(args) if args else {}}
+    return {"name": name, "model": model, "model_args": json.loads(args) if args else {},
+            "train": json.loads(train) if train else {}}
 
 
 def main(argv=None) -> None:
