@@ -63,7 +63,8 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[Rec
     meta = json.loads((directory / "model.json").read_text())
     ms = meta["model_spec"]
     mspec = ModelSpec(tasks=ms["tasks"], user=SideShape(**ms["user"]), item=SideShape(**ms["item"]),
-                      dim=ms["dim"], fanouts=ms["fanouts"], n_pair=ms.get("n_pair", 0))
+                      dim=ms["dim"], fanouts=ms["fanouts"], n_pair=ms.get("n_pair", 0),
+                      seq_len=ms.get("seq_len", 0))
     model = build_model(meta["model"], mspec, meta["model_args"])
     state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)

@@ -153,6 +153,9 @@ class TrainConfig:
     #: the window (counts per behaviour, recency; ml_core/history.py), the signal the rule "user
     #: already interacted with the item" lives on. False for ablations (node inputs and graphs only).
     pair_features: bool = True
+    #: N: the model also reads each user's last N window events (item, behaviour, age) attended
+    #: against the candidate item (DIN-style target attention, ml_core/nn/sequence.py); 0 = off.
+    sequence_length: int = 0
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.
     model_args: dict[str, Any] = field(default_factory=dict)
     #: ``adam`` (default) or ``sevo`` (AdamW-SEvo: graph-smoothed id-embedding updates), see

@@ -43,6 +43,8 @@ from ml_core.config import BEHAVIORS
 
 #: Events per user kept in ``sequences`` (a model reads its first ``train.sequence_length``).
 MAX_SEQUENCE = 50
+#: Sequence event ages (days) are clipped to this (a model embeds 0..MAX_AGE).
+MAX_AGE = 31
 #: The history's table names in a node_features partition, in write order.
 HISTORY_TABLES = ("pairs", "user_categories", "sequences")
 #: The pair input's columns, in :func:`pair_features`'s order.

@@ -121,7 +121,8 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
                              f"day {ctx.day}'s node spaces ({len(ctx.user_raw)} / {len(ctx.item_raw)})")
         progress = Progress(-(-ctx.n_samples // batch_size), log_every if log is not None else 0)
         on_batch = lambda n: progress.advance(n) and log(progress_line(what, progress, ctx.n_samples))
-        probs = score_rows(model, reps, ctx.sample_user, ctx.sample_item, batch_size, on_batch, pairs=ctx.pairs)
+        probs = score_rows(model, reps, ctx.sample_user, ctx.sample_item, batch_size, on_batch, pairs=ctx.pairs,
+                           user_seq=ctx.user_seq)
         return require_finite_probs(probs, tasks) if len(probs) else _no_samples(ctx, tasks)
     model.prepare_inference(ctx)
     maker = BatchMaker(ctx, fanouts, model.graph_needs.subgraphs)
@@ -143,10 +144,12 @@ def _no_samples(ctx: DayContext, tasks: list[str] | None) -> np.ndarray:
 
 @torch.no_grad()
 def score_rows(model: RecModel, reps: NodeReps, user_rows: np.ndarray, item_rows: np.ndarray,
-               batch_size: int = SCORE_BATCH, on_batch=None, pairs: np.ndarray | None = None) -> np.ndarray:
+               batch_size: int = SCORE_BATCH, on_batch=None, pairs: np.ndarray | None = None,
+               user_seq=None) -> np.ndarray:
     """Probabilities ``[n, K]`` of the pairs ``(user_rows[j], item_rows[j])`` (node-space rows of
     ``reps``) with their pair inputs ``pairs`` ``[n, P]`` (``DayContext.pairs``; None for a model
-    without them), scored from the representations in batches of ``batch_size`` on the model's
+    without them) and the users' sequences ``user_seq`` (``Sequences`` with one row per user row
+    of ``reps``, or None), scored from the representations in batches of ``batch_size`` on the model's
     device (:meth:`~ml_core.models.base.RecModel.score_encoded`; the model must be in eval mode).
     ``on_batch(n)`` is called after each batch of ``n`` pairs. Empty input: ``[0, 0]``."""
     device = next(model.parameters()).device
@@ -156,8 +159,10 @@ def score_rows(model: RecModel, reps: NodeReps, user_rows: np.ndarray, item_rows
     pair = None if pairs is None else torch.as_tensor(np.asarray(pairs, np.float32), device=device)
     out = []
     for s in range(0, len(users), batch_size):
+        u = users[s:s + batch_size]
         chunk = None if pair is None else pair[s:s + batch_size]
-        logits = model.score_encoded(reps, users[s:s + batch_size], items[s:s + batch_size], chunk)
+        seq = None if user_seq is None else user_seq[u.cpu()].to(device)
+        logits = model.score_encoded(reps, u, items[s:s + batch_size], chunk, seq)
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
         if on_batch is not None:
             on_batch(len(out[-1]))

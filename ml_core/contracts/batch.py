@@ -35,6 +35,37 @@ class NodeTable:
 
 
 @dataclass
+class Sequences:
+    """Users' behaviour sequences (:mod:`ml_core.history`: last events in the window, newest
+    first), one row per user or sample: ``items`` ``[n, N]`` (rows of the model's item id
+    vocabulary, 0 = unknown), ``behaviors`` ``[n, N]`` (1..4 in ``BEHAVIORS`` order, 0 = padding),
+    ``ages`` ``[n, N]`` (days since the event, clipped)."""
+
+    items: torch.Tensor
+    behaviors: torch.Tensor
+    ages: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def __getitem__(self, idx) -> Sequences:
+        return Sequences(self.items[idx], self.behaviors[idx], self.ages[idx])
+
+    def to(self, device: torch.device) -> Sequences:
+        return Sequences(self.items.to(device), self.behaviors.to(device), self.ages.to(device))
+
+    def cat(self, other: Sequences) -> Sequences:
+        """These rows followed by ``other``'s."""
+        return Sequences(*(torch.cat([a, b]) for a, b in ((self.items, other.items), (self.behaviors, other.behaviors),
+                                                           (self.ages, other.ages))))
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """``[n, N]`` True where an event is (False = padding)."""
+        return self.behaviors > 0
+
+
+@dataclass
 class ChannelBatch:
     """One channel's sampled subgraph around the batch's seeds.
 
@@ -78,6 +109,9 @@ class Batch:
     #: user and item, :class:`~ml_core.contracts.features.PairSpec`); None when the model's
     #: feature spec has none (``train.pair_features = false``, or a model saved before them)
     pair: torch.Tensor | None = None
+    #: each sample's user's behaviour sequence (``[B, N]``, :class:`Sequences`); None when the
+    #: model's feature spec has none (``train.sequence_length = 0``)
+    seq: Sequences | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -89,4 +123,5 @@ class Batch:
             None if self.channels is None else {k: v.to(device) for k, v in self.channels.items()},
             None if self.reps is None else {k: v.to(device) for k, v in self.reps.items()},
             None if self.pair is None else self.pair.to(device),
+            None if self.seq is None else self.seq.to(device),
         )

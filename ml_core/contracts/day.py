@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ml_core.contracts.batch import NodeTable
+from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.history import pair_features
@@ -78,6 +78,7 @@ class DayContext:
     n_graph_users: int = 0
     n_graph_items: int = 0
     pairs: np.ndarray | None = None  # [n, P] float32 scaled pair inputs (None: the spec has no pair input)
+    user_seq: Sequences | None = None  # [n_users, N] each node-space user's sequence (None: the spec reads none)
 
     @property
     def n_samples(self) -> int:
@@ -112,6 +113,7 @@ class DayContext:
             n_graph_users=len(g_users),
             n_graph_items=len(g_items),
             pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
+            user_seq=spec.encode_sequences(user_raw, inputs.history, inputs.day),
         )
         if with_graph:
             ctx.channels = ctx._channel_adjacency(inputs)
@@ -128,7 +130,8 @@ class DayContext:
             items=spec.item.encode(self.item_raw, inputs.items, "item_id"),
             labels=inputs.samples.select(label_columns(spec.tasks)).to_numpy().astype(np.float32),
             channels=dict(self.channels) if with_graph else {},
-            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()))
+            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
+            user_seq=spec.encode_sequences(self.user_raw, inputs.history, inputs.day))
 
     @classmethod
     def isolated(cls, day: str, user_raw: np.ndarray, item_raw: np.ndarray, users: NodeTable, items: NodeTable,

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml_core.contracts.batch import NodeTable
+from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
-from ml_core.history import PAIR_COLUMNS
+from ml_core.history import MAX_AGE, MAX_SEQUENCE, PAIR_COLUMNS
 from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
@@ -118,22 +118,50 @@ class FeatureSpec:
     user: SideSpec
     item: SideSpec
     pair: PairSpec | None = None
+    #: N, the events of each user's behaviour sequence the model reads (0: none)
+    sequence_length: int = 0
 
     @classmethod
-    def fit(cls, days: list[DayInputs], tasks: list[str], pair: bool = False) -> FeatureSpec:
-        """Fitted on ``days``; ``pair``: with the pair input (every day must carry its history)."""
+    def fit(cls, days: list[DayInputs], tasks: list[str], pair: bool = False, sequence_length: int = 0) -> FeatureSpec:
+        """Fitted on ``days``; ``pair``: with the pair input, ``sequence_length``: with each user's
+        last that many events (either needs every day's history)."""
+        if not 0 <= sequence_length <= MAX_SEQUENCE:
+            raise ValueError(f"sequence_length must be in 0..{MAX_SEQUENCE} (the events the history keeps), "
+                             f"got {sequence_length}")
         return cls(
             tasks=list(tasks),
             user=SideSpec.fit("u", "user_id", [d.users for d in days], [d.samples["user_id"].to_numpy() for d in days]),
             item=SideSpec.fit("i", "item_id", [d.items for d in days], [d.samples["item_id"].to_numpy() for d in days]),
             pair=PairSpec.fit(days) if pair else None,
+            sequence_length=sequence_length,
         )
+
+    def encode_sequences(self, user_raw: np.ndarray, history: dict[str, pl.DataFrame] | None, day: str = "") -> Sequences | None:
+        """The last ``sequence_length`` window events of each user of ``user_raw`` (row j = user
+        ``user_raw[j]``; a user without events is all padding), items as rows of this spec's item
+        vocabulary; None when the spec reads no sequence."""
+        n, width = len(user_raw), self.sequence_length
+        if width == 0:
+            return None
+        if history is None:
+            raise ValueError(f"day {day}: the behaviour sequence needs the day's history, which its node_features "
+                             "partition lacks (written before it existed): re-materialize node_features, or set "
+                             "train.sequence_length = 0")
+        seq = (pl.DataFrame({"user_id": np.asarray(user_raw, np.int64), "row": np.arange(n, dtype=np.int64)})
+               .join(history["sequences"].filter(pl.col("pos") < width), on="user_id", how="inner"))
+        items, behaviors, ages = (np.zeros((n, width), np.int64) for _ in range(3))
+        r, p = seq["row"].to_numpy(), seq["pos"].to_numpy()
+        items[r, p] = lookup(self.item.ids, seq["item_id"].to_numpy()) + 1  # -1 (unknown) -> 0
+        behaviors[r, p] = seq["behavior"].to_numpy()
+        ages[r, p] = np.clip(seq["days_ago"].to_numpy(), 0, MAX_AGE)
+        return Sequences(torch.from_numpy(items), torch.from_numpy(behaviors), torch.from_numpy(ages))
 
     def same_as(self, other: FeatureSpec) -> bool:
         """Builds the same day context as ``other`` (:meth:`SideSpec.same_as` on both sides, the
         same pair input)."""
         return (list(self.tasks) == list(other.tasks) and self.user.same_as(other.user)
-                and self.item.same_as(other.item) and self.pair == other.pair)
+                and self.item.same_as(other.item) and self.pair == other.pair
+                and self.sequence_length == other.sequence_length)
 
     def save(self, directory: Path) -> None:
         np.save(directory / "user_ids.npy", self.user.ids)
@@ -143,8 +171,8 @@ class FeatureSpec:
                 np.savez(directory / f"{side.prefix}_cat_vocabs.npz", *side.cat_vocabs)
         pair = None if self.pair is None else self.pair.__dict__
         (directory / "feature_spec.json").write_text(
-            json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json(), "pair": pair},
-                       indent=2)
+            json.dumps({"tasks": self.tasks, "user": self.user.to_json(), "item": self.item.to_json(), "pair": pair,
+                        "sequence_length": self.sequence_length}, indent=2)
         )
 
     @classmethod
@@ -160,4 +188,4 @@ class FeatureSpec:
         user = SideSpec(ids=np.load(directory / "user_ids.npy"), cat_vocabs=vocabs(raw["user"]["prefix"]), **raw["user"])
         item = SideSpec(ids=np.load(directory / "item_ids.npy"), cat_vocabs=vocabs(raw["item"]["prefix"]), **raw["item"])
         pair = raw.get("pair")  # absent: saved before the pair input existed
-        return cls(raw["tasks"], user, item, PairSpec(**pair) if pair else None)
+        return cls(raw["tasks"], user, item, PairSpec(**pair) if pair else None, raw.get("sequence_length", 0))

@@ -77,17 +77,18 @@ class NodeReps:
         return len(self.items)
 
     def batch(self, user_rows: torch.Tensor, item_rows: torch.Tensor, labels: torch.Tensor | None = None,
-              pair: torch.Tensor | None = None) -> Batch:
+              pair: torch.Tensor | None = None, seq=None) -> Batch:
         """The :class:`Batch` of pairs ``(user_rows[b], item_rows[b])`` (node-space rows), with
         ``reps`` = each side's representations at those rows and ``pair`` the pairs' pair input
-        (``[B, P]``, None for a model without one); ``labels`` default to zeros."""
+        (``[B, P]``, None for a model without one), ``seq`` their users' behaviour sequences
+        (:class:`~ml_core.contracts.batch.Sequences` ``[B, N]`` or None); ``labels`` default to zeros."""
         u = torch.as_tensor(user_rows, dtype=torch.long)
         i = torch.as_tensor(item_rows, dtype=torch.long)
         if labels is None:
             labels = torch.zeros(len(u), 0, device=u.device)
         reps = {k: v.index_select(0, u) for k, v in self.user_reps.items()}
         reps.update({k: v.index_select(0, i) for k, v in self.item_reps.items()})
-        return Batch(labels, self.users[u], self.items[i], u, i, reps=reps, pair=pair)
+        return Batch(labels, self.users[u], self.items[i], u, i, reps=reps, pair=pair, seq=seq)
 
     def to(self, device: torch.device | str) -> NodeReps:
         return NodeReps(self.users.to(device), self.items.to(device), {k: v.to(device) for k, v in self.user_reps.items()},

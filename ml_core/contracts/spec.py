@@ -27,6 +27,8 @@ class ModelSpec:
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
     #: P, the pair input's size (``FeatureSpec.pair``; 0 = the model reads no pair input)
     n_pair: int = 0
+    #: N, the behaviour sequence's length (``FeatureSpec.sequence_length``; 0 = no sequence input)
+    seq_len: int = 0
 
     def __post_init__(self) -> None:
         # a side shape built without its side (tests, bundles saved before it existed) gets it here
@@ -42,4 +44,4 @@ class ModelSpec:
     def from_feature_spec(cls, fs, dim: int, fanouts: list[int]) -> ModelSpec:
         side = lambda s: SideShape(s.n_ids, list(s.cat_sizes), len(s.nums), list(s.cats))
         return cls(list(fs.tasks), side(fs.user), side(fs.item), dim, list(fanouts),
-                   len(fs.pair.columns) if fs.pair is not None else 0)
+                   len(fs.pair.columns) if fs.pair is not None else 0, fs.sequence_length)

@@ -13,9 +13,10 @@ its extensions, inference and serving ask of a model is declared here, with defa
   that reads the scored day's whole graph once before scoring it (LightGODE's ODE).
 * :meth:`RecModel.encode_nodes` and :meth:`RecModel.score_encoded` - inference from node
   representations computed once per node and day (:mod:`ml_core.contracts.reps`).
-* :meth:`RecModel.build_pair_input` and :meth:`RecModel.pair_input` - the pair input ``r_ui``
-  (what the user did with the item and its category in the window, :mod:`ml_core.history`),
-  encoded once for every model that reads it.
+* :meth:`RecModel.build_history_input` and :meth:`RecModel.with_history` - the user's own
+  history with the candidate (:mod:`ml_core.history`): the pair input ``r_ui`` (what the user did
+  with the item and its category in the window) and the behaviour sequence attended against the
+  item ``s(u, i)`` (:mod:`ml_core.nn.sequence`), built and read the same way by every model.
 * :meth:`RecModel.param_groups` - the optimiser's parameter groups.
 * :meth:`RecModel.compute_loss` - ``(logits, loss, parts)`` of a batch.
 * :meth:`RecModel.set_task_priors` - output biases at the tasks' base rates.
@@ -118,27 +119,36 @@ class RecModel(nn.Module):
             raise TypeError(f"{cls.__name__} takes a {cls.config_cls.__name__}, got {type(config).__name__}")
         return config
 
-    def build_pair_input(self, spec) -> int:
-        """Build the pair encoder ``r_ui = LeakyReLU(W_r x_ui + b_r)`` (``[B, d]``) when the
-        model's spec has a pair input (``spec.n_pair > 0``); returns its size (0 without one).
-        ``x_ui``: the scaled :func:`~ml_core.history.pair_features` of the sample (the pair's
-        counts per behaviour and recency, the same for the item's category)."""
+    def build_history_input(self, spec) -> int:
+        """Build what reads the user's history with the candidate, as the model's spec has it:
+        the pair encoder ``r_ui = LeakyReLU(W_r x_ui + b_r)`` (``[B, d]``, when ``spec.n_pair >
+        0``; ``x_ui`` the scaled :func:`~ml_core.history.pair_features` of the sample) and the
+        sequence block ``s(u, i)`` (``[B, d]``, when ``spec.seq_len > 0``,
+        :class:`~ml_core.nn.sequence.TargetAttention`). Returns the size they add (0 for neither)."""
+        from ml_core.nn.sequence import TargetAttention
+
         self.pair_enc = MLP(spec.n_pair, [spec.dim]) if spec.n_pair else None
-        return spec.dim if spec.n_pair else 0
+        self.seq_enc = TargetAttention(spec.item.n_ids, spec.dim) if spec.seq_len else None
+        return spec.dim * (bool(spec.n_pair) + bool(spec.seq_len))
 
-    def pair_input(self, batch) -> torch.Tensor | None:
-        """``r_ui`` ``[B, d]`` of the batch's pairs, or None for a model without a pair input."""
-        if getattr(self, "pair_enc", None) is None:  # never built (LightGODE) or built without a pair input
-            return None
-        if batch.pair is None:
-            raise ValueError(f"{type(self).__name__} reads a pair input (its feature spec has one) but the batch "
-                             "has none: build the day context with the model's feature spec")
-        return self.pair_enc(batch.pair)  # [B, d]
+    def history_input(self, batch) -> list[torch.Tensor]:
+        """``[r_ui]``, ``[s(u, i)]``, both or none (each ``[B, d]``), as built."""
+        out = []
+        for name, part in (("pair", "pair_enc"), ("seq", "seq_enc")):
+            enc = getattr(self, part, None)  # None: never built (LightGODE) or built without it
+            if enc is None:
+                continue
+            x = getattr(batch, name)
+            if x is None:
+                raise ValueError(f"{type(self).__name__} reads a {name} input (its feature spec has one) but the "
+                                 "batch has none: build the day context with the model's feature spec")
+            out.append(enc(x) if name == "pair" else enc(x, batch.item.ids))
+        return out
 
-    def with_pair(self, x: torch.Tensor, batch) -> torch.Tensor:
-        """``[x || r_ui]`` (``x`` unchanged for a model without a pair input)."""
-        r = self.pair_input(batch)
-        return x if r is None else torch.cat([x, r.to(x.dtype)], dim=-1)
+    def with_history(self, x: torch.Tensor, batch) -> torch.Tensor:
+        """``[x || r_ui || s(u, i)]`` (the parts the model has; ``x`` unchanged for neither)."""
+        parts = self.history_input(batch)
+        return torch.cat([x, *[p.to(x.dtype) for p in parts]], dim=-1) if parts else x
 
     def prepare(self, contexts) -> None:
         """Set-up that needs the training days (``list[DayContext]``), called by the trainer after
@@ -163,11 +173,12 @@ class RecModel(nn.Module):
         return NodeReps(ctx.users, ctx.items)
 
     def score_encoded(self, reps: NodeReps, user_rows: torch.Tensor, item_rows: torch.Tensor,
-                      pair: torch.Tensor | None = None) -> torch.Tensor:
+                      pair: torch.Tensor | None = None, seq=None) -> torch.Tensor:
         """Logits ``[B, K]`` of the pairs ``(user_rows[b], item_rows[b])`` (node-space rows of
-        ``reps``) with their pair input ``pair`` ``[B, P]`` (None: the model reads none):
-        ``forward`` of the batch whose ``reps`` hold the pairs' precomputed vectors."""
-        return self(reps.batch(user_rows, item_rows, pair=pair))
+        ``reps``) with their pair input ``pair`` ``[B, P]`` and their users' sequences ``seq``
+        (``Sequences`` ``[B, N]``; None: the model reads none): ``forward`` of the batch whose
+        ``reps`` hold the pairs' precomputed vectors."""
+        return self(reps.batch(user_rows, item_rows, pair=pair, seq=seq))
 
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is

@@ -210,8 +210,8 @@ class E2EGRec(RecModel):
                 raise ValueError("gfae=True needs node features to reconstruct; neither users nor items have any")
             self.decoders = nn.ModuleDict({t: MLP(d, cfg.decoder_hidden if cfg.decoder_hidden is not None else [d], n)
                                            for t, n in in_dims.items() if n > 0})  # D_tau
-        pair_dim = self.build_pair_input(spec)  # r_ui (0 without a pair input)
-        self.moe = MixtureOfExperts(4 * d + pair_dim, spec.n_tasks, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        history_dim = self.build_history_input(spec)  # r_ui, s(u, i) (0 without either)
+        self.moe = MixtureOfExperts(4 * d + history_dim, spec.n_tasks, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.fuse = PairInteraction(cfg.fusion, d, n_pairs=1)  # kappa
         self.towers = TaskTowers(self.moe.expert_dim + self.fuse.out_dim, spec.n_tasks)  # v_k
         n_losses = spec.n_tasks + (1 if gfae else 0)
@@ -266,7 +266,7 @@ class E2EGRec(RecModel):
     def head(self, r: GraphOutput, batch) -> torch.Tensor:
         """Two-level fusion, MMoE and the task heads: logits ``[B, K]`` (``batch``: its pair input)."""
         x = torch.cat([r.p_u, r.q_i, r.z_u.to(r.p_u.dtype), r.z_i.to(r.p_u.dtype)], dim=-1)  # x^ [B, 4d]
-        x = self.with_pair(x, batch)  # [B, 4d (+ d)]
+        x = self.with_history(x, batch)  # [B, 4d (+ d)]
         mixed, _, _ = self.moe(x)  # o^k [K, B, d_e]
         kappa = self.fuse(r.z_u.unsqueeze(1), r.z_i.unsqueeze(1)).squeeze(1)  # [B, d_z]
         fused = torch.cat([mixed, kappa.to(mixed.dtype).expand(len(mixed), -1, -1)], dim=-1)  # [K, B, d_e + d_z]

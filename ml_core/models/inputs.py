@@ -96,14 +96,14 @@ class FeatureInput(RecModel):
         """Build the input's modules on ``self``; returns the input size (``config``: the model's)."""
         self.user_enc = FeatureEncoder(spec.user, spec.dim)  # P
         self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
-        return 2 * spec.dim + self.build_pair_input(spec)
+        return 2 * spec.dim + self.build_history_input(spec)
 
     def model_input(self, batch) -> torch.Tensor:
         if batch.reps is not None:  # precomputed by encode_nodes
             x = torch.cat([batch.reps["p_u"], batch.reps["q_i"]], dim=-1)  # [B, 2d]
         else:
             x = torch.cat([self.user_enc(batch.user), self.item_enc(batch.item)], dim=-1)  # [B, 2d]
-        return self.with_pair(x, batch)  # [B, 2d (+ d)]
+        return self.with_history(x, batch)  # [B, 2d (+ d)]
 
     @torch.no_grad()
     def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
@@ -119,15 +119,15 @@ class GraphInput(FeatureInput):
 
     def build_input(self, spec: ModelSpec, config: GraphInputConfig) -> int:
         features = tuple(config.graph_features or GRAPH_FEATURES)
-        pair_dim = super().build_input(spec, config) - 2 * spec.dim
+        history_dim = super().build_input(spec, config) - 2 * spec.dim
         self.mgnn = MGNN(spec, layers=config.layers, channels=tuple(config.channels or CHANNELS),
                          combine=config.combine, user_enc=self.user_enc, item_enc=self.item_enc)
         self.graph_features = features
-        return len(features) * spec.dim + pair_dim
+        return len(features) * spec.dim + history_dim
 
     def model_input(self, batch) -> torch.Tensor:
         reps = self.mgnn.representations(batch)  # each [B, d]
-        return self.with_pair(torch.cat([reps[k] for k in self.graph_features], dim=-1), batch)  # [B, 4d (+ d)]
+        return self.with_history(torch.cat([reps[k] for k in self.graph_features], dim=-1), batch)  # [B, 4d (+ d)]
 
     def encode_nodes(self, ctx, fanouts: list[int] | None = None, seed: int = 0) -> NodeReps:
         """Every node's MGNN outputs, layer-wise over the day (:func:`~ml_core.models.mgnn.encode_day`)."""

@@ -263,8 +263,8 @@ class MGOE(RecModel):
         self.user_side = MacroNeighborhood(K, d_m, edge_weight)  # W^k_u: categories of the cluster
         self.item_side = MacroNeighborhood(K, d_m, edge_weight)  # W^k_i: clusters of the category
         self.macro_proj = nn.ModuleList(nn.Linear(4 * d_m, d_m) for _ in range(K))  # W^k_z
-        pair_dim = self.build_pair_input(spec)  # r_ui (0 without a pair input)
-        self.moe = MixtureOfExperts(2 * d + K * d_m + pair_dim, K, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        history_dim = self.build_history_input(spec)  # r_ui, s(u, i) (0 without either)
+        self.moe = MixtureOfExperts(2 * d + K * d_m + history_dim, K, cfg.n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.query = nn.Parameter(torch.empty(K, self.moe.expert_dim, d_m))  # W^k_q
         self.key = nn.Linear(d_m, d_m, bias=False)  # W_key
         self.towers = TaskTowers(self.moe.expert_dim + d_m, K)  # v_k
@@ -384,7 +384,7 @@ class MGOE(RecModel):
         z = self.macro_embeddings(batch)  # [K, B, d_m]
         K, B, d_m = z.shape
         x = torch.cat([self.user_enc(batch.user), self.item_enc(batch.item), z.transpose(0, 1).reshape(B, K * d_m)], dim=-1)  # x^ [B, 2d + K d_m]
-        x = self.with_pair(x, batch)  # [B, 2d + K d_m (+ d)]
+        x = self.with_history(x, batch)  # [B, 2d + K d_m (+ d)]
         o, _, _ = self.moe(x)  # o^k: [K, B, d_e]
         # Macro Prediction Tower: task k's mixture queries every task's macro embedding
         q = torch.einsum("kbe,kem->kbm", o, self.query)  # [K, B, d_m]

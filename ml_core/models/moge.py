@@ -148,8 +148,8 @@ class MoGE(RecModel):
             self.mgnn = None
             self.interaction = None
             z_dim = 0
-        pair_dim = self.build_pair_input(spec)  # r_ui (0 without a pair input)
-        self.moe = MixtureOfExperts(2 * spec.dim + pair_dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        history_dim = self.build_history_input(spec)  # r_ui, s(u, i) (0 without either)
+        self.moe = MixtureOfExperts(2 * spec.dim + history_dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
         self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.uncertainty)  # s_k
 
@@ -168,7 +168,7 @@ class MoGE(RecModel):
             reps = self.mgnn.representations(batch)  # p_u, q_i, h_u, h_i, s_u, s_i: [B, d] each
             p_u, q_i = reps["p_u"], reps["q_i"]
             z = self.graph_interactions(reps)  # [B, N, d_z]
-        x = self.with_pair(torch.cat([p_u, q_i], dim=-1), batch)  # x^ [B, 2d] (+ r_ui: [B, 3d])
+        x = self.with_history(torch.cat([p_u, q_i], dim=-1), batch)  # x^ [B, 2d] (+ r_ui, s(u, i): [B, d] each)
         mixed, gates, _ = self.moe(x, extra=z)  # o^k: [K, B, 32 + d_z], g^k: [K, B, N]
         return self.towers(mixed), gates  # [B, K], [K, B, N]
 

@@ -60,10 +60,10 @@ class SingleTaskMLP(RecModel):
         self.spec = spec
         self.user_encs = nn.ModuleList(FeatureEncoder(spec.user, spec.dim) for _ in spec.tasks)  # P^k
         self.item_encs = nn.ModuleList(FeatureEncoder(spec.item, spec.dim) for _ in spec.tasks)  # Q^k
-        self.towers = TaskTowers(2 * spec.dim + self.build_pair_input(spec), spec.n_tasks, hidden)  # independent MLP_k + v_k
+        self.towers = TaskTowers(2 * spec.dim + self.build_history_input(spec), spec.n_tasks, hidden)  # independent MLP_k + v_k
 
     def forward(self, batch) -> torch.Tensor:
-        x = [self.with_pair(torch.cat([P(batch.user), Q(batch.item)], dim=-1), batch)
+        x = [self.with_history(torch.cat([P(batch.user), Q(batch.item)], dim=-1), batch)
              for P, Q in zip(self.user_encs, self.item_encs)]  # K x [B, 2d (+ d)]
         return self.towers(x)  # [B, K]
 
@@ -206,7 +206,7 @@ class NGCF(RecModel):
                              f"got {self.n_layers}")
         self.spec = spec
         self.nets = nn.ModuleList(NGCFTower(spec, self.n_layers, cfg.negative_slope, cfg.dropout) for _ in spec.tasks)
-        self.towers = TaskTowers((self.n_layers + 1) * spec.dim + self.build_pair_input(spec), spec.n_tasks)  # v_k, b_k
+        self.towers = TaskTowers((self.n_layers + 1) * spec.dim + self.build_history_input(spec), spec.n_tasks)  # v_k, b_k
 
     def propagation_plan(self, ch: ChannelBatch):
         """What every task's network shares: the layer plan, the seeds' rows at each layer and
@@ -235,7 +235,7 @@ class NGCF(RecModel):
     def forward(self, batch) -> torch.Tensor:
         if batch.reps is not None:  # precomputed by encode_nodes: [B, K, (L+1)d] each
             e_u, e_i = batch.reps["e_u"], batch.reps["e_i"]
-            return self.towers([self.with_pair(e_u[:, k] * e_i[:, k], batch) for k in range(e_u.shape[1])])  # [B, K]
+            return self.towers([self.with_history(e_u[:, k] * e_i[:, k], batch) for k in range(e_u.shape[1])])  # [B, K]
         if batch.channels is None or "bipartite" not in batch.channels:
             raise ValueError("NGCF needs batch.channels['bipartite'] (build batches with need_graph=True)")
         ch = batch.channels["bipartite"]
@@ -244,5 +244,5 @@ class NGCF(RecModel):
         x = []
         for net in self.nets:
             e_u, e_i = net(ch, plan, rows, rhos).split([B, ch.seed_item.numel()])  # [B, (L+1)d] each
-            x.append(self.with_pair(e_u * e_i, batch))  # [B, (L+1)d (+ d)]
+            x.append(self.with_history(e_u * e_i, batch))  # [B, (L+1)d (+ d)]
         return self.towers(x)  # [B, K]

@@ -113,9 +113,11 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
     # snapshot every time)
     new_users, sample_user = _request_rows(index[0] if index else base.user_raw[: base.n_graph_users], user_ids)
     new_items, sample_item = _request_rows(index[1] if index else base.item_raw[: base.n_graph_items], item_ids)
-    users, items, channels = base.users, base.items, base.channels
+    users, items, channels, user_seq = base.users, base.items, base.channels, base.user_seq
     if len(new_users):
         users = cat_tables([users, spec.user.encode(new_users, inputs.users, "user_id")])
+        if user_seq is not None:
+            user_seq = user_seq.cat(spec.encode_sequences(new_users, inputs.history, inputs.day))
     if len(new_items):
         items = cat_tables([items, spec.item.encode(new_items, inputs.items, "item_id")])
     if channels and (len(new_users) or len(new_items)):
@@ -135,6 +137,7 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
         sample_user_raw=user_ids,
         labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
         pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs_of(user_ids, item_ids)),
+        user_seq=user_seq,
     )
 
 
@@ -295,7 +298,7 @@ class Scorer:
         (the snapshot's stored ones, then the request's added ids encoded as isolated nodes) and
         each sample's rows in them."""
         nu, ni = self.base.n_graph_users, self.base.n_graph_items
-        if len(ctx.user_raw) == nu and len(ctx.item_raw) == ni:  # every id in the snapshot: its rows as they are
+        if self._in_snapshot(ctx):  # every id in the snapshot: its rows as they are
             return self.reps, ctx.sample_user, ctx.sample_item
         ru, u_rows = np.unique(ctx.sample_user, return_inverse=True)
         ri, i_rows = np.unique(ctx.sample_item, return_inverse=True)
@@ -308,6 +311,16 @@ class Scorer:
                 reps = reps.cat(self.model.encode_nodes(added))
         return reps, u_rows, i_rows
 
+    def _in_snapshot(self, ctx: DayContext) -> bool:
+        """Every id of the request ``ctx`` is a snapshot node (its rows are the snapshot's)."""
+        return len(ctx.user_raw) == self.base.n_graph_users and len(ctx.item_raw) == self.base.n_graph_items
+
+    def request_sequences(self, ctx: DayContext):
+        """``ctx``'s user sequences in the user rows of :meth:`request_reps`'s representations."""
+        if ctx.user_seq is None or self._in_snapshot(ctx):
+            return ctx.user_seq
+        return ctx.user_seq[torch.from_numpy(np.unique(ctx.sample_user))]
+
     def score_pairs(self, user_ids, item_ids, seed: int | None = None) -> ScoreResult:
         pairs, inverse = canonical_pairs(user_ids, item_ids)
         seed = request_seed(pairs) if seed is None else int(seed)
@@ -315,7 +328,8 @@ class Scorer:
             return ScoreResult(np.zeros((0, len(self.tasks)), np.float32), [], [], seed)
         ctx = request_context(self.request_base, self.inputs, self.spec, pairs[:, 0], pairs[:, 1], self._snapshot_index)
         reps, u_rows, i_rows = self.request_reps(ctx)
-        probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size, pairs=ctx.pairs)
+        probs = score_rows(self.model, reps, u_rows, i_rows, self.batch_size, pairs=ctx.pairs,
+                           user_seq=self.request_sequences(ctx))
         uu, ui = self.unknown_ids(pairs[:, 0], pairs[:, 1])
         return ScoreResult(probs[inverse], uu.tolist(), ui.tolist(), seed)
 

@@ -165,7 +165,8 @@ def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, 
     threads = configure_threads(cfg.threads)
     device = ddp.rank_device(resolve_device(cfg.device), ranks)
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
-    model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks, pair=cfg.pair_features), warm)
+    model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks, pair=cfg.pair_features,
+                                                                           sequence_length=cfg.sequence_length), warm)
     model = model.to(device)
     contexts = build_contexts(split.train, fspec, training_graph_needs(cfg).day_graphs)
     val_contexts = build_contexts(split.validation, fspec, inference_needs_graph(model))

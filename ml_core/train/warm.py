@@ -143,6 +143,8 @@ def incompatibility(start: StartModel, cfg, model_cls: type[RecModel], fspec: Fe
     columns = lambda s: None if s.pair is None else list(s.pair.columns)
     if columns(start.fspec) != columns(fspec):
         return f"pair input columns {columns(start.fspec)} -> {columns(fspec)}"
+    if start.fspec.sequence_length != fspec.sequence_length:
+        return f"sequence_length {start.fspec.sequence_length} -> {fspec.sequence_length}"
     post = start.meta.get("train_config", {}).get("post_training") or []
     if post:
         return f"its weights were changed after training by post_training {post}; training on top would apply them twice"
@@ -164,7 +166,8 @@ def grown_feature_spec(old: FeatureSpec, new: FeatureSpec) -> FeatureSpec:
     """The feature spec of a warm start: vocabularies grown, numeric statistics of the new window;
     the pair input keeps the start model's scaling (its encoder was trained on it)."""
     pair = old.pair if old.pair is not None and new.pair is not None else new.pair
-    return FeatureSpec(list(new.tasks), grown_side(old.user, new.user), grown_side(old.item, new.item), pair)
+    return FeatureSpec(list(new.tasks), grown_side(old.user, new.user), grown_side(old.item, new.item), pair,
+                       new.sequence_length)
 
 
 def row_map(old_vocab: np.ndarray, new_vocab: np.ndarray) -> np.ndarray:

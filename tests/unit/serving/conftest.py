@@ -9,7 +9,7 @@ import pytest
 from ml_core.serving.scorer import Scorer
 from ml_core.storage import Lake
 from tests.conftest import build_data_days, make_config
-from tests.unit.serving.deployed import DAYS, OVERRIDES, Deployment, deploy
+from tests.unit.serving.deployed import DAYS, MODEL_OVERRIDES, OVERRIDES, Deployment, deploy
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def deployments(data_root, tmp_path_factory):
         if model not in cache:
             root = tmp_path_factory.mktemp(f"flow-{model}")
             shutil.copytree(data_root / "lake", root / "lake")
-            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"')
+            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"', *MODEL_OVERRIDES.get(model, []))
             decision = deploy(cfg, root)
             serve_root = tmp_path_factory.mktemp(f"serve-{model}")
             shutil.copytree(root / "registry", serve_root / "registry")

@@ -19,6 +19,9 @@ OVERRIDES = ["samples.negatives_per_positive=1", "train.max_steps_per_epoch=8", 
 # a feature-only model, a graph model (sampled subgraphs at scoring time) and LightGODE (the scored
 # day's whole graph, once, for its ODE)
 MODELS = ["mmoe", "moge", "lightgode"]
+#: per model, what its deployment adds: MoGE also reads a behaviour sequence, so the served scores
+#: of a model with every input (node features, graphs, pair input, sequence) equal the evaluation's
+MODEL_OVERRIDES = {"moge": ["train.sequence_length=5"]}
 UNKNOWN = 10**15  # far outside the synthetic id ranges
 
 

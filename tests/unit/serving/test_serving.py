@@ -59,6 +59,7 @@ def test_scorer_equals_lake_predict(deployments, model):
     # the pair input is on by default, read from the bundle's copy of the day's history, and
     # some of these pairs have one
     assert spec.pair is not None and sc.spec.pair == spec.pair and (inputs.pair_inputs()[:, 0] > 0).any()
+    assert (ctx.user_seq is not None and bool(ctx.user_seq.mask.any())) == (model == "moge")
     u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
     r = sc.score_pairs(u, i)
     expected = predict(net, ctx, dep.cfg.train.fanouts, batch_size=sc.batch_size, seed=r.seed)
