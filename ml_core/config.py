@@ -149,12 +149,10 @@ class TrainConfig:
     #: Also hide a training sample's own (user, item) edge from the bipartite channel when it
     #: exists from earlier days (day D's own events are never in day D's graph anyway).
     mask_target_edges: bool = False
-    #: Give the model the pair input: what the user did with the item and with its category in
-    #: the window (counts per behaviour, recency; ml_core/history.py), the signal the rule "user
-    #: already interacted with the item" lives on. False for ablations (node inputs and graphs only).
+    #: The pair input: what the user did with the item and its category in the window (counts
+    #: per behaviour, recency; ml_core/history.py). False for ablations (node inputs and graphs only).
     pair_features: bool = True
-    #: N: the model also reads each user's last N window events (item, behaviour, age) attended
-    #: against the candidate item (DIN-style target attention, ml_core/nn/sequence.py); 0 = off.
+    #: N: also read the user's last N window events attended against the item (DIN, ml_core/nn/sequence.py); 0 = off.
     sequence_length: int = 0
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.
     model_args: dict[str, Any] = field(default_factory=dict)
