@@ -50,6 +50,16 @@ class CSR:
         """The row index of every stored entry, int64 ``[nnz]``."""
         return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.degrees())
 
+    def entries_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored entries of ``rows`` (repeats allowed), flattened: ``(owner, pos)``, for each
+        entry the position in ``rows`` of its row and its position in ``indices`` / ``weights``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.indptr)[rows]
+        deg = np.asarray(self.indptr)[rows + 1] - starts
+        owner = np.repeat(np.arange(len(rows), dtype=np.int64), deg)
+        first = np.cumsum(deg) - deg  # where each row's entries start in the flattened output
+        return owner, np.arange(len(owner), dtype=np.int64) - first[owner] + starts[owner]
+
     @classmethod
     def from_coo(
         cls,
@@ -142,6 +152,7 @@ class BipartiteGraph:
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     days: list[str] = field(default_factory=list)
     _iu: CSR | None = field(default=None, repr=False)
+    _keys: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -157,6 +168,24 @@ class BipartiteGraph:
         if self._iu is None:
             self._iu = self.ui.transpose()
         return self._iu
+
+    def pair_weights(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """w(u, i) of each (user row, item row) pair (rows >= 0): the edge weight, 0.0 where the
+        pair has no edge; float64. One binary search per pair in the sorted keys ``u * n_items +
+        i`` of the edges (sorted once, on the first call)."""
+        if self._keys is None:
+            keys = self.ui.row_of_entries() * self.n_items + np.asarray(self.ui.indices, np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._keys = (keys[order], np.asarray(self.ui.weights, np.float64)[order])
+        keys, weights = self._keys
+        out = np.zeros(len(user_rows), np.float64)
+        if len(keys) == 0:
+            return out
+        want = np.asarray(user_rows, np.int64) * self.n_items + np.asarray(item_rows, np.int64)
+        pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        hit = keys[pos] == want
+        out[hit] = weights[pos[hit]]
+        return out
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id, -1 where the user is not in this graph."""
