@@ -11,7 +11,7 @@ from ml_core.cf import Ease, cf_metrics, cf_scores
 from ml_core.cf_config import CF_SCORERS, CFConfig
 from ml_core.config import load_config
 from ml_core.contracts.day import DayInputs
-from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph
+from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.stages.evaluation import EvaluationResult, gauc_table
 from ml_core.stages.gate import gate
 from ml_core.typed import ConfigError
@@ -136,3 +136,51 @@ def test_an_evaluation_stored_before_the_cf_scorers_reads_back_and_is_refused():
                   "samples_on_kept_items": 0.6}}
     table = gauc_table(EvaluationResult.from_dict(ev.to_dict()))
     assert "| cf: ease | click | 0.6000 |" in table and "on 3 of the window's 5 items; 60.0% of the samples" in table
+
+
+def test_a_planted_day_d_event_changes_no_cf_score(tmp_path):
+    """Day D's CF scores come from its window graphs (days before D) alone: an event planted on
+    day D, on an item the window ties to one of the user's sampled items, changes no score."""
+    from datetime import UTC, datetime
+
+    from ml_core.stages.data_day import run_data_day, run_data_days
+    from ml_core.stages.inputs import load_day_inputs
+    from ml_core.storage import Lake
+
+    rng = np.random.default_rng(0)
+    t0 = int(datetime(2026, 1, 1, 10, tzinfo=UTC).timestamp())
+    rows = [f"{u},{i},{i % 3},{b},{t0 + day * 86400 + k}" for k, (day, u, i, b) in enumerate(
+        (d, int(rng.integers(1, 20)), int(rng.integers(100, 130)), ("pv", "pv", "pv", "cart", "buy")[rng.integers(5)])
+        for d in range(2) for _ in range(150))]
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(rows) + "\n")
+    cfg = load_config(None, ['source.kind="taobao"', f'source.path="{path}"', 'source.start_date="2026-01-01"',
+                             'source.end_date="2026-01-02"', 'source.timezone="UTC"', f'storage.root="{tmp_path}"',
+                             "graph.window_days=1"])
+    lake, day = Lake(tmp_path), "2026-01-02"
+    run_data_days(cfg, lake, ["2026-01-01", day])
+
+    def scored() -> tuple[DayInputs, dict]:
+        inputs = load_day_inputs(lake, day, with_graph=True)
+        s, _ = cf_scores(inputs)
+        pairs = zip(inputs.samples["user_id"].to_list(), inputs.samples["item_id"].to_list(), strict=True)
+        return inputs, {p: tuple(s[k][t] for k in CF_SCORERS) for t, p in enumerate(pairs)}
+
+    before, scores = scored()
+    # plant: a sampled user u buys, 20 times on day D, the window's nearest item j to one of its
+    # sampled items i; item-kNN's (u, i) has the term w(u, j) S^I[i, j], S^I[i, j] > 0
+    sim, ids = before.item_sim.adj, before.graph.item_ids
+    rows = lookup(ids, before.samples["item_id"].to_numpy())
+    t = next(t for t, r in enumerate(rows) if r >= 0 and sim.degrees()[r] > 0)
+    u, i, j = before.samples["user_id"][t], before.samples["item_id"][t], int(ids[sim.indices[sim.indptr[rows[t]]]])
+    path.write_text(path.read_text() + "".join(f"{u},{j},0,buy,{t0 + 86400 + 5000 + k}\n" for k in range(20)))
+    logs = lake.version("interaction_logs", day)
+    run_data_day(cfg, lake, day)
+    after, planted = scored()
+    assert lake.version("interaction_logs", day) != logs  # the planted buys are day D's: (u, j) a purchase
+    assert after.samples.filter((pl.col("user_id") == u) & (pl.col("item_id") == j))["label_purchase"].max() == 1
+    for a, b in ((before.graph.ui, after.graph.ui), (before.item_sim.adj, after.item_sim.adj), (before.user_sim.adj, after.user_sim.adj)):
+        assert a.equals(b, atol=0)
+    common = set(scores) & set(planted)
+    assert (u, i) in common
+    assert all(planted[p] == scores[p] for p in common)
