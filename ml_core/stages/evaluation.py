@@ -298,10 +298,10 @@ def gauc_table(evaluation: EvaluationResult) -> str:
                         f"{m['pos_rate']:.3f} | {m['gauc_users']} |")
     ease = evaluation.cf_info.get("ease")
     if ease:
-        rows += ["", f"cf: ease fitted in {ease['form']} space ({ease['dense_dim']:,} x {ease['dense_dim']:,}, cap "
-                     f"{ease['max_dim']:,}, lambda {ease['lambda']:g}) on {ease['items']:,} of the window's "
-                     f"{ease['window_items']:,} items; {ease['samples_on_kept_items']:.1%} of the samples are on a "
-                     "kept item (the others score 0)."]
+        space = "user space, exact" if ease["form"] == "users" else "item space"
+        rows += ["", f"cf: ease fitted in {space} ({ease['dense_dim']:,} x {ease['dense_dim']:,}, cap {ease['max_dim']:,}, "
+                     f"lambda {ease['lambda']:g}) on {ease['items']:,} of the window's {ease['window_items']:,} items; "
+                     f"{ease['samples_on_kept_items']:.1%} of the samples are on one of them (the others score 0)."]
     if evaluation.differences:
         rows += ["", "| candidate minus | task | GAUC difference | interval | users |", "|---|---|---|---|---|"]
         for ref, per_task in evaluation.differences.items():

@@ -109,6 +109,9 @@ def test_metrics_and_what_a_day_without_the_graphs_or_scorers_gives():
     assert cf_scores(day, CFConfig(scorers=[])) == ({}, {})
     with pytest.raises(ValueError, match="similarity graphs"):
         cf_scores(DayInputs("d", day.samples, pl.DataFrame(), pl.DataFrame(), day.graph))
+    unsorted = CSR(np.array([0, 2]), np.array([1, 0]), np.ones(2, np.float32), 2)  # row 0: columns 1, 0
+    with pytest.raises(ValueError, match="sorted"):
+        BipartiteGraph(np.array([1]), np.array([5, 6]), unsorted).pair_weights(np.array([0]), np.array([0]))
 
 
 def test_the_cf_section_is_checked(tmp_path):
@@ -135,7 +138,7 @@ def test_an_evaluation_stored_before_the_cf_scorers_reads_back_and_is_refused():
         {"ease": {"form": "items", "dense_dim": 3, "max_dim": 3, "lambda": 1.0, "items": 3, "window_items": 5,
                   "samples_on_kept_items": 0.6}}
     table = gauc_table(EvaluationResult.from_dict(ev.to_dict()))
-    assert "| cf: ease | click | 0.6000 |" in table and "on 3 of the window's 5 items; 60.0% of the samples" in table
+    assert "| cf: ease | click | 0.6000 |" in table and "in item space (3 x 3, cap 3, lambda 1) on 3 of the window's 5 items; 60.0% of the samples" in table
 
 
 def test_a_planted_day_d_event_changes_no_cf_score(tmp_path):
