@@ -12,7 +12,8 @@ similarity graphs (row r: r's k most similar nodes and their similarities):
 * ``item_knn``: ``score(u, i) = sum_j w(u, j) S^I[i, j]``, over the k items j most similar to the
   *target* item i (top-k per target item, as Dacrema et al.'s ItemKNNCF);
 * ``user_knn``: ``score(u, i) = sum_v S^U[u, v] w(v, i)``, over u's k most similar users v;
-* ``ease`` (Steck, WWW 2019): with X = W restricted to the kept items (below),
+* ``ease`` (Steck, WWW 2019): with X = W restricted to the kept items (below; behaviour-weighted
+  like the kNN scorers' w, where Steck's X is binary),
   ``P = (X^T X + lambda I)^-1``, ``B = I - P diagMat(1 / diag(P))`` (zero diagonal) and
   ``score(u, i) = X_u . B[:, i]``; lambda = ``cf.ease_lambda``.
 
@@ -48,7 +49,7 @@ from ml_core.sanity import node_rows, scorer_metrics
 
 __all__ = ["CF_SCORERS", "Ease", "cf_metrics", "cf_scores", "item_knn_scores", "user_knn_scores"]
 
-#: Gathered entries per part of the samples (a part's arrays: ~100 MB at this size).
+#: Gathered entries per part of the samples (a part's temporary arrays: ~150 MB at this size).
 PART_ENTRIES = 1 << 22
 
 
