@@ -1,4 +1,4 @@
-"""model_evaluation: the candidate of day D and the sanity scorers, measured on day D (the
+"""model_evaluation: the candidate of day D, the sanity and the CF scorers, measured on day D (the
 comparison with the production and recently promoted models is the deployment decision's, made
 day after day)."""
 
@@ -21,7 +21,7 @@ EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
 )
 def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """GAUC / AUC / logloss per task of trained_model[D] on day D's samples, a day neither the
-    model nor its graphs saw, next to the sanity scorers on the same samples; the candidate's
+    model nor its graphs saw, next to the sanity and the CF scorers on the same samples; the candidate's
     scores are kept for the deployment decision's paired comparison with the production model."""
     cfg, lake = settings(context)
     day = context.partition_key
@@ -34,9 +34,11 @@ def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         stats[f"gauc_{task}"] = m["gauc"]
         stats[f"auc_{task}"] = m["auc"]
         stats[f"logloss_{task}"] = m["logloss"]
-    for scorer, metrics in (ev.sanity or {}).items():
-        for task, m in metrics.items():
-            stats[f"sanity_{scorer}_gauc_{task}"] = m["gauc"]
+    for kind, scorers in (("sanity", ev.sanity), ("cf", ev.cf)):
+        for scorer, metrics in (scorers or {}).items():
+            for task, m in metrics.items():
+                stats[f"{kind}_{scorer}_gauc_{task}"] = m["gauc"]
+    stats["cf_info"] = ev.cf_info  # what each CF scorer cost; EASE's item cap and the items it kept
     stats["metrics"] = ev.candidate
     stats["trained_model_version"] = ev.candidate_version
     return result(lake, "model_evaluation", day, stats, markdown={"gauc_table": gauc_table(ev)})

@@ -120,9 +120,12 @@ def variant_train_config(base, variant: Variant, seed: int, budget: dict[str, An
 
 
 def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants: list[Variant], seeds: list[int],
-                   budget: dict[str, Any] | None = None, log=None) -> dict:
+                   budget: dict[str, Any] | None = None, log=None, cf=None) -> dict:
     """Train and evaluate every (variant, seed) on the same data. ``train_days`` / ``eval_day``
-    are :class:`~ml_core.contracts.day.DayInputs` with graphs. Returns ``{"runs": [...], "summary": [...]}``."""
+    are :class:`~ml_core.contracts.day.DayInputs` with graphs; ``cf``: the ``[cf]`` settings of the
+    CF scorers scored beside the sanity rules (None: the defaults). Returns ``{"runs": [...],
+    "summary": [...], "sanity": ..., "cf": ..., "cf_info": ...}``."""
+    from ml_core.cf import cf_metrics
     from ml_core.inference import score_day
     from ml_core.sanity import sanity_metrics
     from ml_core.train.trainer import train
@@ -153,6 +156,8 @@ def run_comparison(train_days, eval_day, tasks: list[str], base_train, variants:
     summary = summarize(runs, tasks, variants)
     out = {"tasks": list(tasks), "seeds": list(seeds), "budget": budget, "runs": runs, "summary": summary,
            "sanity": sanity_metrics(eval_day, list(tasks)) if eval_day.graph is not None else {}}
+    if eval_day.graph is not None and eval_day.user_sim is not None and eval_day.item_sim is not None:
+        out["cf"], out["cf_info"] = cf_metrics(eval_day, list(tasks), cf)
     if scored is not None:
         out["differences"] = paired_differences(summary, tasks, seeds, probs, scored.users, scored.labels)
     return out
@@ -225,8 +230,8 @@ def improvements(summary: list[dict], tasks: list[str]) -> dict[str, dict]:
 
 def markdown_report(result: dict, title: str = "Model comparison") -> str:
     """Table 2 for our data: GAUC/AUC/logloss per task (mean ± std over seeds), the nested-task
-    GAUC (purchase within click), training time, parameters, the sanity scorers on the same
-    samples, the relative improvement of the best over the best baseline, and the paired
+    GAUC (purchase within click), training time, parameters, the sanity and the CF scorers on the
+    same samples, the relative improvement of the best over the best baseline, and the paired
     bootstrap intervals of those differences per seed."""
     tasks, summary = result["tasks"], result["summary"]
     # nested-task GAUCs: (metric key, task), e.g. ("gauc_within_click", "purchase")
@@ -253,8 +258,9 @@ def markdown_report(result: dict, title: str = "Model comparison") -> str:
         cells += [f"{r[f'auc_{t}']:.4f}" for t in tasks] + [f"{r[f'logloss_{t}']:.4f}" for t in tasks]
         cells += [f"{r['train_seconds']:.1f}", f"{r['n_params']:,}"]
         lines.append("| " + " | ".join(cells) + " |")
-    for name, per_task in (result.get("sanity") or {}).items():  # rules that need no model, same samples
-        cells = [f"sanity: {name}", "sanity"] + [f"{per_task[t]['gauc']:.4f}" for t in tasks]
+    # rules that need no model and the classical CF scorers, on the same samples
+    for kind, name, per_task in [(k, n, m) for k in ("sanity", "cf") for n, m in (result.get(k) or {}).items()]:
+        cells = [f"{kind}: {name}", kind] + [f"{per_task[t]['gauc']:.4f}" for t in tasks]
         cells += [f"{per_task[t][k]:.4f}" if k in per_task[t] else "-" for k, t in within]
         cells += [f"{per_task[t]['auc']:.4f}" for t in tasks] + ["-"] * len(tasks) + ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")

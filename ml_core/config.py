@@ -15,8 +15,8 @@ needs nothing above this module; checks that need the models, the training exten
 source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
-This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`,
-:mod:`ml_core.dist_config`, :mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
+This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`, :mod:`ml_core.dist_config`,
+:mod:`ml_core.cf_config`, :mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ml_core.cf_config import CFConfig  # the [cf] section: the classical CF scorers
 from ml_core.dist_config import DistributedConfig  # [train] distributed: torch DDP under torchrun
 from ml_core.registry_config import RegistryConfig  # the [registry] section: local or MLflow
 
@@ -256,6 +257,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     comparison: ComparisonConfig = field(default_factory=ComparisonConfig)
+    cf: CFConfig = field(default_factory=CFConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     automation: AutomationConfig = field(default_factory=AutomationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -286,6 +288,7 @@ _SECTIONS: dict[str, type | None] = {
     "train": TrainConfig,
     "deploy": DeployConfig,
     "comparison": ComparisonConfig,
+    "cf": CFConfig,
     "tuning": TuningConfig,
     "automation": AutomationConfig,
     "storage": StorageConfig,

@@ -90,6 +90,12 @@ def planted_day(seed: int = 3, n_users: int = 120, n_items: int = 40, split: str
     return PlantedDay(day, fspec, mspec, ctx, batch)
 
 
+def best_floor(ev, task: str) -> float:
+    """The highest GAUC on ``task`` among the sanity and the CF scorers of evaluation ``ev`` (the
+    gate's floors): a doctored candidate above it passes them, one below it does not."""
+    return max(s[task]["gauc"] for kind in (ev.sanity, ev.cf) for s in (kind or {}).values())
+
+
 def doctor_evaluation(lake, day, candidate_gauc: dict[str, float], probs=None, **changes):
     """Day ``day``'s stored evaluation with the candidate's GAUCs replaced (and ``changes``);
     ``probs`` replaces the candidate's stored scores (what the decision compares references with)."""

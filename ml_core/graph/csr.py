@@ -50,6 +50,16 @@ class CSR:
         """The row index of every stored entry, int64 ``[nnz]``."""
         return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.degrees())
 
+    def entries_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored entries of ``rows`` (repeats allowed), flattened: ``(owner, pos)``, for each
+        entry the position in ``rows`` of its row and its position in ``indices`` / ``weights``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.indptr)[rows]
+        deg = np.asarray(self.indptr)[rows + 1] - starts
+        owner = np.repeat(np.arange(len(rows), dtype=np.int64), deg)
+        first = np.cumsum(deg) - deg  # where each row's entries start in the flattened output
+        return owner, np.arange(len(owner), dtype=np.int64) - first[owner] + starts[owner]
+
     @classmethod
     def from_coo(
         cls,
@@ -142,6 +152,7 @@ class BipartiteGraph:
     counts: dict[str, np.ndarray] = field(default_factory=dict)
     days: list[str] = field(default_factory=list)
     _iu: CSR | None = field(default=None, repr=False)
+    _rows_sorted: bool = field(default=False, repr=False)
 
     @property
     def n_users(self) -> int:
@@ -157,6 +168,20 @@ class BipartiteGraph:
         if self._iu is None:
             self._iu = self.ui.transpose()
         return self._iu
+
+    def pair_weights(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """w(u, i) of each (user row, item row) pair (rows >= 0): the edge weight, 0.0 where the
+        pair has no edge; float64. A binary search in the user's row of ``ui`` per pair (columns
+        sorted within a row, as the graph builders write them; checked on the first call)."""
+        if not self._rows_sorted:
+            ind, first = np.asarray(self.ui.indices), np.asarray(self.ui.indptr)[1:-1]
+            rising = np.diff(ind) > 0
+            rising[first[(first > 0) & (first < len(ind))] - 1] = True  # a new row may start lower
+            if not rising.all():
+                raise ValueError("pair_weights needs the columns of each row of ui sorted ascending")
+            self._rows_sorted = True
+        return _pair_weights(np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(self.ui.weights),
+                             np.asarray(user_rows, np.int64), np.asarray(item_rows, np.int64))
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id, -1 where the user is not in this graph."""
@@ -246,6 +271,22 @@ class SimilarityGraph:
 _DENSE_MIN = 65_536
 _DENSE_SPAN_PER_ID = 8
 _DENSE_MAX_SPAN = 1 << 25
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pair_weights(indptr, indices, weights, rows, cols):
+    out = np.zeros(len(rows), np.float64)
+    for t in prange(len(rows)):
+        lo, hi = indptr[rows[t]], indptr[rows[t] + 1]
+        while lo < hi:  # the first position in the row whose column is >= cols[t]
+            mid = (lo + hi) // 2
+            if indices[mid] < cols[t]:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < indptr[rows[t] + 1] and indices[lo] == cols[t]:
+            out[t] = weights[lo]
+    return out
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -40,7 +40,8 @@ def compare_days(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], v
     train_in = [load_day_inputs(lake, d, with_graph=True) for d in sample_days]
     if sum(d.samples.height for d in train_in) == 0:
         raise ValueError(f"no training samples: the training days {sample_days} have none; nothing to compare")
-    out = run_comparison(train_in, eval_in, list(cfg.samples.tasks), cfg.train, variants, seeds, budget, log=log)
+    out = run_comparison(train_in, eval_in, list(cfg.samples.tasks), cfg.train, variants, seeds, budget, log=log,
+                         cf=cfg.cf)
     return out, eval_in.samples.height
 
 

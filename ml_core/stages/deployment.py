@@ -102,7 +102,7 @@ def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResul
     if ev.skipped:  # nothing was scored (a day without samples): refused with the evaluation's reason
         verdict = Decision(promote=False, reasons=[ev.skipped])
     else:
-        verdict = gate(ev.candidate, ev.references, cfg.deploy, ev.sanity, ev.differences)
+        verdict = gate(ev.candidate, ev.references, cfg.deploy, ev.sanity, ev.differences, cf=ev.cf)
     stale = pointer_checks(day_str(day), prod)
     current = lake.version("trained_model", day)
     if ev.candidate_version != current:

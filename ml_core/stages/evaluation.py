@@ -1,6 +1,6 @@
 """Stage 6, model_evaluation: GAUC / AUC / logloss per task of the candidate (trained_model[D])
 on day D's samples, a day neither the model nor its graphs saw, next to the sanity scorers
-(:mod:`ml_core.sanity`) on the same samples, with the content version of the trained_model
+(:mod:`ml_core.sanity`) and the classical CF scorers (:mod:`ml_core.cf`) on the same samples, with the content version of the trained_model
 partition it scored (the deployment refuses to promote any other). Stored as
 ``evaluation.json`` with the candidate's scores (``candidate_scores.npz``); a non-finite
 prediction fails the stage. It reads no global state, so the evaluations of many days can run
@@ -46,8 +46,9 @@ class ProductionMetrics:
 class EvaluationResult:
     """The evaluation of day ``day``: candidate metrics per task, the candidate's manifest and
     partition version, the production model's metrics (``None`` when nothing is in production),
-    the reference models' (``{version: metrics}``, production among them) and the sanity
-    scorers' (``{scorer: metrics}``)."""
+    the reference models' (``{version: metrics}``, production among them), the sanity
+    scorers' and the CF scorers' (``{scorer: metrics}``; None: an evaluation written before they
+    were measured) and what the CF scorers cost and kept (``cf_info``: EASE's item cap)."""
 
     day: str
     candidate: dict[str, dict]
@@ -56,6 +57,8 @@ class EvaluationResult:
     candidate_version: str = ""
     references: dict[str, dict] = dataclasses.field(default_factory=dict)
     sanity: dict[str, dict] | None = None
+    cf: dict[str, dict] | None = None
+    cf_info: dict[str, dict] = dataclasses.field(default_factory=dict)
     #: ``{reference version: {task: paired bootstrap of candidate - reference GAUC}}``
     differences: dict[str, dict] = dataclasses.field(default_factory=dict)
     #: evaluation samples of the day (None: an evaluation written before this was recorded)
@@ -72,7 +75,7 @@ class EvaluationResult:
         return cls(day=d["day"], candidate=d["candidate"], candidate_manifest=d["candidate_manifest"],
                    production=ProductionMetrics(prod["version"], prod["metrics"]) if prod else None,
                    candidate_version=d.get("candidate_version", ""), references=d.get("references", {}),
-                   sanity=d.get("sanity"), differences=d.get("differences", {}), samples=d.get("samples"),
+                   sanity=d.get("sanity"), cf=d.get("cf"), cf_info=d.get("cf_info", {}), differences=d.get("differences", {}), samples=d.get("samples"),
                    skipped=d.get("skipped", ""))
 
 
@@ -150,9 +153,10 @@ def take_snapshot_reps(lake: Lake, day) -> tuple | None:
 
 
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
-    """Evaluate trained_model[D] and the sanity scorers on day D and write the result and the
+    """Evaluate trained_model[D], the sanity and the CF scorers on day D and write the result and the
     candidate's scores. ``log`` (a ``str -> None`` callable, default silent) gets what is being
     scored, a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
+    from ml_core.cf import cf_metrics
     from ml_core.inference import day_context, inference_needs_graph, score_day
     from ml_core.sanity import SCORERS, sanity_metrics
 
@@ -161,7 +165,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     cand_dir = lake.checked_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
-    inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity scorers read graph[D]
+    inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity and CF scorers read graph[D]
     n = inputs.samples.height
     if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
         out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=read_manifest(cand_dir),
@@ -185,6 +189,11 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))
     log(f"sanity scorers scored in {format_duration(time.perf_counter() - t)}, GAUC: "
         + "; ".join(f"{name} {_gaucs(m)}" for name, m in out.sanity.items()))
+    log(f"scoring the CF scorers ({', '.join(cfg.cf.scorers) or 'none configured'}) on {n:,} samples")
+    t = time.perf_counter()
+    out.cf, out.cf_info = cf_metrics(inputs, list(fspec.tasks), cfg.cf)
+    log(f"CF scorers scored in {format_duration(time.perf_counter() - t)}, GAUC: "
+        + ("; ".join(f"{name} {_gaucs(m)}" for name, m in out.cf.items()) or "-"))
     with lake.write_dir("model_evaluation", day) as tmp:
         (tmp / "evaluation.json").write_text(json.dumps(out.to_dict(), indent=2, default=str))
         with open(tmp / SCORES_FILE, "wb") as fh:
@@ -255,7 +264,7 @@ def _reference_context(held: tuple | None, model, spec):
 
 
 def load_evaluation(lake: Lake, day, judged: bool = False) -> EvaluationResult:
-    """The stored evaluation of ``day`` (candidate and sanity scorers), or with ``judged`` the
+    """The stored evaluation of ``day`` (candidate, sanity and CF scorers), or with ``judged`` the
     one its deployment decision completed with the reference models; FileNotFoundError when
     that partition is not materialized."""
     asset = "deployed_model" if judged else "model_evaluation"
@@ -270,8 +279,9 @@ def _within(m: dict) -> str:
 
 def gauc_table(evaluation: EvaluationResult) -> str:
     """A Markdown table of per-task metrics: the candidate, the reference models (production
-    marked) and the sanity scorers, all on the same day's samples; then the candidate's GAUC
-    difference with each reference and its paired bootstrap interval over users."""
+    marked), the sanity scorers and the CF scorers, all on the same day's samples (then what
+    EASE kept); then the candidate's GAUC difference with each reference and its paired
+    bootstrap interval over users."""
     rows = ["| model | task | GAUC | GAUC within | AUC | logloss | pos rate | users |", "|---|---|---|---|---|---|---|---|"]
     prod = evaluation.production.version if evaluation.production else None
     entries = [("candidate", evaluation.candidate)]
@@ -280,11 +290,18 @@ def gauc_table(evaluation: EvaluationResult) -> str:
         refs[prod] = evaluation.production.metrics
     entries += [(f"{'production' if v == prod else 'promoted'} {v}", m) for v, m in refs.items()]
     entries += [(f"sanity: {name}", m) for name, m in (evaluation.sanity or {}).items()]
+    entries += [(f"cf: {name}", m) for name, m in (evaluation.cf or {}).items()]
     for name, metrics in entries:
         for task, m in metrics.items():
             logloss = f"{m['logloss']:.4f}" if "logloss" in m else "-"
             rows.append(f"| {name} | {task} | {m['gauc']:.4f} | {_within(m)} | {m['auc']:.4f} | {logloss} | "
                         f"{m['pos_rate']:.3f} | {m['gauc_users']} |")
+    ease = evaluation.cf_info.get("ease")
+    if ease:
+        space = "user space, exact" if ease["form"] == "users" else "item space"
+        rows += ["", f"cf: ease fitted in {space} ({ease['dense_dim']:,} x {ease['dense_dim']:,}, cap {ease['max_dim']:,}, "
+                     f"lambda {ease['lambda']:g}) on {ease['items']:,} of the window's {ease['window_items']:,} items; "
+                     f"{ease['samples_on_kept_items']:.1%} of the samples are on one of them (the others score 0)."]
     if evaluation.differences:
         rows += ["", "| candidate minus | task | GAUC difference | interval | users |", "|---|---|---|---|---|"]
         for ref, per_task in evaluation.differences.items():

@@ -7,8 +7,10 @@ evaluation day). The candidate is refused when, for any task:
 
 * its GAUC is not finite, or below ``deploy.min_gauc``;
 * it does not beat a sanity scorer (``sanity``: window popularity, "item is new", "user already
-  interacted with the item", random; :mod:`ml_core.sanity`). This holds for the first deployment
-  too: with nothing in production, a model still has to rank better than rules that need no model;
+  interacted with the item", random; :mod:`ml_core.sanity`) or a classical CF scorer (``cf``:
+  item-kNN, user-kNN, EASE, the ``cf.scorers`` the evaluation measured; :mod:`ml_core.cf`). This
+  holds for the first deployment too: with nothing in production, a model still has to rank
+  better than rules that need no model and than the classical neighbourhood baselines;
 * it is below the best of the references (the last ``deploy.compare_last`` promoted models,
   production included, each scored on this day with its own bundle) by more than
   ``deploy.gauc_tolerance`` with the paired bootstrap interval of the difference entirely below
@@ -45,7 +47,8 @@ def _gauc(m: Mapping[str, float] | None) -> float:
 
 def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: DeployConfig,
          sanity: Mapping[str, Metrics] | None = None,
-         differences: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> Decision:
+         differences: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+         cf: Mapping[str, Metrics] | None = None) -> Decision:
     """The verdict on ``candidate`` (module docstring).
 
     Args:
@@ -60,12 +63,17 @@ def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: D
             When given for the best reference, "worse" means the whole interval is below 0 and
             the point difference is below ``-gauc_tolerance``; without it, the point rule
             (candidate below best - tolerance) applies.
+        cf: ``{scorer: metrics per task}`` of the classical CF scorers on the same day, treated as
+            ``sanity`` is: each is a floor, and ``None`` (an evaluation written before they were
+            measured) is a refusal. ``{}`` (``cf.scorers = []``: none configured) asks for none.
     """
     reasons = []
     if not candidate:
         reasons.append("no candidate metrics: nothing was evaluated (no evaluation samples)")
-    if sanity is None:
-        reasons.append("no sanity-scorer metrics for this day: the evaluation predates them, re-run model_evaluation")
+    for kind, floors in (("sanity", sanity), ("CF", cf)):
+        if floors is None:
+            reasons.append(f"no {kind}-scorer metrics for this day: the evaluation predates them, re-run model_evaluation")
+    floors = [("sanity", name, m) for name, m in (sanity or {}).items()] + [("CF", name, m) for name, m in (cf or {}).items()]
     for task, m in candidate.items():
         g = _gauc(m)
         if not math.isfinite(g):
@@ -73,10 +81,10 @@ def gate(candidate: Metrics, references: Mapping[str, Metrics] | None, deploy: D
             continue
         if g < deploy.min_gauc:
             reasons.append(f"{task}: GAUC {g:.4f} < floor {deploy.min_gauc}")
-        for scorer, sm in (sanity or {}).items():
+        for kind, scorer, sm in floors:
             s = _gauc(sm.get(task))
             if math.isfinite(s) and g <= s:
-                reasons.append(f"{task}: GAUC {g:.4f} does not beat the sanity scorer {scorer} ({s:.4f})")
+                reasons.append(f"{task}: GAUC {g:.4f} does not beat the {kind} scorer {scorer} ({s:.4f})")
         scored = {v: _gauc(r.get(task)) for v, r in (references or {}).items()}
         scored = {v: x for v, x in scored.items() if math.isfinite(x)}
         if scored:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ml_core.bundles import BundleStore
+from ml_core.cf_config import CF_SCORERS
 from ml_core.sanity import SCORERS
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import load_evaluation
@@ -14,7 +15,7 @@ from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import PipelineResource, flow_resources
 from tests.conftest import FAST, materialize_day
-from tests.helpers import doctor_evaluation
+from tests.helpers import best_floor, doctor_evaluation
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 #: The days with derived data (graphs, features, samples): from the second (the first with history).
@@ -100,6 +101,7 @@ def test_every_decision_is_recorded_and_is_the_gates(flow):
         assert set(ev.references) == set(promoted_before[-7:])
         assert (ev.production.version if ev.production else None) == d["production_before"]
         assert ev.sanity and set(ev.sanity) == set(SCORERS)
+        assert ev.cf is not None and set(ev.cf) == set(CF_SCORERS) and "seconds" in ev.cf_info["ease"]
         assert ev.candidate_version == lake.version("trained_model", d["partition"])
         assert set(ev.differences) == set(ev.references)  # every reference with its interval
         for per_task in ev.differences.values():
@@ -120,7 +122,7 @@ def test_gate_on_stored_partitions_promotes_only_what_it_evaluated(flow):
     part = lake.partition_dir("model_evaluation", day)
     saved = {f: (part / f).read_bytes() for f in ("evaluation.json", SCORES_FILE, VERSION_FILE, INTEGRITY_FILE)}
     ev = load_evaluation(lake, day)
-    beat = {t: min(0.99, max(s[t]["gauc"] for s in ev.sanity.values()) + 0.05) for t in ev.candidate}
+    beat = {t: min(0.99, best_floor(ev, t) + 0.05) for t in ev.candidate}
     below = {t: max(s[t]["gauc"] for s in ev.sanity.values()) - 0.01 for t in ev.candidate}
     prod = reg.production()
     try:
@@ -198,6 +200,7 @@ def test_model_comparison_on_demand(flow):
     assert "| moge |" in report and "| mmoe |" in report and "best paper baseline mmoe" in report
     # the sanity scorers on the same samples, the nested-task GAUC, and the differences with intervals
     assert all(f"| sanity: {s} | sanity |" in report for s in SCORERS)
+    assert all(f"| cf: {s} | cf |" in report for s in CF_SCORERS)
     assert "GAUC purchase within click" in report
     results = json.loads((part / "results.json").read_text())
     diffs = results["differences"]["click"]

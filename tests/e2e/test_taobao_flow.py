@@ -48,15 +48,17 @@ def test_taobao_sample_runs_through_the_flow(tmp_path):
     assert [d["partition"] for d in decisions] == [f"2017-11-{d}" for d in range(28, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
     assert all(d["promoted"] == (not d["reasons"]) for d in decisions), decisions
     promoted = [d["version"] for d in decisions if d["promoted"]]
-    if promoted:  # a 15-step model may not beat the sanity scorers on this sample: then nothing is deployed
+    if promoted:  # a 15-step model may not beat the sanity and CF scorers on this sample: then nothing is deployed
         assert printed.group(1) == reg.production()["version"] == promoted[-1]
         assert re.fullmatch(r"2017-(11-2[7-9]|11-30|12-0[1-3])-[0-9a-f]{10}", printed.group(1)), printed.group(1)
     else:
         assert printed.group(1) == "none" and reg.production() is None
-        assert any("sanity scorer" in r for d in decisions for r in d["reasons"]), decisions
-    # the sanity rows are in the printed table
+        assert any("sanity scorer" in r or "CF scorer" in r for d in decisions for r in d["reasons"]), decisions
+    # the sanity and CF rows are in the printed table
     for scorer in ("popularity", "item_is_new", "seen_pair", "random"):
         assert f"| sanity: {scorer} | click |" in out.stdout
+    for scorer in ("item_knn", "user_knn", "ease"):
+        assert f"| cf: {scorer} | click |" in out.stdout
     lake = Lake(tmp_path / "data")
     assert lake.days("interaction_logs") == [f"2017-11-{d}" for d in range(25, 31)] + [f"2017-12-0{d}" for d in (1, 2, 3)]
     total = sum(lake.read_table("interaction_logs", d).height for d in lake.days("interaction_logs"))

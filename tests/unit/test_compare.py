@@ -57,4 +57,9 @@ def test_summary_and_improvement_over_the_best_baseline():
     assert imp["purchase"]["improvement"] == pytest.approx(0.75 / 0.715 - 1)
     report = markdown_report({"tasks": ["click", "purchase"], "seeds": [0, 1], "budget": {}, "summary": summary})
     assert report.count("\n| ") == 5  # header + 4 variants
+    rule = {t: {"gauc": 0.6, "auc": 0.61} for t in ("click", "purchase")}
+    with_rules = markdown_report({"tasks": ["click", "purchase"], "seeds": [0, 1], "budget": {}, "summary": summary,
+                                  "sanity": {"seen_pair": rule}, "cf": {"item_knn": rule, "ease": rule}})
+    assert "| sanity: seen_pair | sanity | 0.6000 | 0.6000 |" in with_rules and with_rules.count("\n| cf: ") == 2
+    assert "| cf: ease | cf | 0.6000 | 0.6000 |" in with_rules
     assert "**0.9000 ± 0.0000**" in report and "+28.57%" in report

@@ -23,14 +23,14 @@ LAYERS: list[set[str]] = [
     # rates/ETA, linear-time counting sorts
     {"typed", "storage", "integrity", "eval", "progress", "sorting", "mixing"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config", "dist_config"},
+    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training
-    # a model on disk and the registries of bundles (local, MLflow); predict / evaluate; the sanity scorers
-    {"bundles", "bundle_registry", "mlflow_registry", "inference", "sanity"},
+    # a model on disk and the registries of bundles (local, MLflow); predict / evaluate; the sanity and CF scorers
+    {"bundles", "bundle_registry", "mlflow_registry", "inference", "sanity", "cf"},
     {"train"},  # the one trainer and its extensions (optimizers, post-training steps)
     {"compare", "tuning", "checks", "serving"},  # the zoo comparison; the hyper-parameter search; load-time checks; the model server
     {"stages"},  # one module per daily stage (what the Dagster assets call)

@@ -33,8 +33,10 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
     first = min(10 * SCORE_BATCH, n)
     assert len(progress) == batches // 10 >= 1 and progress[0].startswith(f"candidate: {first:,}/{n:,} samples")
     assert any(line.startswith("candidate scored in ") and "GAUC click " in line for line in lines)
-    assert lines[-2] == f"scoring the sanity scorers (popularity, item_is_new, seen_pair, random) on {n:,} samples"
-    assert lines[-1].startswith("sanity scorers scored in ") and "random click " in lines[-1]
+    assert lines[-4] == f"scoring the sanity scorers (popularity, item_is_new, seen_pair, random) on {n:,} samples"
+    assert lines[-3].startswith("sanity scorers scored in ") and "random click " in lines[-3]
+    assert lines[-2] == f"scoring the CF scorers (item_knn, user_knn, ease) on {n:,} samples"
+    assert lines[-1].startswith("CF scorers scored in ") and "ease click " in lines[-1]
     assert not any("reference" in line for line in lines)  # nothing promoted yet
 
     # the candidate in production: the decision's judgement scores it as its reference, with progress

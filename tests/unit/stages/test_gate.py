@@ -12,6 +12,7 @@ from ml_core.stages.gate import gate
 DEPLOY = DeployConfig(gauc_tolerance=0.005, min_gauc=0.5, compare_last=3)
 SANITY = {"popularity": {"click": {"gauc": 0.52}, "purchase": {"gauc": 0.60}},
           "random": {"click": {"gauc": 0.50}, "purchase": {"gauc": 0.49}}}
+CF = {"item_knn": {"click": {"gauc": 0.55}, "purchase": {"gauc": 0.57}}, "ease": {"click": {"gauc": 0.56}, "purchase": {"gauc": 0.55}}}
 
 
 def m(click: float, purchase: float) -> dict:
@@ -19,29 +20,29 @@ def m(click: float, purchase: float) -> dict:
 
 
 def test_first_model_must_beat_every_sanity_scorer():
-    assert gate(m(0.70, 0.72), None, DEPLOY, SANITY).promote
-    d = gate(m(0.70, 0.59), None, DEPLOY, SANITY)  # purchase below window popularity
+    assert gate(m(0.70, 0.72), None, DEPLOY, SANITY, cf=CF).promote
+    d = gate(m(0.70, 0.59), None, DEPLOY, SANITY, cf=CF)  # purchase below window popularity
     assert not d.promote and d.reasons == ["purchase: GAUC 0.5900 does not beat the sanity scorer popularity (0.6000)"]
-    assert not gate(m(0.70, 0.60), None, DEPLOY, SANITY).promote  # a tie does not beat it
+    assert not gate(m(0.70, 0.60), None, DEPLOY, SANITY, cf=CF).promote  # a tie does not beat it
 
 
 def test_no_sanity_metrics_is_a_refusal():
-    d = gate(m(0.70, 0.72), None, DEPLOY, None)
+    d = gate(m(0.70, 0.72), None, DEPLOY, None, cf=CF)
     assert not d.promote and "no sanity-scorer metrics" in d.reasons[0]
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_gauc_is_refused(bad):
-    d = gate(m(bad, 0.72), None, DEPLOY, SANITY)
+    d = gate(m(bad, 0.72), None, DEPLOY, SANITY, cf=CF)
     assert not d.promote and d.reasons[0].startswith("click: GAUC is")
 
 
 def test_floor_and_the_best_reference():
-    assert not gate(m(0.49, 0.72), None, DeployConfig(min_gauc=0.5), {}).promote
+    assert not gate(m(0.49, 0.72), None, DeployConfig(min_gauc=0.5), {}, cf={}).promote
     refs = {"v1": m(0.71, 0.70), "v2": m(0.69, 0.72)}
-    d = gate(m(0.70, 0.72), refs, DEPLOY, SANITY)  # click within 0.005 of v1? 0.70 < 0.705: refused
+    d = gate(m(0.70, 0.72), refs, DEPLOY, SANITY, cf=CF)  # click within 0.005 of v1? 0.70 < 0.705: refused
     assert not d.promote and d.reasons == ["click: GAUC 0.7000 < best recent model v1 0.7100 - tolerance 0.005"]
-    assert gate(m(0.706, 0.726), refs, DEPLOY, SANITY).promote
+    assert gate(m(0.706, 0.726), refs, DEPLOY, SANITY, cf=CF).promote
 
 
 def test_a_slow_drift_stops_once_the_bound_is_reached():
@@ -52,7 +53,7 @@ def test_a_slow_drift_stops_once_the_bound_is_reached():
     for step in range(6):
         cand = m(g, 0.75)
         refs = dict(history[-DEPLOY.compare_last:])
-        if gate(cand, refs, DEPLOY, SANITY).promote:
+        if gate(cand, refs, DEPLOY, SANITY, cf=CF).promote:
             history.append((f"v{step}", cand))
             promoted.append(step)
         g -= 0.004
@@ -63,7 +64,7 @@ def test_a_slow_drift_stops_once_the_bound_is_reached():
     history, promoted, g = [], [], 0.80
     for step in range(6):
         cand = m(g, 0.75)
-        if gate(cand, dict(history[-1:]), DEPLOY, SANITY).promote:
+        if gate(cand, dict(history[-1:]), DEPLOY, SANITY, cf=CF).promote:
             history.append((f"v{step}", cand))
             promoted.append(step)
         g -= 0.004
@@ -79,14 +80,14 @@ def test_with_intervals_worse_means_the_whole_interval_below_zero_and_beyond_the
                        "purchase": {"diff": 0.0, "low": -0.01, "high": 0.01, "level": 0.95}}}
 
     # the interval reaches 0: not shown to be worse, promoted although the point value is 0.02 below
-    assert gate(cand, refs, DEPLOY, SANITY, diffs(-0.05, 0.001)).promote
-    d = gate(cand, refs, DEPLOY, SANITY, diffs(-0.03, -0.01))
+    assert gate(cand, refs, DEPLOY, SANITY, diffs(-0.05, 0.001), cf=CF).promote
+    d = gate(cand, refs, DEPLOY, SANITY, diffs(-0.03, -0.01), cf=CF)
     assert not d.promote and "interval [-0.0300, -0.0100]" in d.reasons[0]
     # significant but smaller than the tolerance: not worse
-    assert gate(m(0.716, 0.75), refs, DEPLOY, SANITY, diffs(-0.006, -0.002, diff=-0.004)).promote
+    assert gate(m(0.716, 0.75), refs, DEPLOY, SANITY, diffs(-0.006, -0.002, diff=-0.004), cf=CF).promote
 
 
 def test_a_candidate_without_metrics_is_refused():
     """Nothing evaluated (a day without samples): never promoted, even with nothing to compare to."""
-    d = gate({}, None, DEPLOY, {})
+    d = gate({}, None, DEPLOY, {}, cf={})
     assert not d.promote and d.reasons == ["no candidate metrics: nothing was evaluated (no evaluation samples)"]
