@@ -6,11 +6,12 @@ the ``trained_model`` asset does: ``warm`` starts day D's training from trained_
 (``train.warm_start = "previous"``, every model day from the first one, so the chain has seen all
 of history), ``scratch`` trains day D from scratch (``train.warm_start = "none"``, evaluation days
 only). Every model is evaluated on its day D (a day neither it nor its graphs saw) as
-``model_evaluation`` does, and the sanity scorers on the same samples.
+``model_evaluation`` does, and the sanity and CF scorers on the same samples.
 
 Pooled over the evaluation days, GAUC groups are (user, day) pairs; the paired bootstrap over
-those groups gives the intervals of warm - scratch per model and of the best model minus the
-best sanity scorer per task.
+those groups gives the intervals of warm - scratch per model, of each model minus the best rule
+(sanity or CF scorer) per task, and of the ``--ablations`` pairs (e.g. ``moge,moge_no_pair``).
+``--config data/configs/X.toml`` reads any shipped log; ``--modes warm`` runs the daily chain only.
 
     python benchmarks/history_report.py --dataset synthetic --eval-days 14
     python benchmarks/history_report.py --dataset taobao            # the excerpt has 9 days: 6 evaluation days
@@ -34,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ml_core.config import load_config
 from ml_core.eval.bootstrap import gauc_difference
 from ml_core.eval.metrics import gauc
-from ml_core.sanity import SCORERS, sanity_scores
+from ml_core.cf import cf_scores
+from ml_core.sanity import sanity_scores
 from ml_core.stages.data_day import run_data_days
 from ml_core.stages.evaluation import SCORES_FILE, run_model_evaluation
 from ml_core.stages.inputs import load_day_inputs
@@ -75,11 +77,28 @@ def model_lake(root: Path, data: Lake) -> Lake:
     return Lake(root)
 
 
-def run_chain(cfg_base: list[str], root: Path, data: Lake, variant: str, mode: str, eval_days: list[str],
-              model_days: list[str], log=print) -> dict:
-    lake = model_lake(root / f"{variant}-{mode}", data)
-    cfg = load_config(None, [*cfg_base, f'storage.root="{lake.root}"', f'train.model="{variant}"',
-                             f'train.warm_start="{"previous" if mode == "warm" else "none"}"'])
+def variant_config(config: Path | None, cfg_base: list[str], root: Path, variant, mode: str):
+    """The configuration of one (variant, mode) chain: ``variant`` a model name or a
+    :func:`benchmarks.compare_models.variant_entry` table (model, model_args, trainer settings)."""
+    import dataclasses
+
+    entry = variant if isinstance(variant, dict) else {"name": variant, "model": variant}
+    cfg = load_config(config, [*cfg_base, f'storage.root="{root}"',
+                               f'train.warm_start="{"previous" if mode == "warm" else "none"}"'])
+    cfg.train = dataclasses.replace(cfg.train, model=entry["model"], model_args=dict(entry.get("model_args", {})),
+                                    **entry.get("train", {}))
+    return cfg
+
+
+def variant_name(variant) -> str:
+    return variant["name"] if isinstance(variant, dict) else variant
+
+
+def run_chain(config: Path | None, cfg_base: list[str], root: Path, data: Lake, variant, mode: str,
+              eval_days: list[str], model_days: list[str], log=print) -> dict:
+    lake = model_lake(root / f"{variant_name(variant)}-{mode}", data)
+    cfg = variant_config(config, cfg_base, lake.root, variant, mode)
+    variant = variant_name(variant)
     out = {"seconds": 0.0, "days": {}}
     for day in (model_days if mode == "warm" else eval_days):
         if not lake.exists("trained_model", day):
@@ -111,18 +130,30 @@ def pooled(eval_days, per_day) -> tuple[np.ndarray, np.ndarray]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
-    ap.add_argument("--variants", nargs="+", default=["moge", "mmoe"])
+    ap.add_argument("--config", type=Path, help="a config file (e.g. data/configs/cikm2019.toml) instead of --dataset: "
+                                                "its source and windows, the range up to source.end_date")
+    ap.add_argument("--variants", nargs="+", default=["moge", "mmoe"],
+                    help="model names or NAME=MODEL[:JSON_ARGS][|JSON_TRAIN] (benchmarks/compare_models.py)")
+    ap.add_argument("--modes", nargs="+", choices=["warm", "scratch"], default=["warm", "scratch"])
+    ap.add_argument("--ablations", nargs="*", default=[], type=lambda s: tuple(s.split(",")),
+                    help="A,B pairs of variant names: the paired difference A - B per task, e.g. moge,moge_no_pair")
     ap.add_argument("--eval-days", type=int, default=14, help="the last N days of the range (fewer if it is short)")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     ap.add_argument("--root", default="/tmp/moge-history")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args(argv)
 
-    overrides, last = DATASETS[args.dataset]
-    root = Path(args.root) / args.dataset / args.budget
+    from benchmarks.compare_models import variant_entry
+
+    overrides, last = DATASETS[args.dataset] if args.config is None else ([], "")
+    dataset = args.dataset if args.config is None else args.config.stem
+    root = Path(args.root) / dataset / args.budget
     data = Lake(root / "data")
     base = [*overrides, *BUDGETS[args.budget]]
-    cfg = load_config(None, [*base, f'storage.root="{data.root}"'])
+    cfg = load_config(args.config, [*base, f'storage.root="{data.root}"'])
+    last = last or cfg.source.end_date
+    variants = [variant_entry(v) for v in args.variants]
+    names = [variant_name(v) for v in variants]
     all_days = days_between(cfg.source.start_date, last)
     model_days = days_between(model_start(cfg).isoformat(), last)
     eval_days = model_days[-args.eval_days:]
@@ -131,20 +162,21 @@ def main(argv=None) -> int:
     print(f"data stages: {len(all_days)} days ({time.perf_counter() - t0:.0f}s); model days {model_days[0]}..{last}, "
           f"evaluation days {eval_days[0]}..{eval_days[-1]} ({len(eval_days)})", flush=True)
 
-    chains = {(v, m): run_chain(base, root, data, v, m, eval_days, model_days)
-              for v in args.variants for m in ("warm", "scratch")}
+    chains = {(variant_name(v), m): run_chain(args.config, base, root, data, v, m, eval_days, model_days)
+              for v in variants for m in args.modes}
     tasks = list(cfg.samples.tasks)
-    ref = chains[args.variants[0], "warm"]["days"]
+    ref = chains[names[0], args.modes[0]]["days"]
     groups, labels = pooled(eval_days, ref)
-    sanity = {s: [] for s in SCORERS}
+    rules: dict[str, list[np.ndarray]] = {}  # "sanity: popularity", "cf: ease", ...: one array per day
     for day in eval_days:
         inputs = load_day_inputs(data, day, with_graph=True)
         assert np.array_equal(inputs.samples["user_id"].to_numpy(), ref[day]["users"])
-        for s, scores in sanity_scores(inputs).items():
-            sanity[s].append(scores)
+        for kind, per in (("sanity", sanity_scores(inputs)), ("cf", cf_scores(inputs, cfg.cf)[0])):
+            for s, sc in per.items():
+                rules.setdefault(f"{kind}: {s}", []).append(sc)
     scores = {f"{v} {m}": np.concatenate([c["days"][d]["probs"] for d in eval_days]) for (v, m), c in chains.items()}
-    for s in SCORERS:
-        scores[f"sanity: {s}"] = np.repeat(np.concatenate(sanity[s])[:, None], len(tasks), axis=1)
+    for name, per_day_scores in rules.items():
+        scores[name] = np.repeat(np.concatenate(per_day_scores)[:, None], len(tasks), axis=1)
     table = {name: {t: gauc(groups, labels[:, k], sc[:, k])["gauc"] for k, t in enumerate(tasks)}
              for name, sc in scores.items()}
     per_day = {f"{v} {m}": {d: {t: gauc(np.unique(c["days"][d]["users"], return_inverse=True)[1],
@@ -155,12 +187,15 @@ def main(argv=None) -> int:
     def diff(a: str, b: str, k: int) -> dict:
         return gauc_difference(groups, labels[:, k], scores[a][:, k], scores[b][:, k], n_boot=args.bootstrap)
 
-    warm_vs_scratch = {v: {t: diff(f"{v} warm", f"{v} scratch", k) for k, t in enumerate(tasks)} for v in args.variants}
-    best_sanity = {t: max(SCORERS, key=lambda s: table[f"sanity: {s}"][t]) for t in tasks}
-    vs_sanity = {f"{v} {m}": {t: diff(f"{v} {m}", f"sanity: {best_sanity[t]}", k) for k, t in enumerate(tasks)}
-                 for v in args.variants for m in ("warm", "scratch")}
+    warm_vs_scratch = {v: {t: diff(f"{v} warm", f"{v} scratch", k) for k, t in enumerate(tasks)}
+                       for v in names if len(args.modes) == 2}
+    best_sanity = {t: max(rules, key=lambda s: table[s][t]) for t in tasks}  # the best rule: sanity or CF
+    vs_sanity = {f"{v} {m}": {t: diff(f"{v} {m}", best_sanity[t], k) for k, t in enumerate(tasks)}
+                 for v in names for m in args.modes}
+    ablations = {f"{a} - {b}": {t: diff(f"{a} {m}", f"{b} {m}", k) for k, t in enumerate(tasks)}
+                 for a, b in args.ablations for m in args.modes[:1]}
 
-    lines = [f"## {args.dataset}: {len(eval_days)} evaluation days {eval_days[0]}..{eval_days[-1]}, "
+    lines = [f"## {dataset}: {len(eval_days)} evaluation days {eval_days[0]}..{eval_days[-1]}, "
              f"budget {args.budget}, pooled GAUC over (user, day)", "",
              "| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     lines += [f"| {name} | " + " | ".join(f"{table[name][t]:.4f}" for t in tasks) + " |" for name in table]
@@ -169,18 +204,20 @@ def main(argv=None) -> int:
         lines += [f"| {v}: warm - scratch | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |"
                   for t, d in per.items()]
     for name, per in vs_sanity.items():
-        lines += [f"| {name} - sanity: {best_sanity[t]} | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |"
+        lines += [f"| {name} - {best_sanity[t]} | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |"
                   for t, d in per.items()]
+    for name, per in ablations.items():
+        lines += [f"| {name} | {t} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] |" for t, d in per.items()]
     lines += ["", "| day | " + " | ".join(per_day) + " |", "|---|" + "---|" * len(per_day)]
     lines += [f"| {d} | " + " | ".join("/".join(f"{per_day[n][d][t]:.3f}" for t in tasks) for n in per_day) + " |"
               for d in eval_days]
     report = "\n".join(lines)
     print(report)
-    out = Path(__file__).resolve().parent / "results" / f"history_{args.dataset}_{args.budget}_{date.today():%Y%m%d}.json"
-    out.write_text(json.dumps({"dataset": args.dataset, "budget": args.budget, "eval_days": eval_days,
+    out = Path(__file__).resolve().parent / "results" / f"history_{dataset}_{args.budget}_{date.today():%Y%m%d}.json"
+    out.write_text(json.dumps({"dataset": dataset, "budget": args.budget, "eval_days": eval_days,
                                "model_days": model_days, "variants": args.variants, "pooled_gauc": table,
                                "per_day_gauc": per_day, "warm_minus_scratch": warm_vs_scratch,
-                               "minus_best_sanity": vs_sanity, "best_sanity": best_sanity,
+                               "minus_best_rule": vs_sanity, "best_rule": best_sanity, "ablations": ablations,
                                "train_seconds": {f"{v} {m}": c["seconds"] for (v, m), c in chains.items()},
                                "report": report}, indent=1, default=float))
     print(f"\nwritten {out}")
