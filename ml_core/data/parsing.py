@@ -48,11 +48,17 @@ def _text(st: Stages, f: str, src: str) -> str:
     """Levels 0-2: ``__{f}_t`` = the source value as stripped, unquoted text (empty -> null)."""
     s, t = f"__{f}_s", f"__{f}_t"
     st.add(0, _c(src).cast(pl.Utf8).str.strip_chars().alias(s))
-    quoted = _c(s).str.starts_with('"') & _c(s).str.ends_with('"') & (_c(s).str.len_bytes() >= 2)
-    inner = _c(s).str.slice(1, _c(s).str.len_chars() - 2).str.replace_all('""', '"', literal=True).str.strip_chars()
-    st.add(1, pl.when(quoted).then(inner).otherwise(_c(s)).alias(t))
+    st.add(1, unquote(_c(s)).alias(t))
     st.add(2, pl.when(_c(t) == "").then(None).otherwise(_c(t)).alias(t))
     return t
+
+
+def unquote(s: pl.Expr) -> pl.Expr:
+    """A stripped text field without its enclosing CSV quotes (doubled quotes inside become one),
+    stripped again."""
+    quoted = s.str.starts_with('"') & s.str.ends_with('"') & (s.str.len_bytes() >= 2)
+    inner = s.str.slice(1, s.str.len_chars() - 2).str.replace_all('""', '"', literal=True).str.strip_chars()
+    return pl.when(quoted).then(inner).otherwise(s)
 
 
 def _hash_strings(s: pl.Series) -> pl.Series:

@@ -83,6 +83,8 @@ __all__ = [
     "layout_for",
     "parse_source",
     "read_file_source",
+    "split_lines",
+    "wrong_field_count",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -153,13 +155,12 @@ def check_file_source(cfg: FileSourceConfig) -> list[str]:
     return files
 
 
-def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame | None:
-    found = _csv_header(file, layout)
-    if found is None:
-        return None
-    sep, header, index = found
-    n_expected = len(header)
-
+def split_lines(file: str, sep: str, fields: dict[str, int], skip_header: bool) -> pl.LazyFrame:
+    """The lines of a delimited text file split into fields: ``source_row`` (1-based line
+    number), ``raw`` (the line), ``blank``, ``__nf`` (its number of fields) and ``__src_<key>``
+    (the field at index ``fields[key]``, null when the line is shorter). Lines containing a quote
+    character are split quote-aware (the quotes stay in the field; :mod:`ml_core.data.parsing`
+    strips them). Also used by the attribute tables (ml_core/data/attributes.py)."""
     lines = pl.scan_csv(
         file,
         has_header=False,
@@ -171,15 +172,13 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
         raise_if_empty=False,
         glob=False,
     ).with_row_index("source_row", offset=1)
-    if layout.has_header:
+    if skip_header:
         lines = lines.filter(pl.col("source_row") > 1)
 
     line = pl.col("line").str.strip_prefix("\ufeff")
     esc = re.escape(sep)
     quoted_split = (pl.lit(sep) + pl.col("raw")).str.extract_all(f'{esc}(?:"(?:[^"]|"")*"|[^{esc}]*)')
-    prefix = f"[{Path(file).name}] " if multi else ""
     lf = lines.select(
-        pl.lit(idx, dtype=pl.Int32).alias("file_idx"),
         pl.col("source_row").cast(pl.Int64),
         line.alias("raw"),
     ).with_columns(
@@ -191,20 +190,33 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
         pl.when(pl.col("__q")).then(quoted_split).otherwise(pl.col("raw").str.split(sep)).alias("__fields"),
     )
     sel = []
-    for fld, i in index.items():
+    for key, i in fields.items():
         f = pl.col("__fields").list.get(i, null_on_oob=True)
-        sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{fld}"))
-    lf = lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields")
-    if prefix:
-        lf = lf.with_columns((pl.lit(prefix) + pl.col("raw")).alias("raw"))
-    nf_reason = (
+        sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{key}"))
+    return lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields", "__q")
+
+
+def wrong_field_count(n_expected: int) -> pl.Expr:
+    """The reason of a line of :func:`split_lines` with another number of fields than expected."""
+    return (
         pl.when(pl.col("__nf") != n_expected)
         .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
         .otherwise(NULL_STR)
     )
+
+
+def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame | None:
+    found = _csv_header(file, layout)
+    if found is None:
+        return None
+    sep, header, index = found
+    lf = split_lines(file, sep, index, skip_header=layout.has_header).with_columns(
+        pl.lit(idx, dtype=pl.Int32).alias("file_idx"))
+    if multi:
+        lf = lf.with_columns((pl.lit(f"[{Path(file).name}] ") + pl.col("raw")).alias("raw"))
     srcs = {f: f"__src_{f}" for f in index}
     dtypes = {f: pl.Utf8() for f in index}
-    return _finish(lf, srcs, dtypes, layout, nf_reason)
+    return _finish(lf, srcs, dtypes, layout, wrong_field_count(len(header)))
 
 
 def _parquet_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame:
@@ -236,7 +248,11 @@ def _finish(
     st = Stages()
     id_field(st, "user_id", srcs["user_id"], dtypes["user_id"], layout.integer_ids)
     id_field(st, "item_id", srcs["item_id"], dtypes["item_id"], layout.integer_ids)
-    behavior_field(st, srcs["behavior"], dtypes["behavior"], layout.behavior_map)
+    if layout.behavior:  # a log without a behaviour column: one behaviour for every row
+        st.add(5, pl.lit(layout.behavior).alias("behavior"))
+        st.add(6, NULL_STR.alias("__r_behavior"))
+    else:
+        behavior_field(st, srcs["behavior"], dtypes["behavior"], layout.behavior_map)
     ts_field(st, srcs["ts"], dtypes["ts"], layout)
     reasons = [pl.col("__r_user_id"), pl.col("__r_item_id"), pl.col("__r_behavior"), pl.col("__r_ts")]
     if "category" in srcs:

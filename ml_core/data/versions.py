@@ -108,8 +108,15 @@ _LAYOUT_FIELDS = ("kind", "columns", "behavior_map", "ts_format", "timezone", "i
                   "year", "separator")
 
 
+#: Layout fields added later: in the key only when set, so that versions of layouts without them
+#: stay what they were.
+_LAYOUT_FIELDS_IF_SET = ("behavior",)
+
+
 def _layout_key(layout: SourceLayout) -> str:
-    return json.dumps({f: getattr(layout, f) for f in _LAYOUT_FIELDS}, sort_keys=True, default=list)
+    key = {f: getattr(layout, f) for f in _LAYOUT_FIELDS}
+    key.update({f: getattr(layout, f) for f in _LAYOUT_FIELDS_IF_SET if getattr(layout, f)})
+    return json.dumps(key, sort_keys=True, default=list)
 
 
 def _version(layout_key: str, rows: int, lo_sum: int, hi_sum: int) -> str:

@@ -5,6 +5,7 @@ behavioural aggregates over the logs of days D-W .. D-1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ml_core.config import PipelineConfig
 from ml_core.data.sources import attributes, profiles
@@ -22,13 +23,17 @@ class FeaturesResult:
     items: int
     user_columns: list[str]
     item_columns: list[str]
+    #: Per attribute table read (``user`` / ``item``): rows read and kept, and what could not be
+    #: used with counts (ml_core/data/attributes.py); empty without attribute tables.
+    attribute_tables: dict[str, Any]
 
 
 def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> FeaturesResult:
     """Build day ``day``'s feature tables from the logs of ``log_days`` and write them."""
     up, ip = profiles(cfg.source)
-    ua, ia = attributes(cfg.source)  # static side tables, joined by id (no new nodes)
+    reports: dict[str, Any] = {}
+    ua, ia = attributes(cfg.source, reports)  # static side tables, joined by id (no new nodes)
     users, items = build_node_features(scan_logs(lake, log_days), up, ip, ua, ia)
     lake.write_table("node_features", day, users, items=items)
     return FeaturesResult(window_days=log_days, users=users.height, items=items.height,
-                          user_columns=users.columns, item_columns=items.columns)
+                          user_columns=users.columns, item_columns=items.columns, attribute_tables=reports)
