@@ -83,6 +83,10 @@ class AttributeTable:
     names: list[str] = field(default_factory=list)
     #: Separator of the values inside a ``multi_hot`` field, one character.
     list_separator: str = ","
+    #: ``item_attributes`` only: the column holding the item's category, for a log without a
+    #: category column: it becomes the events' ``category`` (graphs, features and samples use it
+    #: like a log's own; codes as a ``categorical`` column). Empty = none.
+    category: str = ""
 
 
 @dataclass
@@ -184,6 +188,9 @@ def _check_separators(cfg: FileSource, where: str) -> None:
             seps[f"{where}.{side}.separator"] = table.separator
             if len(table.list_separator) != 1:
                 raise ConfigError(f"{where}.{side}.list_separator = {table.list_separator!r}: expected one character")
+            if side == "user_attributes" and table.category:
+                raise ConfigError(f"{where}.user_attributes.category = {table.category!r}: only an item table gives "
+                                  "the items' category (source.item_attributes.category)")
     for key, sep in seps.items():
         if len(sep) > 1 or sep in ("\n", "\r", '"'):
             raise ConfigError(f"{key} = {sep!r}: expected one character (e.g. ',' or '\\t'), or empty for "

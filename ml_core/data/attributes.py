@@ -21,6 +21,9 @@ becomes one Float32 0/1 column ``<p>_num_<name>_<value>`` per distinct value of 
 ones (only when there are such values) and ``<p>_num_<name>_n`` = the number of values in the
 list. Numeric columns, so a node absent from the table or with an empty list gets 0 everywhere.
 
+An item table's ``category`` column can stand in for a log without a category column
+(:func:`item_categories`; ml_core/data/sources.py joins it onto each day's events).
+
 A headerless file (``table.names``) names its columns by position. :func:`read_attributes` also
 returns what it could not use (``AttributeReport``): rows without a readable id, rows with the
 wrong number of fields (their values are still read where present), duplicate ids, values that
@@ -33,17 +36,17 @@ anything known only after a day (no leakage; see README "Point it at your own lo
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from typing import Any, Literal
 
 import polars as pl
 
 from ml_core.config import AttributeTable
 from ml_core.data.layouts import PARQUET_SUFFIXES, delimiter_for, expand_path
-from ml_core.data.parsing import unquote
-from ml_core.data.readers import split_lines, wrong_field_count
+from ml_core.data.parsing import split_lines, unquote, wrong_field_count
 from ml_core.data.schema import stable_id
 
-__all__ = ["MAX_MULTI_HOT", "check_attributes", "load_attributes", "read_attributes"]
+__all__ = ["MAX_MULTI_HOT", "check_attributes", "item_categories", "load_attributes", "read_attributes"]
 
 Side = Literal["user", "item"]
 
@@ -93,7 +96,8 @@ def check_attributes(table: AttributeTable, side: Side) -> list[str]:
         with open(f, "rb") as fh:  # readable (PermissionError otherwise)
             fh.read(1)
         header = _header(f, table)
-        missing = [c for c in [table.id, *table.columns] if c not in header]
+        missing = [c for c in [table.id, *table.columns, *([table.category] if table.category else [])]
+                   if c not in header]
         if missing:
             sep = delimiter_for(f, table.separator)
             where = f"{_key(side)}.names" if table.names and not f.lower().endswith(PARQUET_SUFFIXES) else \
@@ -181,6 +185,15 @@ def load_attributes(table: AttributeTable, side: Side) -> tuple[pl.DataFrame, di
     problems["duplicate id (first row kept)"] = with_id.height - res.height
     report = {"rows_read": df.height, "rows_kept": res.height, "problems": {k: n for k, n in problems.items() if n}}
     return res, report
+
+
+def item_categories(table: AttributeTable) -> pl.DataFrame:
+    """``item_id`` and ``category`` (Int64 codes as a ``categorical`` column's, null = unknown) of
+    an item table's ``category`` column (``source.item_attributes.category``)."""
+    if not table.category:
+        raise ValueError("source.item_attributes.category is empty: no category column to read")
+    cats = read_attributes(replace(table, columns={table.category: "categorical"}), "item")
+    return cats.rename({f"i_cat_{table.category}": "category"})
 
 
 def read_attributes(table: AttributeTable, side: Side) -> pl.DataFrame:

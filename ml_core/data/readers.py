@@ -10,7 +10,8 @@ How a row travels
 -----------------
 * CSV files are scanned lazily *as text lines* (one ``Utf8`` column; invalid UTF-8 bytes become
   U+FFFD instead of aborting the whole file). A line is split into fields with vectorised string
-  ops (lines containing a quote character go through a quote-aware regex split), so the exact
+  ops (lines containing a quote character go through a quote-aware regex split;
+  :func:`ml_core.data.parsing.split_lines`), so the exact
   line text and its 1-based line number in the file survive for the quarantine, and a truncated
   line is reported as "wrong number of fields" instead of being silently padded with nulls.
 * Parquet files are scanned with :func:`polars.scan_parquet`; typed columns (integer ids,
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from ml_core.data.layouts import (
     expand_path,
     layout_for,
 )
-from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, ts_field
+from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, split_lines, ts_field, wrong_field_count
 from ml_core.data.schema import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -83,8 +83,6 @@ __all__ = [
     "layout_for",
     "parse_source",
     "read_file_source",
-    "split_lines",
-    "wrong_field_count",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -153,56 +151,6 @@ def check_file_source(cfg: FileSourceConfig) -> list[str]:
         else:
             _csv_header(f, layout)
     return files
-
-
-def split_lines(file: str, sep: str, fields: dict[str, int], skip_header: bool) -> pl.LazyFrame:
-    """The lines of a delimited text file split into fields: ``source_row`` (1-based line
-    number), ``raw`` (the line), ``blank``, ``__nf`` (its number of fields) and ``__src_<key>``
-    (the field at index ``fields[key]``, null when the line is shorter). Lines containing a quote
-    character are split quote-aware (the quotes stay in the field; :mod:`ml_core.data.parsing`
-    strips them). Also used by the attribute tables (ml_core/data/attributes.py)."""
-    lines = pl.scan_csv(
-        file,
-        has_header=False,
-        separator="\x1f",  # a byte that does not occur in text CSV: one column = the whole line
-        quote_char=None,
-        schema={"line": pl.Utf8},
-        encoding="utf8-lossy",
-        truncate_ragged_lines=True,
-        raise_if_empty=False,
-        glob=False,
-    ).with_row_index("source_row", offset=1)
-    if skip_header:
-        lines = lines.filter(pl.col("source_row") > 1)
-
-    line = pl.col("line").str.strip_prefix("\ufeff")
-    esc = re.escape(sep)
-    quoted_split = (pl.lit(sep) + pl.col("raw")).str.extract_all(f'{esc}(?:"(?:[^"]|"")*"|[^{esc}]*)')
-    lf = lines.select(
-        pl.col("source_row").cast(pl.Int64),
-        line.alias("raw"),
-    ).with_columns(
-        (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == "")).alias("blank"),
-        pl.col("raw").str.contains('"', literal=True).alias("__q"),
-    ).with_columns(
-        # lines with a quote character use the quote-aware regex split (each field keeps its
-        # leading separator, stripped below); the others a plain split
-        pl.when(pl.col("__q")).then(quoted_split).otherwise(pl.col("raw").str.split(sep)).alias("__fields"),
-    )
-    sel = []
-    for key, i in fields.items():
-        f = pl.col("__fields").list.get(i, null_on_oob=True)
-        sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{key}"))
-    return lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields", "__q")
-
-
-def wrong_field_count(n_expected: int) -> pl.Expr:
-    """The reason of a line of :func:`split_lines` with another number of fields than expected."""
-    return (
-        pl.when(pl.col("__nf") != n_expected)
-        .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
-        .otherwise(NULL_STR)
-    )
 
 
 def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame | None:

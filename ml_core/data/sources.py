@@ -35,10 +35,22 @@ def read_day(cfg: SourceConfig, day: date) -> DayEvents:
 
         batch = read_file_source(cfg, day)
         raw, read_q, read_stats = batch.events, batch.quarantine, batch.stats
+        if cfg.item_attributes is not None and cfg.item_attributes.category:
+            raw = _with_item_categories(raw, cfg.item_attributes)
     clean, val_q, val_stats = validate_events(raw, day)
     quarantine = pl.concat([read_q, val_q], how="vertical_relaxed")
     stats = {"read": read_stats, "validate": val_stats, "rows": clean.height, "quarantined": quarantine.height}
     return DayEvents(clean, quarantine, stats)
+
+
+def _with_item_categories(events: pl.DataFrame, table) -> pl.DataFrame:
+    """The events with ``category`` from the item table where the log gave none (static side
+    information: the same item has the same category on every day)."""
+    from ml_core.data.attributes import item_categories
+
+    cats = item_categories(table).rename({"category": "__cat"})
+    joined = events.join(cats, on="item_id", how="left", maintain_order="left")
+    return joined.with_columns(pl.coalesce("category", "__cat").alias("category")).drop("__cat")
 
 
 def profiles(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:

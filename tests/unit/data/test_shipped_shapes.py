@@ -77,6 +77,26 @@ def test_headerless_names_checked(tmp_path):
         check_file_source(replace(cfg, names=["u", "i", "b", "d", "u"]))
 
 
+def test_item_table_gives_the_events_category(tmp_path):
+    """A log without a category column takes the item table's (``item_attributes.category``)."""
+    cfg = _edges(tmp_path, ["7\t100\t1\t20190616", "7\t101\t4\t20190616", "8\t102\t1\t20190616"])
+    items = tmp_path / "items.txt"
+    items.write_text("100\t33\t5000\n101\t33\t-1\n")
+    table = {"path": str(items), "separator": "\t", "names": ["item", "top", "cat"], "id": "item",
+             "columns": {"top": "categorical"}}
+    assert read_day(cfg, date(2019, 6, 16)).events["category"].to_list() == [None, None, None]
+    with_cats = source_config(**{k: getattr(cfg, k) for k in ("kind", "path", "separator", "names", "columns",
+                                                                "behavior_map", "ts_format", "timezone", "start_date")},
+                              item_attributes={**table, "category": "cat"})
+    check_attributes(with_cats.item_attributes, "item")
+    ev = read_day(with_cats, date(2019, 6, 16)).events
+    assert dict(zip(ev["item_id"], ev["category"])) == {100: 5000, 101: None, 102: None}  # -1 / absent: unknown
+    with pytest.raises(ValueError, match=r"column\(s\) \['kind'\] not in"):
+        check_attributes(replace(with_cats.item_attributes, category="kind"), "item")
+    with pytest.raises(ConfigError, match="only an item table gives the items' category"):
+        source_config(kind="table", user_attributes={**table, "category": "cat"})
+
+
 def _purchase_log(tmp_path) -> str:
     p = tmp_path / "transactions.csv"
     p.write_text("customer,product,time\nc1,p1,2024-05-01 10:00\nc2,p1,2024-05-01 11:30\nc1,p2,2024-05-02 09:00\n"
@@ -205,8 +225,14 @@ def test_cikm2019_config_reads_the_shipped_files(monkeypatch):
     assert [u[f"u_num_stage_{k}"] for k in range(1, 11)] == [1, 1, 0, 1, 1, 1, 0, 1, 0, 0]
     # first line: 224658783  33  50002833  0  21.8
     i = items.filter(pl.col("item_id") == 224658783).row(0, named=True)
-    assert (i["i_cat_top_category"], i["i_cat_category"], i["i_cat_brand"]) == (33, 50002833, 0)
+    assert (i["i_cat_top_category"], i["i_cat_brand"]) == (33, 0)
     assert i["i_num_price"] == pytest.approx(21.8)
+    # the events take their category from the item table (every item of the log is in it); the
+    # 4,270 repeated rows of the file are dropped by validation and counted
+    days = [read_day(cfg.source, date(2019, 6, 10 + k)) for k in range(10)]
+    assert all(d.events["category"].null_count() == 0 for d in days)
+    assert sum(d.stats["validate"]["duplicates_removed"] for d in days) == 4_270
+    assert sum(d.stats["rows"] for d in days) == 85_213 - 4_270 and sum(d.stats["quarantined"] for d in days) == 0
 
 
 def test_tmall_history_config_reads_the_shipped_file(monkeypatch):
