@@ -58,7 +58,7 @@ class AttributeTable:
     (float). A ``multi_hot`` column holds a list of values in one field (``1,6,4`` split on
     ``list_separator``): it becomes one 0/1 column ``u_num_<name>_<value>`` per distinct value
     (the :data:`ml_core.data.attributes.MAX_MULTI_HOT` most frequent; rarer values are counted
-    in ``u_num_<name>_other``) and ``u_num_<name>_n``, the number of values in the list. Nodes
+    in ``u_num_<name>__other``) and ``u_num_<name>__n``, the number of values in the list. Nodes
     absent from the table, or with an empty value, get the unknown value (code -1 -> the unknown
     bucket; numeric and multi-hot 0). Duplicate ids: the first row wins.
 

@@ -17,17 +17,17 @@ empty or unparsable ones are null (0 after the join). Duplicate ids: the first r
 A ``multi_hot`` column holds a list in one field (``1,6,4,8``; ``table.list_separator``): it
 becomes one Float32 0/1 column ``<p>_num_<name>_<value>`` per distinct value of the table (the
 :data:`MAX_MULTI_HOT` most frequent ones; values are lower-cased, other characters than
-``[a-z0-9]`` become ``_``), ``<p>_num_<name>_other`` = how many of the row's values are rarer
-ones (only when there are such values) and ``<p>_num_<name>_n`` = the number of values in the
+``[a-z0-9]`` become ``_``), ``<p>_num_<name>__other`` = how many of the row's values are rarer
+ones (only when there are such values) and ``<p>_num_<name>__n`` = the number of values in the
 list. Numeric columns, so a node absent from the table or with an empty list gets 0 everywhere.
 
 An item table's ``category`` column can stand in for a log without a category column
 (:func:`item_categories`; ml_core/data/sources.py joins it onto each day's events).
 
-A headerless file (``table.names``) names its columns by position. :func:`read_attributes` also
-returns what it could not use (``AttributeReport``): rows without a readable id, rows with the
-wrong number of fields (their values are still read where present), duplicate ids, values that
-did not parse; the node_features stage puts it in its metadata.
+A headerless file (``table.names``) names its columns by position. :func:`load_attributes` also
+reports what it could not use, with counts: rows without a readable id, duplicate ids, rows with
+the wrong number of fields (their values are still read where present), numbers that do not
+parse; the node_features stage puts that report in its metadata.
 
 The tables are static side information, the same for every partition day: they must not hold
 anything known only after a day (no leakage; see README "Point it at your own logs").
@@ -138,8 +138,8 @@ def _codes(s: pl.Series) -> pl.Series:
 
 
 def _multi_hot(s: pl.Series, prefix: str, sep: str) -> list[pl.Series]:
-    """``<prefix>_<value>`` 0/1 per frequent value, ``<prefix>_other`` (when rarer values exist)
-    and ``<prefix>_n`` (list length), all Float32, 0 for an empty or null list."""
+    """``<prefix>_<value>`` 0/1 per frequent value, ``<prefix>__other`` (when rarer values exist)
+    and ``<prefix>__n`` (list length), all Float32, 0 for an empty or null list."""
     name = pl.element().str.to_lowercase().str.replace_all(r"[^a-z0-9]+", "_").str.strip_chars("_")
     values = s.str.split(sep).list.eval(
         pl.when(name == "").then(pl.lit("_")).otherwise(name).filter(pl.element().str.strip_chars() != "")
@@ -150,8 +150,8 @@ def _multi_hot(s: pl.Series, prefix: str, sep: str) -> list[pl.Series]:
     out = [values.list.contains(v).cast(pl.Float32).alias(f"{prefix}_{v}") for v in kept]
     n = values.list.len().cast(pl.Float32)
     if len(ranked) > MAX_MULTI_HOT:
-        out.append((n - sum(o for o in out)).alias(f"{prefix}_other") if out else n.alias(f"{prefix}_other"))
-    return [*out, n.alias(f"{prefix}_n")]
+        out.append((n - sum(o for o in out)).alias(f"{prefix}__other") if out else n.alias(f"{prefix}__other"))
+    return [*out, n.alias(f"{prefix}__n")]
 
 
 def load_attributes(table: AttributeTable, side: Side) -> tuple[pl.DataFrame, dict[str, Any]]:

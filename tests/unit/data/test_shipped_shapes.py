@@ -157,7 +157,7 @@ def test_headerless_attributes_negative_codes_and_multi_hot(tmp_path):
                              "4\t0\t5\n")                # short: the missing fields are unknown
     df, report = load_attributes(table, "user")
     stage = ["u_num_stage_1", "u_num_stage_3", "u_num_stage_10"]  # numeric order, not text order
-    assert df.columns == ["user_id", "u_cat_gender", "u_cat_career", "u_num_income", *stage, "u_num_stage_n"]
+    assert df.columns == ["user_id", "u_cat_gender", "u_cat_career", "u_num_income", *stage, "u_num_stage__n"]
     rows = {r[0]: r[1:] for r in df.iter_rows()}
     assert rows == {1: (0, None, 100.5, 1.0, 1.0, 1.0, 3.0),   # career -1 = unknown
                     2: (1, 4, None, 0.0, 0.0, 0.0, 0.0),
@@ -172,7 +172,7 @@ def test_headerless_attributes_negative_codes_and_multi_hot(tmp_path):
     users, _ = build_node_features(events, None, None, df, None)
     # the unknown code -1, and 0 for every stage column of a user absent from the table
     assert users.filter(pl.col("user_id") == 1)["u_cat_career"].item() == -1
-    assert users.filter(pl.col("user_id") == 9).select(*stage, "u_num_stage_n").row(0) == (0.0, 0.0, 0.0, 0.0)
+    assert users.filter(pl.col("user_id") == 9).select(*stage, "u_num_stage__n").row(0) == (0.0, 0.0, 0.0, 0.0)
 
 
 def test_multi_hot_keeps_the_most_frequent_values(tmp_path, monkeypatch):
@@ -180,9 +180,13 @@ def test_multi_hot_keeps_the_most_frequent_values(tmp_path, monkeypatch):
     table = _users(tmp_path, "1\t0\t1\t1\tB|a b|c\n2\t0\t1\t1\tb|c\n3\t0\t1\t1\tc|d|d\n", list_separator="|")
     df = read_attributes(table, "user")
     cols = [c for c in df.columns if c.startswith("u_num_stage")]
-    assert cols == ["u_num_stage_b", "u_num_stage_c", "u_num_stage_other", "u_num_stage_n"]  # values lower-cased
+    assert cols == ["u_num_stage_b", "u_num_stage_c", "u_num_stage__other", "u_num_stage__n"]  # values lower-cased
     # "a b" -> a_b and d are the rarer values (one each): counted in _other
     assert df.select(cols).rows() == [(1.0, 1.0, 1.0, 3.0), (1.0, 1.0, 0.0, 2.0), (0.0, 1.0, 1.0, 2.0)]
+    # values named like the count columns do not collide with them
+    named = read_attributes(_users(tmp_path, "1\t0\t1\t1\tn|Other\n", list_separator="|"), "user")
+    assert named.select(pl.selectors.starts_with("u_num_stage")).row(0, named=True) == {
+        "u_num_stage_n": 1.0, "u_num_stage_other": 1.0, "u_num_stage__n": 2.0}
     with pytest.raises(ConfigError, match="list_separator = '': expected one character"):
         _users(tmp_path, "", list_separator="")
 
@@ -221,7 +225,7 @@ def test_cikm2019_config_reads_the_shipped_files(monkeypatch):
     # first line: 22479  1  5  -1  10  15203.1  1,6,4,8,5,2
     u = users.filter(pl.col("user_id") == 22479).row(0, named=True)
     assert (u["u_cat_gender"], u["u_cat_age_level"], u["u_cat_education"], u["u_cat_career"]) == (1, 5, None, 10)
-    assert u["u_num_income"] == pytest.approx(15203.1) and u["u_num_stage_n"] == 6
+    assert u["u_num_income"] == pytest.approx(15203.1) and u["u_num_stage__n"] == 6
     assert [u[f"u_num_stage_{k}"] for k in range(1, 11)] == [1, 1, 0, 1, 1, 1, 0, 1, 0, 0]
     # first line: 224658783  33  50002833  0  21.8
     i = items.filter(pl.col("item_id") == 224658783).row(0, named=True)
