@@ -91,6 +91,11 @@ def test_item_table_gives_the_events_category(tmp_path):
     check_attributes(with_cats.item_attributes, "item")
     ev = read_day(with_cats, date(2019, 6, 16)).events
     assert dict(zip(ev["item_id"], ev["category"])) == {100: 5000, 101: None, 102: None}  # -1 / absent: unknown
+    # the day's version follows the item table's categories
+    version = file_day_versions(with_cats, [date(2019, 6, 16)])
+    assert version != file_day_versions(cfg, [date(2019, 6, 16)])
+    items.write_text("100\t33\t5001\n101\t33\t-1\n")
+    assert file_day_versions(with_cats, [date(2019, 6, 16)]) != version
     with pytest.raises(ValueError, match=r"column\(s\) \['kind'\] not in"):
         check_attributes(replace(with_cats.item_attributes, category="kind"), "item")
     with pytest.raises(ConfigError, match="only an item table gives the items' category"):
