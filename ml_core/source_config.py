@@ -84,8 +84,9 @@ class AttributeTable:
     #: Separator of the values inside a ``multi_hot`` field, one character.
     list_separator: str = ","
     #: ``item_attributes`` only: the column holding the item's category, for a log without a
-    #: category column: it becomes the events' ``category`` (graphs, features and samples use it
-    #: like a log's own; codes as a ``categorical`` column). Empty = none.
+    #: category column: it becomes the events' ``category``, used like a log's own (the item
+    #: features' ``category``, the users' category counts; codes as a ``categorical`` column).
+    #: Empty = none.
     category: str = ""
 
 
