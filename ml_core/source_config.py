@@ -53,10 +53,17 @@ class AttributeTable:
                             columns = { age_range = "categorical", gender = "categorical" } }
 
     A ``categorical`` column becomes ``u_cat_<name>`` / ``i_cat_<name>`` (integer codes the
-    models embed: integral values as they are, other text hashed), a ``numeric`` one
-    ``u_num_<name>`` / ``i_num_<name>`` (float). Nodes absent from the table, or with an empty
-    value, get the unknown value (code -1 -> the unknown bucket; numeric 0). Duplicate ids: the
-    first row wins.
+    models embed: non-negative integral values as they are, negative ones such as ``-1`` = the
+    unknown code, other text hashed), a ``numeric`` one ``u_num_<name>`` / ``i_num_<name>``
+    (float). A ``multi_hot`` column holds a list of values in one field (``1,6,4`` split on
+    ``list_separator``): it becomes one 0/1 column ``u_num_<name>_<value>`` per distinct value
+    (the :data:`ml_core.data.attributes.MAX_MULTI_HOT` most frequent; rarer values are counted
+    in ``u_num_<name>__other``) and ``u_num_<name>__n``, the number of values in the list. Nodes
+    absent from the table, or with an empty value, get the unknown value (code -1 -> the unknown
+    bucket; numeric and multi-hot 0). Duplicate ids: the first row wins.
+
+    A headerless file names its columns by position in ``names`` (``id`` and ``columns`` use
+    those names), e.g. ``names = ["user_id", "gender", "age", "stage"]``.
 
     No leakage: the table is static side information, the same for every day; it must not hold
     anything known only after a partition day (later purchases, counts over the whole log...).
@@ -67,10 +74,20 @@ class AttributeTable:
     #: The column holding the user / item id (same ids as the events: integer text as is,
     #: other text hashed like a ``table`` source's ids).
     id: str = ""
-    #: Attribute column -> ``"categorical"`` or ``"numeric"``.
-    columns: dict[str, Literal["categorical", "numeric"]] = field(default_factory=dict)
+    #: Attribute column -> ``"categorical"``, ``"numeric"`` or ``"multi_hot"``.
+    columns: dict[str, Literal["categorical", "numeric", "multi_hot"]] = field(default_factory=dict)
     #: Field separator of a delimited file; empty = by extension (tab for .tsv/.tab, else comma).
     separator: str = ""
+    #: The column names of a headerless delimited file, in order; empty = the first line is the
+    #: header.
+    names: list[str] = field(default_factory=list)
+    #: Separator of the values inside a ``multi_hot`` field, one character.
+    list_separator: str = ","
+    #: ``item_attributes`` only: the column holding the item's category, for a log without a
+    #: category column: it becomes the events' ``category``, used like a log's own (the item
+    #: features' ``category``, the users' category counts; codes as a ``categorical`` column).
+    #: Empty = none.
+    category: str = ""
 
 
 @dataclass
@@ -110,11 +127,19 @@ class TableSource(FileSource):
 
     kind: Literal["table"] = "table"
     #: Canonical column -> source column, e.g. {user_id = "uid", ...}; user_id, item_id,
-    #: behavior and ts are required, category is optional.
+    #: behavior and ts are required (behavior unless ``behavior`` is set), category is optional.
     columns: dict[str, str] = field(default_factory=dict)
+    #: The column names of a headerless delimited file, in order (``columns`` maps onto them);
+    #: empty = the first line is the header.
+    names: list[str] = field(default_factory=list)
     #: Source behaviour value -> canonical behaviour (view/cart/fav/buy); empty = identity.
+    #: Integer codes are matched as text: ``{ "1" = "view", "4" = "buy" }``.
     behavior_map: dict[str, str] = field(default_factory=dict)
-    #: ``unix_s``, ``unix_ms``, ``mmdd`` or a strptime format such as "%Y-%m-%d %H".
+    #: The canonical behaviour of every row of a log without a behaviour column (a purchase-only
+    #: transaction log: ``behavior = "buy"``); ``columns`` then maps no ``behavior``.
+    behavior: str = ""
+    #: ``unix_s``, ``unix_ms``, ``mmdd`` or a strptime format such as "%Y-%m-%d %H" (a date
+    #: without a time, e.g. "%Y%m%d" for 20190616, is midnight of that day in ``timezone``).
     ts_format: str = "unix_s"
     #: With ``ts_format = "mmdd"``: the year to put in front.
     year: int = 2014
@@ -162,6 +187,11 @@ def _check_separators(cfg: FileSource, where: str) -> None:
         table = getattr(cfg, side)
         if table is not None:
             seps[f"{where}.{side}.separator"] = table.separator
+            if len(table.list_separator) != 1:
+                raise ConfigError(f"{where}.{side}.list_separator = {table.list_separator!r}: expected one character")
+            if side == "user_attributes" and table.category:
+                raise ConfigError(f"{where}.user_attributes.category = {table.category!r}: only an item table gives "
+                                  "the items' category (source.item_attributes.category)")
     for key, sep in seps.items():
         if len(sep) > 1 or sep in ("\n", "\r", '"'):
             raise ConfigError(f"{key} = {sep!r}: expected one character (e.g. ',' or '\\t'), or empty for "

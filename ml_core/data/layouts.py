@@ -56,6 +56,9 @@ class SourceLayout:
     year: int = 2014
     #: Field separator of delimited files; empty = by extension (:func:`delimiter_for`).
     separator: str = ""
+    #: The canonical behaviour of every row when the source has no behaviour column (a
+    #: purchase-only log); empty = read from the ``behavior`` column.
+    behavior: str = ""
 
 
 #: Taobao UserBehavior.csv: no header, ``user_id,item_id,category_id,behavior_type,timestamp``,
@@ -121,21 +124,33 @@ def layout_for(cfg: SourceConfig) -> SourceLayout:
             ts_format=cfg.ts_format,
             timezone=cfg.timezone,
             integer_ids=False,
-            has_header=True,
+            has_header=not cfg.names,
+            names=tuple(cfg.names) or None,
             year=cfg.year,
             separator=cfg.separator,
+            behavior=cfg.behavior,
         )
     elif kind == "synthetic":
         raise ValueError("source.kind 'synthetic' has no file to read; use the synthetic generator")
     else:
         raise ValueError(f"unknown source.kind {kind!r}; file readers know 'taobao', 'tmall', 'table'")
 
-    missing = [f for f in REQUIRED_FIELDS if not layout.columns.get(f)]
+    if layout.behavior:
+        if layout.behavior not in BEHAVIORS:
+            raise ValueError(f"source.behavior {layout.behavior!r} is not a known behaviour; known: {list(BEHAVIORS)}")
+        if "behavior" in layout.columns:
+            raise ValueError("source.behavior (one behaviour for every row) and source.columns.behavior (a "
+                             "behaviour column) are both set; keep one")
+    required = [f for f in REQUIRED_FIELDS if not (f == "behavior" and layout.behavior)]
+    missing = [f for f in required if not layout.columns.get(f)]
     if missing:
         raise ValueError(
             f"source.columns is missing the mapping for {missing} (source kind {kind!r}); "
-            f"required: {list(REQUIRED_FIELDS)}, optional: {list(OPTIONAL_FIELDS)}, got {layout.columns}"
+            f"required: {required}, optional: {list(OPTIONAL_FIELDS)}, got {layout.columns}"
+            + (" (a log without a behaviour column: set source.behavior, e.g. 'buy')" if "behavior" in missing else "")
         )
+    if layout.names is not None and len(set(layout.names)) != len(layout.names):
+        raise ValueError(f"source.names {list(layout.names)} repeats a name")
     unknown = sorted(set(layout.columns) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise ValueError(

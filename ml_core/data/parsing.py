@@ -48,11 +48,17 @@ def _text(st: Stages, f: str, src: str) -> str:
     """Levels 0-2: ``__{f}_t`` = the source value as stripped, unquoted text (empty -> null)."""
     s, t = f"__{f}_s", f"__{f}_t"
     st.add(0, _c(src).cast(pl.Utf8).str.strip_chars().alias(s))
-    quoted = _c(s).str.starts_with('"') & _c(s).str.ends_with('"') & (_c(s).str.len_bytes() >= 2)
-    inner = _c(s).str.slice(1, _c(s).str.len_chars() - 2).str.replace_all('""', '"', literal=True).str.strip_chars()
-    st.add(1, pl.when(quoted).then(inner).otherwise(_c(s)).alias(t))
+    st.add(1, unquote(_c(s)).alias(t))
     st.add(2, pl.when(_c(t) == "").then(None).otherwise(_c(t)).alias(t))
     return t
+
+
+def unquote(s: pl.Expr) -> pl.Expr:
+    """A stripped text field without its enclosing CSV quotes (doubled quotes inside become one),
+    stripped again."""
+    quoted = s.str.starts_with('"') & s.str.ends_with('"') & (s.str.len_bytes() >= 2)
+    inner = s.str.slice(1, s.str.len_chars() - 2).str.replace_all('""', '"', literal=True).str.strip_chars()
+    return pl.when(quoted).then(inner).otherwise(s)
 
 
 def _hash_strings(s: pl.Series) -> pl.Series:
@@ -182,3 +188,55 @@ def _unix_to_ts(st: Stages, per_unit_us: int) -> None:
     us = pl.when(i.is_not_null() & (i.abs() <= limit)).then(i * per_unit_us).otherwise(from_f)
     st.add(4, us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("ts"))
 
+
+# ------------------------------------------------------------------------ delimited text lines
+
+
+def split_lines(file: str, sep: str, fields: dict[str, int], skip_header: bool) -> pl.LazyFrame:
+    """The lines of a delimited text file split into fields: ``source_row`` (1-based line
+    number), ``raw`` (the line), ``blank``, ``__nf`` (its number of fields) and ``__src_<key>``
+    (the field at index ``fields[key]``, null when the line is shorter). Lines containing a quote
+    character are split quote-aware (the quotes stay in the field; :mod:`ml_core.data.parsing`
+    strips them). Used by the readers and the attribute tables."""
+    lines = pl.scan_csv(
+        file,
+        has_header=False,
+        separator="\x1f",  # a byte that does not occur in text CSV: one column = the whole line
+        quote_char=None,
+        schema={"line": pl.Utf8},
+        encoding="utf8-lossy",
+        truncate_ragged_lines=True,
+        raise_if_empty=False,
+        glob=False,
+    ).with_row_index("source_row", offset=1)
+    if skip_header:
+        lines = lines.filter(pl.col("source_row") > 1)
+
+    line = pl.col("line").str.strip_prefix("\ufeff")
+    esc = re.escape(sep)
+    quoted_split = (pl.lit(sep) + pl.col("raw")).str.extract_all(f'{esc}(?:"(?:[^"]|"")*"|[^{esc}]*)')
+    lf = lines.select(
+        pl.col("source_row").cast(pl.Int64),
+        line.alias("raw"),
+    ).with_columns(
+        (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == "")).alias("blank"),
+        pl.col("raw").str.contains('"', literal=True).alias("__q"),
+    ).with_columns(
+        # lines with a quote character use the quote-aware regex split (each field keeps its
+        # leading separator, stripped below); the others a plain split
+        pl.when(pl.col("__q")).then(quoted_split).otherwise(pl.col("raw").str.split(sep)).alias("__fields"),
+    )
+    sel = []
+    for key, i in fields.items():
+        f = pl.col("__fields").list.get(i, null_on_oob=True)
+        sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{key}"))
+    return lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields", "__q")
+
+
+def wrong_field_count(n_expected: int) -> pl.Expr:
+    """The reason of a line of :func:`split_lines` with another number of fields than expected."""
+    return (
+        pl.when(pl.col("__nf") != n_expected)
+        .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
+        .otherwise(NULL_STR)
+    )

@@ -10,7 +10,8 @@ How a row travels
 -----------------
 * CSV files are scanned lazily *as text lines* (one ``Utf8`` column; invalid UTF-8 bytes become
   U+FFFD instead of aborting the whole file). A line is split into fields with vectorised string
-  ops (lines containing a quote character go through a quote-aware regex split), so the exact
+  ops (lines containing a quote character go through a quote-aware regex split;
+  :func:`ml_core.data.parsing.split_lines`), so the exact
   line text and its 1-based line number in the file survive for the quarantine, and a truncated
   line is reported as "wrong number of fields" instead of being silently padded with nulls.
 * Parquet files are scanned with :func:`polars.scan_parquet`; typed columns (integer ids,
@@ -46,7 +47,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from ml_core.data.layouts import (
     expand_path,
     layout_for,
 )
-from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, ts_field
+from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, split_lines, ts_field, wrong_field_count
 from ml_core.data.schema import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -158,53 +158,13 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
     if found is None:
         return None
     sep, header, index = found
-    n_expected = len(header)
-
-    lines = pl.scan_csv(
-        file,
-        has_header=False,
-        separator="\x1f",  # a byte that does not occur in text CSV: one column = the whole line
-        quote_char=None,
-        schema={"line": pl.Utf8},
-        encoding="utf8-lossy",
-        truncate_ragged_lines=True,
-        raise_if_empty=False,
-        glob=False,
-    ).with_row_index("source_row", offset=1)
-    if layout.has_header:
-        lines = lines.filter(pl.col("source_row") > 1)
-
-    line = pl.col("line").str.strip_prefix("\ufeff")
-    esc = re.escape(sep)
-    quoted_split = (pl.lit(sep) + pl.col("raw")).str.extract_all(f'{esc}(?:"(?:[^"]|"")*"|[^{esc}]*)')
-    prefix = f"[{Path(file).name}] " if multi else ""
-    lf = lines.select(
-        pl.lit(idx, dtype=pl.Int32).alias("file_idx"),
-        pl.col("source_row").cast(pl.Int64),
-        line.alias("raw"),
-    ).with_columns(
-        (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == "")).alias("blank"),
-        pl.col("raw").str.contains('"', literal=True).alias("__q"),
-    ).with_columns(
-        # lines with a quote character use the quote-aware regex split (each field keeps its
-        # leading separator, stripped below); the others a plain split
-        pl.when(pl.col("__q")).then(quoted_split).otherwise(pl.col("raw").str.split(sep)).alias("__fields"),
-    )
-    sel = []
-    for fld, i in index.items():
-        f = pl.col("__fields").list.get(i, null_on_oob=True)
-        sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{fld}"))
-    lf = lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields")
-    if prefix:
-        lf = lf.with_columns((pl.lit(prefix) + pl.col("raw")).alias("raw"))
-    nf_reason = (
-        pl.when(pl.col("__nf") != n_expected)
-        .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
-        .otherwise(NULL_STR)
-    )
+    lf = split_lines(file, sep, index, skip_header=layout.has_header).with_columns(
+        pl.lit(idx, dtype=pl.Int32).alias("file_idx"))
+    if multi:
+        lf = lf.with_columns((pl.lit(f"[{Path(file).name}] ") + pl.col("raw")).alias("raw"))
     srcs = {f: f"__src_{f}" for f in index}
     dtypes = {f: pl.Utf8() for f in index}
-    return _finish(lf, srcs, dtypes, layout, nf_reason)
+    return _finish(lf, srcs, dtypes, layout, wrong_field_count(len(header)))
 
 
 def _parquet_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame:
@@ -236,7 +196,11 @@ def _finish(
     st = Stages()
     id_field(st, "user_id", srcs["user_id"], dtypes["user_id"], layout.integer_ids)
     id_field(st, "item_id", srcs["item_id"], dtypes["item_id"], layout.integer_ids)
-    behavior_field(st, srcs["behavior"], dtypes["behavior"], layout.behavior_map)
+    if layout.behavior:  # a log without a behaviour column: one behaviour for every row
+        st.add(5, pl.lit(layout.behavior).alias("behavior"))
+        st.add(6, NULL_STR.alias("__r_behavior"))
+    else:
+        behavior_field(st, srcs["behavior"], dtypes["behavior"], layout.behavior_map)
     ts_field(st, srcs["ts"], dtypes["ts"], layout)
     reasons = [pl.col("__r_user_id"), pl.col("__r_item_id"), pl.col("__r_behavior"), pl.col("__r_ts")]
     if "category" in srcs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 from functools import lru_cache
+from typing import Any
 
 import polars as pl
 
@@ -34,10 +35,22 @@ def read_day(cfg: SourceConfig, day: date) -> DayEvents:
 
         batch = read_file_source(cfg, day)
         raw, read_q, read_stats = batch.events, batch.quarantine, batch.stats
+        if cfg.item_attributes is not None and cfg.item_attributes.category:
+            raw = _with_item_categories(raw, cfg.item_attributes)
     clean, val_q, val_stats = validate_events(raw, day)
     quarantine = pl.concat([read_q, val_q], how="vertical_relaxed")
     stats = {"read": read_stats, "validate": val_stats, "rows": clean.height, "quarantined": quarantine.height}
     return DayEvents(clean, quarantine, stats)
+
+
+def _with_item_categories(events: pl.DataFrame, table) -> pl.DataFrame:
+    """The events with ``category`` from the item table where the log gave none (static side
+    information: the same item has the same category on every day)."""
+    from ml_core.data.attributes import item_categories
+
+    cats = item_categories(table).rename({"category": "__cat"})
+    joined = events.join(cats, on="item_id", how="left", maintain_order="left")
+    return joined.with_columns(pl.coalesce("category", "__cat").alias("category")).drop("__cat")
 
 
 def profiles(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
@@ -48,16 +61,26 @@ def profiles(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | Non
     return None, None
 
 
-def attributes(cfg: SourceConfig) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+def attributes(cfg: SourceConfig, reports: dict[str, Any] | None = None
+               ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """(user attributes, item attributes) of a file source's ``user_attributes`` /
-    ``item_attributes`` tables (ml_core/data/attributes.py), None where not configured."""
+    ``item_attributes`` tables (ml_core/data/attributes.py), None where not configured.
+    ``reports`` (when given) receives ``{"user" / "item": report}`` of each table read (rows read
+    and kept, what could not be used: :func:`ml_core.data.attributes.load_attributes`)."""
     if isinstance(cfg, SyntheticSource):
         return None, None
-    from ml_core.data.attributes import read_attributes
+    from ml_core.data.attributes import load_attributes
 
-    users = read_attributes(cfg.user_attributes, "user") if cfg.user_attributes is not None else None
-    items = read_attributes(cfg.item_attributes, "item") if cfg.item_attributes is not None else None
-    return users, items
+    out: list[pl.DataFrame | None] = []
+    for side, table in (("user", cfg.user_attributes), ("item", cfg.item_attributes)):
+        if table is None:
+            out.append(None)
+            continue
+        df, report = load_attributes(table, side)
+        out.append(df)
+        if reports is not None:
+            reports[side] = report
+    return out[0], out[1]
 
 
 def day_versions(cfg: SourceConfig, days: list[date | str]) -> dict[str, str | None]:

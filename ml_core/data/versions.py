@@ -22,7 +22,8 @@ splitmix64; a numba kernel over the Arrow buffers); a day's version combines
 its row count and the sums of the row hashes (a multiset hash: **order-independent**, so
 reordering rows, within a file or across files, keeps every version; a duplicated row counts
 twice) with the source's layout (kind, column mapping, behaviour codes, timestamp format, timezone,
-year, separator, header: a change in how the rows are read changes the versions of the days
+year, separator, header, a constant behaviour; with ``item_attributes.category`` the item
+table's categories too: a change in how the rows are read changes the versions of the days
 that have rows). Format: ``"<rows>-<20 hex digits>"``.
 
 * A requested day with no row that is on or before the last day that has a row (the largest
@@ -108,8 +109,29 @@ _LAYOUT_FIELDS = ("kind", "columns", "behavior_map", "ts_format", "timezone", "i
                   "year", "separator")
 
 
+#: Layout fields added later: in the key only when set, so that versions of layouts without them
+#: stay what they were.
+_LAYOUT_FIELDS_IF_SET = ("behavior",)
+
+
 def _layout_key(layout: SourceLayout) -> str:
-    return json.dumps({f: getattr(layout, f) for f in _LAYOUT_FIELDS}, sort_keys=True, default=list)
+    key = {f: getattr(layout, f) for f in _LAYOUT_FIELDS}
+    key.update({f: getattr(layout, f) for f in _LAYOUT_FIELDS_IF_SET if getattr(layout, f)})
+    return json.dumps(key, sort_keys=True, default=list)
+
+
+def _item_category_key(cfg: FileSourceConfig) -> str:
+    """With ``item_attributes.category`` (the events' category from the item table,
+    ml_core/data/sources.py): the column and a hash of the table's (item, category) pairs, so a
+    changed table changes every day's version; else empty (versions as without it)."""
+    table = cfg.item_attributes
+    if table is None or not table.category:
+        return ""
+    from ml_core.data.attributes import item_categories
+
+    pairs = item_categories(table).sort("item_id")
+    digest = hashlib.sha256(pairs.write_csv().encode()).hexdigest()[:20]
+    return f"|item_category={table.category}:{digest}"
 
 
 def _version(layout_key: str, rows: int, lo_sum: int, hi_sum: int) -> str:
@@ -148,7 +170,7 @@ def file_day_versions(cfg: FileSourceConfig, days: list[date]) -> dict[str, str 
         return out
     last = per_day["pday"].max()
     found = {r["pday"]: r for r in per_day.iter_rows(named=True)}
-    key = _layout_key(layout)
+    key = _layout_key(layout) + _item_category_key(cfg)
     for d in wanted:
         r = found.get(d)
         if r is not None:

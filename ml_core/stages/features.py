@@ -7,6 +7,7 @@ last events), the tables the models' pair and sequence inputs are computed from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ml_core.config import PipelineConfig
 from ml_core.data.sources import attributes, profiles
@@ -25,15 +26,19 @@ class FeaturesResult:
     items: int
     user_columns: list[str]
     item_columns: list[str]
+    #: Per attribute table read (``user`` / ``item``): rows read and kept, and what could not be
+    #: used with counts (ml_core/data/attributes.py); empty without attribute tables.
+    attribute_tables: dict[str, Any]
 
 
 def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str]) -> FeaturesResult:
     """Build day ``day``'s feature tables from the logs of ``log_days`` and write them."""
     up, ip = profiles(cfg.source)
-    ua, ia = attributes(cfg.source)  # static side tables, joined by id (no new nodes)
+    reports: dict[str, Any] = {}
+    ua, ia = attributes(cfg.source, reports)  # static side tables, joined by id (no new nodes)
     window = scan_logs(lake, log_days)
     users, items = build_node_features(window, up, ip, ua, ia)
     history = build_history(window, day)  # the pair input and behaviour sequences (ml_core/history.py)
     lake.write_table("node_features", day, users, items=items, **history)
     return FeaturesResult(window_days=log_days, users=users.height, items=items.height,
-                          user_columns=users.columns, item_columns=items.columns)
+                          user_columns=users.columns, item_columns=items.columns, attribute_tables=reports)

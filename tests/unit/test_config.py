@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import get_args, get_type_hints
 
 import pytest
@@ -125,7 +126,9 @@ def test_config_vocabularies_match_the_code():
 
 
 def test_shipped_configs_load_and_fingerprint():
-    for p in ["data/pipeline.toml", "data/configs/taobao.toml"]:
+    shipped = ["data/pipeline.toml", *sorted(str(p) for p in Path("data/configs").glob("*.toml"))]
+    assert len(shipped) >= 4  # taobao, cikm2019, tmall_history
+    for p in shipped:
         cfg = load_config(p)
         assert len(cfg.fingerprint()) == 12 and cfg.to_dict()["source"]["kind"] == cfg.source.kind
 
