@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
-from ml_core.bundles import read_manifest, write_manifest
+from ml_core.bundles import check_version_name, read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
@@ -78,7 +78,7 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:
     """Publish bundle ``version`` again from the deployed_model partition it was assembled in (the
     store's copy was found corrupt): that partition is checked first and must hold that version."""
-    day = version[:10]
+    day = check_version_name(version)[:10]
     src = lake.checked_dir("deployed_model", day) / "bundle"
     held = read_manifest(src).get("version") if (src / "manifest.json").is_file() else None
     if held != version:

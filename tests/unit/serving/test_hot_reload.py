@@ -7,23 +7,31 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from ml_core.bundles import BundleStore
+from ml_core.bundles import BundleStore, read_manifest, write_manifest
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.state import ModelHolder, ServeOptions
+from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 
 WATCH_S = 0.05
 
 
 def publish_copy(store: BundleStore, version: str, new_version: str) -> None:
     """Publish the bundle of ``version`` again as ``new_version`` (a promotion needs a new version,
-    not a new training run)."""
-    shutil.copytree(store.version_dir(version), store.version_dir(new_version))
+    not a new training run): its manifest names the new version, as an assembled bundle's would
+    (a plain copy under another name is refused, tests/reliability/test_hostile_requests.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        shutil.copytree(store.version_dir(version), bundle, ignore=shutil.ignore_patterns(VERSION_FILE, INTEGRITY_FILE))
+        write_manifest(bundle, {**read_manifest(bundle), "version": new_version})
+        store.publish(bundle, new_version)
 
 
 @pytest.fixture
