@@ -194,7 +194,8 @@ def cmd_serve(args) -> int:
         root, registry = _registry(args)
         app = create_app(root, options=options, registry=registry)
     # SIGINT/SIGTERM: uvicorn stops accepting, lets requests in progress finish for up to
-    # --graceful-shutdown seconds, then exits (a second Ctrl-C exits at once)
+    # --graceful-shutdown seconds, then exits: status 0 after SIGINT; after SIGTERM uvicorn raises
+    # it again once shut down, so the process ends by the signal (-15)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http_protocol(limits.header_timeout_s),
                 limit_concurrency=limits.max_connections, timeout_graceful_shutdown=args.graceful_shutdown)
     return 0

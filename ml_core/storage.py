@@ -52,6 +52,7 @@ from ml_core.integrity import (  # noqa: F401 - content_hash, VOLATILE_FILES: pa
     seal,
     verify_dir,
 )
+from ml_core.stop import check_stop
 
 
 def day_str(day: date | str) -> str:
@@ -66,6 +67,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     deleted, so readers see either the complete old or the complete new partition.
     """
     target = Path(target)
+    check_stop(f"before writing {target.name}")  # a stopped run publishes nothing more
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / _hidden_name("tmp", target.name)
     tmp.mkdir()
