@@ -45,6 +45,7 @@ never materialises the file as Python objects, and only the requested day's rows
 from __future__ import annotations
 
 import csv
+import mmap
 import os
 import re
 from datetime import date
@@ -153,6 +154,35 @@ def check_file_source(cfg: FileSourceConfig) -> list[str]:
     return files
 
 
+#: The separator the CSV lines are scanned with, so that a line is one column: a byte that text
+#: CSV does not hold. A line that holds it anyway would be cut there (the part before it read as
+#: a row, as it was before): :func:`lines_holding` finds those lines, and they are quarantined.
+LINE_SEPARATOR = "\x1f"
+
+
+def lines_holding(file: str, byte: bytes) -> list[int]:
+    """1-based numbers of the lines of ``file`` that hold ``byte`` (``memchr`` over a memory
+    map: a file without it, the normal case, costs one pass at memory speed)."""
+    out: list[int] = []
+    with open(file, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return out
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            line, counted, pos = 1, 0, mm.find(byte)
+            while pos != -1:
+                line += mm[counted:pos].count(b"\n")
+                counted = pos
+                if not out or out[-1] != line:
+                    out.append(line)
+                pos = mm.find(byte, pos + 1)
+    return out
+
+
+#: Characters no text field holds: C0 controls but newline (which ends the line; a lone CR stays
+#: in it) and DEL. A tab is allowed where it is the separator.
+CONTROL_CHARS = r"[\x00-\x09\x0b-\x1f\x7f]"
+
+
 def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame | None:
     found = _csv_header(file, layout)
     if found is None:
@@ -163,14 +193,16 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
     lines = pl.scan_csv(
         file,
         has_header=False,
-        separator="\x1f",  # a byte that does not occur in text CSV: one column = the whole line
+        separator=LINE_SEPARATOR,  # one column = the whole line, up to a 0x1F it may hold
         quote_char=None,
         schema={"line": pl.Utf8},
+        extra_columns="ignore",  # a first line holding a 0x1F (the rest of such lines: truncated)
         encoding="utf8-lossy",
         truncate_ragged_lines=True,
         raise_if_empty=False,
         glob=False,
     ).with_row_index("source_row", offset=1)
+    cut = lines_holding(file, LINE_SEPARATOR.encode())  # read cut short at that byte: quarantined
     if layout.has_header:
         lines = lines.filter(pl.col("source_row") > 1)
 
@@ -181,9 +213,10 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
     lf = lines.select(
         pl.lit(idx, dtype=pl.Int32).alias("file_idx"),
         pl.col("source_row").cast(pl.Int64),
-        line.alias("raw"),
+        pl.when(pl.col("source_row").is_in(cut)).then(line.fill_null("")).otherwise(line).alias("raw"),
+        pl.col("source_row").is_in(cut).alias("__us"),
     ).with_columns(
-        (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == "")).alias("blank"),
+        (~pl.col("__us") & (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == ""))).alias("blank"),
         pl.col("raw").str.contains('"', literal=True).alias("__q"),
     ).with_columns(
         # lines with a quote character use the quote-aware regex split (each field keeps its
@@ -194,11 +227,20 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
     for fld, i in index.items():
         f = pl.col("__fields").list.get(i, null_on_oob=True)
         sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{fld}"))
-    lf = lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields")
+    # the quote-aware split's fields, each with its leading separator, cover the whole line
+    # exactly when no text sits outside a quoted field (`"1"2` lost its 2 before)
+    joined = pl.col("__fields").list.eval(pl.element().str.len_bytes()).list.sum()
+    lf = lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf"), joined.alias("__joined")).drop("__fields")
     if prefix:
         lf = lf.with_columns((pl.lit(prefix) + pl.col("raw")).alias("raw"))
+    controls = CONTROL_CHARS.replace(r"\x00-\x09", r"\x00-\x08") if sep == "\t" else CONTROL_CHARS
     nf_reason = (
-        pl.when(pl.col("__nf") != n_expected)
+        pl.when(pl.col("__us") | pl.col("raw").str.contains(controls))
+        .then(pl.lit("control character in the line (U+0000-U+001F other than the separator, or U+007F): "
+                     "it ends or corrupts a field"))
+        .when(pl.col("__q") & (pl.col("__joined") != pl.col("raw").str.len_bytes() + 1))
+        .then(pl.lit("malformed quoting: text outside a quoted field"))
+        .when(pl.col("__nf") != n_expected)
         .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
         .otherwise(NULL_STR)
     )
