@@ -245,13 +245,16 @@ def check_admin(headers, token: str) -> None:
 
 
 def http_protocol(header_timeout_s: float) -> type:
-    """uvicorn's h11 protocol, closing a connection that has not sent a complete request head
-    within ``header_timeout_s`` seconds of connecting or of its previous response."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's HTTP protocol (httptools when installed, as uvicorn's own default, else h11)
+    closing a connection that has not sent a complete request head within ``header_timeout_s``
+    seconds of connecting or of its previous response (uvicorn has no such timeout)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools is optional
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
 
-    class HeadTimeoutH11Protocol(H11Protocol):
+    class HeadTimeoutProtocol(Base):
         _timer: asyncio.TimerHandle | None = None
-        _armed_for = None  # the cycle that was current when the timer was armed
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -259,29 +262,36 @@ def http_protocol(header_timeout_s: float) -> type:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm()
+            if self._timer is None and not self.transport.is_closing():
+                self._arm()  # waiting for the next request's head
 
-        def handle_events(self) -> None:
+        def on_headers_complete(self) -> None:  # httptools: a request head is complete
+            self._disarm()
+            super().on_headers_complete()
+
+        def handle_events(self) -> None:  # h11: a request head is complete once a cycle starts
+            before = self.cycle
             super().handle_events()
-            if self._timer is not None and self.cycle is not None and self.cycle is not self._armed_for:
-                self._timer.cancel()  # a new request head arrived
-                self._timer = None
+            if self.cycle is not None and self.cycle is not before:
+                self._disarm()
 
         def connection_lost(self, exc) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
+            self._disarm()
             super().connection_lost(exc)
 
         def _arm(self) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(header_timeout_s, self._expire)
+
+        def _disarm(self) -> None:
             if self._timer is not None:
                 self._timer.cancel()
-            self._armed_for = self.cycle
-            self._timer = self.loop.call_later(header_timeout_s, self._expire)
+                self._timer = None
 
         def _expire(self) -> None:
             self._timer = None
-            waiting = self.cycle is self._armed_for and (self.cycle is None or self.cycle.response_complete)
-            if waiting and not self.transport.is_closing():
+            waiting = (self.cycle is None or self.cycle.response_complete) and not getattr(self, "pipeline", None)
+            if waiting and not self.transport.is_closing():  # no request in progress or queued
                 self.transport.close()
 
-    return HeadTimeoutH11Protocol
+    return HeadTimeoutProtocol
