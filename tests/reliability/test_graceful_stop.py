@@ -67,6 +67,7 @@ def start_run_command(base: Path, start: str, days: int) -> tuple[subprocess.Pop
     return proc, Lines(proc)
 
 
+@pytest.mark.slow  # the shared flow (built once for the fault tests too); each case ~15-20 s
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_run_command_stops_during_training(flow, tmp_path, sig):
     """The signal arrives as the model day's training starts: the step fails at its next
@@ -105,6 +106,7 @@ def test_the_run_command_stops_during_training(flow, tmp_path, sig):
     print(f"{sig.name}: exited {took:.1f} s after the signal")
 
 
+@pytest.mark.slow
 def test_a_second_signal_exits_at_once(flow, tmp_path):
     base = copy_flow(flow[0], tmp_path / "flow")
     day = next_day(flow[1], 2)
