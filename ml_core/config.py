@@ -89,10 +89,8 @@ class GraphConfig:
     engine_address: str = ""
     engine_workers: int = 2
     engine_blocks: int = 0
-    #: TLS to the scheduler at ``engine_address`` (``tls://host:8786``): the CA that signed the
-    #: cluster's certificates, this client's certificate and its key (PEM files), all three or
-    #: none. Dask's protocol carries pickles, and plain ``tcp://`` neither encrypts nor
-    #: authenticates: use TLS for any scheduler another machine can reach. Not in the fingerprint.
+    #: TLS to a ``tls://`` scheduler: CA, client certificate and key (PEM), all or none. Dask's protocol
+    #: carries pickles and ``tcp://`` neither encrypts nor authenticates. Not in the fingerprint.
     engine_tls_ca_file: str = ""
     engine_tls_cert: str = ""
     engine_tls_key: str = ""
