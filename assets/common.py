@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import functools
 import hashlib
+import inspect
 import math
 from pathlib import Path
 
@@ -13,12 +14,38 @@ import dagster as dg
 
 from ml_core.config import PipelineConfig
 from ml_core.eval.plots import png_markdown
+from ml_core.stop import StopRequested
 from ml_core.storage import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 LAKE_IO = "lake_io"
 #: A failed step is retried once inside the same run, so a retry never runs after later days.
 RETRY = dg.RetryPolicy(max_retries=1, delay=10)
+
+
+def stoppable(fn):
+    """An asset body whose :class:`~ml_core.stop.StopRequested` (the run command got SIGINT or
+    SIGTERM, :mod:`ml_core.stop`) fails its step at once, with the reason, instead of being
+    retried by :data:`RETRY` 10 s later. Put it under the asset decorator."""
+    def stopped(e: StopRequested) -> dg.Failure:
+        return dg.Failure(description=str(e), allow_retries=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except StopRequested as e:
+                raise stopped(e) from e
+        return gen
+
+    @functools.wraps(fn)
+    def body(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StopRequested as e:
+            raise stopped(e) from e
+    return body
 
 
 def stage(group: str, kinds: set[str], model: bool = False, **extra) -> dict:

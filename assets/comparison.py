@@ -8,7 +8,7 @@ Not part of the daily jobs nor of the automation: materialize it from the asset 
 
 import dagster as dg
 
-from assets.common import code_version, on_demand, result, settings
+from assets.common import code_version, on_demand, result, settings, stoppable
 from ml_core.stages.comparison import run_model_comparison
 
 COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
@@ -18,6 +18,7 @@ COMPARISON_CODE = code_version("assets.comparison", "ml_core.stages.comparison")
     **on_demand({"pytorch"}),
     code_version=COMPARISON_CODE,
 )
+@stoppable
 def model_comparison(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
     """GAUC / AUC / logloss per task, training time and parameter count of every comparison
     variant (baselines, +Graph variants, MoGE, E2E-GRec, LightGODE, SEvo, MGOE), mean ± std over

@@ -5,7 +5,7 @@ refusal), taken after day D-1's."""
 import dagster as dg
 
 from assets.automation import DECISION
-from assets.common import code_version, result, settings, stage
+from assets.common import code_version, result, settings, stage, stoppable
 from assets.partitions import previous_day
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import gauc_table, load_evaluation
@@ -23,6 +23,7 @@ DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
                                      "item_similarity_graph"))],
     code_version=DEPLOYMENT_CODE,
 )
+@stoppable
 def deployed_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """The deployment decision of day D: the candidate compared with the production model and the
     last promoted ones on day D (paired bootstrap intervals), then the gate: the promoted,

@@ -6,7 +6,7 @@ day after day)."""
 import dagster as dg
 
 from assets.automation import MODEL
-from assets.common import code_version, result, settings, stage
+from assets.common import code_version, result, settings, stage, stoppable
 from ml_core.stages.evaluation import gauc_table, run_model_evaluation
 
 EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
@@ -19,6 +19,7 @@ EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
                                          "user_similarity_graph", "item_similarity_graph")],
     code_version=EVALUATION_CODE,
 )
+@stoppable
 def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """GAUC / AUC / logloss per task of trained_model[D] on day D's samples, a day neither the
     model nor its graphs saw, next to the sanity and the CF scorers on the same samples; the candidate's

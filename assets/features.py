@@ -5,7 +5,7 @@ days D-W .. D-1)."""
 import dagster as dg
 
 from assets.automation import DATA
-from assets.common import code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage, stoppable
 from assets.partitions import graph_window
 from ml_core.stages.features import run_node_features
 
@@ -15,6 +15,7 @@ from ml_core.stages.features import run_node_features
     ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
     code_version=code_version("assets.features", "ml_core.stages.features"),
 )
+@stoppable
 def node_features(context: dg.AssetExecutionContext, interaction_logs) -> dg.MaterializeResult:
     """Feature vectors of every user and item: profile columns (when the source has profiles)
     and behavioural aggregates over the graph window (never day D)."""

@@ -15,6 +15,7 @@ from assets.common import (
     fields_of,
     result,
     settings,
+    stoppable,
 )
 from assets.partitions import derived_daily, graph_window
 from ml_core.eval.plots import degree_plot
@@ -43,6 +44,7 @@ _common = {"partitions_def": derived_daily, "group_name": "graph", "kinds": {"nu
     retry_policy=RETRY,
     can_subset=False,
 )
+@stoppable
 def window_graphs(context: dg.AssetExecutionContext, interaction_logs):
     cfg, lake = settings(context)
     day = context.partition_key

@@ -5,7 +5,7 @@ metadata)."""
 import dagster as dg
 
 from assets.automation import LOGS, OBSERVE
-from assets.common import code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage, stoppable
 from assets.partitions import daily
 from ml_core.data.sources import day_versions
 from ml_core.stages.logs import run_interaction_logs
@@ -36,6 +36,7 @@ def source_logs(context) -> dg.DataVersionsByPartition:
     deps=[source_logs],
     code_version=code_version("assets.logs", "ml_core.stages.logs"),
 )
+@stoppable
 def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Validated events of day D (user_id, item_id, behavior, ts, category, ds) and the
     quarantine of rows that could not be read, each with its reason."""

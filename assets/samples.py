@@ -5,7 +5,7 @@ negatives."""
 import dagster as dg
 
 from assets.automation import DATA
-from assets.common import code_version, fields_of, result, settings, stage
+from assets.common import code_version, fields_of, result, settings, stage, stoppable
 from ml_core.stages.samples import run_training_samples
 
 
@@ -15,6 +15,7 @@ from ml_core.stages.samples import run_training_samples
     deps=[dg.AssetDep("interaction_logs"), dg.AssetDep("bipartite_graph")],
     code_version=code_version("assets.samples", "ml_core.stages.samples"),
 )
+@stoppable
 def training_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Samples of day D: positives labelled per task (default click = any behaviour, purchase =
     buy) and popularity-sampled negatives of items the user did not touch that day."""

@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 
 from assets.automation import TRAINING
-from assets.common import ROOT, code_version, lineage_deps, result, settings, stage
+from assets.common import ROOT, code_version, lineage_deps, result, settings, stage, stoppable
 from assets.partitions import CONFIG, previous_day, train_window
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
@@ -25,6 +25,7 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
           *([dg.AssetDep("trained_model", partition_mapping=previous_day)] if CONFIG.train.warm_start == "previous" else [])],
     code_version=TRAINING_CODE,
 )
+@stoppable
 def trained_model(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
     """Model trained on the samples of days D-T .. D-1, each day scored with its own graphs and
     features (built from days before it), warm-started from trained_model[D-1] when compatible

@@ -9,7 +9,7 @@ Not part of the daily jobs nor of the automation: materialize it from the asset 
 
 import dagster as dg
 
-from assets.common import code_version, on_demand, result, settings
+from assets.common import code_version, on_demand, result, settings, stoppable
 from ml_core.stages.tuning import run_hyperparameter_search
 
 TUNING_CODE = code_version("assets.tuning", "ml_core.stages.tuning")
@@ -19,6 +19,7 @@ TUNING_CODE = code_version("assets.tuning", "ml_core.stages.tuning")
     **on_demand({"pytorch", "optuna"}),
     code_version=TUNING_CODE,
 )
+@stoppable
 def hyperparameter_search(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
     """The best training configuration of one model for day D: best parameters and validation
     GAUC, every trial (parameters, GAUC, seconds, state), the optimisation history and parameter

@@ -32,10 +32,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ml_core.cf import cf_scores
 from ml_core.config import load_config
 from ml_core.eval.bootstrap import gauc_difference
 from ml_core.eval.metrics import gauc
-from ml_core.cf import cf_scores
 from ml_core.sanity import sanity_scores
 from ml_core.stages.data_day import run_data_days
 from ml_core.stages.evaluation import SCORES_FILE, run_model_evaluation

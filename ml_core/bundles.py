@@ -30,6 +30,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import warnings
 from datetime import UTC, datetime
@@ -43,7 +44,33 @@ from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.storage import atomic_dir, atomic_write_text, verify_dir
+from ml_core.storage import CorruptPartitionError, atomic_dir, atomic_write_text, verify_dir
+
+#: A bundle version name: letters, digits, ``.``, ``_`` and ``-``, never a path (the pipeline's
+#: are ``<partition>-<content hash[:10]>``, e.g. ``2026-01-03-0123456789``).
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def check_version_name(version) -> str:
+    """``version`` when it matches :data:`VERSION_PATTERN` and holds no ``..``; ValueError
+    otherwise (a pointer naming ``../../elsewhere`` must not load a bundle from outside the store)."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version) or ".." in version:
+        raise ValueError(f"{str(version)[:80]!r} is not a bundle version name: expected letters, digits, '.', '_' "
+                         "and '-' (e.g. 2026-01-03-0123456789), no path")
+    return version
+
+
+def check_bundle_identity(directory: Path, version: str) -> Path:
+    """``directory`` when the version its manifest names (if any) is ``version``; a bundle copied
+    under another name raises :class:`CorruptPartitionError`. With the file record checked first
+    (``manifest.json`` is in ``_FILES.json``) this binds the name to the content the gate published;
+    it detects renamed copies and corruption, not a writer who also rewrites the records."""
+    manifest = Path(directory) / "manifest.json"
+    named = read_manifest(directory).get("version") if manifest.is_file() else None
+    if named is not None and named != version:
+        raise CorruptPartitionError(f"model bundle {version} at {directory} is a copy of bundle {named} (its manifest "
+                                    "names that version): a bundle is served only under the version it was published as")
+    return Path(directory)
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
@@ -129,17 +156,26 @@ class BundleStore:
         return self.root / "production.json"
 
     def version_dir(self, version: str) -> Path:
-        return self.root / "versions" / version
+        """``versions/<version>``; ValueError for a name that is not a version
+        (:func:`check_version_name`) or that resolves outside ``versions/`` (a symbolic link)."""
+        versions = self.root / "versions"
+        d = versions / check_version_name(version)
+        if d.exists() and not d.resolve().is_relative_to(versions.resolve()):
+            raise ValueError(f"bundle {version} resolves outside {versions} (a symbolic link): not loaded")
+        return d
 
     def checked_version_dir(self, version: str) -> Path:
-        """``versions/<version>``, checked against what was published (:func:`verify_dir`): a
-        truncated or changed bundle raises :class:`CorruptPartitionError` and is never loaded."""
+        """``versions/<version>``, checked against what was published (:func:`verify_dir`, which
+        requires ``_FILES.json``) and against its name (:func:`check_bundle_identity`): a
+        truncated, changed or renamed bundle raises :class:`CorruptPartitionError` and is never loaded."""
         d = self.version_dir(version)
         if not d.is_dir():
             raise FileNotFoundError(f"bundle {version} is not published in {self.root / 'versions'}")
-        return verify_dir(d, f"model bundle {version}", (
+        verify_dir(d, f"model bundle {version}", (
             f"Publish it again from the lake (`moge republish {version}`: its copy in "
-            f"lake/deployed_model/ds={version[:10]}/bundle), or point {self.pointer_path.name} at another version"))
+            f"lake/deployed_model/ds={version[:10]}/bundle), or point {self.pointer_path.name} at another version"),
+            require_files=True)
+        return check_bundle_identity(d, version)
 
     def versions(self) -> list[str]:
         d = self.root / "versions"

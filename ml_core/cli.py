@@ -3,6 +3,7 @@
 ::
 
     moge serve [--root data | --bundle PATH] [--host 127.0.0.1] [--port 8000] [--retrieval N] [--watch SECONDS]
+               [--max-body-bytes N] [--max-concurrent N] [--request-timeout S] [--admin-token-file PATH] ...
     moge score --input pairs.parquet|csv --output scores.parquet|csv [--root data | --bundle PATH]
 
 ``--root`` defaults to the config's ``storage.root`` ($MOGE_CONFIG or data/pipeline.toml); the
@@ -45,7 +46,7 @@ def _scorer(args):
     from ml_core.serving.scorer import Scorer
 
     if args.bundle:
-        return Scorer.from_bundle(args.bundle, threads=args.threads)
+        return Scorer.from_bundle(args.bundle, threads=args.threads, allow_unsealed=args.allow_unsealed)
     root, registry = _registry(args)
     return Scorer.from_registry(root, registry, threads=args.threads)
 
@@ -144,20 +145,59 @@ def score_file(scorer, input_path: str | Path, output_path: str | Path, chunk_ro
 
 
 # -- commands ----------------------------------------------------------------------------------
+def admin_token(token_file: str | None) -> str:
+    """The admin token of ``moge serve``: the first line of ``token_file`` when given, else
+    ``$MOGE_ADMIN_TOKEN`` ("" = none: POST /reload is refused)."""
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"--admin-token-file {token_file} is empty")
+        return token
+    return os.environ.get("MOGE_ADMIN_TOKEN", "").strip()
+
+
+def serve_limits(args):
+    """The :class:`~ml_core.serving.guard.Limits` of the ``moge serve`` flags; ``Host`` names
+    default to the loopback names when the server listens on a loopback address."""
+    import ipaddress
+
+    from ml_core.serving.guard import LOOPBACK_HOSTS, Limits
+
+    if args.allowed_hosts:
+        hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    else:
+        try:
+            loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+        except ValueError:  # a host name
+            loopback = False
+        hosts = LOOPBACK_HOSTS if loopback else ()
+    return Limits(max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                  request_timeout_s=args.request_timeout, max_concurrent=args.max_concurrent,
+                  max_connections=args.max_connections, allowed_hosts=() if "*" in hosts else hosts)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from ml_core.serving.app import create_app
+    from ml_core.serving.guard import http_protocol
     from ml_core.serving.state import ServeOptions
 
+    limits = serve_limits(args)
     options = ServeOptions(threads=args.threads, retrieval=args.retrieval, index=args.index, ef_search=args.ef_search,
-                           prior_users=args.prior_users, watch_s=args.watch)
+                           prior_users=args.prior_users, watch_s=args.watch, limits=limits,
+                           admin_token=admin_token(args.admin_token_file), docs=args.docs,
+                           allow_unsealed=args.allow_unsealed)
     if args.bundle:
         app = create_app(args.bundle, options=options)
     else:
         root, registry = _registry(args)
         app = create_app(root, options=options, registry=registry)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # SIGINT/SIGTERM: uvicorn stops accepting, lets requests in progress finish for up to
+    # --graceful-shutdown seconds, then exits: status 0 after SIGINT; after SIGTERM uvicorn raises
+    # it again once shut down, so the process ends by the signal (-15)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http_protocol(limits.header_timeout_s),
+                limit_concurrency=limits.max_connections, timeout_graceful_shutdown=args.graceful_shutdown)
     return 0
 
 
@@ -183,8 +223,42 @@ def _add_source(p: argparse.ArgumentParser, threads: int) -> None:
     g.add_argument("--root", help="storage root holding registry/ (default: the config's storage.root); "
                                   "the production version is used")
     g.add_argument("--bundle", help="a deployed bundle directory to use instead of the production version")
+    p.add_argument("--allow-unsealed", action="store_true",
+                   help="with --bundle: load a bundle that has no _FILES.json without checking its files "
+                        "(default: refused)")
     p.add_argument("--threads", type=int, default=threads,
                    help=f"torch CPU threads, 0 = torch's choice (default: {threads})")
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """``moge serve``'s request limits and admin flags (defaults: :class:`ml_core.serving.guard.Limits`)."""
+    from ml_core.serving.guard import Limits
+
+    d = Limits()
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"largest request body; larger ones get 413 before parsing (default: {d.max_body_bytes})")
+    p.add_argument("--max-concurrent", type=int, default=d.max_concurrent,
+                   help="/score and /recommend requests at once, more get 503 + Retry-After (default: 0 = as many "
+                        f"{d.request_memory_mib} MiB maximum-size requests as half the available memory holds, "
+                        "at most 2 per core)")
+    p.add_argument("--request-timeout", type=float, default=d.request_timeout_s, metavar="SECONDS",
+                   help=f"answer 504 after this long (default: {d.request_timeout_s})")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout_s, metavar="SECONDS",
+                   help=f"a body must arrive within this long, else 408 (default: {d.body_timeout_s})")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout_s, metavar="SECONDS",
+                   help=f"close a connection that sends no complete request head within this long (default: "
+                        f"{d.header_timeout_s})")
+    p.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help=f"open connections; more get 503 from uvicorn (default: {d.max_connections})")
+    p.add_argument("--allowed-hosts", default="",
+                   help="comma-separated Host header names to answer ('*' = any; default: the loopback names when "
+                        "--host is a loopback address, else any)")
+    p.add_argument("--admin-token-file",
+                   help="file whose first line is the bearer token POST /reload needs (default: $MOGE_ADMIN_TOKEN; "
+                        "neither = /reload is refused)")
+    p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (default: off)")
+    p.add_argument("--graceful-shutdown", type=float, default=5.0, metavar="SECONDS",
+                   help="on SIGINT/SIGTERM, how long requests in progress may take to finish (default: 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
                    help="check the production pointer every SECONDS and hot-swap to a newly promoted version "
                         "(0 = off: POST /reload only)")
+    _add_limits(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("score", help="batch-score (user_id, item_id) pairs of a Parquet/CSV file")

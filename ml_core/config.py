@@ -90,6 +90,11 @@ class GraphConfig:
     engine_address: str = ""
     engine_workers: int = 2
     engine_blocks: int = 0
+    #: TLS to a ``tls://`` scheduler: CA, client certificate and key (PEM), all or none. Dask's protocol
+    #: carries pickles and ``tcp://`` neither encrypts nor authenticates. Not in the fingerprint.
+    engine_tls_ca_file: str = ""
+    engine_tls_cert: str = ""
+    engine_tls_key: str = ""
 
 
 @dataclass

@@ -38,6 +38,7 @@ from ml_core.contracts.reps import NodeReps
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
 from ml_core.progress import Progress, format_duration
+from ml_core.stop import check_stop
 
 
 def require_finite_probs(probs: np.ndarray, tasks: list[str] | None = None) -> np.ndarray:
@@ -120,7 +121,11 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
             raise ValueError(f"node representations of {reps.n_users} users / {reps.n_items} items do not match "
                              f"day {ctx.day}'s node spaces ({len(ctx.user_raw)} / {len(ctx.item_raw)})")
         progress = Progress(-(-ctx.n_samples // batch_size), log_every if log is not None else 0)
-        on_batch = lambda n: progress.advance(n) and log(progress_line(what, progress, ctx.n_samples))
+        def on_batch(n: int) -> None:
+            check_stop(f"while {what}")
+            if progress.advance(n):
+                log(progress_line(what, progress, ctx.n_samples))
+
         probs = score_rows(model, reps, ctx.sample_user, ctx.sample_item, batch_size, on_batch, pairs=ctx.pairs,
                            user_seq=ctx.user_seq)
         return require_finite_probs(probs, tasks) if len(probs) else _no_samples(ctx, tasks)
@@ -130,6 +135,7 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
     progress = Progress(len(plan), log_every if log is not None else 0)
     out = []
     for batch in iterate([maker], plan, torch.Generator().manual_seed(seed), prefetch=prefetch):
+        check_stop(f"while {what}")
         out.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
         if progress.advance(len(batch)):
             log(progress_line(what, progress, ctx.n_samples))

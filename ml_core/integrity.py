@@ -93,11 +93,13 @@ def remember_sealed(directory: Path) -> None:
     _VERIFIED[str(directory)] = _listing(directory)
 
 
-def verify_dir(directory: Path, what: str, fix: str) -> Path:
+def verify_dir(directory: Path, what: str, fix: str, require_files: bool = False) -> Path:
     """Check ``directory`` against its ``_FILES.json`` (a partition written before that file
-    existed: against ``_VERSION``) and return it; raise :class:`CorruptPartitionError` naming
-    ``what`` (e.g. "bipartite_graph partition 2026-01-03"), the file and ``fix`` (how to rebuild it)
-    otherwise. Repeated checks of unchanged files (same paths, sizes and mtimes) are free."""
+    existed: against ``_VERSION``, unless ``require_files``) and return it; raise
+    :class:`CorruptPartitionError` naming ``what`` (e.g. "bipartite_graph partition 2026-01-03"),
+    the file and ``fix`` (how to rebuild it) otherwise. Repeated checks of unchanged files (same
+    paths, sizes and mtimes) are free. ``_VERSION`` alone does not cover ``manifest.json``: model
+    bundles are checked with ``require_files``."""
     directory = Path(directory)
     listing = _listing(directory)
     if _VERIFIED.get(str(directory)) == listing:
@@ -105,6 +107,9 @@ def verify_dir(directory: Path, what: str, fix: str) -> Path:
 
     def corrupt(problem: str) -> CorruptPartitionError:
         return CorruptPartitionError(f"{what} at {directory} is corrupt: {problem}. {fix}")
+
+    if require_files and not (directory / INTEGRITY_FILE).is_file():
+        raise corrupt(f"it has no {INTEGRITY_FILE}, so its files (manifest.json included) cannot be checked")
 
     if (directory / INTEGRITY_FILE).is_file():
         try:

@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ml_core.integrity import verify_dir
-from ml_core.registry_config import RegistryConfig
+from ml_core.registry_config import RegistryConfig, redacted_uri
 from ml_core.storage import atomic_dir, hostname
 
 #: Tags on model versions and runs (a common prefix keeps them apart from MLflow's own).
@@ -85,7 +85,8 @@ class MlflowBundleRegistry:
         from mlflow import MlflowClient  # imported here: the local backend needs no MLflow
 
         if cfg.backend != "mlflow" or not cfg.tracking_uri:
-            raise ValueError(f"MlflowBundleRegistry needs backend = 'mlflow' and a tracking_uri, got {cfg}")
+            raise ValueError(f"MlflowBundleRegistry needs backend = 'mlflow' and a tracking_uri, got backend "
+                             f"{cfg.backend!r}, tracking_uri {redacted_uri(cfg.tracking_uri)!r}")
         self.cfg = cfg
         self.name = cfg.model_name
         self.lock_name = f"{cfg.model_name}.deploy-lock"
@@ -95,7 +96,7 @@ class MlflowBundleRegistry:
 
     @property
     def location(self) -> str:
-        return f"MLflow {self.cfg.registry_uri or self.cfg.tracking_uri}, registered model {self.name!r}"
+        return f"MLflow {redacted_uri(self.cfg.registry_uri or self.cfg.tracking_uri)}, registered model {self.name!r}"
 
     # -- MLflow helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -157,7 +158,9 @@ class MlflowBundleRegistry:
         read as a bundle)."""
         import mlflow.artifacts
 
-        mv = self._find(version)
+        from ml_core.bundles import check_version_name
+
+        mv = self._find(check_version_name(version))
         if mv is None:
             raise FileNotFoundError(f"bundle {version} is not a version of {self.location}")
         target = self.cache / f"{version}@{mv.version}"
@@ -172,9 +175,12 @@ class MlflowBundleRegistry:
 
 
     def checked_version_dir(self, version: str) -> Path:
+        from ml_core.bundles import check_bundle_identity
+
         d = self.version_dir(version)
-        return verify_dir(d, f"model bundle {version} (downloaded from {self.location})",
-                          f"delete the cached copy {d} to download it again")
+        verify_dir(d, f"model bundle {version} (downloaded from {self.location})",
+                   f"delete the cached copy {d} to download it again", require_files=True)
+        return check_bundle_identity(d, version)
     def publish(self, bundle: Path, version: str) -> Path:
         """A bundle run with ``bundle`` as its artifact, registered as a new model version."""
         from ml_core.bundles import read_manifest

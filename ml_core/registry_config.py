@@ -16,6 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redacted_uri(uri: str) -> str:
+    """``uri`` without the user name and password of its authority (``http://u:p@host`` ->
+    ``http://***@host``): what messages and logs print of a tracking URI."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 @dataclass

@@ -52,6 +52,7 @@ from ml_core.integrity import (  # noqa: F401 - content_hash, VOLATILE_FILES: pa
     seal,
     verify_dir,
 )
+from ml_core.stop import check_stop
 
 
 def day_str(day: date | str) -> str:
@@ -63,9 +64,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temp directory; on success it replaces ``target`` atomically.
 
     The old directory (if any) is first renamed aside, the new one renamed in, then the old one
-    deleted, so readers see either the complete old or the complete new partition.
+    deleted, so readers see either the complete old or the complete new partition. Every file and
+    directory of the new one is flushed to the disk before the renames, and the renames after
+    them (:func:`fsync_tree`): after a power cut the partition is the old one or the new one, whole.
     """
     target = Path(target)
+    check_stop(f"before writing {target.name}")  # a stopped run publishes nothing more
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / _hidden_name("tmp", target.name)
     tmp.mkdir()
@@ -73,7 +77,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         seal(tmp)
-        _fsync_dir(tmp)
+        fsync_tree(tmp)
         with _publish_lock(target):  # two writers of one partition publish one after the other
             if target.exists():
                 old = target.parent / _hidden_name("old", target.name)
@@ -85,6 +89,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                     os.replace(old, target)
                     old = None
                 raise
+            fsync_directory(target.parent)  # the renames themselves
             remember_sealed(target)  # hashed by seal() just now: a read in this process need not hash it again
     except OSError as e:
         if e.errno not in _STORAGE_ERRORS:
@@ -115,18 +120,38 @@ def _publish_lock(target: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _fsync_dir(path: Path) -> None:
-    for f in path.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
+def fsync_tree(path: Path) -> None:
+    """Flush to the disk every file under ``path`` and every directory's entries (``path``
+    included): what a rename then publishes survives a power cut. Only the top-level files were
+    flushed before, so a bundle's ``context/`` could come back empty after one."""
+    for d, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(d, name), "rb") as fh:
                 os.fsync(fh.fileno())
+        fsync_directory(Path(d))
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush ``path``'s entries (the names a rename or a new file put there) to the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """``path`` replaced by ``text`` atomically and durably: written to a temp file beside it,
+    flushed to the disk, renamed over it, and the rename flushed (the production pointer is
+    written so: after a power cut it names the old or the new version, complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / _hidden_name("tmp", path.name)
-    tmp.write_text(text)
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_directory(path.parent)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

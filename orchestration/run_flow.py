@@ -12,6 +12,13 @@ scoring) in between (:mod:`orchestration.progress`); warnings and errors come fr
 console logger (``--log-level``). For parallel backfills and the daily automation use the UI
 (README).
 
+Stopping (SIGINT, e.g. Ctrl-C, or SIGTERM, what a container stop sends): the first signal asks the
+run in progress to stop (:mod:`ml_core.stop`): its stage fails at its next checkpoint (between two
+training steps or scoring batches, before a partition is written) with the signal as the reason,
+publishes nothing, the run is marked failed, and the command exits with 128 + the signal's number
+without starting another run. A second signal exits at once (the run is then left STARTED, and
+marked failed by crash recovery as below).
+
 Crash recovery (orchestration/recovery.py): each run is tagged with this process, so that if the
 process is killed, the ``crash_recovery`` sensor of ``dagster dev`` (or this command, when it
 starts again) marks the run failed instead of leaving it STARTED. Running the command again
@@ -21,10 +28,70 @@ re-runs every day of the range; a day's partitions are replaced atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import date, timedelta
+
+#: The signals that stop the run command.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict[str, int]]:
+    """For the block: SIGINT and SIGTERM become :func:`ml_core.stop.request_stop` (the first) and
+    an immediate exit (the second). Yields ``{"signal": number}`` once one arrived (empty until
+    then); the previous handlers are put back after the block (the command can run in a test's process).
+
+    The signals are read from a wakeup pipe (:func:`signal.set_wakeup_fd`) by a thread of their
+    own, not by a Python handler: Dagster's in-process execution swaps in its own SIGINT/SIGTERM
+    handler for the length of a run (it records the signal and runs on), and the pipe receives
+    every signal whatever handler is installed. The handlers installed here do nothing; they
+    replace the default ones (KeyboardInterrupt, or death by SIGTERM) so the pipe sees them."""
+    from ml_core.stop import clear_stop, request_stop
+
+    got: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield got
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+
+    def watch() -> None:
+        while (data := os.read(read_fd, 1)) and data[0] != 0:  # a 0 byte: the block ended
+            signum = data[0]
+            if signum not in STOP_SIGNALS:
+                continue
+            name = signal.Signals(signum).name
+            if got:
+                print(f"\n{name} again: exiting now (the run in progress stays STARTED until crash recovery)",
+                      file=sys.stderr, flush=True)
+                os._exit(128 + signum)
+            got["signal"] = signum
+            request_stop(f"{name} received")
+            print(f"\n{name}: stopping at the next checkpoint of the stage in progress (again to exit at once)",
+                  file=sys.stderr, flush=True)
+        os.close(read_fd)
+
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, name="moge-stop-signals", daemon=True)
+    watcher.start()
+    try:
+        yield got
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.write(write_fd, b"\0")
+        watcher.join(timeout=5)
+        os.close(write_fd)
+        clear_stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=8, help="number of days when --end is not given")
     ap.add_argument("--log-level", default="WARNING", help="Dagster console log level (default: WARNING)")
     args = ap.parse_args(argv)
+    with stop_on_signals() as stopped:
+        return run_days(args, stopped)
 
+
+def run_days(args, stopped: dict[str, int]) -> int:
+    """The days of ``args``, one run per job and day; ``stopped``: :func:`stop_on_signals`'s."""
     from orchestration.instance_setup import sync_instance_yaml
 
     msg = sync_instance_yaml()  # $DAGSTER_HOME (default data/dagster_home) with this repo's settings
@@ -73,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                                          tags=process_tags(run_id), run_config=run_config)
             status = "ok" if res.success else "FAILED"
             print(f"[{day}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
+            if stopped:
+                print(f"stopped by {signal.Signals(stopped['signal']).name}: run {res.run_id[:8]} of {job.name} "
+                      f"[{day}] is {'complete' if res.success else 'marked failed'}, no later run was started",
+                      file=sys.stderr, flush=True)
+                return 128 + stopped["signal"]
             if not res.success:
                 for ev in res.all_events:
                     if ev.is_failure:

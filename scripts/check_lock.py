@@ -2,7 +2,7 @@
 dependencies and the dev extra, transitively) is installed at exactly the locked version.
 
 torch and what only torch needs are left out: scripts/install.sh owns the torch choice (the CPU
-wheel here, any torch >= 2.4 brought by the user). Exit 1 with the list of mismatches, e.g. after
+wheel here, any torch >= 2.6 brought by the user). Exit 1 with the list of mismatches, e.g. after
 a dependency was added to pyproject.toml without `make lock`.
 
     python scripts/check_lock.py requirements/lock.txt

@@ -4,7 +4,7 @@
 #   scripts/install.sh             what `make run` uses
 #   scripts/install.sh --browser   what `make test` uses: also Chromium for the UI test
 #
-# torch: an existing torch >= 2.4 in the venv is kept (bring your CUDA build: install it into the
+# torch: an existing torch >= 2.6 in the venv is kept (older ones: CVE-2025-32434) (bring your CUDA build: install it into the
 # venv first). Otherwise $TORCH_SPEC is installed, default "torch==2.13.0", which on these CPU
 # machines is a CPU wheel lying on local disk (an unpinned torch would pull a multi-GB CUDA build).
 # Elsewhere, e.g.:  TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" make run
@@ -36,7 +36,7 @@ have_torch() {
   "$VPY" - <<'PYCODE' 2>/dev/null
 import sys, torch
 major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-sys.exit(0 if (major, minor) >= (2, 4) else 1)
+sys.exit(0 if (major, minor) >= (2, 6) else 1)
 PYCODE
 }
 

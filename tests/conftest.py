@@ -122,3 +122,30 @@ def synthetic_lake(tmp_path_factory):
     days = window("2026-01-05", -4, 0)
     build_data_days(cfg, lake, days)
     return cfg, lake, days
+
+
+@pytest.fixture(scope="session")
+def served_deployments(tmp_path_factory):
+    """``get(model)``: that model trained, evaluated and published as production on 3 small
+    synthetic days (tests/unit/serving/deployed.py), built once per session; shared by the
+    serving tests and the hostile-request suite of tests/reliability (read-only: copy it)."""
+    import shutil
+
+    from tests.unit.serving.deployed import DAYS, OVERRIDES, Deployment, deploy
+
+    data_root = tmp_path_factory.mktemp("serving-data")
+    build_data_days(make_config(data_root, *OVERRIDES), Lake(data_root), DAYS)
+    cache: dict = {}
+
+    def get(model: str) -> Deployment:
+        if model not in cache:
+            root = tmp_path_factory.mktemp(f"flow-{model}")
+            shutil.copytree(data_root / "lake", root / "lake")
+            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"')
+            decision = deploy(cfg, root)
+            serve_root = tmp_path_factory.mktemp(f"serve-{model}")
+            shutil.copytree(root / "registry", serve_root / "registry")
+            cache[model] = Deployment(model, root, serve_root, cfg, decision["version"])
+        return cache[model]
+
+    return get

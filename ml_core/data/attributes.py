@@ -43,7 +43,7 @@ import polars as pl
 
 from ml_core.config import AttributeTable
 from ml_core.data.layouts import PARQUET_SUFFIXES, delimiter_for, expand_path
-from ml_core.data.parsing import split_lines, unquote, wrong_field_count
+from ml_core.data.parsing import line_problem, split_lines, unquote
 from ml_core.data.schema import stable_id
 
 __all__ = ["MAX_MULTI_HOT", "check_attributes", "item_categories", "load_attributes", "read_attributes"]
@@ -121,7 +121,7 @@ def _read_file(file: str, table: AttributeTable) -> tuple[pl.DataFrame, int]:
         return pl.DataFrame({c: [] for c in cols}, schema=dict.fromkeys(cols, pl.Utf8)), 0
     index = {c: header.index(c) for c in cols}
     lf = split_lines(file, delimiter_for(file, table.separator), index, skip_header=not table.names)
-    df = lf.filter(~pl.col("blank")).with_columns(wrong_field_count(len(header)).alias("__bad")).collect()
+    df = lf.filter(~pl.col("blank")).with_columns(line_problem(len(header)).alias("__bad")).collect()
     text = [unquote(pl.col(f"__src_{c}").str.strip_chars()).replace("", None).alias(c) for c in cols]
     return df.select(text), int(df["__bad"].is_not_null().sum())
 

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from ml_core.data.layouts import MMDD, UNIX_FORMATS, SourceLayout
+from ml_core.data.lines import CONTROL_CHARS, LINE_SEPARATOR, lines_holding
 from ml_core.data.schema import stable_id
 
 #: Largest |unix seconds| accepted (9999-12-31T23:59:59Z); beyond that the value is garbage.
@@ -194,33 +195,41 @@ def _unix_to_ts(st: Stages, per_unit_us: int) -> None:
 
 def split_lines(file: str, sep: str, fields: dict[str, int], skip_header: bool) -> pl.LazyFrame:
     """The lines of a delimited text file split into fields: ``source_row`` (1-based line
-    number), ``raw`` (the line), ``blank``, ``__nf`` (its number of fields) and ``__src_<key>``
-    (the field at index ``fields[key]``, null when the line is shorter). Lines containing a quote
-    character are split quote-aware (the quotes stay in the field; :mod:`ml_core.data.parsing`
+    number), ``raw`` (the line), ``blank``, ``__nf`` (its number of fields), ``__src_<key>`` (the
+    field at index ``fields[key]``, null when the line is shorter) and what :func:`line_problem`
+    reads: ``__cut`` (the line holds the scan's separator byte, so it was read cut short),
+    ``__ctrl`` (it holds a control character, :data:`~ml_core.data.lines.CONTROL_CHARS`; a tab is
+    allowed as the separator) and ``__badquote`` (text outside a quoted field). Lines containing
+    a quote character are split quote-aware (the quotes stay in the field; :func:`unquote`
     strips them). Used by the readers and the attribute tables."""
     lines = pl.scan_csv(
         file,
         has_header=False,
-        separator="\x1f",  # a byte that does not occur in text CSV: one column = the whole line
+        separator=LINE_SEPARATOR,  # one column = the whole line, up to a 0x1F it may hold
         quote_char=None,
         schema={"line": pl.Utf8},
+        extra_columns="ignore",  # a first line holding a 0x1F (the rest of such lines: truncated)
         encoding="utf8-lossy",
         truncate_ragged_lines=True,
         raise_if_empty=False,
         glob=False,
     ).with_row_index("source_row", offset=1)
+    cut = lines_holding(file, LINE_SEPARATOR.encode())  # lines read cut short at that byte
     if skip_header:
         lines = lines.filter(pl.col("source_row") > 1)
 
     line = pl.col("line").str.strip_prefix("\ufeff")
     esc = re.escape(sep)
     quoted_split = (pl.lit(sep) + pl.col("raw")).str.extract_all(f'{esc}(?:"(?:[^"]|"")*"|[^{esc}]*)')
+    controls = CONTROL_CHARS.replace(r"\x00-\x09", r"\x00-\x08") if sep == "\t" else CONTROL_CHARS
     lf = lines.select(
         pl.col("source_row").cast(pl.Int64),
-        line.alias("raw"),
+        pl.when(pl.col("source_row").is_in(cut)).then(line.fill_null("")).otherwise(line).alias("raw"),
+        pl.col("source_row").is_in(cut).alias("__cut"),
     ).with_columns(
-        (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == "")).alias("blank"),
+        (~pl.col("__cut") & (pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == ""))).alias("blank"),
         pl.col("raw").str.contains('"', literal=True).alias("__q"),
+        pl.col("raw").str.contains(controls).fill_null(False).alias("__ctrl"),
     ).with_columns(
         # lines with a quote character use the quote-aware regex split (each field keeps its
         # leading separator, stripped below); the others a plain split
@@ -230,13 +239,25 @@ def split_lines(file: str, sep: str, fields: dict[str, int], skip_header: bool) 
     for key, i in fields.items():
         f = pl.col("__fields").list.get(i, null_on_oob=True)
         sel.append(pl.when(pl.col("__q")).then(f.str.strip_prefix(sep)).otherwise(f).alias(f"__src_{key}"))
-    return lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf")).drop("__fields", "__q")
+    # the quote-aware split's fields, each with its leading separator, cover the whole line
+    # exactly when no text sits outside a quoted field (`"1"2` lost its 2 before)
+    joined = pl.col("__fields").list.eval(pl.element().str.len_bytes()).list.sum()
+    bad_quote = pl.col("__q") & (joined != pl.col("raw").str.len_bytes() + 1)
+    return lf.with_columns(*sel, pl.col("__fields").list.len().alias("__nf"),
+                           bad_quote.fill_null(False).alias("__badquote")).drop("__fields", "__q")
 
 
-def wrong_field_count(n_expected: int) -> pl.Expr:
-    """The reason of a line of :func:`split_lines` with another number of fields than expected."""
+def line_problem(n_expected: int) -> pl.Expr:
+    """Why a line of :func:`split_lines` is quarantined before its fields are read (a control
+    character that ends or corrupts a field, malformed quoting, another number of fields than
+    ``n_expected``), or null."""
     return (
-        pl.when(pl.col("__nf") != n_expected)
+        pl.when(pl.col("__cut") | pl.col("__ctrl"))
+        .then(pl.lit("control character in the line (U+0000-U+001F other than the separator, or U+007F): "
+                     "it ends or corrupts a field"))
+        .when(pl.col("__badquote"))
+        .then(pl.lit("malformed quoting: text outside a quoted field"))
+        .when(pl.col("__nf") != n_expected)
         .then(pl.format("wrong number of fields (got {}, expected {})", pl.col("__nf"), pl.lit(n_expected)))
         .otherwise(NULL_STR)
     )

@@ -64,7 +64,7 @@ from ml_core.data.layouts import (
     expand_path,
     layout_for,
 )
-from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, split_lines, ts_field, wrong_field_count
+from ml_core.data.parsing import NULL_STR, Stages, behavior_field, id_field, line_problem, split_lines, ts_field
 from ml_core.data.schema import (
     EVENT_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -164,7 +164,7 @@ def _csv_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.Laz
         lf = lf.with_columns((pl.lit(f"[{Path(file).name}] ") + pl.col("raw")).alias("raw"))
     srcs = {f: f"__src_{f}" for f in index}
     dtypes = {f: pl.Utf8() for f in index}
-    return _finish(lf, srcs, dtypes, layout, wrong_field_count(len(header)))
+    return _finish(lf, srcs, dtypes, layout, line_problem(len(header)))
 
 
 def _parquet_frame(file: str, idx: int, layout: SourceLayout, multi: bool) -> pl.LazyFrame:

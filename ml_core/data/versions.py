@@ -54,11 +54,10 @@ import polars as pl
 import pyarrow as pa
 from numba import njit
 
-from ml_core.mixing import GOLDEN, splitmix64
-
 from ml_core.config import FileSourceConfig, SyntheticSource
 from ml_core.data.layouts import SourceLayout, date_range
 from ml_core.data.readers import parse_source
+from ml_core.mixing import GOLDEN, splitmix64
 
 __all__ = ["EMPTY_VERSION", "file_day_versions", "row_hashes", "synthetic_day_versions"]
 

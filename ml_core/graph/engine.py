@@ -75,31 +75,36 @@ class DaskEngine:
     """The rows are walked by the workers of a Dask cluster, one task per row block.
 
     Args:
-        address (str): scheduler address (``tcp://host:8786``), or ``""`` to start a local
-            cluster of ``workers`` processes (closed by :meth:`close`). (default: ``""``)
+        address (str): scheduler address (``tls://host:8786``, ``tcp://`` on a trusted network),
+            or ``""`` to start a local cluster of ``workers`` processes on 127.0.0.1, its dashboard
+            on 127.0.0.1 too (closed by :meth:`close`). (default: ``""``)
         workers (int): processes of the local cluster. (default: ``2``)
         blocks (int): row blocks per walk; 0 = four per worker. (default: ``0``)
+        security (distributed.Security): TLS for ``address`` (:func:`engine_security`); a
+            ``tcp://`` address with it is refused. (default: ``None``)
 
     ``last_run`` describes the latest walk: its blocks and the process ids that ran them.
     """
 
     name = "dask"
 
-    def __init__(self, address: str = "", workers: int = 2, blocks: int = 0):
+    def __init__(self, address: str = "", workers: int = 2, blocks: int = 0, security=None):
         import logging
 
         from distributed import Client, LocalCluster
 
         self.cluster = None
         if address:
-            self.client = Client(address)
+            if security is not None and not address.startswith("tls://"):
+                raise ValueError(f"graph.engine_address = {address!r} with TLS settings: expected a tls:// address")
+            self.client = Client(address, security=security) if security is not None else Client(address)
             self.threads = 0  # a cluster's worker uses its machine's cores
         else:
             if workers < 1:
                 raise ValueError(f"workers must be >= 1, got {workers}")
             # logs: a task's error reaches us as its exception; shut-down heartbeat races are noise
-            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=":0", silence_logs=logging.CRITICAL)
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
             self.client = Client(self.cluster)
             self.threads = max(1, (os.cpu_count() or 1) // workers)
         workers_info = self.client.scheduler_info()["workers"]
@@ -154,8 +159,24 @@ def open_engine(cfg):
     if cfg.engine == "local":
         return LocalEngine()
     if cfg.engine == "dask":
-        return DaskEngine(cfg.engine_address, cfg.engine_workers, cfg.engine_blocks)
+        return DaskEngine(cfg.engine_address, cfg.engine_workers, cfg.engine_blocks, engine_security(cfg))
     raise ValueError(f"graph.engine must be one of {ENGINES}, got {cfg.engine!r}")
+
+
+def engine_security(cfg):
+    """The ``distributed.Security`` of ``cfg``'s ``engine_tls_*`` files (encryption required),
+    or None when none is set; ValueError when only some are."""
+    files = {"engine_tls_ca_file": cfg.engine_tls_ca_file, "engine_tls_cert": cfg.engine_tls_cert,
+             "engine_tls_key": cfg.engine_tls_key}
+    if not any(files.values()):
+        return None
+    if not all(files.values()):
+        raise ValueError(f"graph: set all of {sorted(files)} for TLS to the Dask scheduler, or none; "
+                         f"missing {sorted(k for k, v in files.items() if not v)}")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=files["engine_tls_ca_file"], tls_client_cert=files["engine_tls_cert"],
+                    tls_client_key=files["engine_tls_key"], require_encryption=True)
 
 
 @contextmanager

@@ -25,16 +25,21 @@ item of the snapshot; a request may ask for the exact path with ``"retrieval": f
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import math
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic_core import to_json
 
 from ml_core.registry_config import RegistryConfig
+from ml_core.serving.guard import Rejected, RequestGuard, check_admin
 from ml_core.serving.metrics import CONTENT_TYPE, Metrics
 from ml_core.serving.state import ModelHolder, ReloadError, ServeOptions
 
@@ -42,6 +47,10 @@ from ml_core.serving.state import ModelHolder, ReloadError, ServeOptions
 MAX_PAIRS = 100_000
 #: Largest k of /recommend.
 MAX_K = 1000
+#: Longest task name /recommend accepts (the model's task names are short words).
+MAX_TASK_CHARS = 64
+#: Validation errors a 422 lists (the rest are counted), and the longest message of each.
+MAX_ERRORS, MAX_ERROR_CHARS = 5, 160
 
 RawId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 
@@ -49,9 +58,10 @@ RawId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pairs: list[tuple[RawId, RawId]] | None = Field(None, description="[[user_id, item_id], ...]")
-    user_ids: list[RawId] | None = Field(None, description="with item_ids: pair j = (user_ids[j], item_ids[j])")
-    item_ids: list[RawId] | None = None
+    pairs: list[tuple[RawId, RawId]] | None = Field(None, max_length=MAX_PAIRS, description="[[user_id, item_id], ...]")
+    user_ids: list[RawId] | None = Field(None, max_length=MAX_PAIRS,
+                                         description="with item_ids: pair j = (user_ids[j], item_ids[j])")
+    item_ids: list[RawId] | None = Field(None, max_length=MAX_PAIRS)
 
     @model_validator(mode="after")
     def _one_form(self) -> ScoreRequest:
@@ -67,8 +77,6 @@ class ScoreRequest(BaseModel):
             n = len(self.user_ids)
         if n == 0:
             raise ValueError("no pairs to score: the request is empty")
-        if n > MAX_PAIRS:
-            raise ValueError(f"{n} pairs is more than {MAX_PAIRS} per request; use `moge score` for batch scoring")
         return self
 
     def columns(self) -> tuple[list[int], list[int]]:
@@ -90,7 +98,7 @@ class RecommendRequest(BaseModel):
 
     user_id: RawId
     k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
-    task: str | None = Field(None, description="task to rank by (default: the model's last task)")
+    task: str | None = Field(None, max_length=MAX_TASK_CHARS, description="task to rank by (default: the model's last task)")
     candidates: list[RawId] | None = Field(None, min_length=1, max_length=MAX_PAIRS,
                                            description="items to rank (default: every item of the snapshot)")
     exclude_seen: bool = True
@@ -140,6 +148,74 @@ class MetricsMiddleware:
             self.metrics.observe(path, status, time.perf_counter() - t0)
 
 
+Req = TypeVar("Req", bound=BaseModel)
+
+#: A /score of at least this many pairs hands the heap's free memory back to the system after it.
+TRIM_AFTER_PAIRS = 20_000
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing):
+    a 100,000-pair request frees its ~0.6 GB, but glibc kept it, and the server's resident memory
+    stayed at its peak after a burst of large requests."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+#: Score rows serialised at a time by :func:`score_json`.
+SCORE_CHUNK = 4096
+
+
+def score_json(version: str, tasks: list[str], scores: np.ndarray, unknown_users, unknown_items) -> bytes:
+    """The :class:`ScoreResponse` JSON of the scorer's own values, written here rather than
+    validated: validating 1,000 rows (twice, as FastAPI would) took longer than scoring's lookups.
+    Rows are converted :data:`SCORE_CHUNK` at a time (float64: float32's ``.tolist()`` is 4x
+    slower for the same numbers) and serialised by pydantic's encoder: 100,000 rows in one piece
+    held the interpreter lock for ~60 ms, during which no other request of the process, /health
+    included, could run; a chunk holds it ~2 ms."""
+    scores = np.asarray(scores, np.float64)
+    rows = b",".join(to_json(scores[a:a + SCORE_CHUNK].tolist())[1:-1] for a in range(0, len(scores), SCORE_CHUNK))
+    head = to_json({"version": version, "tasks": list(tasks)})[:-1]
+    users, items = (to_json(np.asarray(x, np.int64).tolist()) for x in (unknown_users, unknown_items))
+    return b"".join([head, b',"scores":[', rows, b'],"unknown_users":', users, b',"unknown_items":', items, b"}"])
+
+
+def short_errors(errors: list[dict]) -> list[dict]:
+    """At most :data:`MAX_ERRORS` validation errors as ``{loc, msg, type}``, each part cut short:
+    a 422 never repeats the input (a 100 MB field came back whole before)."""
+    out = [{"loc": [x if isinstance(x, int) else str(x)[:MAX_TASK_CHARS] for x in e["loc"]][:8],
+            "msg": str(e["msg"])[:MAX_ERROR_CHARS], "type": e["type"]} for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        out.append({"loc": [], "msg": f"and {len(errors) - MAX_ERRORS} more errors", "type": "truncated"})
+    return out
+
+
+def parse_request(model: type[Req], body: bytes) -> Req:
+    """``body`` (JSON bytes) validated as ``model``; otherwise :class:`Rejected` 422 with reason
+    ``non_finite``, ``invalid_json`` or ``validation`` and :func:`short_errors`. Called in the
+    request's worker thread, so a large body is parsed off the event loop."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_context=False)
+    # pydantic's JSON parser reads NaN, Infinity and 1e400 as non-finite floats, which no field
+    # accepts: the error's input says so (the input itself is never answered)
+    if any(isinstance(x.get("input"), float) and not math.isfinite(x["input"]) for x in errors):
+        raise Rejected(422, "non_finite", "NaN, Infinity and numbers beyond float range are not accepted")
+    raise Rejected(422, "invalid_json" if errors[0]["type"] == "json_invalid" else "validation", short_errors(errors))
+
+
+def body_schema(model: type[BaseModel]) -> dict:
+    """The OpenAPI ``requestBody`` of a route that parses its body with :func:`parse_request`."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+async def request_body(request: Request) -> bytes:
+    """The request's body (read within the limits by :class:`RequestGuard`)."""
+    return await request.body()
+
+
 def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int = 0,
                options: ServeOptions | None = None, registry: RegistryConfig | None = None) -> FastAPI:
     """App serving the registry's production model under ``root_or_bundle`` (a storage root)
@@ -148,7 +224,8 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
 
     ``threads``: torch CPU threads per process (0 = torch's default); requests run concurrently
     in the server's thread pool, so 1-2 is usually best on a shared CPU. ``options`` (retrieval,
-    the pointer watcher) replaces ``batch_size`` and ``threads`` when given."""
+    the pointer watcher, the limits, the admin token) replaces ``batch_size`` and ``threads``
+    when given."""
     options = options or ServeOptions(batch_size=batch_size, threads=threads)
     metrics = Metrics()
     holder = ModelHolder(root_or_bundle, options, metrics, registry=registry)
@@ -161,10 +238,21 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
         finally:
             holder.stop_watching()
 
-    app = FastAPI(title="MoGE recommendation service", lifespan=lifespan,
+    docs = {} if options.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="MoGE recommendation service", lifespan=lifespan, **docs,
                   description="Multi-task scores and top-k recommendations from the deployed model bundle.")
     app.state.holder = holder
     app.state.metrics = metrics
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, r: Rejected) -> JSONResponse:
+        metrics.rejected(r.reason)
+        return JSONResponse({"detail": r.message}, status_code=r.status, headers=r.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:  # query or path parameters
+        metrics.rejected("validation")
+        return JSONResponse({"detail": short_errors(list(e.errors()))}, status_code=422)
 
     @app.get("/health")
     def health() -> dict:
@@ -182,21 +270,20 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
     def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/score", response_model=ScoreResponse)
-    def score(req: ScoreRequest) -> Response:
+    @app.post("/score", response_model=ScoreResponse, openapi_extra=body_schema(ScoreRequest))
+    def score(body: bytes = Depends(request_body)) -> Response:
+        req = parse_request(ScoreRequest, body)
         s = holder.current.scorer  # the whole request uses this version
         users, items = req.columns()
         r = s.score_pairs(users, items)
-        # the scorer's own values (float64 rows: float32's .tolist() is 4x slower for the same
-        # numbers), serialised here: validating 1,000 rows (twice, as FastAPI would, once on
-        # another thread) took longer than scoring's lookups
-        out = ScoreResponse.model_construct(version=s.version, tasks=list(s.tasks),
-                                            scores=r.scores.astype(np.float64).tolist(),
-                                            unknown_users=list(r.unknown_users), unknown_items=list(r.unknown_items))
-        return Response(out.model_dump_json(), media_type="application/json")
+        if len(users) >= TRIM_AFTER_PAIRS:
+            release_free_memory()
+        return Response(score_json(s.version, s.tasks, r.scores, r.unknown_users, r.unknown_items),
+                        media_type="application/json")
 
-    @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(req: RecommendRequest) -> RecommendResponse:
+    @app.post("/recommend", response_model=RecommendResponse, openapi_extra=body_schema(RecommendRequest))
+    def recommend(body: bytes = Depends(request_body)) -> RecommendResponse:
+        req = parse_request(RecommendRequest, body)
         c = holder.current  # the whole request uses this version (scorer and index)
         s = c.scorer
         try:
@@ -224,11 +311,14 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
             items=[RecommendedItem(rank=r + 1, item_id=i, scores=sc) for r, (i, sc) in enumerate(ranked)])
 
     @app.post("/reload")
-    def reload() -> dict:
+    def reload(request: Request) -> dict:
+        check_admin(request.headers, options.admin_token)
         try:
             return holder.reload()
         except ReloadError as e:
             raise HTTPException(status_code=e.status, detail=str(e)) from None
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics, paths={r.path for r in app.routes})
+    paths = {r.path for r in app.routes}
+    app.add_middleware(RequestGuard, limits=options.limits, metrics=metrics, work_paths={"/score", "/recommend"})
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)  # outermost: refusals are counted too
     return app

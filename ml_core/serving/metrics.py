@@ -1,6 +1,6 @@
 """The server's metrics in the Prometheus text exposition format (version 0.0.4), at ``/metrics``.
 
-Written here rather than with ``prometheus_client``: five families, one lock, no global
+Written here rather than with ``prometheus_client``: six families, one lock, no global
 registry (each app has its own, so two apps in one process, as in the tests, never mix counts)::
 
     moge_requests_total{endpoint, status}          counter: requests answered, by route and HTTP status
@@ -8,6 +8,10 @@ registry (each app has its own, so two apps in one process, as in the tests, nev
     moge_request_duration_seconds{endpoint}        histogram: time from request to response
     moge_model_version_info{version}               gauge: 1 for the version being served
     moge_reloads_total{result}                     counter: model swaps (result "ok") and failed loads ("failed")
+    moge_rejections_total{reason}                  counter: requests refused before their work, by reason
+                                                   (:mod:`ml_core.serving.guard`: body_too_large, body_timeout,
+                                                   overloaded, timeout, host, invalid_json, non_finite, validation,
+                                                   unauthorized, cross_origin, admin_disabled, ...)
 
 ``endpoint`` is the route's path (``/score``); paths no route serves count under ``other``, so
 a scan of random URLs cannot grow the label set.
@@ -42,6 +46,7 @@ class Metrics:
         self._version = ""
         self._version_since = 0.0
         self._reloads = {"ok": 0, "failed": 0}
+        self._rejections: dict[str, int] = {}
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -59,6 +64,11 @@ class Metrics:
     def reloaded(self, ok: bool) -> None:
         with self._lock:
             self._reloads["ok" if ok else "failed"] += 1
+
+    def rejected(self, reason: str) -> None:
+        """Count one request refused for ``reason`` (a fixed word of the server's, never the input)."""
+        with self._lock:
+            self._rejections[reason] = self._rejections.get(reason, 0) + 1
 
     def render(self) -> str:
         """The exposition text."""
@@ -89,4 +99,7 @@ class Metrics:
                     "# HELP moge_reloads_total Model swaps (ok) and failed loads of a new version (failed).",
                     "# TYPE moge_reloads_total counter"]
             out += [f"moge_reloads_total{_labels(result=r)} {n}" for r, n in sorted(self._reloads.items())]
+            out += ["# HELP moge_rejections_total Requests refused before their work, by reason.",
+                    "# TYPE moge_rejections_total counter"]
+            out += [f"moge_rejections_total{_labels(reason=r)} {n}" for r, n in sorted(self._rejections.items())]
         return "\n".join(out) + "\n"

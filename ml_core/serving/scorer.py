@@ -33,7 +33,14 @@ import polars as pl
 import torch
 
 from ml_core.bundle_registry import open_bundle_registry
-from ml_core.bundles import load_model, load_node_reps, read_manifest, save_node_reps, write_manifest
+from ml_core.bundles import (
+    check_bundle_identity,
+    load_model,
+    load_node_reps,
+    read_manifest,
+    save_node_reps,
+    write_manifest,
+)
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -178,20 +185,27 @@ class Scorer:
 
     Args:
         bundle (Path): a deployed bundle directory (model files, manifest, ``context/``).
-        version (str): the version name to report (default: the manifest's, else the dir name).
+        version (str): the version name to report (default: the manifest's, else the dir name);
+            a manifest naming another version is refused (a renamed copy).
         batch_size (int): rows per forward pass.
         threads (int): torch CPU threads (0 = leave torch's setting alone).
+        allow_unsealed (bool): load a bundle without ``_FILES.json`` unchecked (default: refused,
+            :class:`~ml_core.integrity.CorruptPartitionError`; a published bundle always has one).
     """
 
-    def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0):
+    def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0,
+                 allow_unsealed: bool = False):
         self.bundle = Path(bundle)
         ctx_dir = self.bundle / "context"
         missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
-        if (self.bundle / INTEGRITY_FILE).is_file():  # a published bundle: served only as it was published
-            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve another version, or publish it again")
+        if (self.bundle / INTEGRITY_FILE).is_file() or not allow_unsealed:  # served only as it was published
+            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve a published version (`moge serve "
+                       "--root`), publish it again, or load it unchecked with --allow-unsealed", require_files=True)
+        if version is not None:
+            check_bundle_identity(self.bundle, version)
         if threads:
             torch.set_num_threads(threads)
         self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
@@ -264,8 +278,7 @@ class Scorer:
                 "metrics": m.get("metrics", {}), "code_version": m.get("code_version", ""),
                 "serving_context": m.get("serving_context", {}), "needs_graph": self.needs_graph,
                 "fanouts": self.fanouts, "snapshot": {"users": self.graph.n_users, "items": self.graph.n_items,
-                                                      "edges": self.graph.ui.nnz, "days": list(self.graph.days)},
-                "bundle": str(self.bundle)}
+                                                      "edges": self.graph.ui.nnz, "days": list(self.graph.days)}}
 
     def unknown_ids(self, user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:
         """Distinct ids (sorted) outside the model's vocabulary."""
@@ -377,7 +390,7 @@ def write_node_reps(bundle: str | Path, snapshot: tuple | None = None) -> dict:
     same model (the evaluation's, ``ScoredDay.snapshot_reps``), stored as given instead."""
     bundle = Path(bundle)
     if snapshot is None:
-        scorer = Scorer(bundle)
+        scorer = Scorer(bundle, allow_unsealed=True)  # being assembled: sealed when it is published
         snapshot = (scorer.reps, scorer.base.user_raw, scorer.base.item_raw)
     entry = save_node_reps(bundle, *snapshot)
     manifest = read_manifest(bundle)

@@ -21,11 +21,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.registry_config import RegistryConfig
+from ml_core.serving.guard import Limits
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.retrieval import INDEX_KINDS, Retriever, set_index_threads
 from ml_core.serving.scorer import Scorer
@@ -54,12 +55,24 @@ class ServeOptions:
     prior_users: int = 8
     #: seconds between checks of the production pointer; 0 = no watcher (POST /reload only)
     watch_s: float = 0.0
+    #: the request limits (:class:`ml_core.serving.guard.Limits`); None = the defaults
+    limits: Limits | None = None
+    #: the bearer token POST /reload needs ("" = /reload is refused; ``moge serve`` reads it from
+    #: ``$MOGE_ADMIN_TOKEN`` or ``--admin-token-file``); never printed
+    admin_token: str = field(default="", repr=False)
+    #: serve the OpenAPI pages (/docs, /redoc, /openapi.json); off by default: a public server
+    #: need not publish its API's shape
+    docs: bool = False
+    #: serve a ``--bundle`` directory without ``_FILES.json`` unchecked (default: refused)
+    allow_unsealed: bool = False
 
     def __post_init__(self) -> None:
         if min(self.retrieval, self.prior_users, self.watch_s) < 0 or min(self.ef_search, self.batch_size) < 1:
             raise ValueError(f"retrieval, prior_users, watch_s >= 0 and ef_search, batch_size >= 1 expected, got {self}")
         if self.index not in INDEX_KINDS:
             raise ValueError(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
+        if self.limits is None:
+            object.__setattr__(self, "limits", Limits())
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,7 @@ class ModelHolder:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._failed: str | None = None  # the version whose load failed (not retried until the pointer moves)
+        self._failed_at: tuple | None = None  # (that version, the pointer's stamp when it failed)
         self._stamp = self._pointer_stamp()
         self.current = self._load()
         metrics.set_version(self.current.version)
@@ -123,7 +137,8 @@ class ModelHolder:
     def _load(self) -> Served:
         o = self.options
         if self.fixed:
-            scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads)
+            scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads,
+                                        allow_unsealed=o.allow_unsealed)
         else:
             scorer = Scorer.from_registry(self.path, self.registry, batch_size=o.batch_size, threads=o.threads)
         set_index_threads(o.threads)
@@ -142,20 +157,29 @@ class ModelHolder:
                                    "with a storage root to follow the production pointer")
         with self._lock:
             old = self.current
-            prod = self.store.production()
-            if prod is None:
+            stamp = self._pointer_stamp()
+            try:
+                prod = self.store.production()
+                version = None if prod is None else str(prod["version"])
+            except (ValueError, KeyError, TypeError, OSError) as e:  # torn or hand-edited pointer
+                raise ReloadError(503, f"the production pointer of {self.store.location} is unreadable "
+                                       f"({type(e).__name__}); still serving {old.version}") from None
+            if version is None:
                 raise ReloadError(503, f"no production pointer in {self.store.location}; still serving {old.version}")
             previous = old.version
-            if prod["version"] == previous:
+            if version == previous:
                 return {"version": previous, "previous": previous, "changed": False}
+            if (version, stamp) == self._failed_at:  # not loaded (and hashed) again until the pointer moves
+                raise ReloadError(503, f"{version} failed to load and the pointer has not moved since; "
+                                       f"still serving {old.version}")
             try:
                 new = self._load()
             except Exception as e:
-                self._failed = prod["version"]
+                self._failed, self._failed_at = version, (version, stamp)
                 self.metrics.reloaded(False)
-                raise ReloadError(503, f"reload of {prod['version']} failed ({e}); still serving {old.version}") from None
+                raise ReloadError(503, f"reload of {version} failed ({e}); still serving {old.version}") from None
             self.current = new  # the swap: one reference assignment
-            self._failed = None
+            self._failed = self._failed_at = None
             self.metrics.set_version(new.version)
             self.metrics.reloaded(True)
             version = new.version

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
-from ml_core.bundles import read_manifest, write_manifest
+from ml_core.bundles import check_version_name, read_manifest, write_manifest
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
@@ -78,7 +78,7 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:
     """Publish bundle ``version`` again from the deployed_model partition it was assembled in (the
     store's copy was found corrupt): that partition is checked first and must hold that version."""
-    day = version[:10]
+    day = check_version_name(version)[:10]
     src = lake.checked_dir("deployed_model", day) / "bundle"
     held = read_manifest(src).get("version") if (src / "manifest.json").is_file() else None
     if held != version:
@@ -92,6 +92,7 @@ def run_deployed_model(cfg: PipelineConfig, lake: Lake, day, log=None) -> Deploy
     reference models, passes the gate. ``log``: the reference models' scoring progress."""
     store = open_bundle_registry(cfg.registry, lake.root)
     with store.lock():  # the references are scored, judged and the pointer moved as one step
+        recover_decision_log(store)
         ev = judge_against_references(cfg, lake, day, store, log=log)
         return _decide_and_deploy(cfg, lake, day, ev, store)
 
@@ -121,6 +122,26 @@ def _decide_and_deploy(cfg: PipelineConfig, lake: Lake, day, ev: EvaluationResul
         (tmp / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=2, default=str))
     if decision.promote:
         store.publish(lake.partition_dir("deployed_model", day) / "bundle", version)
-        store.set_production(version, {"partition": day_str(day), "metrics": ev.candidate})
+        # the decision travels in the pointer: killed before the append below, the next
+        # deployment finds it there and logs it (recover_decision_log)
+        store.set_production(version, {"partition": day_str(day), "metrics": ev.candidate,
+                                       "decision": result.to_dict()})
     store.record_decision(result.to_dict())
     return result
+
+
+def recover_decision_log(store: BundleRegistry) -> dict | None:
+    """Log the promotion the production pointer carries when the decisions log lacks it (the
+    deployer was killed, or the machine lost power, between moving the pointer and appending its
+    decision): the pointer and the log then tell the same story. Returns the record appended, or
+    None when the log already holds a promotion of that version (or the pointer carries none)."""
+    prod = store.production()
+    pending = (prod or {}).get("decision")
+    if not isinstance(pending, dict) or not pending.get("promoted"):
+        return None
+    if any(d.get("promoted") and d.get("version") == pending.get("version") for d in store.decisions()):
+        return None
+    record = {**pending, "recovered": "the pointer had moved but its decision was not logged; logged at the "
+                                      "next deployment"}
+    store.record_decision(record)
+    return record

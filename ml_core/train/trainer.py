@@ -27,6 +27,7 @@ from ml_core.inference import inference_needs_graph
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.progress import Progress, format_duration
+from ml_core.stop import check_stop
 from ml_core.train import distributed as ddp
 from ml_core.train.extensions import (
     make_optimizer,
@@ -225,6 +226,7 @@ def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, 
         run_progress = run_progress or Progress(len(plan) * cfg.epochs, 0)
         with contextlib.closing(iterate(makers, plan, gen, prefetch=cfg.prefetch)) as batches:
             for batch in batches:
+                check_stop(f"before training step {step + 1}")  # a signal to the run command
                 batch = batch.to(device)
                 with autocast():
                     _, loss, parts = step_loss(batch)

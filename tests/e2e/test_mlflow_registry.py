@@ -185,7 +185,9 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
     # serving on a machine with no lake and no registry directory: production comes from MLflow
     serve_root = tmp_path / "serving"
     sc = Scorer.from_registry(serve_root, cfg.registry)
-    local = Scorer.from_bundle(local_bundle)  # the bundle as the gate promoted it (the refusal replaced the partition)
+    # the bundle as the gate promoted it (the refusal replaced the partition); its files are
+    # checked as part of that lake partition, the bundle directory has no _FILES.json of its own
+    local = Scorer.from_bundle(local_bundle, allow_unsealed=True)
     assert sc.version == promoted.version and sc.bundle.is_relative_to(serve_root / "registry_cache")
     s = Lake(root).read_table("training_samples", D).unique(["user_id", "item_id"]).head(300)
     users, items = s["user_id"].to_numpy(), s["item_id"].to_numpy()
@@ -205,8 +207,10 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
 
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
-    assert main(["serve"]) == 0  # `moge serve` builds its app from [registry] (uvicorn.run captured)
-    with TestClient(served["app"]) as c:
+    monkeypatch.setenv("MOGE_ADMIN_TOKEN", "e2e-token")  # /reload needs it
+    # `moge serve` builds its app from [registry] (uvicorn.run captured); TestClient's Host is "testserver"
+    assert main(["serve", "--allowed-hosts", "*"]) == 0
+    with TestClient(served["app"], headers={"Authorization": "Bearer e2e-token"}) as c:
         assert c.get("/health").json()["version"] == promoted.version
         assert c.post("/reload").json() == {"version": promoted.version, "previous": promoted.version, "changed": False}
     # training warm-starts from the MLflow production model

@@ -9,10 +9,21 @@ import pytest
 from tests.reliability.faults import first_model_day, promote_by_hand, run_flow_here, write_config
 
 
-def pytest_terminal_summary(terminalreporter):
-    rows = [value for reports in terminalreporter.stats.values() for rep in reports
+def _recorded(terminalreporter, name: str) -> list:
+    return [value for reports in terminalreporter.stats.values() for rep in reports
             if getattr(rep, "when", None) == "call" for key, value in getattr(rep, "user_properties", ())
-            if key == "fault"]
+            if key == name]
+
+
+def pytest_terminal_summary(terminalreporter):
+    for hostile in _recorded(terminalreporter, "hostile"):  # tests/reliability/test_hostile_requests.py
+        terminalreporter.write_sep("-", "hostile requests against moge serve: answers, /health during each")
+        terminalreporter.write_line(f"{'probe':48s} {'status':>10s} {'seconds':>8s} {'/health max':>12s}")
+        for r in hostile["rows"]:
+            terminalreporter.write_line(f"{r['probe']:48s} {r['status']!s:>10s} {r['seconds']:8.2f} "
+                                        f"{r['health_max_ms']:9.1f} ms")
+        terminalreporter.write_line(", ".join(f"{k} {v}" for k, v in hostile["summary"].items()))
+    rows = _recorded(terminalreporter, "fault")
     if not rows:
         return
     terminalreporter.write_sep("-", "fault injection: runs failed / recovered, data lost, wrong models served")

@@ -93,6 +93,8 @@ def test_promotion_killed(flow, tmp_path, monkeypatch, record_property, point):
     result = run_deployed_model(cfg, Lake(root), new_day)  # the next deployment run of D+1
     assert result.promoted and result.version == new and store.production()["version"] == new
     assert [d["version"] for d in store.decisions() if d.get("promoted")][-1] == new
+    if point == "before_decision":  # the promotion the pointer carried was logged first, as recovered
+        assert [d["version"] for d in store.decisions() if d.get("recovered")] == [new]
     lost, wrong = data_lost(before, root), wrong_models_served(root)
     assert lost == [] and wrong == [] and corrupt_entries(root) == []
     report(record_property, f"SIGKILL in a promotion: {point.replace('_', ' ')} (serving {'new' if expected == new else 'old'})",

@@ -204,3 +204,12 @@ def test_code_location_load_reports_a_bad_model_and_source(tmp_path):
                          text=True, env={**os.environ, "MOGE_CONFIG": str(p)}, timeout=300)
     assert out.returncode != 0
     assert "train.model = 'mogee': not a registered model" in out.stderr and "none.csv" in out.stderr
+
+
+def test_tracking_uris_are_printed_without_credentials():
+    from ml_core.registry_config import redacted_uri
+
+    assert redacted_uri("https://alice:s3cret@mlflow.internal:5000/path") == "https://***@mlflow.internal:5000/path"
+    assert redacted_uri("http://token@host") == "http://***@host"
+    assert redacted_uri("http://mlflow.internal:5000") == "http://mlflow.internal:5000"
+    assert redacted_uri("") == ""

@@ -171,3 +171,26 @@ def test_cluster_address_mode():
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
         with pytest.raises(RuntimeError, match="--nthreads 1"):
             DaskEngine(cluster.scheduler_address)
+
+
+def test_the_local_cluster_listens_on_loopback_only(dask_engine):
+    """The local cluster's scheduler and dashboard bind 127.0.0.1 (the dashboard bound every
+    interface before)."""
+    from urllib.parse import urlsplit
+
+    assert dask_engine.cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert urlsplit(dask_engine.cluster.dashboard_link).hostname == "127.0.0.1"
+
+
+def test_tls_settings(tmp_path):
+    from distributed.security import Security
+
+    from ml_core.graph.engine import engine_security
+
+    assert engine_security(DASK) is None
+    with pytest.raises(ValueError, match="missing"):
+        engine_security(replace(DASK, engine_tls_ca_file="ca.pem"))
+    sec = engine_security(replace(DASK, engine_tls_ca_file="ca.pem", engine_tls_cert="c.pem", engine_tls_key="k.pem"))
+    assert isinstance(sec, Security) and sec.require_encryption and sec.tls_client_cert == "c.pem"
+    with pytest.raises(ValueError, match="tls://"):
+        DaskEngine("tcp://10.0.0.1:8786", security=sec)

@@ -7,23 +7,31 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from ml_core.bundles import BundleStore
+from ml_core.bundles import BundleStore, read_manifest, write_manifest
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.state import ModelHolder, ServeOptions
+from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 
 WATCH_S = 0.05
 
 
 def publish_copy(store: BundleStore, version: str, new_version: str) -> None:
     """Publish the bundle of ``version`` again as ``new_version`` (a promotion needs a new version,
-    not a new training run)."""
-    shutil.copytree(store.version_dir(version), store.version_dir(new_version))
+    not a new training run): its manifest names the new version, as an assembled bundle's would
+    (a plain copy under another name is refused, tests/reliability/test_hostile_requests.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        shutil.copytree(store.version_dir(version), bundle, ignore=shutil.ignore_patterns(VERSION_FILE, INTEGRITY_FILE))
+        write_manifest(bundle, {**read_manifest(bundle), "version": new_version})
+        store.publish(bundle, new_version)
 
 
 @pytest.fixture
@@ -148,3 +156,28 @@ def test_the_served_model_is_exempt_from_full_collections_and_an_old_one_is_free
     assert first() is None  # the old model went with its last reference
     assert gc.get_freeze_count() > 10_000
     gc.unfreeze()
+
+
+def test_reload_of_a_broken_version_is_not_retried_until_the_pointer_moves(mmoe, serve_root, monkeypatch):
+    """POST /reload of a production version that fails to load: 503 each time, but it is loaded
+    (and its files hashed) once, not on every call, until the pointer moves again."""
+    from ml_core.serving.state import ReloadError
+
+    store = BundleStore(serve_root)
+    holder = ModelHolder(serve_root, ServeOptions(), Metrics())
+    broken = mmoe.version + "-broken"
+    publish_copy(store, mmoe.version, broken)
+    store.set_production(broken, {"partition": "test"})
+    shutil.rmtree(store.version_dir(broken) / "context")
+    loads = []
+    real_load = holder._load
+    monkeypatch.setattr(holder, "_load", lambda: loads.append(1) or real_load())
+    for _ in range(3):
+        with pytest.raises(ReloadError) as e:
+            holder.reload()
+        assert e.value.status == 503 and holder.current.version == mmoe.version
+    assert len(loads) == 1
+    store.pointer_path.write_text('{"version": "2026-01')  # torn: 503, not a 500
+    with pytest.raises(ReloadError, match="unreadable") as e:
+        holder.reload()
+    assert e.value.status == 503

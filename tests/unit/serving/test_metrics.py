@@ -69,3 +69,4 @@ def test_metrics_endpoint(mmoe, scorer):
     assert s['moge_request_duration_seconds_count{endpoint="/score"}'] == 4
     assert s[f'moge_model_version_info{{version="{mmoe.version}"}}'] == 1
     assert s['moge_reloads_total{result="ok"}'] == 0
+    assert s['moge_rejections_total{reason="validation"}'] == 1  # the empty /score

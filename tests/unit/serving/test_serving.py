@@ -26,9 +26,13 @@ from ml_core.serving.scorer import (
     pair_samples,
     request_context,
 )
+from ml_core.serving.state import ServeOptions
 from ml_core.storage import Lake, seal
 from tests.conftest import make_config
 from tests.unit.serving.deployed import MODELS, OVERRIDES, UNKNOWN, D, Deployment, deploy
+
+TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def lake_pairs(dep: Deployment, n: int = 1500) -> pl.DataFrame:
@@ -304,8 +308,8 @@ def test_reload_after_second_deployment(mmoe, tmp_path):
 
     root = tmp_path / "root"
     shutil.copytree(mmoe.root, root)  # lake + registry: the flow can deploy again
-    app = create_app(root)
-    with TestClient(app) as c:
+    app = create_app(root, options=ServeOptions(admin_token=TOKEN))
+    with TestClient(app, headers=ADMIN) as c:
         assert c.post("/reload").json() == {"version": mmoe.version, "previous": mmoe.version, "changed": False}
         in_flight = app.state.holder.current.scorer  # what a request that started now holds
         cfg = make_config(root, *OVERRIDES, 'train.model="mmoe"', "train.seed=1")
@@ -319,7 +323,8 @@ def test_reload_after_second_deployment(mmoe, tmp_path):
         body = c.post("/score", json={"pairs": [[1, 1]]}).json()
         assert body["version"] == second
     # a fixed bundle has nothing to reload
-    with TestClient(create_app(BundleStore(root).version_dir(second))) as c:
+    with TestClient(create_app(BundleStore(root).version_dir(second), options=ServeOptions(admin_token=TOKEN)),
+                    headers=ADMIN) as c:
         assert c.get("/model").json()["source"] == "bundle"
         assert c.post("/reload").status_code == 409
 

@@ -139,3 +139,27 @@ def test_training_threads_do_not_outlive_training():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_requested_stop_ends_training_between_two_steps():
+    """A stop asked for while training (the run command got SIGINT or SIGTERM) ends it before the
+    next optimiser step, with the reason, instead of after the last one."""
+    from ml_core.config import TrainConfig
+    from ml_core.stop import StopRequested, clear_stop, request_stop
+    from tests.helpers import TASKS, planted_day
+
+    cfg = dataclasses.replace(TrainConfig(), model="mlp", dim=8, batch_size=32, epochs=2, max_steps_per_epoch=12,
+                              log_every_steps=3, prefetch=0, validation="none")
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if " step 3/12" in line:
+            request_stop("SIGTERM received")
+
+    try:
+        with pytest.raises(StopRequested, match="stopped before training step 4: SIGTERM received"):
+            train([planted_day().day], cfg, TASKS, log=log)
+    finally:
+        clear_stop()
+    assert not any(" step 6/12" in line for line in lines)
