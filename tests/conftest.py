@@ -131,7 +131,7 @@ def served_deployments(tmp_path_factory):
     serving tests and the hostile-request suite of tests/reliability (read-only: copy it)."""
     import shutil
 
-    from tests.unit.serving.deployed import DAYS, OVERRIDES, Deployment, deploy
+    from tests.unit.serving.deployed import DAYS, MODEL_OVERRIDES, OVERRIDES, Deployment, deploy
 
     data_root = tmp_path_factory.mktemp("serving-data")
     build_data_days(make_config(data_root, *OVERRIDES), Lake(data_root), DAYS)
@@ -141,7 +141,7 @@ def served_deployments(tmp_path_factory):
         if model not in cache:
             root = tmp_path_factory.mktemp(f"flow-{model}")
             shutil.copytree(data_root / "lake", root / "lake")
-            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"')
+            cfg = make_config(root, *OVERRIDES, f'train.model="{model}"', *MODEL_OVERRIDES.get(model, []))
             decision = deploy(cfg, root)
             serve_root = tmp_path_factory.mktemp(f"serve-{model}")
             shutil.copytree(root / "registry", serve_root / "registry")
