@@ -213,7 +213,7 @@ def main(argv=None) -> int:
               for d in eval_days]
     report = "\n".join(lines)
     print(report)
-    out = Path(__file__).resolve().parent / "results" / f"history_{dataset}_{args.budget}_{date.today():%Y%m%d}.json"
+    out = Path(__file__).resolve().parent / "results" / f"history_{dataset}{'_config' if args.config else ''}_{args.budget}_{date.today():%Y%m%d}.json"
     out.write_text(json.dumps({"dataset": dataset, "budget": args.budget, "eval_days": eval_days,
                                "model_days": model_days, "variants": args.variants, "pooled_gauc": table,
                                "per_day_gauc": per_day, "warm_minus_scratch": warm_vs_scratch,
