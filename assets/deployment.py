@@ -7,8 +7,8 @@ import dagster as dg
 
 from assets.automation import DECISION
 from assets.common import code_version, result, settings, stage
-from assets.ranges import materialize_days
 from assets.partitions import previous_day
+from assets.ranges import materialize_days
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import gauc_table, load_evaluation
 
