@@ -275,14 +275,20 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self, *sections: str) -> str:
-        """A short stable hash of the named sections (all if none): part of data versions."""
+        """A short stable hash of the named sections (all if none, less :data:`_NOT_WHAT`): part of
+        data versions."""
         import hashlib
 
         d = self.to_dict()
         d["graph"] = {k: v for k, v in d["graph"].items() if not k.startswith("engine")}  # where, not what
-        picked = {s: d[s] for s in (sections or d.keys())}
+        picked = {s: d[s] for s in (sections or [s for s in d if s not in _NOT_WHAT])}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
+
+#: Sections that say where results are stored and when (and in how many runs) they are computed,
+#: not what they hold: left out of :meth:`PipelineConfig.fingerprint`, so the same day computed on
+#: another lake, or by a backfill cut into other runs, has the same data version.
+_NOT_WHAT = ("storage", "registry", "automation")
 
 #: Section name -> its dataclass (``source``: see :data:`SOURCE_KINDS`).
 _SECTIONS: dict[str, type | None] = {

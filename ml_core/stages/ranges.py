@@ -49,3 +49,12 @@ def run_days(what: str, days: Iterable[str], run_day: Callable[[str], R],
             raise DayFailed(what, day, days, finished, e) from e
         yield day, out
         finished.append(day)
+
+
+def chunks(days: Iterable[str], size: int) -> list[list[str]]:
+    """``days`` in date order, cut into runs of ``size`` consecutive days (0: one run of all)."""
+    days = sorted(days)
+    if not days:
+        return []
+    step = size or len(days)
+    return [days[i:i + step] for i in range(0, len(days), step)]
