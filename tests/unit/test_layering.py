@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     # rates/ETA, linear-time counting sorts
     {"typed", "storage", "integrity", "eval", "progress", "sorting", "mixing"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config", "dist_config"},
+    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "automation_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "graph"},  # node features; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
