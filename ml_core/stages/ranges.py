@@ -27,7 +27,8 @@ class DayFailed(RuntimeError):
     def __init__(self, what: str, day: str, days: list[str], done: list[str], cause: BaseException):
         done = sorted(done)
         self.what, self.day, self.days, self.done = what, day, days, done
-        kept = f"{done[0]}..{done[-1]} ({len(done)} days) are materialized" if done else "no day of it is materialized"
+        kept = (f"{done[0]} is materialized" if len(done) == 1 else
+                f"{done[0]}..{done[-1]} ({len(done)} days) are materialized" if done else "no day of it is materialized")
         super().__init__(f"{what}: day {day} of the range {days[0]}..{days[-1]} failed ({type(cause).__name__}: "
                          f"{cause}); {kept}, a retry resumes from {day}")
 
