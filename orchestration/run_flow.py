@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
+    if args.data_only:
+        return 0
     if lake.exists("deployed_model", end.isoformat()):
         ev = load_evaluation(lake, end.isoformat(), judged=True)
         print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
