@@ -313,18 +313,22 @@ def run_command(side: Side, args: argparse.Namespace) -> dict:
 
 
 def model_day_spacing(home: Path) -> dict:
-    """Seconds between consecutive model days' decisions (deployed_model materializations, in day
-    order): how long each model day of the chain took, waits between runs included."""
+    """Seconds between consecutive model days, per model asset (its materializations, in day
+    order): how long each day of the chain took, waits between runs included (a ranged run's
+    days follow each other in one step)."""
     import dagster as dg
 
+    out = {}
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        recs = instance.fetch_materializations(dg.AssetKey("deployed_model"), limit=100000).records
-    at = {}
-    for r in recs:
-        at[r.partition_key] = max(at.get(r.partition_key, 0.0), r.timestamp)
-    times = [at[d] for d in sorted(at)]
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    return {"mean": round(sum(gaps) / len(gaps), 1), "max": round(max(gaps), 1)} if gaps else {}
+        for asset in MODEL_ASSETS:
+            at: dict[str, float] = {}
+            for r in instance.fetch_materializations(dg.AssetKey(asset), limit=10000).records:
+                at[r.partition_key] = max(at.get(r.partition_key, 0.0), r.timestamp)
+            times = [at[d] for d in sorted(at)]
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            if gaps:
+                out[asset] = {"mean": round(sum(gaps) / len(gaps), 1), "max": round(max(gaps), 1)}
+    return out
 
 
 def check_side(side: Side, expected: dict[str, list[str]]) -> dict:
@@ -401,9 +405,8 @@ def report(out: dict) -> None:
             print(f"{name}: between one model day's decision and the next day's training: "
                   + ", ".join(f"{k} mean {v['mean']} (sum {v['sum']})" for k, v in r["model_chain_gaps"].items()))
     for name, r in s.items():
-        if r["model_day_spacing_s"]:
-            print(f"{name}: between consecutive model days' decisions: mean {r['model_day_spacing_s']['mean']} s, "
-                  f"max {r['model_day_spacing_s']['max']} s")
+        for asset, gap in r["model_day_spacing_s"].items():
+            print(f"{name}: between consecutive model days of {asset}: mean {gap['mean']} s, max {gap['max']} s")
     if "serial" not in s:
         return
     ser = s["serial"]
