@@ -14,9 +14,11 @@ on) evaluates these every 30 s. A partition is requested when
 * no input is missing (unless it is requested on the same tick), or in progress, and it is not
   in progress itself.
 
-A tick that requests many partitions submits them as one asset backfill, so days run in
-parallel where the partition mappings allow and in date order where they don't (the decision
-of D after the decision of D-1). Older missing days are a backfill a person launches.
+A tick that requests many partitions submits them as one asset backfill, which runs them with
+the assets' backfill policies (:mod:`assets.ranges`): the data days ``automation.data_days_per_run``
+a run, in parallel where the partition mappings allow, the model chain's days in one run in date
+order (the decision of D after the decision of D-1). So a catch-up after a week away is a few
+runs, not one per day and asset group. Older missing days are a backfill a person launches.
 """
 
 from __future__ import annotations

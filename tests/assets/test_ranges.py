@@ -9,7 +9,6 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 import assets.logs as logs
-from ml_core.stages.ranges import DayFailed, chunks, run_days
 from ml_core.storage import Lake
 from orchestration.definitions import defs
 from tests.conftest import FAST
@@ -47,24 +46,6 @@ def faulty_logs(monkeypatch):
 
 def _logs_job():
     return defs.resolve_job_def("daily_logs")
-
-
-def test_run_days_stops_at_the_failing_day_and_names_it():
-    seen = []
-
-    def day(d):
-        if d == "c":
-            raise ValueError("bad")
-        seen.append(d)
-        return d.upper()
-
-    it = run_days("x", ["b", "a", "c", "d"], day, done={"a"})
-    assert next(it) == ("b", "B")  # date order, the done day passed
-    with pytest.raises(DayFailed, match=r"x: day c of the range a\.\.d failed \(ValueError: bad\); a\.\.b \(2 days\) "
-                                        r"are materialized, a retry resumes from c") as e:
-        next(it)
-    assert (e.value.day, e.value.done) == ("c", ["a", "b"]) and seen == ["b"]
-    assert chunks(["c", "a", "b"], 2) == [["a", "b"], ["c"]] and chunks(["a", "b"], 0) == [["a", "b"]]
 
 
 def test_a_failure_on_day_k_keeps_the_days_before_names_k_and_a_retry_resumes_from_k(tmp_path, faulty_logs):
