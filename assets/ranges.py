@@ -81,9 +81,11 @@ def version_tags(context: dg.AssetExecutionContext, key: dg.AssetKey, day: str, 
     tags = {CODE_VERSION_TAG: node.code_version or context.run_id, DATA_VERSION_TAG: version,
             DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
     for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string()):
-        versions, pointer = [], None
-        for p in upstream_days(context, parent.to_user_string(), day, key.to_user_string()):
-            rec = context.instance.get_latest_data_version_record(parent, graph.get(parent).is_external, p)
+        versions, pointer, up = [], None, graph.get(parent)
+        # a parent outside the assets this job was built from has no partitions here: its newest event
+        days = upstream_days(context, parent.to_user_string(), day, key.to_user_string()) if up.partitions_def else [None]
+        for p in days:
+            rec = context.instance.get_latest_data_version_record(parent, up.is_external, p)
             if rec is not None:
                 versions.append((extract_data_version_from_entry(rec.event_log_entry) or DEFAULT_DATA_VERSION).value)
                 pointer = max(pointer or 0, rec.storage_id)
