@@ -77,3 +77,51 @@ def test_a_failure_on_day_k_keeps_the_days_before_names_k_and_a_retry_resumes_fr
         assert calls == DAYS[2:]  # resumed from day 3
         assert _recorded(instance, "interaction_logs") == dict.fromkeys(DAYS, 1)
         assert Lake(tmp_path).days("interaction_logs") == DAYS
+
+
+def test_a_ranged_model_step_holds_the_model_pool_only_while_it_runs(tmp_path):
+    """The ``model`` pool (limit 1): a ranged step of a pool-``model`` asset (the body every model
+    asset runs, :func:`assets.ranges.materialize_days`) holds the slot while it computes its days,
+    frees it while it waits for its retry after a failed day, and leaves it free when it ends."""
+    import threading
+    import time
+
+    from assets.ranges import materialize_days
+
+    attempts = []
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date=DAYS[0]), pool="model",
+              backfill_policy=dg.BackfillPolicy.single_run(), retry_policy=dg.RetryPolicy(max_retries=1, delay=3))
+    def model_like(context):
+        def day_result(day):
+            attempts.append(day)
+            time.sleep(0.5)
+            if day == DAYS[1] and attempts.count(day) == 1:
+                raise OSError("injected")
+            return dg.MaterializeResult(metadata={"day": day})
+
+        yield from materialize_days(context, day_result)
+
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"concurrency": {"pools": {"default_limit": 1}}}) as inst:
+        samples, stop = [], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                info = inst.event_log_storage.get_concurrency_info("model")
+                samples.append((time.time(), len(info.claimed_slots)))
+                time.sleep(0.1)
+
+        t = threading.Thread(target=poll)
+        t.start()
+        try:
+            res = dg.materialize([model_like], instance=inst, tags=_range(DAYS[0], DAYS[2]))
+        finally:
+            stop.set()
+            t.join()
+        assert res.success and attempts == [DAYS[0], DAYS[1], DAYS[1], DAYS[2]]
+        ev = {e.dagster_event.event_type_value: e.timestamp for e in inst.all_logs(res.run_id) if e.dagster_event}
+        waiting = [n for at, n in samples if ev["STEP_UP_FOR_RETRY"] + 0.3 < at < ev["STEP_RESTARTED"] - 0.3]
+        working = [n for at, n in samples if ev["STEP_START"] < at < ev["STEP_UP_FOR_RETRY"] - 0.1]
+        assert waiting and not any(waiting), samples  # free while it waits for its retry
+        assert working and all(working), samples  # held while it computes
+        assert inst.event_log_storage.get_concurrency_info("model").claimed_slots == []
