@@ -115,6 +115,10 @@ def test_turned_on_over_an_empty_lake_it_catches_up_the_horizon_only(sim):
     assert done["training_samples"] == days_back(yesterday, H + T) == done["bipartite_graph"]
     assert done["interaction_logs"] == days_back(yesterday, H + T + W)
     assert yesterday in done["deployed_model"]
+    # every model day on one tick (so one asset backfill, whose policies run them as one range in
+    # date order), not one day per tick as when a decision waited for the previous day's request
+    for key in ("trained_model", "model_evaluation", "deployed_model"):
+        assert [t[key] for t in sim.history if key in t] == [days_back(yesterday, H)], key
 
 
 def test_after_the_demo_and_a_week_away_it_starts_at_once_and_fills_the_gap(sim):
