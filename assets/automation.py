@@ -14,9 +14,11 @@ on) evaluates these every 30 s. A partition is requested when
 * no input is missing (unless it is requested on the same tick), or in progress, and it is not
   in progress itself.
 
-A tick that requests many partitions submits them as one asset backfill, so days run in
-parallel where the partition mappings allow and in date order where they don't (the decision
-of D after the decision of D-1). Older missing days are a backfill a person launches.
+A tick that requests many partitions submits them as one asset backfill, which runs them with
+the assets' backfill policies (:mod:`assets.ranges`): the data days ``automation.data_days_per_run``
+a run, in parallel where the partition mappings allow, the model chain's days in one run in date
+order (the decision of D after the decision of D-1). So a catch-up after a week away is a few
+runs, not one per day and asset group. Older missing days are a backfill a person launches.
 """
 
 from __future__ import annotations
@@ -36,16 +38,22 @@ def catch_up(days: int, refresh_days: int | None = None, ignore_missing: str | N
     """Materialize the newest ``days`` partitions when missing, and the newest ``refresh_days``
     (default: ``days``) when an input was updated since.
 
-    ``ignore_missing``: a dependency whose missing partitions *before the horizon* do not hold
-    this asset back (the decision's own previous day: before the horizon it may never have been
-    decided). Inside the horizon it does: a decision waits for the previous day's, unless both
-    are requested on the same tick (the backfill then takes them in date order)."""
+    ``ignore_missing``: the asset's own previous day (a self-dependency), whose missing
+    partitions do not hold this one back: before the horizon it may never have been decided, and
+    inside the horizon a missing previous day is requested on the same tick (its inputs are a
+    window one day earlier), and the asset backfill that tick submits runs the days in date
+    order, as one range (:mod:`assets.ranges`). Dagster cannot tell that from the condition
+    (``will_be_requested`` of another partition of the same asset is not known while the asset is
+    evaluated): waiting for it requested one model day per tick. A missing previous day that
+    cannot be requested now does hold it back: its last run failed, or one of its inputs is in
+    progress or missing (other than its own previous day, judged the same way on its own day)."""
     missing = AC.missing() & ~AC.will_be_requested()
     blocked = AC.any_deps_match(missing)
     if ignore_missing:
         dep = dg.AssetSelection.assets(ignore_missing)
+        held = AC.execution_failed() | AC.any_deps_in_progress() | AC.any_deps_match(missing).ignore(dep)
         blocked = (blocked.ignore(dep)
-                   | AC.any_deps_match(AC.in_latest_time_window(timedelta(days=days)) & missing).allow(dep))
+                   | AC.any_deps_match(AC.in_latest_time_window(timedelta(days=days)) & AC.missing() & held).allow(dep))
     return (
         AC.in_latest_time_window(timedelta(days=days))
         & ((AC.missing() & ~AC.execution_failed())

@@ -50,13 +50,15 @@ def stoppable(fn):
 
 def stage(group: str, kinds: set[str], model: bool = False, **extra) -> dict:
     """Decorator arguments every asset of the flow shares: the derived data assets' daily
-    partitions (from the day after the source's first day), or with ``model`` the model
-    assets' (which start once a training window exists)."""
+    partitions (from the day after the source's first day) and backfill policy (many days a
+    run), or with ``model`` the model assets' (which start once a training window exists; the
+    model chain's range in one run). The body runs its days with :func:`assets.ranges.materialize_days`."""
     from assets.partitions import derived_daily, model_daily
+    from assets.ranges import DATA_POLICY, MODEL_POLICY
 
     return {"partitions_def": model_daily if model else derived_daily, "group_name": group, "kinds": kinds,
             "owners": ["team:recsys"], "io_manager_key": LAKE_IO, "required_resource_keys": {"pipeline"},
-            "retry_policy": RETRY, **extra}
+            "retry_policy": RETRY, "backfill_policy": MODEL_POLICY if model else DATA_POLICY, **extra}
 
 
 def _module_file(name: str) -> Path | None:
@@ -162,7 +164,7 @@ def on_demand(kinds: set[str]) -> dict:
     features and graphs as lineage (read by the stage from the lake)."""
     from assets.partitions import train_and_eval_window
 
-    return {**stage("comparison", kinds, model=True),
+    return {**stage("comparison", kinds, model=True), "backfill_policy": None,  # one run per day: many days is a study
             "ins": {"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
             "deps": lineage_deps(train_and_eval_window)}
 

@@ -2,11 +2,13 @@
 comparison with the production and recently promoted models is the deployment decision's, made
 day after day)."""
 
+from collections.abc import Iterator
 
 import dagster as dg
 
 from assets.automation import MODEL
 from assets.common import code_version, result, settings, stage, stoppable
+from assets.ranges import materialize_days
 from ml_core.stages.evaluation import gauc_table, run_model_evaluation
 
 EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
@@ -20,12 +22,16 @@ EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
     code_version=EVALUATION_CODE,
 )
 @stoppable
-def model_evaluation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def model_evaluation(context: dg.AssetExecutionContext) -> Iterator:
     """GAUC / AUC / logloss per task of trained_model[D] on day D's samples, a day neither the
     model nor its graphs saw, next to the sanity and the CF scorers on the same samples; the candidate's
     scores are kept for the deployment decision's paired comparison with the production model."""
     cfg, lake = settings(context)
-    day = context.partition_key
+    yield from materialize_days(context, lambda day: day_evaluation(context, cfg, lake, day))
+
+
+def day_evaluation(context: dg.AssetExecutionContext, cfg, lake, day: str) -> dg.MaterializeResult:
+    """model_evaluation[day], written, with its GAUC table."""
     ev = run_model_evaluation(cfg, lake, day, log=context.log.info)
     manifest = ev.candidate_manifest
     # what was evaluated: an ablation (train.model_args) or optimizer choice shows next to its GAUC

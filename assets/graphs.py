@@ -5,6 +5,8 @@ One computation materializes the three assets: day D's graphs are derived increm
 day D-1's when its refresh state is stored (identical to a full rebuild, which runs otherwise).
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from assets.automation import DATA
@@ -18,6 +20,7 @@ from assets.common import (
     stoppable,
 )
 from assets.partitions import derived_daily, graph_window
+from assets.ranges import DATA_POLICY, materialize_days, upstream_days
 from ml_core.eval.plots import degree_plot
 from ml_core.stages.graphs import run_window_graphs
 
@@ -42,14 +45,20 @@ _common = {"partitions_def": derived_daily, "group_name": "graph", "kinds": {"nu
     ins={"interaction_logs": dg.AssetIn()},  # the window mapping is on the AssetDep above
     required_resource_keys={"pipeline"},
     retry_policy=RETRY,
+    backfill_policy=DATA_POLICY,
     can_subset=False,
 )
 @stoppable
-def window_graphs(context: dg.AssetExecutionContext, interaction_logs):
+def window_graphs(context: dg.AssetExecutionContext, interaction_logs) -> Iterator:
     cfg, lake = settings(context)
-    day = context.partition_key
-    out = run_window_graphs(cfg, lake, day, interaction_logs.days)
-    context.log.info(f"{day}: graphs built in {out.mode} mode ({out.seconds}s) over {interaction_logs.days}")
+    yield from materialize_days(context, lambda day: day_graphs(context, cfg, lake, day))
+
+
+def day_graphs(context: dg.AssetExecutionContext, cfg, lake, day: str) -> Iterator[dg.MaterializeResult]:
+    """The three graphs of ``day``, written, with their metadata and degree plots."""
+    days = upstream_days(context, "interaction_logs", day, "bipartite_graph")
+    out = run_window_graphs(cfg, lake, day, days)
+    context.log.info(f"{day}: graphs built in {out.mode} mode ({out.seconds}s) over {days}")
     bip = out.graphs.bip
     yield result(lake, "bipartite_graph", day, fields_of(out.bipartite),
                  plots={"degree_distribution": degree_plot({"users": bip.ui.degrees(), "items": bip.iu.degrees()},

@@ -2,11 +2,14 @@
 de-duplicated events of day D, with a quarantine of rejected rows (reasons and counts in the
 metadata)."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from assets.automation import LOGS, OBSERVE
 from assets.common import code_version, fields_of, result, settings, stage, stoppable
 from assets.partitions import daily
+from assets.ranges import materialize_days
 from ml_core.data.sources import day_versions
 from ml_core.stages.logs import run_interaction_logs
 from ml_core.stages.windows import catch_up_of, window
@@ -37,13 +40,16 @@ def source_logs(context) -> dg.DataVersionsByPartition:
     code_version=code_version("assets.logs", "ml_core.stages.logs"),
 )
 @stoppable
-def interaction_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def interaction_logs(context: dg.AssetExecutionContext) -> Iterator:
     """Validated events of day D (user_id, item_id, behavior, ts, category, ds) and the
     quarantine of rows that could not be read, each with its reason."""
     cfg, lake = settings(context)
-    day = context.partition_key
-    out = run_interaction_logs(cfg, lake, day)
-    if out.quarantined:
-        context.log.warning(f"{out.quarantined} rows quarantined on {day}: {out.quarantine_reasons}")
-    return result(lake, "interaction_logs", day, fields_of(out))
+
+    def day_result(day: str) -> dg.MaterializeResult:
+        out = run_interaction_logs(cfg, lake, day)
+        if out.quarantined:
+            context.log.warning(f"{out.quarantined} rows quarantined on {day}: {out.quarantine_reasons}")
+        return result(lake, "interaction_logs", day, fields_of(out))
+
+    yield from materialize_days(context, day_result)
 

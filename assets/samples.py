@@ -1,11 +1,13 @@
 """training_samples: day D's positive (user, item) pairs with K task labels plus sampled
 negatives."""
 
+from collections.abc import Iterator
 
 import dagster as dg
 
 from assets.automation import DATA
 from assets.common import code_version, fields_of, result, settings, stage, stoppable
+from assets.ranges import materialize_days
 from ml_core.stages.samples import run_training_samples
 
 
@@ -16,10 +18,9 @@ from ml_core.stages.samples import run_training_samples
     code_version=code_version("assets.samples", "ml_core.stages.samples"),
 )
 @stoppable
-def training_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def training_samples(context: dg.AssetExecutionContext) -> Iterator:
     """Samples of day D: positives labelled per task (default click = any behaviour, purchase =
     buy) and popularity-sampled negatives of items the user did not touch that day."""
     cfg, lake = settings(context)
-    day = context.partition_key
-    out = run_training_samples(cfg, lake, day)
-    return result(lake, "training_samples", day, fields_of(out))
+    yield from materialize_days(
+        context, lambda day: result(lake, "training_samples", day, fields_of(run_training_samples(cfg, lake, day))))

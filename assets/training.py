@@ -3,12 +3,14 @@
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import dagster as dg
 
 from assets.automation import TRAINING
 from assets.common import ROOT, code_version, lineage_deps, result, settings, stage, stoppable
 from assets.partitions import CONFIG, previous_day, train_window
+from assets.ranges import materialize_days, upstream_days
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
 
@@ -26,20 +28,26 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
     code_version=TRAINING_CODE,
 )
 @stoppable
-def trained_model(context: dg.AssetExecutionContext, training_samples) -> dg.MaterializeResult:
+def trained_model(context: dg.AssetExecutionContext, training_samples) -> Iterator:
     """Model trained on the samples of days D-T .. D-1, each day scored with its own graphs and
     features (built from days before it), warm-started from trained_model[D-1] when compatible
     (``train.warm_start``; ``init`` says which and why), trained until its budget or early stop
     (``stopping``); weights, feature spec, training curve, manifest. Its partitions start with the
     first day whose whole window exists. With ``train.distributed.nproc >= 1`` it trains out of
-    process, data-parallel under torchrun, launched through Dagster Pipes (:func:`train_with_torchrun`)."""
+    process, data-parallel under torchrun, launched through Dagster Pipes (:func:`train_with_torchrun`).
+    Over a range, the days train in date order, each warm-started from the day before it."""
     cfg, lake = settings(context)
-    day = context.partition_key
+    yield from materialize_days(context, lambda day: day_model(context, cfg, lake, day))
+
+
+def day_model(context: dg.AssetExecutionContext, cfg, lake, day: str) -> dg.MaterializeResult:
+    """trained_model[day], trained on its own window's samples, with its curve and manifest."""
+    train_days = upstream_days(context, "training_samples", day)
     if cfg.train.distributed.nproc:
-        reported = train_with_torchrun(context, cfg, day, training_samples.days)
+        reported = train_with_torchrun(context, cfg, day, train_days)
         stats, history = {}, json.loads((lake.partition_dir("trained_model", day) / "history.json").read_text())
     else:
-        out = run_trained_model(cfg, lake, day, training_samples.days, code_version=TRAINING_CODE, log=context.log.info)
+        out = run_trained_model(cfg, lake, day, train_days, code_version=TRAINING_CODE, log=context.log.info)
         reported, stats, history = {}, out.summary(), out.history
     curve = [(h["step"], h["loss"]) for h in history if "loss" in h]
     plot = curve_plot(curve, f"{cfg.train.model} training loss", "step", "loss (running mean)")

@@ -15,8 +15,9 @@ needs nothing above this module; checks that need the models, the training exten
 source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
-This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`, :mod:`ml_core.dist_config`,
-:mod:`ml_core.cf_config`, :mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
+This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`,
+:mod:`ml_core.automation_config`, :mod:`ml_core.cf_config`, :mod:`ml_core.dist_config`,
+:mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ml_core.automation_config import AutomationConfig, check_automation  # [automation]: catch-up, backfill runs
 from ml_core.cf_config import CFConfig  # the [cf] section: the classical CF scorers
 from ml_core.dist_config import DistributedConfig  # [train] distributed: torch DDP under torchrun
 from ml_core.registry_config import RegistryConfig  # the [registry] section: local or MLflow
@@ -229,26 +231,6 @@ class ComparisonConfig:
 
 
 @dataclass
-class AutomationConfig:
-    """The unattended daily operation (Dagster's declarative automation, README "Schedule,
-    catch-up and backfills")."""
-
-    #: Days of deployment decisions (deployed_model, the newest partitions) the automation brings
-    #: into being when it is turned on, after an empty lake or after downtime; the data partitions
-    #: those days read (their train.train_days and graph.window_days) are caught up with them.
-    #: Older missing days are a backfill.
-    catch_up_days: int = 7
-    #: When the source is observed for newly arrived or changed days (cron, source timezone).
-    #: A changed day is re-ingested and its dependents re-materialized.
-    observe_cron: str = "*/15 * * * *"
-    #: deployed_model[D-1] is expected by this hour of day D (source timezone): freshness policy.
-    fresh_by_hour: int = 6
-    #: Source days observed for late data: the newest ``observe_days`` partitions (0 = the
-    #: catch-up horizon: catch_up_days + train.train_days + graph.window_days).
-    observe_days: int = 0
-
-
-@dataclass
 class StorageConfig:
     #: Root of the Parquet lake, graph files and model registry.
     root: str = "data"
@@ -276,14 +258,20 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self, *sections: str) -> str:
-        """A short stable hash of the named sections (all if none): part of data versions."""
+        """A short stable hash of the named sections (all if none, less :data:`_NOT_WHAT`): part of
+        data versions."""
         import hashlib
 
         d = self.to_dict()
         d["graph"] = {k: v for k, v in d["graph"].items() if not k.startswith("engine")}  # where, not what
-        picked = {s: d[s] for s in (sections or d.keys())}
+        picked = {s: d[s] for s in (sections or [s for s in d if s not in _NOT_WHAT])}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
 
+
+#: Sections that say where results are stored and when (and in how many runs) they are computed,
+#: not what they hold: left out of :meth:`PipelineConfig.fingerprint`, so the same day computed on
+#: another lake, or by a backfill cut into other runs, has the same data version.
+_NOT_WHAT = ("storage", "registry", "automation")
 
 #: Section name -> its dataclass (``source``: see :data:`SOURCE_KINDS`).
 _SECTIONS: dict[str, type | None] = {
@@ -394,11 +382,7 @@ def validate_config(cfg: PipelineConfig) -> None:
         raise ConfigError(f"source.timezone = {src.timezone!r} is not a known IANA timezone") from None
     if not _DEVICE.fullmatch(cfg.train.device):
         raise ConfigError(f"train.device = {cfg.train.device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    auto = cfg.automation
-    if auto.catch_up_days < 1 or auto.observe_days < 0 or not 0 <= auto.fresh_by_hour <= 23:
-        raise ConfigError("automation: catch_up_days >= 1, observe_days >= 0 and 0 <= fresh_by_hour <= 23")
-    if len(auto.observe_cron.split()) != 5:
-        raise ConfigError(f"automation.observe_cron = {auto.observe_cron!r}: expected a 5-field cron expression")
+    check_automation(cfg.automation)
     t = cfg.train
     if not 0 < t.validation_share < 1 or min(t.eval_every_steps, t.patience, t.max_seconds) < 0:
         raise ConfigError("train: 0 < validation_share < 1; eval_every_steps, patience, max_seconds >= 0")

@@ -19,7 +19,9 @@ INTEGRITY_FILE = "_FILES.json"
 _CHUNK = 4 << 20
 
 #: Files that describe how a partition was built (timings, run ids, input versions), not what it holds.
-VOLATILE_FILES = ("stats.json", "state.json", "inputs.json")
+#: ``history.json`` is a model's training curve with its throughput (samples/s): the same weights
+#: trained twice (day by day, or in a backfill's range) are the same data version.
+VOLATILE_FILES = ("stats.json", "state.json", "inputs.json", "history.json")
 
 
 def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, INTEGRITY_FILE, "manifest.json")) -> str:

@@ -10,6 +10,7 @@ schedule, so that ``make dev`` on a laptop does not start training on its own.
 from datetime import datetime
 
 import dagster as dg
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
 from assets.partitions import CONFIG, TIMEZONE, model_daily
 
@@ -24,6 +25,36 @@ daily_automation = dg.AutomationConditionSensorDefinition(
 )
 
 FRESH_BY = f"0 {CONFIG.automation.fresh_by_hour} * * *"
+#: The asset whose partitions the freshness check expects.
+DECISIONS = dg.AssetKey("deployed_model")
+
+
+def catch_up_in_progress(instance: dg.DagsterInstance) -> str | None:
+    """What is writing deployment decisions now, or None: an asset backfill in progress that
+    targets deployed_model (the automation submits its catch-up as one), or a run in progress
+    that materializes it."""
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+    for b in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        if DECISIONS in (b.asset_selection or ()):
+            return f"backfill {b.backfill_id}"
+    runs = instance.get_run_records(dg.RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)))
+    for r in runs:
+        if DECISIONS in (r.dagster_run.asset_selection or ()):
+            return f"run {r.dagster_run.run_id[:8]}"
+    return None
+
+
+def freshness(expected: str, decided: bool, latest: str, catching_up: str | None) -> tuple[bool, str, str | None]:
+    """``(passed, state, description)`` of the freshness check: ``fresh`` when day ``expected`` is
+    decided; ``catching up`` (passed) while ``catching_up`` is writing decisions, with the day
+    reached (``latest``); else ``late`` (failed)."""
+    if decided:
+        return True, "fresh", None
+    if catching_up:
+        return True, "catching up", (f"catching up: decisions reached {latest}, {expected} expected "
+                                     f"({catching_up} in progress)")
+    return False, "late", f"no deployment decision for {expected} yet (latest: {latest})"
 
 
 @dg.asset_check(
@@ -31,7 +62,8 @@ FRESH_BY = f"0 {CONFIG.automation.fresh_by_hour} * * *"
     required_resource_keys={"pipeline"},
     automation_condition=dg.AutomationCondition.cron_tick_passed(FRESH_BY, TIMEZONE),
     description=f"The newest complete day's deployment decision exists by {CONFIG.automation.fresh_by_hour}:00 "
-    f"({TIMEZONE}): run by the automation at that hour, or by hand.",
+    f"({TIMEZONE}): run by the automation at that hour, or by hand. While a catch-up that writes "
+    "decisions is in progress it passes as 'catching up', with the day reached.",
 )
 def check_decision_is_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     now = datetime.now().astimezone()
@@ -42,7 +74,7 @@ def check_decision_is_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetC
     lake = context.resources.pipeline.lake()
     exists = lake.exists("deployed_model", day)
     latest = max(lake.days("deployed_model"), default="none")
+    passed, state, description = freshness(day, exists, latest, None if exists else catch_up_in_progress(context.instance))
     return dg.AssetCheckResult(
-        passed=exists, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"expected_partition": day, "latest_decision": latest, "checked_at": now.isoformat()},
-        description=None if exists else f"no deployment decision for {day} yet (latest: {latest})")
+        passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=description,
+        metadata={"expected_partition": day, "latest_decision": latest, "state": state, "checked_at": now.isoformat()})

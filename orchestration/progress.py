@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 #: The display's key among a job's loggers (``run_config["loggers"][STAGE_LOGGER]``).
 STAGE_LOGGER = "stages"
@@ -64,7 +65,8 @@ class StageDisplay(logging.Handler):
         if meta is None:  # not a Dagster record
             return None
         tags = meta.get("job_tags") or {}
-        where = tags.get("dagster/partition") or meta.get("job_name") or "run"
+        first, last = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+        where = tags.get("dagster/partition") or (f"{first}..{last}" if first else meta.get("job_name") or "run")
         step = meta.get("step_key")
         event = meta.get("dagster_event")
         if event is not None:

@@ -2,11 +2,19 @@
 GAUC table of the last day and the production model.
 
     python -m orchestration.run_flow --start 2026-01-01 --end 2026-01-08
+    python -m orchestration.run_flow --start 2025-01-01 --end 2025-12-31 --range
 
 Each day is one run of the ``daily_logs`` job, from the second day one of ``daily_data`` (the
 derived data) and, from the first day with a whole training window, one of ``daily_model`` (in
 process, in date order, so every day's windows are already materialized), recorded in ``$DAGSTER_HOME`` so ``dagster dev`` shows the runs, partitions,
-metadata and lineage afterwards. While a day runs, each stage prints one line when it starts and
+metadata and lineage afterwards.
+
+With ``--range`` (a backfill of history, in this process, no daemon) each job runs the range
+instead: one run per ``automation.data_days_per_run`` days of logs, then of derived data, then
+one per ``automation.model_days_per_run`` model days (0: the whole range in one run), each
+run's days in date order (:mod:`assets.ranges`). Every day is recorded as a one-day run
+records it (metadata, data version, decision); a failure names its day, the days before it stay
+materialized, and running the command again over the range re-runs it. While a day runs, each stage prints one line when it starts and
 one when it ends (with its duration), and the stages' progress lines (training steps, evaluation
 scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
 console logger (``--log-level``). For parallel backfills and the daily automation use the UI
@@ -99,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", help="first day (default: source.start_date)")
     ap.add_argument("--end", help="last day, inclusive (default: start + 7 days)")
     ap.add_argument("--days", type=int, default=8, help="number of days when --end is not given")
+    ap.add_argument("--range", action="store_true",
+                    help="run each job over the range (automation.data_days_per_run / model_days_per_run days a run) "
+                    "instead of one run per day and job")
+    ap.add_argument("--data-only", action="store_true",
+                    help="the logs and derived data only (a history backfill): no model runs")
     ap.add_argument("--log-level", default="WARNING", help="Dagster console log level (default: WARNING)")
     args = ap.parse_args(argv)
     with stop_on_signals() as stopped:
@@ -114,19 +127,21 @@ def run_days(args, stopped: dict[str, int]) -> int:
         print(msg, file=sys.stderr)
 
     import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from ml_core.bundle_registry import open_bundle_registry
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from ml_core.stages.windows import model_start
     from orchestration.definitions import defs
-    from orchestration.jobs import DAILY_JOBS
+    from orchestration.jobs import DAILY_JOBS, daily_model
     from orchestration.progress import stage_display_config, with_stage_display
     from orchestration.recovery import process_tags, recover
 
     cfg = defs.resources["pipeline"].config()
     start = date.fromisoformat(args.start or cfg.source.start_date)
     end = date.fromisoformat(args.end) if args.end else start + timedelta(days=args.days - 1)
-    jobs = [with_stage_display(defs.resolve_job_def(j.name)) for j in DAILY_JOBS]
+    jobs = [with_stage_display(defs.resolve_job_def(j.name)) for j in DAILY_JOBS
+            if not (args.data_only and j.name == daily_model.name)]
     # the compact stage display, and Dagster's console logger for what is at --log-level and above
     run_config = stage_display_config({"loggers": {"console": {"config": {"log_level": args.log_level}}}},
                                       console_level=args.log_level)
@@ -134,31 +149,34 @@ def run_days(args, stopped: dict[str, int]) -> int:
     for line in recover(instance, cfg.storage.root):  # runs of an earlier, killed invocation
         print(f"crash recovery: {line}", file=sys.stderr)
     t_all = time.perf_counter()
-    for i in range((end - start).days + 1):
-        day = (start + timedelta(days=i)).isoformat()
-        for job in jobs:
-            if not job.partitions_def.has_partition_key(day):
-                continue  # derived data start on the 2nd day, models once a training window exists
-            t0 = time.perf_counter()
-            run_id = str(uuid.uuid4())
-            res = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False, run_id=run_id,
-                                         tags=process_tags(run_id), run_config=run_config)
-            status = "ok" if res.success else "FAILED"
-            print(f"[{day}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
-            if stopped:
-                print(f"stopped by {signal.Signals(stopped['signal']).name}: run {res.run_id[:8]} of {job.name} "
-                      f"[{day}] is {'complete' if res.success else 'marked failed'}, no later run was started",
-                      file=sys.stderr, flush=True)
-                return 128 + stopped["signal"]
-            if not res.success:
-                for ev in res.all_events:
-                    if ev.is_failure:
-                        print(ev.message, file=sys.stderr)
-                    if ev.is_step_failure or ev.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
-                        print(f"  {ev.step_key}: {_error_text(ev)}", file=sys.stderr)  # what failed, and why
-                return 1
+    days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    for job, first, last in (range_runs(jobs, days, cfg) if args.range else day_runs(jobs, days)):
+        t0 = time.perf_counter()
+        run_id = str(uuid.uuid4())
+        part = {"partition_key": first} if first == last and not args.range else {}
+        tags = {**process_tags(run_id), **({} if part else {ASSET_PARTITION_RANGE_START_TAG: first,
+                                                 ASSET_PARTITION_RANGE_END_TAG: last})}
+        res = job.execute_in_process(**part, instance=instance, raise_on_error=False, run_id=run_id, tags=tags,
+                                     run_config=run_config)
+        status = "ok" if res.success else "FAILED"
+        label = first if first == last else f"{first}..{last}"
+        print(f"[{label}] {job.name} {status} in {time.perf_counter() - t0:.1f}s (run {res.run_id[:8]})", flush=True)
+        if stopped:
+            print(f"stopped by {signal.Signals(stopped['signal']).name}: run {res.run_id[:8]} of {job.name} "
+                  f"[{label}] is {'complete' if res.success else 'marked failed'}, no later run was started",
+                  file=sys.stderr, flush=True)
+            return 128 + stopped["signal"]
+        if not res.success:
+            for ev in res.all_events:
+                if ev.is_failure:
+                    print(ev.message, file=sys.stderr)
+                if ev.is_step_failure or ev.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+                    print(f"  {ev.step_key}: {_error_text(ev)}", file=sys.stderr)  # what failed, and why
+            return 1
     lake = defs.resources["pipeline"].lake()
     print(f"\nflow over {start}..{end} finished in {time.perf_counter() - t_all:.1f}s")
+    if args.data_only:
+        return 0
     if lake.exists("deployed_model", end.isoformat()):
         ev = load_evaluation(lake, end.isoformat(), judged=True)
         print(f"\nGAUC table, evaluation day {end} (model trained on {ev.candidate_manifest['train_days']}):\n")
@@ -170,6 +188,25 @@ def run_days(args, stopped: dict[str, int]) -> int:
     print(f"\nproduction model: {prod['version'] if prod else 'none'}"
           f"  ({store.version_dir(prod['version']) if prod else '-'})")
     return 0
+
+
+def day_runs(jobs: list, days: list[str]):
+    """``(job, day, day)`` for each day and job that has it: derived data start on the 2nd day,
+    models once a training window exists."""
+    return [(job, d, d) for d in days for job in jobs if job.partitions_def.has_partition_key(d)]
+
+
+def range_runs(jobs: list, days: list[str], cfg):
+    """``(job, first, last)`` for each job in order (logs, data, model), its days of ``days`` cut
+    into runs of ``automation.data_days_per_run`` (``model_days_per_run`` for the model job)."""
+    from ml_core.stages.ranges import chunks
+    from orchestration.jobs import daily_model
+
+    out = []
+    for job in jobs:
+        size = cfg.automation.model_days_per_run if job.name == daily_model.name else cfg.automation.data_days_per_run
+        out += [(job, c[0], c[-1]) for c in chunks([d for d in days if job.partitions_def.has_partition_key(d)], size)]
+    return out
 
 
 def _error_text(event) -> str:

@@ -108,6 +108,27 @@ def materialize_day(assets, day: str, **kwargs):
             for _, keys in ordered]
 
 
+def materialize_range(assets, first: str, last: str, **kwargs):
+    """``dagster.materialize`` of ``assets`` (and their asset checks) over the days ``first`` ..
+    ``last`` as partition ranges, one ranged run per partitions definition (data first), each
+    from its own first day in the range. Returns the results."""
+    import dagster as dg
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    groups: dict = {}
+    for a in assets:
+        if isinstance(a, dg.AssetsDefinition) and not isinstance(a, dg.AssetChecksDefinition) and a.is_materializable \
+                and a.partitions_def is not None and a.backfill_policy is not None:
+            groups.setdefault(a.partitions_def, set()).update(a.keys)
+    out, tags = [], kwargs.pop("tags", {})
+    for pd, keys in sorted(groups.items(), key=lambda kv: kv[0].start):
+        days = [d for d in pd.get_partition_keys() if first <= d <= last]
+        if days:
+            out.append(dg.materialize(assets, selection=dg.AssetSelection.assets(*keys), **kwargs, tags={
+                **tags, ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}))
+    return out
+
+
 def build_data_days(cfg, lake: Lake, days: list[str]) -> None:
     """Materialize the data stages (logs .. samples) of ``days`` in order."""
     run_data_days(cfg, lake, days)

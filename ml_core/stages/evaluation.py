@@ -152,6 +152,17 @@ def take_snapshot_reps(lake: Lake, day) -> tuple | None:
     return _SNAPSHOT_REPS.take(_snapshot_key(lake, day))
 
 
+#: Fields of a model's manifest that say how long its training took, not what was trained.
+_RUN_FIELDS = ("seconds",)
+
+
+def trained_as(model_dir) -> dict:
+    """The manifest of the model at ``model_dir`` as an evaluation records it: what was trained on
+    what (model, days, input and code versions...), without its training time, so the same model
+    evaluated on the same day is the same evaluation (data version) whichever run trained it."""
+    return {k: v for k, v in read_manifest(model_dir).items() if k not in _RUN_FIELDS}
+
+
 def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> EvaluationResult:
     """Evaluate trained_model[D], the sanity and the CF scorers on day D and write the result and the
     candidate's scores. ``log`` (a ``str -> None`` callable, default silent) gets what is being
@@ -168,7 +179,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity and CF scorers read graph[D]
     n = inputs.samples.height
     if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
-        out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=read_manifest(cand_dir),
+        out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=trained_as(cand_dir),
                                candidate_version=version, samples=0,
                                skipped=f"no evaluation samples: {day_str(day)} has no samples (a day without data)")
         with lake.write_dir("model_evaluation", day) as tmp:
@@ -183,7 +194,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     _SNAPSHOT_REPS.put(_snapshot_key(lake, day), cand.snapshot_reps)
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
-                           candidate_manifest=read_manifest(cand_dir), candidate_version=version, samples=n)
+                           candidate_manifest=trained_as(cand_dir), candidate_version=version, samples=n)
     log(f"scoring the sanity scorers ({', '.join(SCORERS)}) on {n:,} samples")
     t = time.perf_counter()
     out.sanity = sanity_metrics(inputs, list(fspec.tasks))

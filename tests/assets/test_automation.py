@@ -115,6 +115,10 @@ def test_turned_on_over_an_empty_lake_it_catches_up_the_horizon_only(sim):
     assert done["training_samples"] == days_back(yesterday, H + T) == done["bipartite_graph"]
     assert done["interaction_logs"] == days_back(yesterday, H + T + W)
     assert yesterday in done["deployed_model"]
+    # every model day on one tick (so one asset backfill, whose policies run them as one range in
+    # date order), not one day per tick as when a decision waited for the previous day's request
+    for key in ("trained_model", "model_evaluation", "deployed_model"):
+        assert [t[key] for t in sim.history if key in t] == [days_back(yesterday, H)], key
 
 
 def test_after_the_demo_and_a_week_away_it_starts_at_once_and_fills_the_gap(sim):
@@ -206,3 +210,37 @@ def test_the_freshness_check_judges_the_newest_complete_day(tmp_path):
     assert ev.metadata["expected_partition"].value == newest and ev.metadata["latest_decision"].value == "none"
     (tmp_path / "lake" / "deployed_model" / f"ds={newest}").mkdir(parents=True)
     assert run().passed
+
+
+def test_the_freshness_check_reports_catching_up_while_a_catch_up_writes_decisions(tmp_path):
+    """No decision for the newest day, but a run that materializes deployed_model is in progress
+    (a catch-up): the check passes as "catching up", naming the day reached; once nothing is in
+    progress, the same lake fails it."""
+    from orchestration.automation import check_decision_is_fresh, freshness
+    from orchestration.definitions import ALL_ASSETS
+    from orchestration.resources import PipelineResource, flow_resources
+
+    assert freshness("2026-01-09", True, "2026-01-09", "run x")[:2] == (True, "fresh")
+    assert freshness("2026-01-09", False, "2026-01-05", None)[:2] == (False, "late")
+    passed, state, text = freshness("2026-01-09", False, "2026-01-05", "backfill abc")
+    assert (passed, state) == (True, "catching up") and "reached 2026-01-05" in text and "backfill abc" in text
+    reached = (datetime.now(UTC).date() - timedelta(days=3)).isoformat()
+    (tmp_path / "lake" / "deployed_model" / f"ds={reached}").mkdir(parents=True)
+    res = flow_resources(PipelineResource(overrides=[f'storage.root="{tmp_path}"']))
+    with dg.instance_for_test() as instance:
+        def check():
+            result = dg.materialize([*ALL_ASSETS, check_decision_is_fresh], resources=res, instance=instance,
+                                    selection=dg.AssetSelection.checks(check_decision_is_fresh))
+            (ev,) = result.get_asset_check_evaluations()
+            return ev
+
+        catching_up = dg.DagsterRun(job_name="__ASSET_JOB", run_id="catchup0-0000-0000-0000-000000000000",
+                                    status=dg.DagsterRunStatus.STARTED,
+                                    asset_selection=frozenset({dg.AssetKey("deployed_model")}))
+        instance.add_run(catching_up)
+        ev = check()
+        assert ev.passed and ev.metadata["state"].value == "catching up"
+        assert ev.metadata["latest_decision"].value == reached and "run catchup0" in ev.description
+        instance.report_run_failed(catching_up)
+        ev = check()
+        assert not ev.passed and ev.metadata["state"].value == "late"

@@ -1,6 +1,7 @@
 """Materialize the whole flow over a range of partitions on an ephemeral instance."""
 
 import json
+import re
 
 import dagster as dg
 import numpy as np
@@ -14,7 +15,7 @@ from ml_core.stages.evaluation import load_evaluation
 from ml_core.storage import Lake
 from orchestration.definitions import ALL_ASSETS, CHECKS, FLOW_ASSETS
 from orchestration.resources import PipelineResource, flow_resources
-from tests.conftest import FAST, materialize_day
+from tests.conftest import FAST, materialize_day, materialize_range
 from tests.helpers import best_floor, doctor_evaluation
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
@@ -71,6 +72,65 @@ def test_every_day_materializes_with_its_own_windows(flow):
         assert 0.0 <= ev["gauc_click"].value <= 1.0 and "gauc_table" in ev
         dep = _latest(instance, "deployed_model", day).metadata
         assert isinstance(dep["promoted"].value, bool)
+
+
+#: What a materialization's tags say of its day: its data version, code version and input versions.
+VERSION_TAGS = ("dagster/data_version", "dagster/code_version", "dagster/data_version_is_user_provided")
+#: Metadata that differs between two runs of the same day: where, how fast and with how much memory
+#: it was written (``path``, ``seconds``, ``wall_time_s``, ``samples_per_s``, ``peak_mem_delta_mb``...).
+RUN_METADATA = re.compile(r"^path$|seconds|_s$|per_s|_mb$")
+
+
+def _scrub(v):
+    """``v`` without the run-dependent entries of :data:`RUN_METADATA`, at any depth."""
+    if isinstance(v, dict):
+        return {k: _scrub(x) for k, x in v.items() if not RUN_METADATA.search(str(k))}
+    if isinstance(v, list):
+        return [_scrub(x) for x in v]
+    return v
+
+
+def _days_as_recorded(instance, key) -> dict:
+    """Per day of ``key``: its materializations' count, version tags, input versions, metadata keys
+    and the metadata values that do not depend on the run (timings and paths aside)."""
+    out = {}
+    for r in instance.fetch_materializations(dg.AssetKey(key), limit=1000).records:
+        m = r.asset_materialization
+        tags = m.tags or {}
+        md = _scrub({k: v.value for k, v in m.metadata.items() if not isinstance(v, dg.MarkdownMetadataValue)})
+        entry = out.setdefault(r.partition_key, {"n": 0})
+        entry["n"] += 1
+        entry.update(tags={k: v for k, v in tags.items() if k in VERSION_TAGS or k.startswith("dagster/input_data_version")},
+                     metadata=json.dumps(md, sort_keys=True, default=str), keys=sorted(m.metadata))
+    return out
+
+
+def test_a_range_run_writes_every_day_as_day_by_day_runs_do(flow, tmp_path):
+    """The whole flow as three ranged runs (logs, data, models: what a backfill with the policies
+    runs) gives the partitions, data versions, code and input versions, metadata and deployment
+    decisions that one run per day and job gives: each day once, in date order, as a day alone."""
+    root, instance, _ = flow
+    ranged = dg.DagsterInstance.ephemeral()
+    results = materialize_range([*FLOW_ASSETS, *CHECKS], DAYS[0], DAYS[-1], instance=ranged,
+                                resources=resources(tmp_path, "deploy.min_gauc=0.0"))
+    assert [r.success for r in results] == [True, True, True]
+    assert len(ranged.get_runs()) == 3
+    keys = [k.to_user_string() for a in FLOW_ASSETS if isinstance(a, dg.AssetsDefinition) and a.is_materializable
+            for k in a.keys]
+    for key in keys:
+        by_day, in_range = _days_as_recorded(instance, key), _days_as_recorded(ranged, key)
+        assert sorted(in_range) == sorted(by_day), key
+        assert all(e["n"] == 1 for e in in_range.values()), (key, in_range)  # one event per day, none for the range
+        for day in by_day:
+            assert in_range[day]["tags"] == by_day[day]["tags"], (key, day)
+            assert in_range[day]["keys"] == by_day[day]["keys"], (key, day)
+            assert in_range[day]["metadata"] == by_day[day]["metadata"], (key, day)
+            assert in_range[day]["tags"]["dagster/data_version"] == Lake(tmp_path).version(key, day)
+    decisions = [{k: d[k] for k in ("partition", "promoted", "version", "reasons", "production_before")}
+                 for d in BundleStore(tmp_path).decisions()]
+    assert decisions == [{k: d[k] for k in ("partition", "promoted", "version", "reasons", "production_before")}
+                         for d in BundleStore(root).decisions()]
+    assert [d["partition"] for d in decisions] == MODEL_DAYS
 
 
 def test_metadata_is_useful(flow):

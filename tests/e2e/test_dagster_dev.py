@@ -8,9 +8,9 @@ backfill:
 
 * **Backfill** (source days today-5 .. yesterday, UTC): the asset graph, groups, lineage, jobs
   and the (stopped) sensor; then "Materialize all" over the 5 days, clicked on the lineage page
-  (scripts/screenshot_ui.py ``materialize_all``): an asset backfill that runs the days in parallel
-  where the windows allow, the model steps one at a time (pool "model") and the decisions in date
-  order, with nothing materialized beforehand: the first day has logs only, so every partition the
+  (scripts/screenshot_ui.py ``materialize_all``): an asset backfill that runs many days per run
+  (the backfill policies: a handful of ranged runs), the model steps one at a time (pool "model")
+  and the decisions in date order, with nothing materialized beforehand: the first day has logs only, so every partition the
   range's graphs, samples and models read is in the backfill.
 * **Automation** (source from 20 days ago, open-ended, ``automation.catch_up_days = 3``): on an
   empty lake, ``daily_automation`` is turned on (``startSensor``, the UI's toggle); the daemon
@@ -204,7 +204,7 @@ query($keys: [AssetKeyInput!], $partitions: [String!]!) {
 }"""
 MATERIALIZATIONS = """
 query($key: AssetKeyInput!) {
-  assetOrError(assetKey: $key) { ... on Asset { assetMaterializations { partition runId
+  assetOrError(assetKey: $key) { ... on Asset { assetMaterializations { partition runId timestamp
       metadataEntries { label ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } } } } }
 }"""
 SENSOR_QUERY = """
@@ -534,23 +534,23 @@ def test_materialize_all_backfills_every_day(deployments, backfill):
     # one decision per model day, taken in date order (deployed_model[D] after [D-1])
     decisions = BundleStore(dev.root).decisions()
     assert [d["partition"] for d in decisions] == BACKFILL_MODEL_DAYS, decisions
-    step = {r["partition"]: s for r in runs for s in r["stepStats"] if s["stepKey"] == "deployed_model"}
-    for a, b in zip(BACKFILL_MODEL_DAYS, BACKFILL_MODEL_DAYS[1:]):
-        assert step[a]["endTime"] <= step[b]["startTime"], (step[a], step[b])
+    decided = {d: float(ms[0]["timestamp"]) for d, ms in _materialized(dev, "deployed_model").items()}
+    assert sorted(decided, key=decided.get) == BACKFILL_MODEL_DAYS, decided
 
 
-def test_days_run_in_parallel_and_model_steps_one_at_a_time(backfill):
+def test_many_days_per_run_and_model_steps_one_at_a_time(backfill):
+    """The backfill policies (assets/ranges.py): a data asset's days run
+    ``automation.data_days_per_run`` (10) a run, the model chain's range in one run per step
+    group, so 6 days are a handful of ranged runs (one per day and stage group before: 35)."""
     runs = backfill["runs"]
-    # Several runs were in progress at once (up to the instance's max_concurrent_runs): with the
-    # former design (one run at a time, FIFO) this is never more than one.
-    most = _max_overlap([(r["startTime"], r["endTime"]) for r in runs])
-    assert most >= 2, [(r["partition"], r["startTime"], r["endTime"]) for r in runs]
-    # One run per day and stage group, not one run of everything.
-    assert sorted(r["partition"] for r in runs if "interaction_logs" in r["assets"]) == BACKFILL_DAYS
+    ranged = [r for r in runs if not r["partition"]]
+    assert ranged and len(runs) <= 6, [(r["partition"], r["assets"]) for r in runs]
+    logs = [r for r in runs if "interaction_logs" in r["assets"]]
+    assert len(logs) == 1 and _tags(logs[0])["dagster/asset_partition_range_start"] == BACKFILL_DAYS[0]
     # The pool "model" (limit 1): no two model steps overlap, whichever runs they are in.
     model_steps = [(s["startTime"], s["endTime"]) for r in runs for s in r["stepStats"]
                    if s["stepKey"] in MODEL_ASSETS and s["startTime"] and s["endTime"]]
-    assert len(model_steps) == len(MODEL_ASSETS) * len(BACKFILL_MODEL_DAYS)
+    assert len(model_steps) == len(MODEL_ASSETS)  # each model asset: one step over its days
     assert _max_overlap(model_steps) == 1, sorted(model_steps)
 
 
@@ -637,6 +637,14 @@ def test_the_automation_catches_up_to_yesterday_and_nothing_older(deployments, c
         assert all(len(ms) == 1 for ms in _materialized(dev, a).values()), a  # each once
     # decisions in date order, ending with yesterday's
     assert [d["partition"] for d in BundleStore(dev.root).decisions()] == want["deployed_model"]
+    # in a bounded number of runs (the backfill policies): the logs and the derived data in chunks
+    # of automation.data_days_per_run (10) days, the model chain in two (trained_model with
+    # model_evaluation, then the self-dependent deployed_model), not one per day and asset group
+    work = [r for r in runs if set(r["assets"]) - {"source_logs"}]
+    per_run = 10
+    bound = -(-len(want["interaction_logs"]) // per_run) + -(-len(want["training_samples"]) // per_run) + 2
+    assert len(work) <= bound + 1, [(r["partition"], _tags(r).get("dagster/asset_partition_range_start"), r["assets"])
+                                    for r in work]
 
 
 def test_the_ticks_observed_then_requested_the_horizon_then_nothing(catch_up):

@@ -84,15 +84,16 @@ def run_flow_here(base: Path, start: str, days: int, capsys=None) -> tuple[int, 
 
 
 def crash_run(base: Path, crash_at: str, start: str, days: int = 1, when: str = "publish",
-              timeout_s: float = 300) -> float:
-    """Start the run command on ``base`` with a crash point (:mod:`tests.reliability.crashpoint`),
-    SIGKILL it once the point is reached; returns the seconds it ran."""
+              timeout_s: float = 300, extra: tuple[str, ...] = ()) -> float:
+    """Start the run command on ``base`` with a crash point (:mod:`tests.reliability.crashpoint`)
+    and the command's ``extra`` arguments (``--range``), SIGKILL it once the point is reached;
+    returns the seconds it ran."""
     marker, log = base / "crashed", base / "crashed.log"
     env = {**flow_env(base), "MOGE_CRASH_AT": crash_at, "MOGE_CRASH_MARKER": str(marker), "MOGE_CRASH_WHEN": when}
     t0 = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.crashpoint", "--start", start,
-                                 "--days", str(days)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+                                 "--days", str(days), *extra], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         while not marker.exists():
             assert proc.poll() is None, f"the run command ended before {crash_at}:\n{log.read_text()[-3000:]}"

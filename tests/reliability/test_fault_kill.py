@@ -85,3 +85,47 @@ def test_kill_during_a_stage_write(flow, tmp_path, capsys, record_property, asse
     report(record_property, f"SIGKILL in {STAGE_OF.get(asset, asset)} ({asset}, {when.replace('_', ' ')})",
            failed=len(failed), recovered=len(recovered), lost=lost, wrong=wrong, detection_s=detection,
            detected_by="next run command")
+
+
+def _daily_logs():
+    from orchestration.definitions import defs
+
+    return defs.resolve_job_def("daily_logs")
+
+
+def test_kill_inside_a_range_keeps_the_days_before_and_its_re_execution_resumes(tmp_path):
+    """The run command's ``--range`` SIGKILLed while it publishes day 2 of a 3-day range of logs:
+    day 1 stays materialized (once), day 2 is its killer's temp directory only; the run is marked
+    failed, and its re-execution from the failure (Dagster's run retry) resumes from day 2."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from ml_core.storage import Lake
+    from tests.conftest import FAST
+    from tests.reliability.faults import write_config
+
+    write_config(tmp_path)
+    root, days = tmp_path / "data", ["2026-01-01", "2026-01-02", "2026-01-03"]
+    crash_run(tmp_path, f"interaction_logs/{days[1]}", days[0], 3, extra=("--range", "--data-only"))
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+
+    def recorded() -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for r in instance.fetch_materializations(dg.AssetKey("interaction_logs"), limit=100).records:
+            out.setdefault(r.partition_key, []).append(r.run_id)
+        return out
+
+    [killed] = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.STARTED]
+    rng = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    assert {k: killed.tags[k] for k in rng} == rng
+    assert recorded() == {days[0]: [killed.run_id]} and Lake(root).days("interaction_logs") == days[:1]
+    assert any(killed.run_id in line for line in recover(instance, root))  # marked failed, temp dir cleared
+
+    run_config = {"resources": {"pipeline": {"config": {"overrides": [f'storage.root="{root}"', *FAST]}}}}
+    options = dg.ReexecutionOptions.from_failure(killed.run_id, instance)
+    with dg.execute_job(dg.reconstructable(_daily_logs), instance, run_config=run_config, tags=rng,
+                        reexecution_options=options) as res:
+        assert res.success
+    got = recorded()
+    assert got[days[0]] == [killed.run_id]  # day 1 not computed again
+    assert sorted(got) == days and all(got[d] == [res.run_id] for d in days[1:])
+    assert Lake(root).days("interaction_logs") == days

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     # rates/ETA, linear-time counting sorts, the stop a signal asks for
     {"typed", "storage", "integrity", "eval", "progress", "sorting", "mixing", "stop"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config"},
+    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config", "automation_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
