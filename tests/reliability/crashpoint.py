@@ -82,14 +82,14 @@ def install(asset: str, day: str, marker: Path, when: str = "publish") -> None:
         return _stop_in_first_file(asset, prefix, marker)
     if when != "publish":
         raise ValueError(f"MOGE_CRASH_WHEN must be publish or mid_write, got {when!r}")
-    fsync = storage._fsync_dir  # called on the complete temp directory right before the renames
+    fsync = storage.fsync_tree  # called on the complete temp directory right before the renames
 
     def stop_here(path: Path) -> None:
         fsync(path)
         if path.parent.name == asset and path.name.startswith(prefix):
             _stop(marker, str(path))
 
-    storage._fsync_dir = stop_here
+    storage.fsync_tree = stop_here
 
 
 def _install_promotion(point: str, marker: Path) -> None:
