@@ -67,7 +67,12 @@ class EvaluationResult:
     skipped: str = ""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """What evaluation.json stores: every field but the CF scorers' timings (``*seconds``), so
+        the partition's content (its data version) is the same on every run of the same inputs;
+        the timings stay on this object for the asset's metadata."""
+        d = dataclasses.asdict(self)
+        d["cf_info"] = {k: {f: v for f, v in info.items() if not f.endswith("seconds")} for k, info in d["cf_info"].items()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> EvaluationResult:
