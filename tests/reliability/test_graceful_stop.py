@@ -156,6 +156,8 @@ def test_moge_serve_stops(served_deployments, tmp_path, sig):
     finally:
         proc.kill()
     log = proc.stdout.read()
-    assert rc == (0 if sig == signal.SIGINT else -signal.SIGTERM), log[-2000:]
+    # SIGTERM: uvicorn raises it again once shut down, or (seen under load, when the shutdown
+    # completed before it re-installed the handler) returns 0; both are clean stops
+    assert rc in ((0,) if sig == signal.SIGINT else (0, -signal.SIGTERM)), log[-2000:]
     assert "Traceback" not in log, log[-2000:]
     print(f"moge serve, {sig.name}: exited {took:.1f} s after the signal")
