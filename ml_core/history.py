@@ -120,3 +120,10 @@ def read_history(directory: Path) -> dict[str, pl.DataFrame] | None:
     if not all((directory / f"{t}.parquet").is_file() for t in HISTORY_TABLES):
         return None
     return {t: pl.read_parquet(directory / f"{t}.parquet") for t in HISTORY_TABLES}
+
+
+def missing_history(day: str, what: str, switch: str) -> ValueError:
+    """The error of a model input (``what``) that needs day ``day``'s history when its
+    node_features partition has none, naming the setting that turns the input off."""
+    return ValueError(f"day {day}: {what} needs the day's history, which its node_features partition lacks "
+                      f"(written before it existed): re-materialize node_features, or set {switch}")

@@ -17,7 +17,7 @@ import polars as pl
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.history import pair_features
+from ml_core.history import missing_history, pair_features
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 
@@ -42,9 +42,7 @@ class DayInputs:
         """Raw pair inputs ``[n, P]`` of the pairs ``(user_ids[j], item_ids[j])`` from this day's
         history and item table (:func:`~ml_core.history.pair_features`)."""
         if self.history is None:
-            raise ValueError(f"day {self.day}: the pair input needs the day's history, which its node_features "
-                             "partition lacks (written before it existed): re-materialize node_features, or "
-                             "set train.pair_features = false")
+            raise missing_history(self.day, "the pair input", "train.pair_features = false")
         return pair_features(self.history, user_ids, item_ids, self.items)
 
     def pair_inputs(self) -> np.ndarray:
@@ -112,8 +110,7 @@ class DayContext:
             labels=labels,
             n_graph_users=len(g_users),
             n_graph_items=len(g_items),
-            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
-            user_seq=spec.encode_sequences(user_raw, inputs.history, inputs.day),
+            **history_inputs(inputs, spec, user_raw),
         )
         if with_graph:
             ctx.channels = ctx._channel_adjacency(inputs)
@@ -130,8 +127,7 @@ class DayContext:
             items=spec.item.encode(self.item_raw, inputs.items, "item_id"),
             labels=inputs.samples.select(label_columns(spec.tasks)).to_numpy().astype(np.float32),
             channels=dict(self.channels) if with_graph else {},
-            pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
-            user_seq=spec.encode_sequences(self.user_raw, inputs.history, inputs.day))
+            **history_inputs(inputs, spec, self.user_raw))
 
     @classmethod
     def isolated(cls, day: str, user_raw: np.ndarray, item_raw: np.ndarray, users: NodeTable, items: NodeTable,
@@ -167,6 +163,13 @@ class DayContext:
                 raise ValueError(f"day {self.day}: {name} graph nodes differ from the bipartite graph's")
             out[name] = extend_rows(sim.adj, n, n)
         return out
+
+
+def history_inputs(inputs: DayInputs, spec: FeatureSpec, user_raw: np.ndarray) -> dict:
+    """The context fields the spec's history inputs fill: ``pairs`` (the samples' scaled pair
+    inputs) and ``user_seq`` (the sequence of each user of ``user_raw``), None where it has none."""
+    return {"pairs": None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
+            "user_seq": spec.encode_sequences(user_raw, inputs.history, inputs.day)}
 
 
 def space_lookup(graph_ids: np.ndarray, new_ids: np.ndarray, raw: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
-from ml_core.history import MAX_AGE, MAX_SEQUENCE, PAIR_COLUMNS
+from ml_core.history import MAX_AGE, MAX_SEQUENCE, PAIR_COLUMNS, missing_history
 from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
@@ -144,9 +144,7 @@ class FeatureSpec:
         if width == 0:
             return None
         if history is None:
-            raise ValueError(f"day {day}: the behaviour sequence needs the day's history, which its node_features "
-                             "partition lacks (written before it existed): re-materialize node_features, or set "
-                             "train.sequence_length = 0")
+            raise missing_history(day, "the behaviour sequence", "train.sequence_length = 0")
         seq = (pl.DataFrame({"user_id": np.asarray(user_raw, np.int64), "row": np.arange(n, dtype=np.int64)})
                .join(history["sequences"].filter(pl.col("pos") < width), on="user_id", how="inner"))
         items, behaviors, ages = (np.zeros((n, width), np.int64) for _ in range(3))

@@ -36,7 +36,7 @@ def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
     up, ip = profiles(cfg.source)
     reports: dict[str, Any] = {}
     ua, ia = attributes(cfg.source, reports)  # static side tables, joined by id (no new nodes)
-    window = scan_logs(lake, log_days)
+    window = scan_logs(lake, log_days).collect()  # read once: the aggregates and the history
     users, items = build_node_features(window, up, ip, ua, ia)
     history = build_history(window, day)  # the pair input and behaviour sequences (ml_core/history.py)
     lake.write_table("node_features", day, users, items=items, **history)
