@@ -181,7 +181,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     cand_dir = lake.checked_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
-    inputs = load_day_inputs(lake, day, with_graph=True)  # the sanity and CF scorers read graph[D]
+    inputs = load_day_inputs(lake, day)  # the sanity and CF scorers read graph[D]
     n = inputs.samples.height
     if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
         out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=trained_as(cand_dir),
@@ -237,7 +237,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
     cand_groups = Groups.of(cand_users) if refs else None  # grouped once for every reference and task
     held = _DAY_CONTEXT.take(_inputs_key(lake, day)) if refs else None  # the evaluation's, when in this process
-    inputs = held[0] if held else load_day_inputs(lake, day, with_graph=True) if refs else None
+    inputs = held[0] if held else load_day_inputs(lake, day) if refs else None
     every = cfg.train.log_every_steps
     for i, ref in enumerate(refs, 1):
         what = f"reference {i}/{len(refs)}"

@@ -38,15 +38,11 @@ def load_history(lake: Lake, day) -> dict[str, pl.DataFrame] | None:
     return read_history(lake.checked_dir("node_features", day))
 
 
-def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
-    """Day ``day``'s samples, node features and bipartite graph (+ both similarity graphs with
-    ``with_graph``), as the trainer and the evaluation read them."""
+def load_day_inputs(lake: Lake, day) -> DayInputs:
+    """Day ``day``'s samples, node features, history, bipartite graph and both similarity graphs,
+    as the trainer and the evaluation read them (graph models read the similarity graphs' channels,
+    the pair input their kNN sums, the CF scorers both; they are top-k graphs, small to load)."""
     users, items = load_features(lake, day)
-    inputs = DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items,
-                       history=load_history(lake, day))
-    # the graph is always loaded: it defines the day's node space (and the cold-start share)
-    inputs.graph = load_bipartite(lake, day)
-    if with_graph:
-        inputs.user_sim = load_similarity(lake, day, "user")
-        inputs.item_sim = load_similarity(lake, day, "item")
-    return inputs
+    return DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items,
+                     history=load_history(lake, day), graph=load_bipartite(lake, day),
+                     user_sim=load_similarity(lake, day, "user"), item_sim=load_similarity(lake, day, "item"))

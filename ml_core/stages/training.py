@@ -106,10 +106,11 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     In a torch process group (torchrun) only rank 0 writes; every rank returns the same result."""
     from ml_core.train.trainer import train, training_needs_graph
 
-    need_graph = training_needs_graph(cfg.train)
-    days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
+    days = [load_day_inputs(lake, d) for d in sample_days]
     tasks = list(cfg.samples.tasks)
     result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
+    # the similarity graphs are an input of the model (channels, optimizer, post-training) or of the pair input's kNN columns
+    need_graph = training_needs_graph(cfg.train) or (cfg.train.pair_features and cfg.train.pair_knn)
     read = _DAY_ASSETS + _GRAPH_ASSETS if need_graph else _DAY_ASSETS
     versions = _input_versions(lake, {a: sample_days for a in read})
     ranks = ddp.current()

@@ -23,6 +23,7 @@ from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
+from ml_core.history import pair_columns
 from ml_core.inference import inference_needs_graph
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
@@ -166,8 +167,9 @@ def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, 
     threads = configure_threads(cfg.threads)
     device = ddp.rank_device(resolve_device(cfg.device), ranks)
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
-    model, fspec, mspec, start, maps, init = initial_model(cfg, FeatureSpec.fit(split.train, tasks, pair=cfg.pair_features,
-                                                                           sequence_length=cfg.sequence_length), warm)
+    pair = pair_columns(cfg.pair_knn) if cfg.pair_features else None
+    fitted = FeatureSpec.fit(split.train, tasks, pair=pair, sequence_length=cfg.sequence_length)
+    model, fspec, mspec, start, maps, init = initial_model(cfg, fitted, warm)
     model = model.to(device)
     contexts = build_contexts(split.train, fspec, training_graph_needs(cfg).day_graphs)
     val_contexts = build_contexts(split.validation, fspec, inference_needs_graph(model))
