@@ -17,7 +17,7 @@ import griffe
 from mkdocs.structure.files import File
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for scripts.config_reference
-from scripts.config_reference import PAGE, render, rest_to_markdown  # noqa: E402
+from scripts.config_reference import PAGE, render, rest_to_markdown
 
 
 def on_files(files, config):
