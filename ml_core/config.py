@@ -121,7 +121,7 @@ class SampleConfig:
 @dataclass
 class TrainConfig:
     #: Registered model name (see ml_core.models.registry): MoGE by default; ``mmoe``, the zoo's
-    #: baselines and the other systems are one word away (README: "Models").
+    #: baselines and the other systems are one word away (docs/models.md).
     model: str = "moge"
     #: T: days of samples before D the model of day D is trained on.
     train_days: int = 3
