@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ablations", nargs="*", default=[], type=lambda s: tuple(s.split(",")),
                     help="A,B pairs of variant names: the paired difference A - B per task, e.g. moge,moge_no_pair")
     ap.add_argument("--eval-days", type=int, default=14, help="the last N days of the range (fewer if it is short)")
+    ap.add_argument("--chain-days", type=int, default=0,
+                    help="start the warm chain this many model days before the first evaluation day (its first "
+                         "model from scratch); 0: on the first model day (a long log's chain is then long)")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     ap.add_argument("--root", default="/tmp/moge-history")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -157,6 +160,8 @@ def main(argv=None) -> int:
     all_days = days_between(cfg.source.start_date, last)
     model_days = days_between(model_start(cfg).isoformat(), last)
     eval_days = model_days[-args.eval_days:]
+    if args.chain_days:
+        model_days = model_days[max(0, len(model_days) - len(eval_days) - args.chain_days):]
     t0 = time.perf_counter()
     run_data_days(cfg, data, [d for d in all_days if not data.exists("training_samples", d)])
     print(f"data stages: {len(all_days)} days ({time.perf_counter() - t0:.0f}s); model days {model_days[0]}..{last}, "
