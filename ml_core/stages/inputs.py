@@ -1,13 +1,17 @@
 """Readers of stored partitions that several stages share (the logs of a window, a day's
-graphs and features, a day's training inputs)."""
+graphs and features, a day's training inputs, a day as the evaluation and the deployment score it)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
-from ml_core.contracts.day import DayInputs
+from ml_core.contracts.day import DayContext, DayInputs
+from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
 from ml_core.history import read_history
+from ml_core.inference import day_context, inference_needs_graph
 from ml_core.storage import Lake, day_str
 
 
@@ -50,3 +54,67 @@ def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
         inputs.user_sim = load_similarity(lake, day, "user")
         inputs.item_sim = load_similarity(lake, day, "item")
     return inputs
+
+
+#: What scoring day D reads (the context a model scores the day on is built from these alone).
+SCORED_INPUTS = ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
+                 "item_similarity_graph")
+
+
+@dataclass
+class ScoringDay:
+    """Day D as the evaluation and the deployment score it: its inputs (graphs included) and the
+    first context built on them (``spec``: the feature spec it was built for; ``with_graph``:
+    whether it holds the channel graphs), from which the other models' contexts are derived."""
+
+    inputs: DayInputs
+    ctx: DayContext | None = None
+    spec: FeatureSpec | None = None
+    with_graph: bool = False
+
+    def context_for(self, model, spec: FeatureSpec) -> DayContext:
+        """The context ``model`` (with its feature ``spec``) scores the day on: the held one for
+        the same spec and channels, the held one with its node inputs encoded again for another
+        spec (:meth:`DayContext.for_spec`: the same as a build), else built (and held when none is)."""
+        graph = inference_needs_graph(model)
+        if self.ctx is None or (graph and not self.with_graph):
+            ctx = day_context(model, spec, self.inputs)
+            if self.ctx is None:
+                self.ctx, self.spec, self.with_graph = ctx, spec, graph
+            return ctx
+        if graph == self.with_graph and spec.same_as(self.spec):
+            return self.ctx
+        return self.ctx.for_spec(self.inputs, spec, graph)
+
+
+#: The last day read for scoring in this process, by the data versions of :data:`SCORED_INPUTS`:
+#: a cache behind :func:`scoring_day` (the evaluation and then the deployment score day D; loading
+#: and building a ``large`` day again costs ~3 s). Never a hand-over: both stages read the lake's
+#: partitions, and a miss (another process, a partition rewritten in between) reads them again.
+_LAST_SCORED: dict[tuple, ScoringDay] = {}
+
+
+def scoring_key(lake: Lake, day) -> tuple:
+    """What :func:`scoring_day` reads, by data version (the lake, the day, each input's version)."""
+    return (str(lake.root), day_str(day), tuple(lake.version(a, day) for a in SCORED_INPUTS))
+
+
+def scoring_day(lake: Lake, day, last_use: bool = False) -> ScoringDay:
+    """Day ``day``'s :class:`ScoringDay`, from this process's cache when it was read from the same
+    partitions, else read from the lake (and cached). ``last_use``: the day's last scorer (the
+    deployment): a hit is released, a miss is not cached (the cached day stays for its own scorer)."""
+    key = scoring_key(lake, day)
+    held = _LAST_SCORED.get(key)
+    if held is None:
+        held = ScoringDay(load_day_inputs(lake, day, with_graph=True))
+        if not last_use:
+            _LAST_SCORED.clear()
+            _LAST_SCORED[key] = held
+    elif last_use:
+        _LAST_SCORED.clear()
+    return held
+
+
+def cached_scoring_days() -> int:
+    """How many days this process holds for scoring (0 or 1), for tests and memory checks."""
+    return len(_LAST_SCORED)

@@ -204,15 +204,16 @@ def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, t
 
 
 def test_the_bundle_stores_the_evaluations_encoding_of_its_snapshot(deployments, tmp_path):
-    """Deployment writes the representations the candidate's evaluation encoded (handed over in
-    the process) instead of encoding the snapshot again: they equal a fresh encoding of the bundle."""
+    """Deployment writes the representations the candidate's evaluation encoded (model_evaluation's
+    node_reps.npz) instead of encoding the snapshot again: they equal a fresh encoding of the bundle."""
     from ml_core.serving.scorer import write_node_reps
-    from ml_core.stages.evaluation import _SNAPSHOT_REPS
+    from ml_core.stages.evaluation import SNAPSHOT_FILE
     from ml_core.storage import INTEGRITY_FILE
 
     dep = deployments("moge")
     sc = Scorer.from_registry(dep.serve_root)
-    assert not _SNAPSHOT_REPS  # handed over once, then released
+    evaluated = Lake(dep.root).checked_dir("model_evaluation", D) / SNAPSHOT_FILE
+    assert evaluated.read_bytes() == (sc.bundle / NODE_REPS_FILE).read_bytes()
     fresh = tmp_path / "fresh"
     shutil.copytree(sc.bundle, fresh, ignore=shutil.ignore_patterns(NODE_REPS_FILE, INTEGRITY_FILE))
     write_node_reps(fresh)  # encoded from the bundle's own snapshot (an unpublished copy: no file record)
