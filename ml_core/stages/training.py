@@ -104,9 +104,10 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition,
     from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest.
     In a torch process group (torchrun) only rank 0 writes; every rank returns the same result."""
-    from ml_core.train.trainer import train, training_needs_graph
+    from ml_core.train.extensions import training_graph_needs
+    from ml_core.train.trainer import train
 
-    need_graph = training_needs_graph(cfg.train)
+    need_graph = training_graph_needs(cfg.train).day_graphs  # the model, its optimizer or a post-training step
     days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
     tasks = list(cfg.samples.tasks)
     result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))

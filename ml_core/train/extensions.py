@@ -80,11 +80,12 @@ def extension_graph_needs(cfg) -> GraphNeeds:
     return max(fn.graph_needs for fn in fns)
 
 
-def training_graph_needs(cfg) -> GraphNeeds:
-    """What training ``cfg`` (a :class:`~ml_core.config.TrainConfig`) reads: the model's
-    ``graph_needs`` combined with its extensions'. ``.day_graphs``: the training days need their
-    channel adjacencies; ``.subgraphs``: the batches sample subgraphs."""
-    return max(model_class(cfg.model).graph_needs, extension_graph_needs(cfg))
+def training_graph_needs(cfg, model_cls: type | None = None) -> GraphNeeds:
+    """What training ``cfg`` (a :class:`~ml_core.config.TrainConfig`; ``model_cls``: its model's
+    class when already resolved) reads: the model's ``graph_needs`` combined with its extensions'.
+    ``.day_graphs``: the training days need their channel adjacencies; ``.subgraphs``: the
+    batches sample subgraphs."""
+    return max((model_cls or model_class(cfg.model)).graph_needs, extension_graph_needs(cfg))
 
 
 def validate(cfg) -> None:
