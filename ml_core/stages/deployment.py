@@ -24,9 +24,10 @@ from pathlib import Path
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import check_version_name, read_manifest, write_manifest
+from ml_core.catalog import SERVING_CONTEXT
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
-from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
+from ml_core.serving.scorer import write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, evaluated_snapshot, judge_against_references
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str, link_tree
@@ -64,7 +65,7 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     # (hard links: the lake's copy of a bundle shares the sealed partitions' bytes; the registry's is a copy)
     src = lake.checked_dir("trained_model", day)
     link_tree(src, target, ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
-    for asset in CONTEXT_ASSETS:
+    for asset in SERVING_CONTEXT:
         link_tree(lake.checked_dir(asset, day), target / "context" / asset)
     # every snapshot node encoded once (what serving scores from): model_evaluation[D]'s encoding
     # when it was encoded from these very partitions (linked), else encoded now
@@ -73,7 +74,7 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
         link_tree(evaluated[0].parent, target, ignore=lambda d, names: [n for n in names if n != evaluated[0].name])
     manifest = read_manifest(target)
     manifest.update({"version": version, "metrics": metrics,
-                     "serving_context": {a: lake.version(a, day) for a in CONTEXT_ASSETS}})
+                     "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
     if evaluated is not None:
         manifest["node_reps"] = evaluated[1]
     write_manifest(target, manifest)

@@ -30,9 +30,9 @@ import numpy as np
 
 from ml_core.bundle_registry import BundleRegistry
 from ml_core.bundles import NODE_REPS_FILE, load_model, read_manifest, save_node_reps
+from ml_core.catalog import SERVING_CONTEXT, TRAINED_MODEL
 from ml_core.config import PipelineConfig
 from ml_core.progress import format_duration
-from ml_core.serving.scorer import CONTEXT_ASSETS
 from ml_core.stages.inputs import scoring_day
 from ml_core.storage import Lake, day_str
 
@@ -117,7 +117,7 @@ def _snapshot_sources(lake: Lake, day) -> dict:
     """What the snapshot's representations depend on: trained_model[day]'s version and the data
     versions of the graphs and features the bundle will carry (a graph rebuilt in between, e.g.
     after late data, is another snapshot)."""
-    return {a: lake.version(a, day) for a in ("trained_model", *CONTEXT_ASSETS)}
+    return {a: lake.version(a, day) for a in (TRAINED_MODEL, *SERVING_CONTEXT)}
 
 
 def _write_snapshot(directory, lake: Lake, day, snapshot: tuple | None) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from ml_core.catalog import BIPARTITE_GRAPH, GRAPHS, NODE_FEATURES, SCORED_INPUTS, TRAINING_SAMPLES
 from ml_core.contracts.day import DayContext, DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
@@ -25,28 +26,28 @@ def scan_logs(lake: Lake, days: list[str]) -> pl.LazyFrame:
 
 
 def load_bipartite(lake: Lake, day) -> BipartiteGraph:
-    return BipartiteGraph.load(lake.checked_dir("bipartite_graph", day))
+    return BipartiteGraph.load(lake.checked_dir(BIPARTITE_GRAPH, day))
 
 
 def load_similarity(lake: Lake, day, kind: str) -> SimilarityGraph:
-    return SimilarityGraph.load(lake.checked_dir(f"{kind}_similarity_graph", day))
+    return SimilarityGraph.load(lake.checked_dir(GRAPHS[kind], day))
 
 
 def load_features(lake: Lake, day) -> tuple[pl.DataFrame, pl.DataFrame]:
-    return lake.read_table("node_features", day), lake.read_table("node_features", day, "items")
+    return lake.read_table(NODE_FEATURES, day), lake.read_table(NODE_FEATURES, day, "items")
 
 
 def load_history(lake: Lake, day) -> dict[str, pl.DataFrame] | None:
     """Day ``day``'s history tables (:mod:`ml_core.history`), or None when its node_features
     partition predates them."""
-    return read_history(lake.checked_dir("node_features", day))
+    return read_history(lake.checked_dir(NODE_FEATURES, day))
 
 
 def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
     """Day ``day``'s samples, node features and bipartite graph (+ both similarity graphs with
     ``with_graph``), as the trainer and the evaluation read them."""
     users, items = load_features(lake, day)
-    inputs = DayInputs(day=day_str(day), samples=lake.read_table("training_samples", day), users=users, items=items,
+    inputs = DayInputs(day=day_str(day), samples=lake.read_table(TRAINING_SAMPLES, day), users=users, items=items,
                        history=load_history(lake, day))
     # the graph is always loaded: it defines the day's node space (and the cold-start share)
     inputs.graph = load_bipartite(lake, day)
@@ -54,11 +55,6 @@ def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
         inputs.user_sim = load_similarity(lake, day, "user")
         inputs.item_sim = load_similarity(lake, day, "item")
     return inputs
-
-
-#: What scoring day D reads (the context a model scores the day on is built from these alone).
-SCORED_INPUTS = ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
-                 "item_similarity_graph")
 
 
 @dataclass
@@ -87,7 +83,8 @@ class ScoringDay:
         return self.ctx.for_spec(self.inputs, spec, graph)
 
 
-#: The last day read for scoring in this process, by the data versions of :data:`SCORED_INPUTS`:
+#: The last day read for scoring in this process, by the data versions of
+#: :data:`~ml_core.catalog.SCORED_INPUTS`:
 #: a cache behind :func:`scoring_day` (the evaluation and then the deployment score day D; loading
 #: and building a ``large`` day again costs ~3 s). Never a hand-over: both stages read the lake's
 #: partitions, and a miss (another process, a partition rewritten in between) reads them again.

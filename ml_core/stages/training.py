@@ -23,16 +23,13 @@ import torch
 
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.bundles import save_model, write_manifest
+from ml_core.catalog import SIMILARITY_GRAPHS, TRAINING_DAY
 from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import as_date, model_start
 from ml_core.storage import VERSION_FILE, Lake, day_str
 from ml_core.train import distributed as ddp
 from ml_core.train.warm import OPTIMIZER_FILE, WarmStart
-
-#: What a model reads of each training day; the similarity graphs only when it uses graphs.
-_DAY_ASSETS = ("training_samples", "node_features", "bipartite_graph")
-_GRAPH_ASSETS = ("user_similarity_graph", "item_similarity_graph")
 
 
 @dataclass
@@ -111,7 +108,7 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
     tasks = list(cfg.samples.tasks)
     result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
-    read = _DAY_ASSETS + _GRAPH_ASSETS if need_graph else _DAY_ASSETS
+    read = TRAINING_DAY + SIMILARITY_GRAPHS if need_graph else TRAINING_DAY  # the similarity graphs when it uses graphs
     versions = _input_versions(lake, {a: sample_days for a in read})
     ranks = ddp.current()
     if ranks.writer:

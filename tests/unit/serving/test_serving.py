@@ -242,7 +242,7 @@ def test_health_and_model(client, mmoe, scorer):
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["version"] == mmoe.version
     m = client.get("/model").json()
     assert m["version"] == mmoe.version and m["tasks"] == scorer.tasks and m["model"] == "mmoe"
-    assert m["train_days"] == P.train_window(mmoe.cfg, D) and set(m["metrics"]) == set(scorer.tasks)
+    assert m["train_days"] == P.train_window_days(mmoe.cfg, D) and set(m["metrics"]) == set(scorer.tasks)
     assert m["partition"] == D and m["source"] == "registry" and m["snapshot"]["items"] == scorer.graph.n_items
 
 

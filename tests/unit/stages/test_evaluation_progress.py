@@ -21,7 +21,7 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
                       "deploy.bootstrap_samples=20")
     lake, day = Lake(tmp_path), days[-1]
     trained: list[str] = []
-    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day), log=trained.append)
+    P.run_trained_model(cfg, lake, day, P.train_window_days(cfg, day), log=trained.append)
     assert [line.split(":")[0] for line in trained if " step " in line] == ["epoch 1/1 step 10/12 (83%)"]
 
     lines: list[str] = []
@@ -61,7 +61,7 @@ def test_the_deployment_scores_references_on_the_evaluations_day_context(synthet
     shutil.copytree(shared.root / "lake", tmp_path / "lake")
     cfg = make_config(tmp_path, 'train.model="moge"', "train.max_steps_per_epoch=4", "deploy.bootstrap_samples=20")
     lake, day = Lake(tmp_path), days[-1]
-    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day))
+    P.run_trained_model(cfg, lake, day, P.train_window_days(cfg, day))
     ev = P.run_model_evaluation(cfg, lake, day)
     version = publish_without_gate(lake, day, ev.candidate)
     store = BundleStore(tmp_path)
