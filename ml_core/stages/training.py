@@ -102,12 +102,14 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest.
     In a torch process group (torchrun) only rank 0 writes; every rank returns the same result."""
     from ml_core.train.extensions import training_graph_needs
+    from ml_core.train.start import ModelChoice
     from ml_core.train.trainer import train
 
-    need_graph = training_graph_needs(cfg.train).day_graphs  # the model, its optimizer or a post-training step
+    choice = ModelChoice.of(cfg.train)  # train.model resolved once, for the inputs read and the training
+    need_graph = training_graph_needs(cfg.train, choice.cls).day_graphs  # the model, its optimizer or a post-training step
     days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
     tasks = list(cfg.samples.tasks)
-    result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
+    result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day), choice=choice)
     read = TRAINING_DAY + SIMILARITY_GRAPHS if need_graph else TRAINING_DAY  # the similarity graphs when it uses graphs
     versions = _input_versions(lake, {a: sample_days for a in read})
     ranks = ddp.current()

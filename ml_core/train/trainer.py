@@ -51,20 +51,22 @@ class TrainResult:
     optimizer_state: dict | None = None
 
 
-def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, warm: WarmStart | None = None) -> TrainResult:
-    """:func:`_train` with torch's thread count (``cfg.threads``) set for the training only: the
+def train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, warm: WarmStart | None = None,
+          choice: ModelChoice | None = None) -> TrainResult:
+    """:func:`_train` (``choice``: ``cfg.model`` when the caller resolved it already) with torch's thread count (``cfg.threads``) set for the training only: the
     steps after it in the same process (an in-process Dagster run evaluates and deploys right
     after training) score with torch's own setting again. Left at training's one thread, the
     ``large`` day's evaluation encoded its nodes in 14 s instead of 9."""
     previous = torch.get_num_threads()
     try:
-        return _train(days, cfg, tasks, log, warm)
+        return _train(days, cfg, tasks, log, warm, choice or ModelChoice.of(cfg))
     finally:
         torch.set_num_threads(previous)
 
 
-def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, warm: WarmStart | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``days`` (each with its samples, features and graphs), in named steps:
+def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log, warm: WarmStart | None,
+           choice: ModelChoice) -> TrainResult:
+    """Train ``cfg.model`` (``choice``) on ``days`` (each with its samples, features and graphs), in named steps:
     the start state (fresh, or warm from ``warm`` when compatible: :mod:`ml_core.train.start`), the
     days' contexts and the optimizer, the validator on a slice of ``days`` (``cfg.validation``,
     :mod:`ml_core.train.validation`), the epoch loop through the DDP wrapper
@@ -83,7 +85,6 @@ def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log=None, 
     gen = torch.Generator().manual_seed(ddp.sampling_seed(cfg.seed, ranks))
     threads = configure_threads(cfg.threads)
     device = ddp.rank_device(resolve_device(cfg.device), ranks)
-    choice = ModelChoice.of(cfg)  # train.model resolved once
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
     fitted = FeatureSpec.fit(split.train, tasks, pair=cfg.pair_features, sequence_length=cfg.sequence_length)
     state = start_state(cfg, choice, fitted, warm)
