@@ -5,13 +5,15 @@
 # and for development:
 #   make test-fast   the unit tests only (ml_core, no Dagster process), under 2 minutes
 #   make lock        re-resolve the dependencies into requirements/lock.txt (see scripts/lock.sh)
+#   make dev         the Dagster UI over $(DAGSTER_HOME) (`dagster dev`: docs/dagster.md says why not `dg dev`)
+#   make docs        serve the documentation site (MkDocs) on http://127.0.0.1:8001, rebuilt on every edit
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 START ?= 2026-01-01
 DAYS ?= 8
 
-.PHONY: install install-test lock run test test-fast dev backfill bench-graph bench-graph-engine bench-moge clean
+.PHONY: install install-test lock run test test-fast dev docs backfill bench-graph bench-graph-engine bench-moge clean
 
 install:
 	./scripts/install.sh
@@ -34,6 +36,9 @@ test-fast: install
 dev: install
 	$(PY) -m orchestration.instance_setup
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
 
 bench-graph: install
 	$(PY) benchmarks/bench_graph.py

@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     train_days = prepare(cfg, lake, eval_day, log=lambda m: None)
     threads = configure_threads(args.threads)
     device = resolve_device("auto")
-    days = [P.load_day_inputs(lake, d, with_graph=True) for d in train_days]
+    days = [P.load_day_inputs(lake, d) for d in train_days]
     tasks = list(cfg.samples.tasks)
     fspec = FeatureSpec.fit(days, tasks)
     mspec = ModelSpec.from_feature_spec(fspec, args.dim, args.fanouts)

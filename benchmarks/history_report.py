@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     groups, labels = pooled(eval_days, ref)
     rules: dict[str, list[np.ndarray]] = {}  # "sanity: popularity", "cf: ease", ...: one array per day
     for day in eval_days:
-        inputs = load_day_inputs(data, day, with_graph=True)
+        inputs = load_day_inputs(data, day)
         assert np.array_equal(inputs.samples["user_id"].to_numpy(), ref[day]["users"])
         for kind, per in (("sanity", sanity_scores(inputs)), ("cf", cf_scores(inputs, cfg.cf)[0])):
             for s, sc in per.items():

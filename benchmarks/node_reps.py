@@ -99,7 +99,7 @@ def gaucs(metrics: dict) -> dict:
 
 def compare_paths(lake: Lake, day: str) -> dict:
     model, fspec, mspec, _ = load_model(lake.partition_dir("trained_model", day))
-    inputs = load_day_inputs(lake, day, with_graph=True)
+    inputs = load_day_inputs(lake, day)
     fan = list(mspec.fanouts)
     runs = {"nodes_full": dict(path="nodes"), "nodes_sampled": dict(path="nodes", encode_fanouts=fan),
             "pairs": dict(path="pairs")}
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = None if args.day_only else compare_paths(lake, day)
     bundle = None if args.day_only else bundle_reps(cfg, lake, day)
     load.append(os.getloadavg()[0])
-    graph = load_day_inputs(lake, day, with_graph=True)
+    graph = load_day_inputs(lake, day)
     result = {
         "preset": args.preset, "day": day, "model": cfg.train.model, "train_steps": cfg.train.max_steps_per_epoch,
         "batch_size": cfg.train.batch_size, "reference": reference, "promoted": decision.promoted,

@@ -10,8 +10,7 @@ from ml_core.typed import ConfigError
 
 @dataclass
 class AutomationConfig:
-    """The unattended daily operation (Dagster's declarative automation, README "Schedule,
-    catch-up and backfills")."""
+    """The unattended daily operation (Dagster's declarative automation, docs/operations.md)."""
 
     #: Days of deployment decisions (deployed_model, the newest partitions) the automation brings
     #: into being when it is turned on, after an empty lake or after downtime; the data partitions

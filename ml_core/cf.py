@@ -44,46 +44,11 @@ import numpy as np
 
 from ml_core.cf_config import CF_SCORERS, CFConfig
 from ml_core.contracts.day import DayInputs
-from ml_core.graph.csr import CSR, BipartiteGraph
+from ml_core.graph.csr import BipartiteGraph
+from ml_core.graph.neighbours import PART_ENTRIES, item_knn_scores, parts, user_knn_scores
 from ml_core.sanity import node_rows, scorer_metrics
 
 __all__ = ["CF_SCORERS", "Ease", "cf_metrics", "cf_scores", "item_knn_scores", "user_knn_scores"]
-
-#: Gathered entries per part of the samples (a part's temporary arrays: ~150 MB at this size).
-PART_ENTRIES = 1 << 22
-
-
-def _parts(idx: np.ndarray, cost: np.ndarray) -> list[np.ndarray]:
-    """``idx`` cut into consecutive parts whose ``cost`` sums to at most :data:`PART_ENTRIES`
-    (plus one sample's)."""
-    if not len(idx):
-        return []
-    part = (np.cumsum(cost) - cost) // PART_ENTRIES
-    return np.split(idx, np.flatnonzero(np.diff(part)) + 1)
-
-
-def _neighbour_sum(adj: CSR, own: np.ndarray, other: np.ndarray, weight) -> np.ndarray:
-    """Per sample t: the sum over ``own[t]``'s neighbours n in ``adj`` (similarity s) of
-    ``s * weight(other[t], n)``; 0 where ``own[t]`` or ``other[t]`` is -1 (not in the graph)."""
-    out = np.zeros(len(own), np.float64)
-    idx = np.flatnonzero((own >= 0) & (other >= 0))
-    indices, sims = np.asarray(adj.indices), np.asarray(adj.weights, np.float64)
-    for part in _parts(idx, adj.degrees()[own[idx]]):
-        owner, pos = adj.entries_of(own[part])
-        w = weight(other[part][owner], indices[pos])
-        out[part] = np.bincount(owner, sims[pos] * w, minlength=len(part))
-    return out
-
-
-def item_knn_scores(graph: BipartiteGraph, item_sim: CSR, u_row: np.ndarray, i_row: np.ndarray) -> np.ndarray:
-    """``sum_j w(u, j) S^I[i, j]`` for each sample's graph rows (-1: absent, scores 0)."""
-    return _neighbour_sum(item_sim, i_row, u_row, graph.pair_weights)
-
-
-def user_knn_scores(graph: BipartiteGraph, user_sim: CSR, u_row: np.ndarray, i_row: np.ndarray) -> np.ndarray:
-    """``sum_v S^U[u, v] w(v, i)`` for each sample's graph rows (-1: absent, scores 0)."""
-    return _neighbour_sum(user_sim, u_row, i_row, lambda i, v: graph.pair_weights(v, i))
-
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:
     """The inverse of the symmetric positive definite ``a`` (overwritten), by Cholesky."""
@@ -158,7 +123,7 @@ class Ease:
             return out
         ui = graph.ui
         cols, weights = self.col[np.asarray(ui.indices)], np.asarray(ui.weights, np.float64)
-        for part in _parts(idx, ui.degrees()[u_row[idx]]):
+        for part in parts(idx, ui.degrees()[u_row[idx]]):
             owner, pos = ui.entries_of(u_row[part])
             j = cols[pos]
             keep = j >= 0

@@ -30,7 +30,7 @@ class CFConfig:
     #: ~N^3 flops (seconds at 5000 on 2 cores), so the cap, not the catalogue, bounds the cost.
     ease_max_dim: int = 5000
     #: EASE's L2 weight lambda on B (P = (X^T X + lambda I)^-1). 500 is Steck's (2019) value for
-    #: MovieLens-20M and Netflix; see README "Evaluation and the deployment gate" for what it gave here.
+    #: MovieLens-20M and Netflix; docs/evaluation.md says what it gave here.
     ease_lambda: float = 500.0
 
     def __post_init__(self) -> None:

@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.add_argument("--retrieval", type=int, default=0, metavar="N",
                    help="/recommend ranks the N items an ANN index retrieves for the user instead of the whole "
-                        "catalogue (0 = off, rank every item; README 'Serving at catalogue scale')")
+                        "catalogue (0 = off, rank every item; docs/serving.md, 'Serving at catalogue scale')")
     p.add_argument("--index", default="hnsw", choices=["hnsw", "flat"], help="the retrieval index (default: hnsw)")
     p.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth (default: 128)")
     p.add_argument("--prior-users", type=int, default=8,

@@ -121,7 +121,7 @@ class SampleConfig:
 @dataclass
 class TrainConfig:
     #: Registered model name (see ml_core.models.registry): MoGE by default; ``mmoe``, the zoo's
-    #: baselines and the other systems are one word away (README: "Models").
+    #: baselines and the other systems are one word away (docs/models.md).
     model: str = "moge"
     #: T: days of samples before D the model of day D is trained on.
     train_days: int = 3
@@ -160,6 +160,9 @@ class TrainConfig:
     #: The pair input: what the user did with the item and its category in the window (counts
     #: per behaviour, recency; ml_core/history.py). False for ablations (node inputs and graphs only).
     pair_features: bool = True
+    #: With the pair input, also what the user did with the items most similar to the item, and
+    #: what the most similar users did with it (item-kNN / user-kNN sums over the day's graphs).
+    pair_knn: bool = True
     #: N: also read the user's last N window events attended against the item (DIN, ml_core/nn/sequence.py); 0 = off.
     sequence_length: int = 0
     #: Model-specific keyword arguments, e.g. {interaction = "ep", beta = 1e-6}.

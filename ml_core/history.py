@@ -28,7 +28,12 @@ evaluated one for the same pair and day. With ``n_b`` the counts of the pair, ``
 
 (0 where the pair or the category has no event; 11 columns for the four behaviours). The
 recency terms are bounded and monotone, so "never" and "long ago" are close, and "yesterday"
-is 0.5.
+is 0.5. Two more columns (:data:`KNN_COLUMNS`) say what u did with the items most similar to i
+and what u's most similar users did with i, from day D's window graphs
+(:mod:`ml_core.graph.neighbours`, the sums the item-kNN and user-kNN scorers rank by):
+``log(1 + sum_j w(u, j) S^I[i, j])`` and ``log(1 + sum_v S^U[u, v] w(v, i))``. A model's
+:class:`~ml_core.contracts.features.PairSpec` names the columns it reads (``train.pair_knn``
+decides whether the two are among them).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import numpy as np
 import polars as pl
 
 from ml_core.config import BEHAVIORS
+from ml_core.graph.csr import BipartiteGraph, SimilarityGraph, lookup
+from ml_core.graph.neighbours import item_knn_scores, user_knn_scores
 
 #: Events per user kept in ``sequences`` (a model reads its first ``train.sequence_length``).
 MAX_SEQUENCE = 50
@@ -47,11 +54,15 @@ MAX_SEQUENCE = 50
 MAX_AGE = 31
 #: The history's table names in a node_features partition, in write order.
 HISTORY_TABLES = ("pairs", "user_categories", "sequences")
-#: The pair input's columns, in :func:`pair_features`'s order.
-PAIR_COLUMNS: tuple[str, ...] = (
+#: The pair input's columns from the history tables.
+HISTORY_COLUMNS: tuple[str, ...] = (
     *(f"p_num_log_pair_{b}" for b in BEHAVIORS), "p_num_pair_recency",
     *(f"p_num_log_cat_{b}" for b in BEHAVIORS), "p_num_cat_share", "p_num_cat_recency",
 )
+#: The pair input's columns from the window graphs (item-kNN and user-kNN sums, log(1 + s)).
+KNN_COLUMNS: tuple[str, ...] = ("p_num_log_item_knn", "p_num_log_user_knn")
+#: Every pair input column, in :func:`pair_features`'s order.
+PAIR_COLUMNS: tuple[str, ...] = HISTORY_COLUMNS + KNN_COLUMNS
 #: Behaviour codes of ``sequences.behavior`` (0 is padding in a model's sequence input).
 BEHAVIOR_CODES = {b: k + 1 for k, b in enumerate(BEHAVIORS)}
 
@@ -87,11 +98,43 @@ def _recency(days_ago: pl.Expr) -> pl.Expr:
     return (1.0 / (1.0 + days_ago.cast(pl.Float32))).fill_null(0.0)
 
 
+def pair_columns(knn: bool) -> list[str]:
+    """The pair input columns a model reads: the history's, and :data:`KNN_COLUMNS` with ``knn``."""
+    return list(PAIR_COLUMNS if knn else HISTORY_COLUMNS)
+
+
+def uses_knn(pair) -> bool:
+    """Whether a model's pair input (a :class:`~ml_core.contracts.features.PairSpec`, a column
+    list, or None) reads the :data:`KNN_COLUMNS` (and so the day's similarity graphs)."""
+    columns = getattr(pair, "columns", pair) or []
+    return any(c in KNN_COLUMNS for c in columns)
+
+
+def knn_features(graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph], user_ids: np.ndarray,
+                 item_ids: np.ndarray) -> np.ndarray:
+    """The :data:`KNN_COLUMNS` ``[n, 2]`` (float32) of the pairs, from day D's window graphs
+    ``(bipartite, user similarity, item similarity)``; a user or item absent from them scores 0."""
+    graph, user_sim, item_sim = graphs
+    for kind, sim, ids in (("user", user_sim, graph.user_ids), ("item", item_sim, graph.item_ids)):
+        if not np.array_equal(sim.node_ids, ids):
+            raise ValueError(f"the {kind} similarity graph's nodes differ from the bipartite graph's")
+    u_row, i_row = lookup(graph.user_ids, np.asarray(user_ids, np.int64)), lookup(graph.item_ids, np.asarray(item_ids, np.int64))
+    out = np.stack([item_knn_scores(graph, item_sim.adj, u_row, i_row),
+                    user_knn_scores(graph, user_sim.adj, u_row, i_row)], axis=1)
+    return np.log1p(out).astype(np.float32)
+
+
 def pair_features(history: dict[str, pl.DataFrame], user_ids: np.ndarray, item_ids: np.ndarray,
-                  items: pl.DataFrame) -> np.ndarray:
-    """The pair input ``[n, len(PAIR_COLUMNS)]`` (float32, unscaled; module docstring) of the
-    pairs ``(user_ids[j], item_ids[j])``; ``items``: the day's item feature table, whose
-    ``category`` column gives each item's category (an item absent from it has none)."""
+                  items: pl.DataFrame, columns: list[str] | tuple[str, ...] = HISTORY_COLUMNS,
+                  graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph] | None = None) -> np.ndarray:
+    """The pair input ``[n, len(columns)]`` (float32, unscaled; module docstring) of the pairs
+    ``(user_ids[j], item_ids[j])``, the ``columns`` (of :data:`PAIR_COLUMNS`) in the order given;
+    ``items``: the day's item feature table, whose ``category`` column gives each item's category
+    (an item absent from it has none); ``graphs``: day D's window graphs, needed for
+    :data:`KNN_COLUMNS`."""
+    unknown = [c for c in columns if c not in PAIR_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown pair input columns {unknown} (known: {list(PAIR_COLUMNS)})")
     frame = pl.DataFrame({"user_id": np.asarray(user_ids, np.int64), "item_id": np.asarray(item_ids, np.int64)})
     cat = items.select("item_id", "category") if "category" in items.columns else None
     if cat is not None:
@@ -109,8 +152,15 @@ def pair_features(history: dict[str, pl.DataFrame], user_ids: np.ndarray, item_i
         pl.col("share").fill_null(0.0).cast(pl.Float32).alias("p_num_cat_share"),
         _recency(pl.col("days_ago_cat")).alias("p_num_cat_recency"),
     )
-    assert tuple(out.columns) == PAIR_COLUMNS
-    return out.to_numpy().astype(np.float32, copy=False).reshape(len(frame), len(PAIR_COLUMNS))
+    assert tuple(out.columns) == HISTORY_COLUMNS
+    parts = [out.to_numpy().astype(np.float32, copy=False).reshape(len(frame), len(HISTORY_COLUMNS))]
+    if uses_knn(columns):
+        if graphs is None:
+            raise ValueError(f"the pair input columns {list(KNN_COLUMNS)} need the day's window graphs "
+                             "(bipartite and both similarity graphs)")
+        parts.append(knn_features(graphs, user_ids, item_ids))
+    full = np.concatenate(parts, axis=1)
+    return full[:, [PAIR_COLUMNS.index(c) for c in columns]]
 
 
 def read_history(directory: Path) -> dict[str, pl.DataFrame] | None:

@@ -16,7 +16,7 @@ DEFAULT_TIMEZONE = "UTC"
 
 @dataclass
 class SourceBase:
-    """Fields every source has (see README "Point it at your own logs").
+    """Fields every source has (docs/own-logs.md).
 
     ``source.kind`` picks the dataclass of the ``[source]`` section: :class:`SyntheticSource`,
     :class:`TaobaoSource`, :class:`TmallSource` or :class:`TableSource`. Each holds these common

@@ -12,16 +12,18 @@ from datetime import datetime
 import dagster as dg
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
+from assets.logs import source_logs
 from assets.partitions import CONFIG, TIMEZONE, model_daily
 
 daily_automation = dg.AutomationConditionSensorDefinition(
     "daily_automation",
     # with the observable source: without it the sensor never observes source_logs, and every
-    # asset of the flow waits for it (its partitions stay "missing") on every tick
-    target=dg.AssetSelection.all(include_sources=True),
+    # asset of the flow waits for it (its partitions stay "missing") on every tick. Named, rather
+    # than AssetSelection.all(include_sources=True), whose parameter is beta (docs/dagster.md).
+    target=dg.AssetSelection.all() | dg.AssetSelection.assets(source_logs.key),
     default_status=dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
-    description="Catch-up and daily refresh of the whole flow (README: 'Using the Dagster UI', daily automation and catch-up).",
+    description="Catch-up and daily refresh of the whole flow (docs/operations.md: daily automation and catch-up).",
 )
 
 FRESH_BY = f"0 {CONFIG.automation.fresh_by_hour} * * *"

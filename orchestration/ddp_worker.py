@@ -4,7 +4,7 @@ running the training stage (:func:`ml_core.stages.training.run_trained_model`) o
 batches; rank 0 writes the partition.
 
 Launched by the asset through Dagster Pipes (``PipesSubprocessClient``, or ``PipesK8sClient`` in a
-pod: README "Distributed training"), rank 0 opens the Pipes connection: the run's settings come
+pod: docs/scaling.md, "Distributed training"), rank 0 opens the Pipes connection: the run's settings come
 from the asset as Pipes extras (:func:`assets.training.job_extras`), rank 0 streams the training log back and
 reports the materialization's metadata; the other ranks receive the settings from rank 0 and log
 nothing. Only ``dagster_pipes`` (a small package without dependencies) is imported, never dagster.

@@ -11,34 +11,34 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.partitions import daily, derived_daily, model_daily
 from orchestration.automation import check_decision_is_fresh
 
 LOG_GROUPS = ("ingest",)
 DATA_GROUPS = ("graph", "features", "samples")
 MODEL_GROUPS = ("model",)
 
-def _job(name: str, selection, partitions, description: str):
+def _job(name: str, selection, description: str):
     # One process per run: every step of a day shares the imports (torch, polars) instead of
-    # paying 10-20 s of interpreter start-up per step.
-    return dg.define_asset_job(name=name, selection=selection, partitions_def=partitions, description=description,
+    # paying 10-20 s of interpreter start-up per step. The partitions are the selected assets'
+    # (Dagster infers them; its partitions_def argument is deprecated).
+    return dg.define_asset_job(name=name, selection=selection, description=description,
                                executor_def=dg.in_process_executor)
 
 
-daily_logs = _job("daily_logs", dg.AssetSelection.groups(*LOG_GROUPS), daily,
+daily_logs = _job("daily_logs", dg.AssetSelection.groups(*LOG_GROUPS),
                   "The logs of one day: the source's rows of the day, validated (rejects quarantined).")
-daily_data = _job("daily_data", dg.AssetSelection.groups(*DATA_GROUPS), derived_daily,
+daily_data = _job("daily_data", dg.AssetSelection.groups(*DATA_GROUPS),
                   "The derived data of one day (its logs and those of its graph window first): graphs -> "
                   "node features -> training samples.")
 # with the model assets' checks, less the freshness check (it judges the newest day, not this run's)
 daily_model = _job("daily_model",
                    dg.AssetSelection.groups(*MODEL_GROUPS) - dg.AssetSelection.checks(check_decision_is_fresh),
-                   model_daily, "The model stages of one day (its data stages and those of its window first): "
+                   "The model stages of one day (its data stages and those of its window first): "
                    "trained model -> evaluation -> deployment decision.")
-model_comparison_job = _job("model_comparison_job", dg.AssetSelection.assets("model_comparison"), model_daily,
+model_comparison_job = _job("model_comparison_job", dg.AssetSelection.assets("model_comparison"),
                             "On demand: every comparison variant trained and evaluated on the chosen day "
                             "(its data stages must be materialized). Not automated.")
-tuning_job = _job("tuning_job", dg.AssetSelection.assets("hyperparameter_search"), model_daily,
+tuning_job = _job("tuning_job", dg.AssetSelection.assets("hyperparameter_search"),
                   "On demand: the [tuning] hyper-parameter search of one model on the chosen day "
                   "(its data stages must be materialized). Not automated.")
 

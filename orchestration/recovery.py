@@ -1,5 +1,5 @@
 """Crash recovery: runs whose process died are marked failed, and what killed writers left in the
-lake is cleared (README "Crash recovery").
+lake is cleared (docs/operations.md, "Crash recovery").
 
 Dagster's run monitoring (orchestration/dagster.yaml) cannot tell that a STARTED run's process is
 gone under the DefaultRunLauncher (it has no worker health check), and nothing watches the runs

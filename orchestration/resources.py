@@ -4,7 +4,7 @@
 a TOML path plus optional ``section.key=value`` overrides, so the Dagster launchpad, the CLI and
 tests share one schema.
 ``pipes_subprocess_client`` launches ``torchrun`` for ``trained_model`` when ``train.distributed.nproc
->= 1`` (README "Distributed training": a ``PipesK8sClient`` runs it in a GPU pod instead).
+>= 1`` (docs/scaling.md, "Distributed training": a ``PipesK8sClient`` runs it in a GPU pod instead).
 ``LakeIOManager`` gives each asset its upstream partitions as :class:`PartitionRefs` (the days
 the partition mapping selected); assets write their own partitions through ml_core, atomically.
 """

@@ -18,7 +18,7 @@ materialized, and running the command again over the range re-runs it. While a d
 one when it ends (with its duration), and the stages' progress lines (training steps, evaluation
 scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
 console logger (``--log-level``). For parallel backfills and the daily automation use the UI
-(README).
+(docs/operations.md).
 
 Stopping (SIGINT, e.g. Ctrl-C, or SIGTERM, what a container stop sends): the first signal asks the
 run in progress to stop (:mod:`ml_core.stop`): its stage fails at its next checkpoint (between two

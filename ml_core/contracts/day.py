@@ -17,7 +17,7 @@ import polars as pl
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.history import missing_history, pair_features
+from ml_core.history import missing_history, pair_features, uses_knn
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 
@@ -36,20 +36,30 @@ class DayInputs:
     #: the users' window history (:func:`~ml_core.history.build_history`'s tables; None: not loaded,
     #: or a node_features partition written before it existed)
     history: dict[str, pl.DataFrame] | None = None
-    _pair_inputs: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # a replace() recomputes it
+    _pair_inputs: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False)  # a replace() recomputes them
 
-    def pair_inputs_of(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """Raw pair inputs ``[n, P]`` of the pairs ``(user_ids[j], item_ids[j])`` from this day's
-        history and item table (:func:`~ml_core.history.pair_features`)."""
+    def pair_inputs_of(self, user_ids: np.ndarray, item_ids: np.ndarray, columns) -> np.ndarray:
+        """Raw pair inputs ``[n, len(columns)]`` of the pairs ``(user_ids[j], item_ids[j])`` from
+        this day's history, item table and (for the kNN columns) window graphs
+        (:func:`~ml_core.history.pair_features`)."""
         if self.history is None:
             raise missing_history(self.day, "the pair input", "train.pair_features = false")
-        return pair_features(self.history, user_ids, item_ids, self.items)
+        graphs = None
+        if uses_knn(columns):
+            if self.graph is None or self.user_sim is None or self.item_sim is None:
+                raise ValueError(f"day {self.day}: the pair input's kNN columns need the day's window graph and both "
+                                 "similarity graphs (load the day with_graph), or set train.pair_knn = false")
+            graphs = (self.graph, self.user_sim, self.item_sim)
+        return pair_features(self.history, user_ids, item_ids, self.items, list(columns), graphs)
 
-    def pair_inputs(self) -> np.ndarray:
-        """The samples' raw pair inputs (:meth:`pair_inputs_of`, computed once)."""
-        if self._pair_inputs is None:
-            self._pair_inputs = self.pair_inputs_of(self.samples["user_id"].to_numpy(), self.samples["item_id"].to_numpy())
-        return self._pair_inputs
+    def pair_inputs(self, columns) -> np.ndarray:
+        """The samples' raw pair inputs (:meth:`pair_inputs_of`, computed once per column list)."""
+        key = tuple(columns)
+        if key not in self._pair_inputs:
+            self._pair_inputs[key] = self.pair_inputs_of(self.samples["user_id"].to_numpy(),
+                                                         self.samples["item_id"].to_numpy(), key)
+        return self._pair_inputs[key]
 
 
 def extend_rows(csr: CSR, n_rows: int, n_cols: int) -> CSR:
@@ -168,7 +178,7 @@ class DayContext:
 def history_inputs(inputs: DayInputs, spec: FeatureSpec, user_raw: np.ndarray) -> dict:
     """The context fields the spec's history inputs fill: ``pairs`` (the samples' scaled pair
     inputs) and ``user_seq`` (the sequence of each user of ``user_raw``), None where it has none."""
-    return {"pairs": None if spec.pair is None else spec.pair.encode(inputs.pair_inputs()),
+    return {"pairs": None if spec.pair is None else spec.pair.encode(inputs.pair_inputs(spec.pair.columns)),
             "user_seq": spec.encode_sequences(user_raw, inputs.history, inputs.day)}
 
 

@@ -14,7 +14,7 @@ import torch
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
-from ml_core.history import MAX_AGE, MAX_SEQUENCE, PAIR_COLUMNS, missing_history
+from ml_core.history import MAX_AGE, MAX_SEQUENCE, missing_history
 from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
@@ -96,11 +96,11 @@ class PairSpec:
     std: list[float]
 
     @classmethod
-    def fit(cls, days: list[DayInputs]) -> PairSpec:
-        raw = np.concatenate([d.pair_inputs() for d in days]) if days else np.zeros((0, len(PAIR_COLUMNS)), np.float32)
+    def fit(cls, days: list[DayInputs], columns: list[str]) -> PairSpec:
+        raw = np.concatenate([d.pair_inputs(columns) for d in days]) if days else np.zeros((0, len(columns)), np.float32)
         mean = raw.mean(axis=0) if len(raw) else np.zeros(raw.shape[1])
         std = raw.std(axis=0, ddof=1) if len(raw) > 1 else np.ones(raw.shape[1])
-        return cls(list(PAIR_COLUMNS), [float(m) for m in mean], [float(s) if s > 0 else 1.0 for s in std])
+        return cls(list(columns), [float(m) for m in mean], [float(s) if s > 0 else 1.0 for s in std])
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """``[n, P]`` scaled pair inputs (float32) of the raw ones."""
@@ -122,9 +122,11 @@ class FeatureSpec:
     sequence_length: int = 0
 
     @classmethod
-    def fit(cls, days: list[DayInputs], tasks: list[str], pair: bool = False, sequence_length: int = 0) -> FeatureSpec:
-        """Fitted on ``days``; ``pair``: with the pair input, ``sequence_length``: with each user's
-        last that many events (either needs every day's history)."""
+    def fit(cls, days: list[DayInputs], tasks: list[str], pair: list[str] | None = None,
+            sequence_length: int = 0) -> FeatureSpec:
+        """Fitted on ``days``; ``pair``: with the pair input of these columns
+        (:func:`~ml_core.history.pair_columns`), ``sequence_length``: with each user's last that
+        many events (either needs every day's history; the kNN pair columns, its graphs too)."""
         if not 0 <= sequence_length <= MAX_SEQUENCE:
             raise ValueError(f"sequence_length must be in 0..{MAX_SEQUENCE} (the events the history keeps), "
                              f"got {sequence_length}")
@@ -132,7 +134,7 @@ class FeatureSpec:
             tasks=list(tasks),
             user=SideSpec.fit("u", "user_id", [d.users for d in days], [d.samples["user_id"].to_numpy() for d in days]),
             item=SideSpec.fit("i", "item_id", [d.items for d in days], [d.samples["item_id"].to_numpy() for d in days]),
-            pair=PairSpec.fit(days) if pair else None,
+            pair=PairSpec.fit(days, pair) if pair else None,
             sequence_length=sequence_length,
         )
 

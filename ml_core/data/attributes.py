@@ -30,7 +30,7 @@ the wrong number of fields (their values are still read where present), numbers 
 parse; the node_features stage puts that report in its metadata.
 
 The tables are static side information, the same for every partition day: they must not hold
-anything known only after a day (no leakage; see README "Point it at your own logs").
+anything known only after a day (no leakage; docs/own-logs.md).
 """
 
 from __future__ import annotations

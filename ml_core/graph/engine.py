@@ -1,6 +1,6 @@
 """Where the top-k similarity kernel walks its rows: in this process or on a Dask cluster.
 
-``graph.engine`` picks it (README "Graph stage on Dask"):
+``graph.engine`` picks it (docs/scaling.md, "Graph stage on Dask"):
 
 * ``local`` (default): :meth:`PreparedMatrix.run <ml_core.graph.similarity.PreparedMatrix.run>`
   in this process, numba threads over cost-balanced blocks.

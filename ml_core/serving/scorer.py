@@ -50,7 +50,7 @@ from ml_core.contracts import (
 )
 from ml_core.contracts.reps import NodeReps
 from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, lookup
-from ml_core.history import read_history
+from ml_core.history import read_history, uses_knn
 from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
@@ -142,7 +142,7 @@ def request_context(base: DayContext, inputs: DayInputs, spec: FeatureSpec, user
         sample_item=sample_item,
         sample_user_raw=user_ids,
         labels=np.zeros((len(user_ids), len(spec.tasks)), np.float32),
-        pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs_of(user_ids, item_ids)),
+        pairs=None if spec.pair is None else spec.pair.encode(inputs.pair_inputs_of(user_ids, item_ids, spec.pair.columns)),
         user_seq=user_seq,
     )
 
@@ -216,13 +216,14 @@ class Scorer:
         self.fanouts = list(self.model_spec.fanouts)
         self.batch_size = batch_size
         graph = BipartiteGraph.load(ctx_dir / BIPARTITE_GRAPH)
+        reads_sims = self.needs_graph or uses_knn(self.spec.pair)  # for the model's channels or the kNN pair columns
         feats = ctx_dir / NODE_FEATURES
         self.inputs = DayInputs(
             day=self.manifest.get("partition", ""), samples=empty_samples(self.tasks),
             users=pl.read_parquet(feats / "part-0.parquet"), items=pl.read_parquet(feats / "items.parquet"),
             graph=graph,
-            user_sim=SimilarityGraph.load(ctx_dir / USER_SIMILARITY_GRAPH) if self.needs_graph else None,
-            item_sim=SimilarityGraph.load(ctx_dir / ITEM_SIMILARITY_GRAPH) if self.needs_graph else None,
+            user_sim=SimilarityGraph.load(ctx_dir / USER_SIMILARITY_GRAPH) if reads_sims else None,
+            item_sim=SimilarityGraph.load(ctx_dir / ITEM_SIMILARITY_GRAPH) if reads_sims else None,
             history=read_history(feats),
         )
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)

@@ -34,10 +34,10 @@ def compare_days(cfg: PipelineConfig, lake: Lake, day, sample_days: list[str], v
     result and the number of evaluation samples."""
     from ml_core.compare import run_comparison
 
-    eval_in = load_day_inputs(lake, day, with_graph=True)
+    eval_in = load_day_inputs(lake, day)
     if eval_in.samples.height == 0:
         raise ValueError(f"no evaluation samples: {day_str(day)} has no samples (a day without data); nothing to compare")
-    train_in = [load_day_inputs(lake, d, with_graph=True) for d in sample_days]
+    train_in = [load_day_inputs(lake, d) for d in sample_days]
     if sum(d.samples.height for d in train_in) == 0:
         raise ValueError(f"no training samples: the training days {sample_days} have none; nothing to compare")
     out = run_comparison(train_in, eval_in, list(cfg.samples.tasks), cfg.train, variants, seeds, budget, log=log,

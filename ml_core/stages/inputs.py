@@ -43,18 +43,14 @@ def load_history(lake: Lake, day) -> dict[str, pl.DataFrame] | None:
     return read_history(lake.checked_dir(NODE_FEATURES, day))
 
 
-def load_day_inputs(lake: Lake, day, with_graph: bool) -> DayInputs:
-    """Day ``day``'s samples, node features and bipartite graph (+ both similarity graphs with
-    ``with_graph``), as the trainer and the evaluation read them."""
+def load_day_inputs(lake: Lake, day) -> DayInputs:
+    """Day ``day``'s samples, node features, history, bipartite graph and both similarity graphs,
+    as the trainer and the evaluation read them (graph models read the similarity graphs' channels,
+    the pair input their kNN sums, the CF scorers both; they are top-k graphs, small to load)."""
     users, items = load_features(lake, day)
-    inputs = DayInputs(day=day_str(day), samples=lake.read_table(TRAINING_SAMPLES, day), users=users, items=items,
-                       history=load_history(lake, day))
-    # the graph is always loaded: it defines the day's node space (and the cold-start share)
-    inputs.graph = load_bipartite(lake, day)
-    if with_graph:
-        inputs.user_sim = load_similarity(lake, day, "user")
-        inputs.item_sim = load_similarity(lake, day, "item")
-    return inputs
+    return DayInputs(day=day_str(day), samples=lake.read_table(TRAINING_SAMPLES, day), users=users, items=items,
+                     history=load_history(lake, day), graph=load_bipartite(lake, day),
+                     user_sim=load_similarity(lake, day, "user"), item_sim=load_similarity(lake, day, "item"))
 
 
 @dataclass
@@ -103,7 +99,7 @@ def scoring_day(lake: Lake, day, last_use: bool = False) -> ScoringDay:
     key = scoring_key(lake, day)
     held = _LAST_SCORED.get(key)
     if held is None:
-        held = ScoringDay(load_day_inputs(lake, day, with_graph=True))
+        held = ScoringDay(load_day_inputs(lake, day))
         if not last_use:
             _LAST_SCORED.clear()
             _LAST_SCORED[key] = held

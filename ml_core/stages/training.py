@@ -105,12 +105,13 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     from ml_core.train.start import ModelChoice
     from ml_core.train.trainer import train
 
-    choice = ModelChoice.of(cfg.train)  # train.model resolved once, for the inputs read and the training
-    need_graph = training_graph_needs(cfg.train, choice.cls).day_graphs  # the model, its optimizer or a post-training step
-    days = [load_day_inputs(lake, d, need_graph) for d in sample_days]
+    choice = ModelChoice.of(cfg.train)  # train.model resolved once, for the training and the inputs it records
+    days = [load_day_inputs(lake, d) for d in sample_days]
     tasks = list(cfg.samples.tasks)
     result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day), choice=choice)
-    read = TRAINING_DAY + SIMILARITY_GRAPHS if need_graph else TRAINING_DAY  # the similarity graphs when it uses graphs
+    # the similarity graphs are an input of the model (channels, optimizer, post-training) or of the pair input's kNN columns
+    need_graph = training_graph_needs(cfg.train, choice.cls).day_graphs or (cfg.train.pair_features and cfg.train.pair_knn)
+    read = TRAINING_DAY + SIMILARITY_GRAPHS if need_graph else TRAINING_DAY
     versions = _input_versions(lake, {a: sample_days for a in read})
     ranks = ddp.current()
     if ranks.writer:

@@ -36,7 +36,7 @@ class TuningResult:
 
 
 def _inputs(lake: Lake, day: str, what: str):
-    inputs = load_day_inputs(lake, day, with_graph=True)
+    inputs = load_day_inputs(lake, day)
     if inputs.samples.height == 0:
         raise ValueError(f"no {what} samples: {day} has no samples (a day without data); nothing to tune on")
     return inputs
@@ -53,7 +53,7 @@ def run_hyperparameter_search(cfg: PipelineConfig, lake: Lake, day, sample_days:
     t0 = time.perf_counter()
     tasks = list(cfg.samples.tasks)
     fit_days, valid = sample_days[:-1], sample_days[-1]
-    train_in = [load_day_inputs(lake, d, with_graph=True) for d in fit_days]
+    train_in = [load_day_inputs(lake, d) for d in fit_days]
     if sum(d.samples.height for d in train_in) == 0:
         raise ValueError(f"no training samples: the trials' training days {fit_days} have none; nothing to tune on")
     valid_in = _inputs(lake, valid, "validation")

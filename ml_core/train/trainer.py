@@ -19,6 +19,7 @@ from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayInputs
 from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
+from ml_core.history import pair_columns
 from ml_core.inference import inference_needs_graph
 from ml_core.models.base import RecModel
 from ml_core.train import distributed as ddp
@@ -86,7 +87,8 @@ def _train(days: list[DayInputs], cfg: TrainConfig, tasks: list[str], log, warm:
     threads = configure_threads(cfg.threads)
     device = ddp.rank_device(resolve_device(cfg.device), ranks)
     split = split_validation(days, cfg.validation, cfg.validation_share, cfg.seed)
-    fitted = FeatureSpec.fit(split.train, tasks, pair=cfg.pair_features, sequence_length=cfg.sequence_length)
+    pair = pair_columns(cfg.pair_knn) if cfg.pair_features else None
+    fitted = FeatureSpec.fit(split.train, tasks, pair=pair, sequence_length=cfg.sequence_length)
     state = start_state(cfg, choice, fitted, warm)
     model, fspec = state.model.to(device), state.feature_spec
     contexts = build_contexts(split.train, fspec, training_graph_needs(cfg, choice.cls).day_graphs)

@@ -239,7 +239,7 @@ def test_materialize_all_from_the_first_day_targets_every_partition_it_reads():
             if parent.to_user_string() == "source_logs":
                 continue  # observed, not materialized
             needed = _upstream(asset, parent.to_user_string(), keys)
-            # days after the range are outside it by choice (README: a range ending before the newest
+            # days after the range are outside it by choice (docs/operations.md: a range ending before the newest
             # day also re-materializes the windows that read its last days, and they read later days)
             outside = {d for d in needed - target.get(parent.to_user_string(), set()) if d <= days[-1]}
             assert not outside, (asset, parent.to_user_string(), sorted(outside))

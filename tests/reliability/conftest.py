@@ -1,6 +1,6 @@
 """The fault-injection table: every scenario of tests/reliability/test_fault_*.py records its
 figures (``record_property("fault", ...)``, :func:`tests.reliability.faults.report`); the run's
-summary prints them as one table, the one the README's "Fault injection" section shows."""
+summary prints them as one table, the one docs/history.md's "Fault injection, one run" shows."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property
     assert npy.stat().st_size == size
     t0 = time.perf_counter()
     with pytest.raises(CorruptPartitionError) as e:
-        load_day_inputs(lake, prev, with_graph=True)
+        load_day_inputs(lake, prev)
     detection = time.perf_counter() - t0
     msg = str(e.value)
     assert f"bipartite_graph partition {prev}" in msg and npy.name in msg and "sha256" in msg
@@ -104,7 +104,7 @@ def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property
     assert out.mode == "full" and "corrupt" in out.bipartite.full_rebuild_reason
 
     run_window_graphs(cfg, lake, prev, graph_window_days(cfg, prev))  # the remedy: rebuild that day's graphs
-    assert load_day_inputs(lake, prev, with_graph=True).graph.days == graph_window_days(cfg, prev)
+    assert load_day_inputs(lake, prev).graph.days == graph_window_days(cfg, prev)
     assert corrupt_entries(root) == []
     report(record_property, "one byte flipped in a graph array (bipartite_graph)", failed=1, recovered=1,
            lost=[], wrong=wrong_models_served(root), detection_s=detection, detected_by="the integrity check on read")

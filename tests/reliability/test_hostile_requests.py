@@ -8,7 +8,7 @@ it runs, a second client asks ``/health`` every 10 ms: it must answer each withi
 :data:`HEALTH_LIMIT_S`. At the end the server must still run, have answered no unexpected 5xx,
 and its resident memory must be within 1.5x of what it was before the first probe. The figures
 (probes, crashes, stalls, 5xx) are printed as one table at the end of the run (conftest.py) and
-are the table of the README's "Hostile requests" section.
+are the table of docs/history.md's "Hostile requests, one run".
 """
 
 from __future__ import annotations

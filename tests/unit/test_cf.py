@@ -164,7 +164,7 @@ def test_a_planted_day_d_event_changes_no_cf_score(tmp_path):
     run_data_days(cfg, lake, ["2026-01-01", day])
 
     def scored() -> tuple[DayInputs, dict]:
-        inputs = load_day_inputs(lake, day, with_graph=True)
+        inputs = load_day_inputs(lake, day)
         s, _ = cf_scores(inputs)
         pairs = zip(inputs.samples["user_id"].to_list(), inputs.samples["item_id"].to_list(), strict=True)
         return inputs, {p: tuple(s[k][t] for k in CF_SCORERS) for t, p in enumerate(pairs)}

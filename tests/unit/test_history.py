@@ -13,7 +13,7 @@ import pytest
 
 from ml_core import stages as P
 from ml_core.config import BEHAVIORS
-from ml_core.history import MAX_SEQUENCE, PAIR_COLUMNS, build_history, pair_features
+from ml_core.history import HISTORY_COLUMNS, KNN_COLUMNS, MAX_SEQUENCE, build_history, pair_features
 from ml_core.stages.features import run_node_features
 from ml_core.stages.inputs import load_features, load_history
 from ml_core.stages.windows import graph_window_days
@@ -75,14 +75,35 @@ def test_pair_features_of_known_unknown_and_category_pairs():
     users = np.array([p["user_id"], 999, p["user_id"]])
     its = np.array([p["item_id"], p["item_id"], 35])  # a known pair; an unknown user; an item the user never saw
     x = pair_features(h, users, its, items)
-    assert x.shape == (3, len(PAIR_COLUMNS)) and x.dtype == np.float32
-    col = {c: j for j, c in enumerate(PAIR_COLUMNS)}
+    assert x.shape == (3, len(HISTORY_COLUMNS)) and x.dtype == np.float32
+    col = {c: j for j, c in enumerate(HISTORY_COLUMNS)}
     assert x[0, col["p_num_log_pair_view"]] == pytest.approx(np.log1p(p["n_view"]))
     assert x[0, col["p_num_pair_recency"]] == pytest.approx(1 / (1 + p["days_ago"]))
     assert not x[1].any()  # no history at all
     assert x[2, col["p_num_pair_recency"]] == 0 and x[2, col["p_num_cat_share"]] > 0  # the category is known to the user
     # the same pairs in another order give the same rows
     np.testing.assert_array_equal(pair_features(h, users[::-1], its[::-1], items), x[::-1])
+
+
+def test_knn_columns_are_the_cf_scorers_sums_and_need_the_graphs(synthetic_lake):
+    """The pair input's kNN columns are log(1 + s) of the item-kNN / user-kNN scorers' sums on the
+    same samples (one implementation), any column order; without the graphs: a clear error."""
+    from ml_core.cf import cf_scores
+    from ml_core.cf_config import CFConfig
+
+    cfg, lake, days = synthetic_lake
+    day = P.load_day_inputs(lake, days[-1])
+    cf, _ = cf_scores(day, CFConfig(scorers=["item_knn", "user_knn"]))
+    x = day.pair_inputs(list(KNN_COLUMNS))
+    np.testing.assert_allclose(x, np.log1p(np.stack([cf["item_knn"], cf["user_knn"]], 1)), rtol=1e-6)
+    assert (x > 0).any(axis=0).all()
+    both = day.pair_inputs([KNN_COLUMNS[1], HISTORY_COLUMNS[0]])
+    np.testing.assert_array_equal(both[:, 0], x[:, 1])
+    np.testing.assert_array_equal(both[:, 1], day.pair_inputs(HISTORY_COLUMNS)[:, 0])
+    with pytest.raises(ValueError, match="pair_knn = false"):
+        dataclasses.replace(day, item_sim=None).pair_inputs(list(KNN_COLUMNS))
+    with pytest.raises(ValueError, match="unknown pair input columns"):
+        day.pair_inputs(["p_num_nope"])
 
 
 def test_history_refuses_events_of_its_own_day():
@@ -116,7 +137,7 @@ def test_a_planted_event_on_day_d_changes_no_pair_input_of_day_d(synthetic_lake,
             *[pl.lit(None).alias(c) for c in logs.columns if c not in ("user_id", "item_id", "behavior", "ts",
                                                                        "category", "ds")])
 
-    want = P.load_day_inputs(lake, d, with_graph=False)
+    want = P.load_day_inputs(lake, d)
     for on, changes in ((d, False), (window[-1], True)):
         copy = Lake(tmp_path / on)
         _copy_logs(lake, copy, [*window, d], {on: planted(on)})
@@ -125,7 +146,7 @@ def test_a_planted_event_on_day_d_changes_no_pair_input_of_day_d(synthetic_lake,
         same = all(got_history[t].equals(want.history[t]) for t in want.history)
         got = pair_features(got_history, samples["user_id"].to_numpy(), samples["item_id"].to_numpy(),
                             load_features(copy, d)[1])
-        assert same != changes and np.array_equal(got, want.pair_inputs()) != changes, on
+        assert same != changes and np.array_equal(got, want.pair_inputs(HISTORY_COLUMNS)) != changes, on
 
 
 def repeat_day(name: str, seed: int, n_users: int = 200, n_items: int = 60):
@@ -165,12 +186,13 @@ def test_a_model_with_the_pair_input_beats_seen_pair_on_repeats():
 
     tasks = ["click", "purchase"]
     train_day, test_day = repeat_day("2026-01-05", 0), repeat_day("2026-01-06", 1)
-    cfg = TrainConfig(model="mmoe", epochs=2, batch_size=128, lr=1e-2, dim=8, seed=0, threads=1, validation="none")
+    cfg = TrainConfig(model="mmoe", epochs=2, batch_size=128, lr=1e-2, dim=8, seed=0, threads=1, validation="none",
+                      pair_knn=False)  # the history's columns alone (the days carry no graphs)
     result = train([train_day], cfg, tasks)
     assert result.feature_spec.pair is not None
     got = evaluate(result, result.feature_spec, test_day, cfg.fanouts)
     labels = test_day.samples.select("label_click", "label_purchase").to_numpy().astype(np.float64)
-    seen = (test_day.pair_inputs()[:, 0] > 0).astype(np.float64)
+    seen = (test_day.pair_inputs(HISTORY_COLUMNS)[:, 0] > 0).astype(np.float64)
     rule = task_metrics(test_day.samples["user_id"].to_numpy(), labels, np.stack([seen, seen], 1) * 0.5 + 0.25, tasks)
     for t in tasks:
         assert got[t]["gauc"] > rule[t]["gauc"] + 0.04, (t, got[t]["gauc"], rule[t]["gauc"])

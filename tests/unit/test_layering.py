@@ -1,5 +1,5 @@
 """The shape of the codebase, checked: one-way layers, no private names across packages, small
-modules and ruff clean (ml_core free of Dagster: test_no_dagster.py). README "Architecture"
+modules and ruff clean (ml_core free of Dagster: test_no_dagster.py). docs/development.md "Architecture"
 draws the same layers."""
 
 from __future__ import annotations

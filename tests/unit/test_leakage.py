@@ -79,7 +79,7 @@ def test_graphs_and_features_never_contain_their_own_day_or_later(trained):
 def test_training_positive_edge_not_visible_to_its_message_passing(trained, mask):
     cfg, lake, days, _, manifest = trained
     d = manifest["train_days"][-1]
-    inputs = P.load_day_inputs(lake, d, with_graph=True)
+    inputs = P.load_day_inputs(lake, d)
     spec = FeatureSpec.fit([inputs], list(cfg.samples.tasks))
     ctx = DayContext.build(inputs, spec, with_graph=True)
     maker = BatchMaker(ctx, [10, 5], need_graph=True, mask_target_edges=mask)
@@ -121,7 +121,7 @@ def test_lightgode_inference_graph_has_no_evaluation_day_edge(synthetic_lake):
 
     cfg, lake, days = synthetic_lake
     eval_day = days[-1]
-    inputs = P.load_day_inputs(lake, eval_day, with_graph=True)
+    inputs = P.load_day_inputs(lake, eval_day)
     spec = FeatureSpec.fit([inputs], list(cfg.samples.tasks))  # the day's own ids are all known: strictest
     mspec = ModelSpec.from_feature_spec(spec, 8, [3, 3])
     model = LightGODE(mspec)

@@ -19,6 +19,7 @@ from ml_core import stages as P
 from ml_core.bundles import NODE_REPS_FILE, BundleStore, load_model, read_manifest
 from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import SimilarityGraph
+from ml_core.history import KNN_COLUMNS
 from ml_core.inference import inference_needs_graph, predict
 from ml_core.serving.scorer import (
     Scorer,
@@ -54,7 +55,7 @@ def test_scorer_equals_lake_predict(deployments, model):
     # the lake-based path of evaluation: the day's stored inputs, DayContext.build, predict
     lake = Lake(dep.root)
     net, spec, _, _ = load_model(lake.partition_dir("trained_model", D))
-    inputs = P.load_day_inputs(lake, D, with_graph=inference_needs_graph(net))
+    inputs = P.load_day_inputs(lake, D)  # as the evaluation reads it (the kNN pair columns too)
     pairs = lake_pairs(dep)
     inputs.samples = pairs
     ctx = DayContext.build(inputs, spec, with_graph=inference_needs_graph(net))
@@ -62,7 +63,8 @@ def test_scorer_equals_lake_predict(deployments, model):
 
     # the pair input is on by default, read from the bundle's copy of the day's history, and
     # some of these pairs have one
-    assert spec.pair is not None and sc.spec.pair == spec.pair and (inputs.pair_inputs()[:, 0] > 0).any()
+    assert spec.pair is not None and sc.spec.pair == spec.pair and set(KNN_COLUMNS) <= set(spec.pair.columns)
+    assert (inputs.pair_inputs(spec.pair.columns) > 0).any(axis=0).all()  # every column has some non-zero pair
     assert (ctx.user_seq is not None and bool(ctx.user_seq.mask.any())) == (model == "moge")
     u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
     r = sc.score_pairs(u, i)

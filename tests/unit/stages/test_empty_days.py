@@ -109,7 +109,7 @@ def test_an_evaluation_day_without_samples_is_recorded_and_refused(gap_lake):
     from ml_core.bundles import load_model
 
     model, fspec, mspec, _ = load_model(lake.partition_dir("trained_model", DAYS[2]))
-    metrics = score_day(model, fspec, P.load_day_inputs(lake, DAYS[2], with_graph=True), mspec.fanouts).metrics
+    metrics = score_day(model, fspec, P.load_day_inputs(lake, DAYS[2]), mspec.fanouts).metrics
     assert all(m["n"] == 0 and np.isnan(m["gauc"]) for m in metrics.values())
     # a day with samples is still scored as before
     P.run_trained_model(cfg, lake, DAYS[3], P.train_window_days(cfg, DAYS[3]))

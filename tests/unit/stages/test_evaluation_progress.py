@@ -89,10 +89,10 @@ def test_a_context_re_encoded_for_another_spec_equals_one_built_for_it(synthetic
     from ml_core.stages.inputs import load_day_inputs
 
     cfg, lake, days = synthetic_lake
-    inputs = load_day_inputs(lake, days[-1], with_graph=True)
+    inputs = load_day_inputs(lake, days[-1])
     tasks = list(cfg.samples.tasks)
-    spec_a = FeatureSpec.fit([load_day_inputs(lake, days[0], False)], tasks)
-    spec_b = FeatureSpec.fit([load_day_inputs(lake, d, False) for d in days[1:3]], tasks)
+    spec_a = FeatureSpec.fit([load_day_inputs(lake, days[0])], tasks)
+    spec_b = FeatureSpec.fit([load_day_inputs(lake, d) for d in days[1:3]], tasks)
     assert not spec_a.same_as(spec_b)
     for graph in (True, False):
         built = DayContext.build(inputs, spec_b, with_graph=graph)

@@ -78,11 +78,11 @@ def test_the_validation_slice_never_contains_day_d(mode, synthetic_lake):
     cfg, lake, days = synthetic_lake
     day = days[-1]
     window = P.train_window_days(cfg, day)
-    inputs = [P.load_day_inputs(lake, d, with_graph=False) for d in window]
+    inputs = [P.load_day_inputs(lake, d) for d in window]
     split = split_validation(inputs, mode, 0.2, seed=0)
     assert split.how == mode and split.validation
     val, trained = _sample_ids(split.validation), _sample_ids(split.train)
-    d_samples = _sample_ids([P.load_day_inputs(lake, day, with_graph=False)])
+    d_samples = _sample_ids([P.load_day_inputs(lake, day)])
     assert val and not val & d_samples and all(d in window and d != day for d, _, _ in val)
     assert val <= _sample_ids(inputs) and not val & trained  # drawn from the training days, never trained on
     if mode == "last_day":

@@ -21,7 +21,7 @@ def test_resolve_device_picks_cuda_only_when_present():
 
 def test_mmoe_learns_on_synthetic_days(synthetic_lake):
     cfg, lake, days = synthetic_lake
-    train_days = [P.load_day_inputs(lake, d, with_graph=False) for d in days[2:4]]
+    train_days = [P.load_day_inputs(lake, d) for d in days[2:4]]
     # two full epochs (the shared FAST budget of 40 steps is too short since negatives follow the
     # positives' item distribution: no popularity shortcut to learn; measured 0.53 click at 40x2, 0.71 here)
     tcfg = dataclasses.replace(cfg.train, model="mmoe", epochs=2, max_steps_per_epoch=0)
@@ -30,7 +30,7 @@ def test_mmoe_learns_on_synthetic_days(synthetic_lake):
     assert epoch_losses[1] < epoch_losses[0]
     from ml_core.inference import evaluate
 
-    test_day = P.load_day_inputs(lake, days[4], with_graph=False)
+    test_day = P.load_day_inputs(lake, days[4])
     metrics = evaluate(res, res.feature_spec, test_day, cfg.train.fanouts)
     for task in cfg.samples.tasks:
         assert metrics[task]["gauc"] > 0.55, metrics
@@ -59,7 +59,7 @@ def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
     from ml_core.contracts.features import FeatureSpec
 
     cfg, lake, days = synthetic_lake
-    inputs = P.load_day_inputs(lake, days[3], with_graph=True)
+    inputs = P.load_day_inputs(lake, days[3])
     spec = FeatureSpec.fit([inputs], list(cfg.samples.tasks))
     maker = BatchMaker(DayContext.build(inputs, spec, with_graph=True), [5, 3], need_graph=True)
     plan = batch_plan([maker.ctx], 300, shuffle=True, rng=np.random.default_rng(0))[:12]
