@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ml_core.catalog import MODEL_INPUTS, TRAINING_SAMPLES
 from ml_core.config import PipelineConfig
 from ml_core.eval.plots import png_markdown
 from ml_core.stop import StopRequested
@@ -149,12 +150,9 @@ def code_version(*modules: str, shallow: tuple[str, ...] = ()) -> str:
 CODE_ROOTS = ("ml_core",)
 
 
-#: The day inputs a model reads from the lake beside its samples (lineage only: no IO manager load).
-MODEL_INPUTS = ("node_features", "bipartite_graph", "user_similarity_graph", "item_similarity_graph")
-
-
 def lineage_deps(mapping) -> list:
-    """``deps=`` of an asset that reads :data:`MODEL_INPUTS` itself over the days of ``mapping``."""
+    """``deps=`` of an asset that reads :data:`~ml_core.catalog.MODEL_INPUTS` (the day inputs a model
+    reads beside its samples) itself over the days of ``mapping`` (lineage only: no IO manager load)."""
     return [dg.AssetDep(name, partition_mapping=mapping) for name in MODEL_INPUTS]
 
 
@@ -165,7 +163,7 @@ def on_demand(kinds: set[str]) -> dict:
     from assets.partitions import train_and_eval_window
 
     return {**stage("comparison", kinds, model=True), "backfill_policy": None,  # one run per day: many days is a study
-            "ins": {"training_samples": dg.AssetIn(partition_mapping=train_and_eval_window)},
+            "ins": {TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_and_eval_window)},
             "deps": lineage_deps(train_and_eval_window)}
 
 

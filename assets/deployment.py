@@ -9,6 +9,7 @@ from assets.automation import DECISION
 from assets.common import code_version, result, settings, stage, stoppable
 from assets.partitions import previous_day
 from assets.ranges import materialize_days
+from ml_core.catalog import DEPLOYED_MODEL, STAGE_INPUTS
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import gauc_table, load_evaluation
 
@@ -19,10 +20,8 @@ DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
     **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=DECISION),
     # the stage reads model_evaluation[D], scores the production and recently promoted models on
     # day D's samples and graphs (so it runs after deployed_model[D-1]) and copies trained_model[D]
-    deps=[dg.AssetDep("model_evaluation"), dg.AssetDep("trained_model"),
-          dg.AssetDep("deployed_model", partition_mapping=previous_day),
-          *(dg.AssetDep(a) for a in ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
-                                     "item_similarity_graph"))],
+    deps=[*(dg.AssetDep(name) for name in STAGE_INPUTS[DEPLOYED_MODEL]),
+          dg.AssetDep(DEPLOYED_MODEL, partition_mapping=previous_day)],
     code_version=DEPLOYMENT_CODE,
 )
 @stoppable
@@ -50,4 +49,4 @@ def day_decision(context: dg.AssetExecutionContext, cfg, lake, day: str) -> dg.M
     if ev.production:
         for task, m in ev.production.metrics.items():
             stats[f"production_gauc_{task}"] = m["gauc"]
-    return result(lake, "deployed_model", day, stats, markdown={"gauc_table": gauc_table(ev)})
+    return result(lake, DEPLOYED_MODEL, day, stats, markdown={"gauc_table": gauc_table(ev)})

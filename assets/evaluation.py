@@ -9,6 +9,7 @@ import dagster as dg
 from assets.automation import MODEL
 from assets.common import code_version, result, settings, stage, stoppable
 from assets.ranges import materialize_days
+from ml_core.catalog import MODEL_EVALUATION, STAGE_INPUTS
 from ml_core.stages.evaluation import gauc_table, run_model_evaluation
 
 EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
@@ -17,8 +18,7 @@ EVALUATION_CODE = code_version("assets.evaluation", "ml_core.stages.evaluation")
 @dg.asset(
     **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=MODEL),
     # the stage loads trained_model[D] and day D's samples, features and graphs from the lake
-    deps=[dg.AssetDep(name) for name in ("trained_model", "training_samples", "node_features", "bipartite_graph",
-                                         "user_similarity_graph", "item_similarity_graph")],
+    deps=[dg.AssetDep(name) for name in STAGE_INPUTS[MODEL_EVALUATION]],
     code_version=EVALUATION_CODE,
 )
 @stoppable
@@ -48,4 +48,4 @@ def day_evaluation(context: dg.AssetExecutionContext, cfg, lake, day: str) -> dg
     stats["cf_info"] = ev.cf_info  # what each CF scorer cost; EASE's item cap and the items it kept
     stats["metrics"] = ev.candidate
     stats["trained_model_version"] = ev.candidate_version
-    return result(lake, "model_evaluation", day, stats, markdown={"gauc_table": gauc_table(ev)})
+    return result(lake, MODEL_EVALUATION, day, stats, markdown={"gauc_table": gauc_table(ev)})

@@ -9,12 +9,13 @@ from assets.automation import DATA
 from assets.common import code_version, fields_of, result, settings, stage, stoppable
 from assets.partitions import graph_window
 from assets.ranges import materialize_days, upstream_days
+from ml_core.catalog import INTERACTION_LOGS, NODE_FEATURES
 from ml_core.stages.features import run_node_features
 
 
 @dg.asset(
     **stage("features", {"polars", "parquet"}, automation_condition=DATA),
-    ins={"interaction_logs": dg.AssetIn(partition_mapping=graph_window)},
+    ins={INTERACTION_LOGS: dg.AssetIn(partition_mapping=graph_window)},
     code_version=code_version("assets.features", "ml_core.stages.features"),
 )
 @stoppable
@@ -25,6 +26,6 @@ def node_features(context: dg.AssetExecutionContext, interaction_logs) -> Iterat
 
     def day_result(day: str) -> dg.MaterializeResult:
         out = run_node_features(cfg, lake, day, upstream_days(context, "interaction_logs", day))
-        return result(lake, "node_features", day, fields_of(out))
+        return result(lake, NODE_FEATURES, day, fields_of(out))
 
     yield from materialize_days(context, day_result)

@@ -21,6 +21,7 @@ from assets.common import (
 )
 from assets.partitions import derived_daily, graph_window
 from assets.ranges import DATA_POLICY, materialize_days, upstream_days
+from ml_core.catalog import BIPARTITE_GRAPH, GRAPHS, INTERACTION_LOGS, ITEM_SIMILARITY_GRAPH, USER_SIMILARITY_GRAPH
 from ml_core.eval.plots import degree_plot
 from ml_core.stages.graphs import run_window_graphs
 
@@ -31,18 +32,18 @@ _common = {"partitions_def": derived_daily, "group_name": "graph", "kinds": {"nu
 
 @dg.multi_asset(
     specs=[spec.with_io_manager_key(LAKE_IO) for spec in (
-        dg.AssetSpec("bipartite_graph", deps=[dg.AssetDep("interaction_logs", partition_mapping=graph_window)],
+        dg.AssetSpec(BIPARTITE_GRAPH, deps=[dg.AssetDep(INTERACTION_LOGS, partition_mapping=graph_window)],
                      description=(
             "User-item bipartite graph (CSR, behaviour-weighted edges, raw ids as stable node ids) built from "
             "the logs of days D-W .. D-1: never day D itself."), **_common),
-        dg.AssetSpec("user_similarity_graph", deps=["bipartite_graph"], description=(
+        dg.AssetSpec(USER_SIMILARITY_GRAPH, deps=[BIPARTITE_GRAPH], description=(
             "Top-k user-user collaborative similarity graph of day D (cosine over behaviour-weighted "
             "co-interactions by default) from bipartite_graph[D], plus its refresh state."), **_common),
-        dg.AssetSpec("item_similarity_graph", deps=["bipartite_graph"], description=(
+        dg.AssetSpec(ITEM_SIMILARITY_GRAPH, deps=[BIPARTITE_GRAPH], description=(
             "Top-k item-item collaborative similarity graph of day D from bipartite_graph[D], plus its "
             "refresh state."), **_common),
     )],
-    ins={"interaction_logs": dg.AssetIn()},  # the window mapping is on the AssetDep above
+    ins={INTERACTION_LOGS: dg.AssetIn()},  # the window mapping is on the AssetDep above
     required_resource_keys={"pipeline"},
     retry_policy=RETRY,
     backfill_policy=DATA_POLICY,
@@ -56,11 +57,11 @@ def window_graphs(context: dg.AssetExecutionContext, interaction_logs) -> Iterat
 
 def day_graphs(context: dg.AssetExecutionContext, cfg, lake, day: str) -> Iterator[dg.MaterializeResult]:
     """The three graphs of ``day``, written, with their metadata and degree plots."""
-    days = upstream_days(context, "interaction_logs", day, "bipartite_graph")
+    days = upstream_days(context, INTERACTION_LOGS, day, BIPARTITE_GRAPH)
     out = run_window_graphs(cfg, lake, day, days)
     context.log.info(f"{day}: graphs built in {out.mode} mode ({out.seconds}s) over {days}")
     bip = out.graphs.bip
-    yield result(lake, "bipartite_graph", day, fields_of(out.bipartite),
+    yield result(lake, BIPARTITE_GRAPH, day, fields_of(out.bipartite),
                  plots={"degree_distribution": degree_plot({"users": bip.ui.degrees(), "items": bip.iu.degrees()},
                                                            "bipartite degree CCDF")})
     for kind, sim, summary in (("user", out.graphs.user_sim, out.user_similarity),
@@ -68,4 +69,4 @@ def day_graphs(context: dg.AssetExecutionContext, cfg, lake, day: str) -> Iterat
         keep = fields_of(summary, *(() if summary.hub_recall_at_k is not None else ("hub_recall_at_k",)))
         plot = degree_plot({"out-degree": sim.adj.degrees(), "in-degree": sim.adj.transpose().degrees()},
                            f"{kind} similarity degree CCDF")
-        yield result(lake, f"{kind}_similarity_graph", day, keep, plots={"degree_distribution": plot})
+        yield result(lake, GRAPHS[kind], day, keep, plots={"degree_distribution": plot})

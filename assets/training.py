@@ -11,6 +11,7 @@ from assets.automation import TRAINING
 from assets.common import ROOT, code_version, lineage_deps, result, settings, stage, stoppable
 from assets.partitions import CONFIG, previous_day, train_window
 from assets.ranges import materialize_days, upstream_days
+from ml_core.catalog import TRAINED_MODEL, TRAINING_SAMPLES
 from ml_core.eval.plots import curve_plot
 from ml_core.stages.training import run_trained_model
 
@@ -20,11 +21,11 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
 @dg.asset(
     **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=TRAINING,
             required_resource_keys={"pipeline", "pipes_subprocess_client"}),
-    ins={"training_samples": dg.AssetIn(partition_mapping=train_window)},
+    ins={TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_window)},
     # the same days' features and graphs, read by the stage from the lake, and the model it starts
     # from (train.warm_start = "previous": trained_model[D-1], when it exists): lineage only
     deps=[*lineage_deps(train_window),
-          *([dg.AssetDep("trained_model", partition_mapping=previous_day)] if CONFIG.train.warm_start == "previous" else [])],
+          *([dg.AssetDep(TRAINED_MODEL, partition_mapping=previous_day)] if CONFIG.train.warm_start == "previous" else [])],
     code_version=TRAINING_CODE,
 )
 @stoppable
@@ -42,7 +43,7 @@ def trained_model(context: dg.AssetExecutionContext, training_samples) -> Iterat
 
 def day_model(context: dg.AssetExecutionContext, cfg, lake, day: str) -> dg.MaterializeResult:
     """trained_model[day], trained on its own window's samples, with its curve and manifest."""
-    train_days = upstream_days(context, "training_samples", day)
+    train_days = upstream_days(context, TRAINING_SAMPLES, day)
     if cfg.train.distributed.nproc:
         reported = train_with_torchrun(context, cfg, day, train_days)
         stats, history = {}, json.loads((lake.partition_dir("trained_model", day) / "history.json").read_text())

@@ -39,7 +39,8 @@ from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.registry import build_model
 from ml_core.storage import Lake
-from ml_core.train.trainer import configure_threads, resolve_device
+from ml_core.train.distributed import resolve_device
+from ml_core.train.loop import configure_threads
 
 
 class _PlanBatches(torch.utils.data.Dataset):

@@ -33,7 +33,7 @@ from ml_core.config import load_config
 from ml_core.stages.comparison import compare_days
 from ml_core.stages.data_day import run_data_day
 from ml_core.stages.logs import run_interaction_logs
-from ml_core.stages.windows import graph_window, train_window
+from ml_core.stages.windows import graph_window_days, train_window_days
 from ml_core.storage import Lake
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -55,8 +55,8 @@ DATASETS = {
 def prepare(cfg, lake: Lake, eval_day: str, log=print) -> list[str]:
     """Materialise the data stages the evaluation day and its training days need: the logs of
     their graph windows, then every data stage of each of those days (stored days are kept)."""
-    model_days = train_window(cfg, eval_day) + [eval_day]
-    log_days = sorted({d for m in model_days for d in graph_window(cfg, m)} - set(model_days))
+    model_days = train_window_days(cfg, eval_day) + [eval_day]
+    log_days = sorted({d for m in model_days for d in graph_window_days(cfg, m)} - set(model_days))
     for d in log_days:  # all before the first model day
         if not lake.exists("interaction_logs", d):
             run_interaction_logs(cfg, lake, d)

@@ -41,7 +41,7 @@ from ml_core.stages.data_day import run_data_days
 from ml_core.stages.evaluation import SCORES_FILE, run_model_evaluation
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.training import run_trained_model
-from ml_core.stages.windows import model_start, train_window
+from ml_core.stages.windows import model_start, train_window_days
 from ml_core.storage import Lake
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -103,7 +103,7 @@ def run_chain(config: Path | None, cfg_base: list[str], root: Path, data: Lake, 
     for day in (model_days if mode == "warm" else eval_days):
         if not lake.exists("trained_model", day):
             t = time.perf_counter()
-            res = run_trained_model(cfg, lake, day, train_window(cfg, day))
+            res = run_trained_model(cfg, lake, day, train_window_days(cfg, day))
             out["seconds"] += time.perf_counter() - t
             log(f"  {variant}/{mode} {day}: trained ({res.init.get('mode')}, {res.seconds:.0f}s)")
         if day in eval_days and not lake.exists("model_evaluation", day):

@@ -55,7 +55,7 @@ from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.logs import run_interaction_logs
 from ml_core.stages.samples import run_training_samples
 from ml_core.stages.training import run_trained_model
-from ml_core.stages.windows import derived_start, graph_window, model_start, train_window
+from ml_core.stages.windows import derived_start, graph_window_days, model_start, train_window_days
 from ml_core.storage import Lake
 
 START = date(2026, 1, 1)
@@ -71,7 +71,7 @@ def timed(fn, *args, **kwargs):
 def data_stages(cfg, lake: Lake, day: str, stages: dict | None = None) -> None:
     """The data stages of ``day`` in order (as :func:`ml_core.stages.data_day.run_data_day`),
     each timed into ``stages`` when given."""
-    days = graph_window(cfg, day)
+    days = graph_window_days(cfg, day)
     steps = [("interaction_logs", run_interaction_logs, (cfg, lake, day)),
              ("graphs", run_window_graphs, (cfg, lake, day, days)),
              ("node_features", run_node_features, (cfg, lake, day, days)),
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = None
     if args.reference:
         prev = days[-2]
-        run_trained_model(cfg, lake, prev, train_window(cfg, prev))
+        run_trained_model(cfg, lake, prev, train_window_days(cfg, prev))
         ev = run_model_evaluation(cfg, lake, prev)
         reference = publish(cfg, lake, prev, ev.candidate)
     setup_s = time.perf_counter() - t0
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     stages: dict[str, float] = {}
     data_stages(cfg, lake, day, stages)
     log = lambda line: print(f"    {line}", flush=True)  # the stages' own progress lines (what takes the time)
-    _, stages["trained_model"] = timed(run_trained_model, cfg, lake, day, train_window(cfg, day), log=log)
+    _, stages["trained_model"] = timed(run_trained_model, cfg, lake, day, train_window_days(cfg, day), log=log)
     _, stages["model_evaluation"] = timed(run_model_evaluation, cfg, lake, day, log=log)
     decision, stages["deployed_model"] = timed(run_deployed_model, cfg, lake, day, log=log)
     stages = {k: round(v, 2) for k, v in stages.items()}

@@ -41,7 +41,7 @@ def build(root: Path, preset: str, model: str, day: str = "2026-01-05") -> str:
     run_data_days(cfg, lake, days)
     print(f"data days {days[0]}..{days[-1]}: {time.perf_counter() - t0:.0f}s", flush=True)
     t0 = time.perf_counter()
-    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day))
+    P.run_trained_model(cfg, lake, day, P.train_window_days(cfg, day))
     ev = P.run_model_evaluation(cfg, lake, day)
     print(f"trained + evaluated {model}: {time.perf_counter() - t0:.0f}s, {json.dumps(ev.candidate)}", flush=True)
     version = f"{day}-{lake.version('trained_model', day)[:10]}"

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+from ml_core.catalog import MATERIALIZED_BY
+
 VERSION_FILE = "_VERSION"
 #: Size and sha256 of every file of a partition (and its data version), written beside it.
 INTEGRITY_FILE = "_FILES.json"
@@ -146,15 +148,10 @@ def verify_dir(directory: Path, what: str, fix: str, require_files: bool = False
     return directory
 
 
-#: The graph assets are materialized together, by one multi-asset.
-_MATERIALIZED_BY = {"bipartite_graph": "window_graphs", "user_similarity_graph": "window_graphs",
-                    "item_similarity_graph": "window_graphs"}
-
-
 def rebuild_hint(asset: str, day: date | str, directory: Path) -> str:
     """How to rebuild a bad partition of ``asset``: what an error about it tells the reader."""
-    step = _MATERIALIZED_BY.get(asset, asset)
-    select = ",".join(k for k, v in _MATERIALIZED_BY.items() if v == step) or asset
+    step = MATERIALIZED_BY.get(asset, asset)  # the graph assets are materialized together, by one multi-asset
+    select = ",".join(k for k, v in MATERIALIZED_BY.items() if v == step) or asset
     return (f"Rebuild it: re-materialize {step} for partition {_day(day)} (`dagster asset materialize -m "
             f"orchestration.definitions --select {select} --partition {_day(day)}`, or Materialize on that "
             f"partition in the UI), or delete {directory} and run the day's job again")

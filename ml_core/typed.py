@@ -131,3 +131,48 @@ def build(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
         raise
     except (TypeError, ValueError) as e:  # e.g. a missing required field, a __post_init__ check
         raise ConfigError(f"[{where}] {e}") from e
+
+
+class Registry(dict):
+    """Pluggable things of one ``kind`` by name (models, optimizers, post-training steps), each
+    registered the same way: the :meth:`register` decorator in its own module, under ``package``
+    (every module of it but ``skip`` and the ``_private`` ones, imported on the first lookup, so
+    the registry is complete when asked and a new one is one decorated definition, no list edit)."""
+
+    def __init__(self, kind: str, package: str, skip: frozenset[str] | set[str] = frozenset()):
+        super().__init__()
+        self.kind, self.package, self.skip = kind, package, set(skip)
+
+    def register(self, name: str, **attrs):
+        """Decorator: register the decorated class or function as ``name`` and set ``attrs`` on it
+        (what the users of the registry read: a model's ``config_cls``, a step's ``graph_needs``)."""
+
+        def deco(obj):
+            if name in self and self[name] is not obj:
+                raise ValueError(f"{self.kind} name {name!r} registered twice")
+            self[name] = obj
+            for key, value in attrs.items():
+                setattr(obj, key, value)
+            return obj
+
+        return deco
+
+    def load(self) -> Registry:
+        """Every module of the package imported (each registers what it defines); returns self."""
+        import importlib
+        import pkgutil
+
+        pkg = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name not in self.skip and not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+        return self
+
+    def names(self) -> list[str]:
+        return sorted(self.load())
+
+    def lookup(self, name: str):
+        """What is registered as ``name``; ValueError naming the registered ones when nothing is."""
+        if name not in self.load():
+            raise ValueError(f"unknown {self.kind} {name!r}; registered: {sorted(self)}")
+        return self[name]

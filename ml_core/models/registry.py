@@ -10,20 +10,17 @@ model (for configuration loading).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import RecModel
-from ml_core.typed import build
-
-MODELS: dict[str, type[RecModel]] = {}
+from ml_core.typed import Registry, build
 
 # Every module of the ml_core.models package may register models; they are imported lazily (on
 # the first lookup) so the registry is complete when asked and a new model file needs no list edit.
 _INFRA = {"base", "registry", "mgnn", "hetero"}
+MODELS: dict[str, type[RecModel]] = Registry("model", "ml_core.models", skip=_INFRA)
 #: What this module imports by name, for the assets' code versions (assets/common.py).
 __code_deps__ = ["ml_core.models"]
 
@@ -32,37 +29,17 @@ def register(name: str, config_cls: type):
     """Class decorator: register a :class:`RecModel` as ``name``, configured by the dataclass
     ``config_cls``."""
 
-    def deco(cls: type[RecModel]) -> type[RecModel]:
-        if name in MODELS and MODELS[name] is not cls:
-            raise ValueError(f"model name {name!r} registered twice")
-        MODELS[name] = cls
-        cls.registry_name = name
-        cls.config_cls = config_cls
-        return cls
-
-    return deco
-
-
-def _load_all() -> None:
-    import ml_core.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _INFRA and not info.name.startswith("_"):
-            importlib.import_module(f"ml_core.models.{info.name}")
+    return MODELS.register(name, registry_name=name, config_cls=config_cls)
 
 
 def available_models() -> list[str]:
-    _load_all()
-    return sorted(MODELS)
+    return MODELS.names()
 
 
 def model_class(name: str) -> type[RecModel]:
     """The class registered as ``name`` (every model module loaded first); ValueError names the
     registered models when ``name`` is unknown."""
-    _load_all()
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
-    return MODELS[name]
+    return MODELS.lookup(name)
 
 
 def validate_model_args(name: str, args: Mapping[str, Any] | None) -> Any:

@@ -41,6 +41,7 @@ from ml_core.bundles import (
     save_node_reps,
     write_manifest,
 )
+from ml_core.catalog import BIPARTITE_GRAPH, ITEM_SIMILARITY_GRAPH, NODE_FEATURES, SERVING_CONTEXT, USER_SIMILARITY_GRAPH
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -55,8 +56,6 @@ from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
 from ml_core.storage import INTEGRITY_FILE, verify_dir
-
-CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
 
 def empty_samples(tasks: list[str]) -> pl.DataFrame:
@@ -197,7 +196,7 @@ class Scorer:
                  allow_unsealed: bool = False):
         self.bundle = Path(bundle)
         ctx_dir = self.bundle / "context"
-        missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
+        missing = [a for a in SERVING_CONTEXT if not (ctx_dir / a).is_dir()]
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
@@ -216,15 +215,15 @@ class Scorer:
         self.needs_graph = inference_needs_graph(self.model)
         self.fanouts = list(self.model_spec.fanouts)
         self.batch_size = batch_size
-        graph = BipartiteGraph.load(ctx_dir / "bipartite_graph")
+        graph = BipartiteGraph.load(ctx_dir / BIPARTITE_GRAPH)
         reads_sims = self.needs_graph or uses_knn(self.spec.pair)  # for the model's channels or the kNN pair columns
-        feats = ctx_dir / "node_features"
+        feats = ctx_dir / NODE_FEATURES
         self.inputs = DayInputs(
             day=self.manifest.get("partition", ""), samples=empty_samples(self.tasks),
             users=pl.read_parquet(feats / "part-0.parquet"), items=pl.read_parquet(feats / "items.parquet"),
             graph=graph,
-            user_sim=SimilarityGraph.load(ctx_dir / "user_similarity_graph") if reads_sims else None,
-            item_sim=SimilarityGraph.load(ctx_dir / "item_similarity_graph") if reads_sims else None,
+            user_sim=SimilarityGraph.load(ctx_dir / USER_SIMILARITY_GRAPH) if reads_sims else None,
+            item_sim=SimilarityGraph.load(ctx_dir / ITEM_SIMILARITY_GRAPH) if reads_sims else None,
             history=read_history(feats),
         )
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)

@@ -32,13 +32,13 @@ from ml_core.stages.inputs import (
 from ml_core.stages.logs import LogsResult, run_interaction_logs
 from ml_core.stages.samples import SamplesResult, run_training_samples
 from ml_core.stages.training import TrainingResult, run_trained_model
-from ml_core.stages.windows import Window, graph_window, train_window, window
+from ml_core.stages.windows import Window, graph_window_days, train_window_days, window
 
 __all__ = [
     "ComparisonResult", "Decision", "DeploymentResult", "EvaluationResult", "FeaturesResult", "GraphsResult",
-    "LogsResult", "SamplesResult", "TrainingResult", "Window", "gate", "gauc_table", "graph_window",
+    "LogsResult", "SamplesResult", "TrainingResult", "Window", "gate", "gauc_table", "graph_window_days",
     "judge_against_references", "load_bipartite", "load_day_inputs", "load_evaluation", "load_features", "load_similarity",
     "run_data_day", "run_data_days", "run_deployed_model", "run_interaction_logs", "run_model_comparison",
     "run_model_evaluation", "run_node_features", "run_trained_model", "run_training_samples",
-    "run_window_graphs", "scan_logs", "train_window", "window",
+    "run_window_graphs", "scan_logs", "train_window_days", "window",
 ]

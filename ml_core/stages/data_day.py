@@ -4,12 +4,13 @@ lineage)."""
 
 from __future__ import annotations
 
+from ml_core.catalog import TRAINING_SAMPLES
 from ml_core.config import PipelineConfig
 from ml_core.stages.features import run_node_features
 from ml_core.stages.graphs import run_window_graphs
 from ml_core.stages.logs import run_interaction_logs
 from ml_core.stages.samples import run_training_samples
-from ml_core.stages.windows import graph_window
+from ml_core.stages.windows import graph_window_days
 from ml_core.storage import Lake
 
 
@@ -19,9 +20,9 @@ def run_data_day(cfg: PipelineConfig, lake: Lake, day, only_missing: bool = Fals
     is left as it is. Returns whether the graphs, features and samples were computed."""
     if not (only_missing and lake.exists("interaction_logs", day)):
         run_interaction_logs(cfg, lake, day)
-    if only_missing and lake.exists("training_samples", day):
+    if only_missing and lake.exists(TRAINING_SAMPLES, day):
         return False
-    days = graph_window(cfg, day)
+    days = graph_window_days(cfg, day)
     run_window_graphs(cfg, lake, day, days)
     run_node_features(cfg, lake, day, days)
     run_training_samples(cfg, lake, day)

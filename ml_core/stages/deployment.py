@@ -8,7 +8,7 @@ production model and the last promoted ones, scored on day D) and goes through t
 trained_model[D] must still be the version the evaluation scored (a model re-materialized after
 its evaluation is never promoted on the old metrics). A promoted candidate is assembled into a
 bundle (trained_model[D] + the graphs and features it was evaluated with + every snapshot node's
-representations, ``node_reps.npz``), published and made
+representations, ``node_reps.npz``, as model_evaluation[D] encoded them), published and made
 production; every decision is written to the partition (``decision.json``, with the completed
 ``evaluation.json``) and the store's log. Days are decided in date order (the Dagster asset
 depends on its previous partition). An evaluation that scored nothing (no samples on D) is a
@@ -24,10 +24,11 @@ from pathlib import Path
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import check_version_name, read_manifest, write_manifest
+from ml_core.catalog import SERVING_CONTEXT
 from ml_core.config import PipelineConfig
 from ml_core.registry_config import RegistryConfig
-from ml_core.serving.scorer import CONTEXT_ASSETS, write_node_reps
-from ml_core.stages.evaluation import EvaluationResult, judge_against_references, take_snapshot_reps
+from ml_core.serving.scorer import write_node_reps
+from ml_core.stages.evaluation import EvaluationResult, evaluated_snapshot, judge_against_references
 from ml_core.stages.gate import Decision, gate
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE, Lake, day_str, link_tree
 
@@ -64,15 +65,21 @@ def assemble_bundle(lake: Lake, day, target: Path, version: str, metrics: dict) 
     # (hard links: the lake's copy of a bundle shares the sealed partitions' bytes; the registry's is a copy)
     src = lake.checked_dir("trained_model", day)
     link_tree(src, target, ignore=lambda d, names: [VERSION_FILE, INTEGRITY_FILE] if Path(d) == src else [])
-    for asset in CONTEXT_ASSETS:
+    for asset in SERVING_CONTEXT:
         link_tree(lake.checked_dir(asset, day), target / "context" / asset)
+    # every snapshot node encoded once (what serving scores from): model_evaluation[D]'s encoding
+    # when it was encoded from these very partitions (linked), else encoded now
+    evaluated = evaluated_snapshot(lake, day)
+    if evaluated is not None:
+        link_tree(evaluated[0].parent, target, ignore=lambda d, names: [n for n in names if n != evaluated[0].name])
     manifest = read_manifest(target)
     manifest.update({"version": version, "metrics": metrics,
-                     "serving_context": {a: lake.version(a, day) for a in CONTEXT_ASSETS}})
+                     "serving_context": {a: lake.version(a, day) for a in SERVING_CONTEXT}})
+    if evaluated is not None:
+        manifest["node_reps"] = evaluated[1]
     write_manifest(target, manifest)
-    # every snapshot node encoded once (what serving scores from): the evaluation's encoding when
-    # this process has it for this very model, else encoded now
-    write_node_reps(target, take_snapshot_reps(lake, day))
+    if evaluated is None:
+        write_node_reps(target)
 
 
 def republish(lake: Lake, version: str, registry: RegistryConfig | None = None) -> Path:

@@ -2,9 +2,11 @@
 on day D's samples, a day neither the model nor its graphs saw, next to the sanity scorers
 (:mod:`ml_core.sanity`) and the classical CF scorers (:mod:`ml_core.cf`) on the same samples, with the content version of the trained_model
 partition it scored (the deployment refuses to promote any other). Stored as
-``evaluation.json`` with the candidate's scores (``candidate_scores.npz``); a non-finite
-prediction fails the stage. It reads no global state, so the evaluations of many days can run
-in any order or in parallel.
+``evaluation.json`` with the candidate's scores (``candidate_scores.npz``) and its encoding of the
+day's snapshot nodes (``node_reps.npz``, which the deployment puts into the bundle); a non-finite
+prediction fails the stage. It reads its inputs from the lake alone (a day read again in the
+same process may come from :func:`~ml_core.stages.inputs.scoring_day`'s cache, by data
+version), so the evaluations of many days can run in any order, in parallel, in any process.
 
 :func:`judge_against_references` completes it when the day is decided (stage 7, in date order,
 under the bundle store's lock): the reference models, the last ``deploy.compare_last``
@@ -22,15 +24,16 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ml_core.bundle_registry import BundleRegistry
-from ml_core.bundles import load_model, read_manifest
+from ml_core.bundles import NODE_REPS_FILE, load_model, read_manifest, save_node_reps
+from ml_core.catalog import SERVING_CONTEXT, TRAINED_MODEL
 from ml_core.config import PipelineConfig
 from ml_core.progress import format_duration
-from ml_core.serving.scorer import CONTEXT_ASSETS
-from ml_core.stages.inputs import load_day_inputs
+from ml_core.stages.inputs import scoring_day
 from ml_core.storage import Lake, day_str
 
 
@@ -102,59 +105,41 @@ def _gaucs(metrics: dict[str, dict]) -> str:
 #: The candidate's scores on day D, kept for the paired comparison at decision time.
 SCORES_FILE = "candidate_scores.npz"
 
-class _Handover:
-    """One value this process's last evaluation leaves for the deployment that follows in the
-    same process (the daily_model job runs in one process), kept under the key of what it was
-    computed from and taken once: a later evaluation replaces it, a different key leaves it."""
-
-    def __init__(self):
-        self._key, self._value = None, None
-
-    def put(self, key: tuple, value) -> None:
-        self._key, self._value = key, value
-
-    def take(self, key: tuple):
-        if self._value is None or key != self._key:
-            return None
-        value, self._key, self._value = self._value, None, None
-        return value
-
-    def __bool__(self) -> bool:
-        return self._value is not None
+#: The candidate's representations of every node of day D's snapshot (its graph's nodes, every
+#: neighbour), encoded while scoring it: the deployment puts them into the bundle it assembles
+#: (what serving scores from) instead of encoding the snapshot again (11 s of the ``large`` day),
+#: with :data:`SNAPSHOT_RECORD`: their manifest entry and the partitions they were encoded from.
+SNAPSHOT_FILE = NODE_REPS_FILE
+SNAPSHOT_RECORD = "node_reps.json"
 
 
-#: The last candidate's snapshot representations, by :func:`_snapshot_key`: the deployment writes
-#: them into the bundle instead of encoding the snapshot a second time (11 s of the ``large``
-#: day; a ``large`` snapshot's are ~600 MB).
-_SNAPSHOT_REPS = _Handover()
+def _snapshot_sources(lake: Lake, day) -> dict:
+    """What the snapshot's representations depend on: trained_model[day]'s version and the data
+    versions of the graphs and features the bundle will carry (a graph rebuilt in between, e.g.
+    after late data, is another snapshot)."""
+    return {a: lake.version(a, day) for a in (TRAINED_MODEL, *SERVING_CONTEXT)}
 
 
-def _snapshot_key(lake: Lake, day) -> tuple:
-    """What the snapshot's representations depend on: the lake, the day, trained_model[day]'s
-    version and the data versions of the graphs and features the bundle will carry (a graph
-    rebuilt in between, e.g. after late data, is another snapshot)."""
-    return (str(lake.root), day_str(day), lake.version("trained_model", day),
-            tuple(lake.version(a, day) for a in CONTEXT_ASSETS))
+def _write_snapshot(directory, lake: Lake, day, snapshot: tuple | None) -> None:
+    if snapshot is not None:
+        entry = save_node_reps(directory, *snapshot)
+        record = {"node_reps": entry, "encoded_from": _snapshot_sources(lake, day)}
+        (directory / SNAPSHOT_RECORD).write_text(json.dumps(record, indent=2))
 
 
-#: What scoring day D reads (the context of a model's scoring is built from these alone).
-_SCORED_INPUTS = ("training_samples", "node_features", "bipartite_graph", "user_similarity_graph",
-                  "item_similarity_graph")
-#: The day the last evaluation loaded and built, ``(inputs, spec, ctx, with_graph)`` by
-#: :func:`_inputs_key`, for the deployment's reference scoring of the same day (loading and
-#: building a ``large`` day again costs ~3 s per deployment).
-_DAY_CONTEXT = _Handover()
-
-
-def _inputs_key(lake: Lake, day) -> tuple:
-    return (str(lake.root), day_str(day), tuple(lake.version(a, day) for a in _SCORED_INPUTS))
-
-
-def take_snapshot_reps(lake: Lake, day) -> tuple | None:
-    """``(reps, user_raw, item_raw)`` of trained_model[day] over day's graph nodes when this
-    process's last evaluation encoded them for the partitions the lake holds now (handed over
-    once), else None."""
-    return _SNAPSHOT_REPS.take(_snapshot_key(lake, day))
+def evaluated_snapshot(lake: Lake, day) -> tuple[Path, dict] | None:
+    """``(file, manifest entry)`` of model_evaluation[day]'s encoding of the snapshot when it was
+    encoded from the partitions the lake holds now (trained_model[day] and the serving context),
+    else None (no evaluation, one that kept none, or inputs re-materialized since)."""
+    if not lake.exists("model_evaluation", day):
+        return None
+    directory = lake.checked_dir("model_evaluation", day)
+    if not (directory / SNAPSHOT_RECORD).is_file():
+        return None
+    record = json.loads((directory / SNAPSHOT_RECORD).read_text())
+    if record["encoded_from"] != _snapshot_sources(lake, day):
+        return None
+    return directory / SNAPSHOT_FILE, record["node_reps"]
 
 
 #: Fields of a model's manifest that say how long its training took, not what was trained.
@@ -173,7 +158,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     candidate's scores. ``log`` (a ``str -> None`` callable, default silent) gets what is being
     scored, a progress line every ``train.log_every_steps`` scoring batches, and each one's GAUCs."""
     from ml_core.cf import cf_metrics
-    from ml_core.inference import day_context, inference_needs_graph, score_day
+    from ml_core.inference import score_day
     from ml_core.sanity import SCORERS, sanity_metrics
 
     log = log or (lambda msg: None)
@@ -181,7 +166,8 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
     cand_dir = lake.checked_dir("trained_model", day)
     version = lake.version("trained_model", day)
     model, fspec, mspec, _ = load_model(cand_dir)
-    inputs = load_day_inputs(lake, day)  # the sanity and CF scorers read graph[D]
+    scored = scoring_day(lake, day)  # the graphs too: the sanity and CF scorers read graph[D]
+    inputs = scored.inputs
     n = inputs.samples.height
     if n == 0:  # a day without data: nothing to score, recorded as such (the deployment refuses)
         out = EvaluationResult(day=day_str(day), candidate={}, candidate_manifest=trained_as(cand_dir),
@@ -192,11 +178,8 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
         return out
     log(f"scoring the candidate (trained_model {day_str(day)}, version {version[:12]}) on {n:,} samples")
     t = time.perf_counter()
-    ctx = day_context(model, fspec, inputs)
     cand = score_day(model, fspec, inputs, mspec.fanouts, log=log, log_every=every, what="candidate",
-                     keep_snapshot=True, ctx=ctx)
-    _DAY_CONTEXT.put(_inputs_key(lake, day), (inputs, fspec, ctx, inference_needs_graph(model)))
-    _SNAPSHOT_REPS.put(_snapshot_key(lake, day), cand.snapshot_reps)
+                     keep_snapshot=True, ctx=scored.context_for(model, fspec))
     log(f"candidate scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(cand.metrics)}")
     out = EvaluationResult(day=day_str(day), candidate=cand.metrics,
                            candidate_manifest=trained_as(cand_dir), candidate_version=version, samples=n)
@@ -215,6 +198,7 @@ def run_model_evaluation(cfg: PipelineConfig, lake: Lake, day, log=None) -> Eval
         with open(tmp / SCORES_FILE, "wb") as fh:
             users = cand.users.astype(str) if cand.users.dtype == object else cand.users  # no pickled arrays
             np.savez(fh, users=users, labels=cand.labels, probs=cand.probs)
+        _write_snapshot(tmp, lake, day, cand.snapshot_reps)
     return out
 
 
@@ -236,8 +220,7 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
     prod = store.production()
     refs = reference_versions(store, max(cfg.deploy.compare_last, 1 if prod else 0))
     cand_groups = Groups.of(cand_users) if refs else None  # grouped once for every reference and task
-    held = _DAY_CONTEXT.take(_inputs_key(lake, day)) if refs else None  # the evaluation's, when in this process
-    inputs = held[0] if held else load_day_inputs(lake, day) if refs else None
+    scored = scoring_day(lake, day, last_use=True) if refs else None  # read from the lake (or this process's cache)
     every = cfg.train.log_every_steps
     for i, ref in enumerate(refs, 1):
         what = f"reference {i}/{len(refs)}"
@@ -245,38 +228,21 @@ def judge_against_references(cfg: PipelineConfig, lake: Lake, day, store: Bundle
         log(f"scoring {what}: {role} model {ref}")
         t = time.perf_counter()
         rmodel, rspec, rmspec, _ = load_model(store.checked_version_dir(ref))
-        scored = score_day(rmodel, rspec, inputs, rmspec.fanouts,  # its own bundle's fan-outs
-                           log=log, log_every=every, what=what, ctx=_reference_context(held, rmodel, rspec))
-        if not np.array_equal(scored.users, cand_users):
+        ref_scored = score_day(rmodel, rspec, scored.inputs, rmspec.fanouts,  # its own bundle's fan-outs
+                               log=log, log_every=every, what=what, ctx=scored.context_for(rmodel, rspec))
+        if not np.array_equal(ref_scored.users, cand_users):
             raise RuntimeError(f"reference {ref} scored the samples of {day_str(day)} in another order")
-        out.references[ref] = scored.metrics
+        out.references[ref] = ref_scored.metrics
         out.differences[ref] = {
-            task: gauc_difference(cand_groups, cand_labels[:, k], cand_probs[:, k], scored.probs[:, k],
+            task: gauc_difference(cand_groups, cand_labels[:, k], cand_probs[:, k], ref_scored.probs[:, k],
                                   n_boot=cfg.deploy.bootstrap_samples, level=cfg.deploy.confidence)
             for k, task in enumerate(tasks)}
         diffs = ", ".join(f"{task} {d['diff']:+.4f}" for task, d in out.differences[ref].items())
-        log(f"{what} scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(scored.metrics)}; "
+        log(f"{what} scored in {format_duration(time.perf_counter() - t)}, GAUC {_gaucs(ref_scored.metrics)}; "
             f"candidate minus it: {diffs}")
     if prod is not None:
         out.production = ProductionMetrics(prod["version"], out.references[prod["version"]])
     return out
-
-
-def _reference_context(held: tuple | None, model, spec):
-    """The day context ``model`` (with its feature ``spec``) scores the day on, from the one the
-    evaluation ``held`` (the same context for the same spec, re-encoded node inputs for another),
-    or None (built from the inputs) when there is none or it lacks the channels the model reads."""
-    from ml_core.inference import inference_needs_graph
-
-    if held is None:
-        return None
-    inputs, held_spec, ctx, held_graph = held
-    graph = inference_needs_graph(model)
-    if graph and not held_graph:
-        return None
-    if graph == held_graph and spec.same_as(held_spec):
-        return ctx
-    return ctx.for_spec(inputs, spec, graph)
 
 
 def load_evaluation(lake: Lake, day, judged: bool = False) -> EvaluationResult:

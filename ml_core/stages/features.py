@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ml_core.catalog import NODE_FEATURES
 from ml_core.config import PipelineConfig
 from ml_core.data.sources import attributes, profiles
 from ml_core.features import build_node_features
@@ -39,6 +40,6 @@ def run_node_features(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
     window = scan_logs(lake, log_days).collect()  # read once: the aggregates and the history
     users, items = build_node_features(window, up, ip, ua, ia)
     history = build_history(window, day)  # the pair input and behaviour sequences (ml_core/history.py)
-    lake.write_table("node_features", day, users, items=items, **history)
+    lake.write_table(NODE_FEATURES, day, users, items=items, **history)
     return FeaturesResult(window_days=log_days, users=users.height, items=items.height,
                           user_columns=users.columns, item_columns=items.columns, attribute_tables=reports)

@@ -14,17 +14,17 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ml_core.catalog import GRAPHS
 from ml_core.config import PipelineConfig
 from ml_core.graph.csr import BipartiteGraph
 from ml_core.stages.inputs import scan_logs
-from ml_core.stages.windows import graph_window, window
+from ml_core.stages.windows import graph_window_days, window
 from ml_core.storage import CorruptPartitionError, Lake
 
 if TYPE_CHECKING:
     from ml_core.graph.incremental import WindowGraphs
 
 #: Graph kind -> the asset (partition) it is stored as.
-GRAPH_ASSETS = {"bipartite": "bipartite_graph", "user": "user_similarity_graph", "item": "item_similarity_graph"}
 #: What a bipartite partition was built from: the graph settings and each log day's data version.
 INPUTS_FILE = "inputs.json"
 
@@ -99,12 +99,12 @@ def _previous_window(cfg: PipelineConfig, lake: Lake, day):
     from ml_core.graph.incremental import WindowGraphs
 
     prev_day = window(day, -1, -1)[0]
-    prev_days = graph_window(cfg, prev_day)
-    dirs = {k: lake.partition_dir(a, prev_day) for k, a in GRAPH_ASSETS.items()}
+    prev_days = graph_window_days(cfg, prev_day)
+    dirs = {k: lake.partition_dir(a, prev_day) for k, a in GRAPHS.items()}
     if not prev_days or not all((d / "meta.json").exists() for d in dirs.values()):
         return None, "no stored graphs for the previous day"
     try:
-        for a in GRAPH_ASSETS.values():
+        for a in GRAPHS.values():
             lake.checked_dir(a, prev_day)  # a corrupt previous day is never refreshed from
         bip = BipartiteGraph.load(dirs["bipartite"])
         if bip.days != prev_days:
@@ -152,7 +152,7 @@ def run_window_graphs(cfg: PipelineConfig, lake: Lake, day, log_days: list[str])
             result.stats["full_rebuild_reason"] = reason
     result.stats["engine"] = cfg.graph.engine
     inputs = json.dumps(graph_inputs(cfg, lake, log_days), indent=1)
-    for key, asset in GRAPH_ASSETS.items():
+    for key, asset in GRAPHS.items():
         with lake.write_dir(asset, day) as tmp:
             result.save_part(key, tmp)
             if key == "bipartite":

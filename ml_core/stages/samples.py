@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ml_core.catalog import TRAINING_SAMPLES
 from ml_core.config import PipelineConfig
 from ml_core.sampling.samples import build_training_samples
 from ml_core.stages.inputs import load_bipartite
@@ -30,5 +31,5 @@ def run_training_samples(cfg: PipelineConfig, lake: Lake, day) -> SamplesResult:
     events = lake.read_table("interaction_logs", day)
     bip = load_bipartite(lake, day)
     samples, stats = build_training_samples(events, bip.item_ids, bip.iu.degrees(), cfg.samples, day)
-    lake.write_table("training_samples", day, samples)
+    lake.write_table(TRAINING_SAMPLES, day, samples)
     return SamplesResult(rows=samples.height, **stats)

@@ -23,16 +23,13 @@ import torch
 
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.bundles import save_model, write_manifest
+from ml_core.catalog import SIMILARITY_GRAPHS, TRAINING_DAY
 from ml_core.config import PipelineConfig
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import as_date, model_start
 from ml_core.storage import VERSION_FILE, Lake, day_str
 from ml_core.train import distributed as ddp
 from ml_core.train.warm import OPTIMIZER_FILE, WarmStart
-
-#: What a model reads of each training day; the similarity graphs only when it uses graphs.
-_DAY_ASSETS = ("training_samples", "node_features", "bipartite_graph")
-_GRAPH_ASSETS = ("user_similarity_graph", "item_similarity_graph")
 
 
 @dataclass
@@ -104,14 +101,17 @@ def run_trained_model(cfg: PipelineConfig, lake: Lake, day, sample_days: list[st
     """Train ``cfg.train.model`` on ``sample_days`` (each with its own graph) into the partition,
     from :func:`warm_start_source`'s model when compatible; ``code_version`` is recorded in the manifest.
     In a torch process group (torchrun) only rank 0 writes; every rank returns the same result."""
-    from ml_core.train.trainer import train, training_needs_graph
+    from ml_core.train.extensions import training_graph_needs
+    from ml_core.train.start import ModelChoice
+    from ml_core.train.trainer import train
 
+    choice = ModelChoice.of(cfg.train)  # train.model resolved once, for the training and the inputs it records
     days = [load_day_inputs(lake, d) for d in sample_days]
     tasks = list(cfg.samples.tasks)
-    result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day))
+    result = train(days, cfg.train, tasks, log=log, warm=warm_start_source(cfg, lake, day), choice=choice)
     # the similarity graphs are an input of the model (channels, optimizer, post-training) or of the pair input's kNN columns
-    need_graph = training_needs_graph(cfg.train) or (cfg.train.pair_features and cfg.train.pair_knn)
-    read = _DAY_ASSETS + _GRAPH_ASSETS if need_graph else _DAY_ASSETS
+    need_graph = training_graph_needs(cfg.train, choice.cls).day_graphs or (cfg.train.pair_features and cfg.train.pair_knn)
+    read = TRAINING_DAY + SIMILARITY_GRAPHS if need_graph else TRAINING_DAY
     versions = _input_versions(lake, {a: sample_days for a in read})
     ranks = ddp.current()
     if ranks.writer:

@@ -58,12 +58,12 @@ def window(day: date | str, start_offset: int, end_offset: int, first_day: date 
     return Window(start_offset, end_offset).days(day, first_day)
 
 
-def graph_window(cfg: PipelineConfig, day: date | str) -> list[str]:
+def graph_window_days(cfg: PipelineConfig, day: date | str) -> list[str]:
     """The existing days of :func:`graph_window_of` for ``day`` (none before the start date)."""
     return graph_window_of(cfg).days(day, cfg.start_date)
 
 
-def train_window(cfg: PipelineConfig, day: date | str) -> list[str]:
+def train_window_days(cfg: PipelineConfig, day: date | str) -> list[str]:
     """The existing days of :func:`train_window_of` for ``day`` (none before the first day with samples)."""
     return train_window_of(cfg).days(day, derived_start(cfg))
 

@@ -91,6 +91,16 @@ def init_from_env(backend: str = "auto", device: str = "auto") -> Ranks:
     return current()
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; explicit names are checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
+    return dev
+
+
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     """A rank's device: ``cuda`` without an index becomes ``cuda:LOCAL_RANK`` under a process group."""
     if device.type == "cuda" and device.index is None and ranks.active:

@@ -28,8 +28,10 @@ from ml_core.nn.graph_ode import (
     rescale_rows,
 )
 from ml_core.nn.id_graph import id_adjacency, id_table_pairs, stack_rows
+from ml_core.train.extensions import POST_TRAINING
 
 
+@POST_TRAINING.register("lightgode", graph_needs=GraphNeeds.DAY_GRAPHS)
 @torch.no_grad()
 def apply_lightgode(model, contexts, T: float = 1.0, solver: str = "euler", steps: int = 1,
                     rescale: str = "none", graph_channels: list[str] | tuple[str, ...] = ("bipartite",),
@@ -71,6 +73,3 @@ def apply_lightgode(model, contexts, T: float = 1.0, solver: str = "euler", step
         i.weight.copy_(e[u.num_embeddings:])
     return {"T": T, "solver": solver, "steps": int(steps), "rescale": rescale, "tables": 2 * len(pairs),
             "relative_change": [round(c, 4) for c in change], **graph.stats()}
-
-
-apply_lightgode.graph_needs = GraphNeeds.DAY_GRAPHS

@@ -54,6 +54,7 @@ from torch import nn
 
 from ml_core.models.base import GraphNeeds
 from ml_core.nn.id_graph import id_adjacency, id_table_pairs
+from ml_core.train.extensions import OPTIMIZERS
 
 
 def smooth(delta: torch.Tensor, adj: torch.Tensor, layers: int, beta: float) -> torch.Tensor:
@@ -183,6 +184,7 @@ class AdamWSEvo(torch.optim.Optimizer):
         return loss
 
 
+@OPTIMIZERS.register("sevo", graph_needs=GraphNeeds.DAY_GRAPHS)
 def make_sevo(model: nn.Module, cfg, contexts, layers: int = 3, beta: float = 0.99,
               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float | None = None,
               correction: bool = True, graph_channels: list[str] | tuple[str, ...] = ("bipartite",),
@@ -212,5 +214,3 @@ def make_sevo(model: nn.Module, cfg, contexts, layers: int = 3, beta: float = 0.
                      weight_decay=cfg.weight_decay if weight_decay is None else weight_decay,
                      layers=layers, beta=beta, correction=correction)
 
-
-make_sevo.graph_needs = GraphNeeds.DAY_GRAPHS

@@ -24,13 +24,16 @@ explicit choice for windows where the cold-user score is the one wanted.
 Score (:func:`validation_gauc`): mean over tasks of the GAUC (:func:`ml_core.eval.metrics.gauc`)
 of the model's predictions on the slice (:func:`ml_core.inference.predict`, seeded: the same
 weights get the same score). :class:`EarlyStopping` keeps the curve, the best weights and the
-patience count; the trainer restores the best weights when training ends.
+patience count; :class:`Validator` scores the slice during training and restores the best
+weights when it ends.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,3 +150,60 @@ class EarlyStopping:
             return {"best_step": None, "best_val_gauc": None, "last_gain": None, "still_improving": None}
         return {"best_step": self.best_step, "best_val_gauc": self.best if self.best_step is not None else None,
                 "last_gain": self.last_gain, "still_improving": self.best_step == self.last_step and self.bad == 0}
+
+
+class Validator:
+    """The validation of one training run (a :class:`~ml_core.config.TrainConfig` ``cfg``):
+    ``model`` scored on the slice's ``contexts`` (none: no validation, :attr:`active` False), the
+    best weights (and, with ``train.warm_start_optimizer``, ``optimizer``'s state) kept by
+    :class:`EarlyStopping`; each score goes to ``history`` and ``log``; ``seconds`` spent scoring."""
+
+    def __init__(self, model: torch.nn.Module, contexts: list[DayContext], cfg, tasks: list[str],
+                 optimizer: torch.optim.Optimizer, history: list[dict], log: Callable[[str], None]):
+        self.model, self.contexts, self.cfg, self.tasks = model, contexts, cfg, tasks
+        self.optimizer, self.history, self.log = optimizer, history, log
+        self.stopper = EarlyStopping(cfg.patience) if contexts else None
+        self.seconds = 0.0
+        self.restored = False  # whether :meth:`finish` put the best validated weights back
+
+    @property
+    def active(self) -> bool:
+        return self.stopper is not None
+
+    def _keep(self) -> tuple:
+        return snapshot(self.model), copy.deepcopy(self.optimizer.state_dict()) if self.cfg.warm_start_optimizer else None
+
+    def validate(self, step: int, epoch: int, t0: float) -> bool:
+        """Score the slice after ``step`` steps (``t0``: when training began); True when patience is exhausted."""
+        t = time.perf_counter()
+        score = validation_gauc(self.model, self.contexts, self.cfg.fanouts, self.tasks, self.cfg.prefetch)
+        improved = self.stopper.update(step, epoch, score, time.perf_counter() - t0, self._keep)
+        self.seconds += time.perf_counter() - t
+        self.history.append({"epoch": epoch, "step": step, "val_gauc": score})
+        self.log(f"validation after {step} steps: mean GAUC {score:.4f} " + (
+            "(best)" if improved else f"({self.stopper.bad}/{self.cfg.patience} without improvement, best {self.stopper.best:.4f})"))
+        return self.stopper.exhausted
+
+    def finish(self, step: int, epoch: int, t0: float) -> dict:
+        """At the end of training (``step`` steps, in ``epoch``): the last weights validated when
+        they were not, then the best validated ones restored (with their optimizer state). Returns
+        the stopping record's validation part: :meth:`EarlyStopping.summary`, ``restored_best`` and
+        the ``curve`` (``[step, val_gauc]`` pairs)."""
+        stopper = self.stopper
+        if stopper is not None:
+            if stopper.last_step != step:
+                self.validate(step, epoch, t0)  # the weights the budget ended with take part in the choice
+            if stopper.best_step != step:
+                self.model.load_state_dict(stopper.best_state[0])
+                if stopper.best_state[1] is not None:
+                    self.optimizer.load_state_dict(stopper.best_state[1])
+                self.restored = True
+        return {**(stopper.summary() if stopper else {}), "restored_best": self.restored,
+                "curve": [[c["step"], c["val_gauc"]] for c in (stopper.curve if stopper else [])]}
+
+    def describe(self) -> str:
+        """``; best validation 0.7123 after 400 steps, restored: False`` after :meth:`finish` (empty
+        without validation)."""
+        if self.stopper is None:
+            return ""
+        return f"; best validation {self.stopper.best:.4f} after {self.stopper.best_step} steps, restored: {self.restored}"

@@ -54,7 +54,6 @@ from ml_core.bundles import load_model
 from ml_core.contracts.features import FeatureSpec, SideSpec
 from ml_core.graph.csr import lookup
 from ml_core.models.base import RecModel
-from ml_core.models.registry import model_class, validate_model_args
 from ml_core.nn.dense import FeatureEncoder
 
 OPTIMIZER_FILE = "optimizer.pt"
@@ -105,9 +104,10 @@ def load_start(directory: Path, source: str, version: str) -> StartModel:
                       torch.load(opt, map_location="cpu", weights_only=True) if opt.exists() else None)
 
 
-def open_start(warm: WarmStart | None, cfg, fspec: FeatureSpec) -> tuple[StartModel | None, dict]:
+def open_start(warm: WarmStart | None, cfg, fspec: FeatureSpec, choice) -> tuple[StartModel | None, dict]:
     """(the start model, the ``init`` record) when ``warm`` names a compatible one for ``cfg`` (a
-    TrainConfig) and data fitted as ``fspec``; else (None, a scratch record with the reason)."""
+    TrainConfig, its model ``choice``: :class:`~ml_core.train.start.ModelChoice`) and data fitted
+    as ``fspec``; else (None, a scratch record with the reason)."""
     if cfg.warm_start == "none":
         return None, scratch_init("train.warm_start = none")
     if warm is None or warm.directory is None:
@@ -117,19 +117,20 @@ def open_start(warm: WarmStart | None, cfg, fspec: FeatureSpec) -> tuple[StartMo
         start = load_start(warm.directory, warm.source or "", warm.version or "")
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         return None, scratch_init(f"incompatible: the start model at {warm.directory} does not load: {e}", base)
-    why = incompatibility(start, cfg, model_class(cfg.model), fspec)
+    why = incompatibility(start, cfg, choice, fspec)
     if why:
         return None, scratch_init(f"incompatible: {why}", base)
     return start, {"mode": "warm", **base, "reason": ""}
 
 
-def incompatibility(start: StartModel, cfg, model_cls: type[RecModel], fspec: FeatureSpec) -> str | None:
-    """Why ``start`` cannot start training ``cfg`` (a TrainConfig) on data fitted as ``fspec``, or None."""
-    if start.name != cfg.model:
-        return f"model {start.name} -> {cfg.model}"
-    if model_cls.warm_start_blocker:
-        return model_cls.warm_start_blocker
-    if validate_model_args(start.name, start.args) != validate_model_args(cfg.model, cfg.model_args):
+def incompatibility(start: StartModel, cfg, choice, fspec: FeatureSpec) -> str | None:
+    """Why ``start`` cannot start training ``cfg`` (a TrainConfig, its model ``choice``) on data
+    fitted as ``fspec``, or None."""
+    if start.name != choice.name:
+        return f"model {start.name} -> {choice.name}"
+    if choice.cls.warm_start_blocker:
+        return choice.cls.warm_start_blocker
+    if choice.configure(choice.cls, start.args) != choice.config:
         return f"model_args {start.args} -> {dict(cfg.model_args)}"
     for key, before, now in (("dim", start.dim, cfg.dim), ("fanouts", start.fanouts, list(cfg.fanouts)),
                              ("tasks", start.fspec.tasks, list(fspec.tasks))):

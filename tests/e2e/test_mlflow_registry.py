@@ -156,7 +156,7 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
     cfg = make_config(root, *OVERRIDES, *reg_overrides)
     lake = Lake(root)
     build_data_days(cfg, lake, DAYS)
-    P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
+    P.run_trained_model(cfg, lake, D, P.train_window_days(cfg, D))
     ev = P.run_model_evaluation(cfg, lake, D)
     # these 8-step models need not beat the sanity and CF scorers: their GAUCs are set above them
     beat = {t: min(0.99, best_floor(ev, t) + 0.05) for t in ev.candidate}

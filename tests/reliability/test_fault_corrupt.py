@@ -20,7 +20,7 @@ from ml_core.serving.scorer import Scorer
 from ml_core.stages.deployment import republish, run_deployed_model
 from ml_core.stages.graphs import run_window_graphs
 from ml_core.stages.inputs import load_day_inputs
-from ml_core.stages.windows import graph_window, window
+from ml_core.stages.windows import graph_window_days, window
 from ml_core.storage import CorruptPartitionError, Lake, verify_dir
 from tests.reliability.faults import (
     always_promote,
@@ -100,11 +100,11 @@ def test_bit_flip_in_a_graph_is_detected_on_read(flow, tmp_path, record_property
     assert "re-materialize window_graphs" in msg
 
     # day D's graphs are refreshed from D-1's: a corrupt D-1 is not refreshed from but rebuilt over
-    out = run_window_graphs(cfg, lake, day, graph_window(cfg, day))
+    out = run_window_graphs(cfg, lake, day, graph_window_days(cfg, day))
     assert out.mode == "full" and "corrupt" in out.bipartite.full_rebuild_reason
 
-    run_window_graphs(cfg, lake, prev, graph_window(cfg, prev))  # the remedy: rebuild that day's graphs
-    assert load_day_inputs(lake, prev).graph.days == graph_window(cfg, prev)
+    run_window_graphs(cfg, lake, prev, graph_window_days(cfg, prev))  # the remedy: rebuild that day's graphs
+    assert load_day_inputs(lake, prev).graph.days == graph_window_days(cfg, prev)
     assert corrupt_entries(root) == []
     report(record_property, "one byte flipped in a graph array (bipartite_graph)", failed=1, recovered=1,
            lost=[], wrong=wrong_models_served(root), detection_s=detection, detected_by="the integrity check on read")

@@ -16,7 +16,7 @@ from ml_core.config import BEHAVIORS
 from ml_core.history import HISTORY_COLUMNS, KNN_COLUMNS, MAX_SEQUENCE, build_history, pair_features
 from ml_core.stages.features import run_node_features
 from ml_core.stages.inputs import load_features, load_history
-from ml_core.stages.windows import graph_window
+from ml_core.stages.windows import graph_window_days
 from ml_core.storage import Lake
 
 DAY = date(2026, 1, 8)
@@ -125,7 +125,7 @@ def test_a_planted_event_on_day_d_changes_no_pair_input_of_day_d(synthetic_lake,
     stay exactly as they were. The same buys planted on D-1 change them (the check can fail)."""
     cfg, lake, days = synthetic_lake
     d = days[-1]
-    window = graph_window(cfg, d)
+    window = graph_window_days(cfg, d)
     samples = lake.read_table("training_samples", d)
     logs = lake.read_table("interaction_logs", d)
 

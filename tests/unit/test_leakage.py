@@ -22,7 +22,7 @@ from ml_core.graph.bipartite import build_bipartite
 def trained(synthetic_lake):
     cfg, lake, days = synthetic_lake
     eval_day = days[-1]
-    P.run_trained_model(cfg, lake, eval_day, P.train_window(cfg, eval_day))
+    P.run_trained_model(cfg, lake, eval_day, P.train_window_days(cfg, eval_day))
     manifest = json.loads((lake.partition_dir("trained_model", eval_day) / "manifest.json").read_text())
     return cfg, lake, days, eval_day, manifest
 

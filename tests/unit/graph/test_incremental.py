@@ -162,7 +162,7 @@ def _lake_day_graphs(root, ev, cfg, move_state_to=None):
     state directory (another layout)."""
     from datetime import timedelta
 
-    from ml_core.stages import graph_window, run_window_graphs
+    from ml_core.stages import graph_window_days, run_window_graphs
     from ml_core.storage import Lake
 
     lake = Lake(root)
@@ -170,12 +170,12 @@ def _lake_day_graphs(root, ev, cfg, move_state_to=None):
     for d, day in enumerate(days):
         lake.write_table("interaction_logs", day, _window(ev, d, d + 1).drop("day"))
     first, second = days[3], days[4]
-    run_window_graphs(cfg, lake, first, graph_window(cfg, first))
+    run_window_graphs(cfg, lake, first, graph_window_days(cfg, first))
     if move_state_to is not None:
         for kind in ("user", "item"):
             part = lake.partition_dir(f"{kind}_similarity_graph", first)
             (part / "state").rename(part / move_state_to.format(kind=kind))
-    res = run_window_graphs(cfg, lake, second, graph_window(cfg, second))
+    res = run_window_graphs(cfg, lake, second, graph_window_days(cfg, second))
     return res.graphs, res.graphs.stats
 
 

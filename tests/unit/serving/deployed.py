@@ -39,7 +39,7 @@ def deploy(cfg, root) -> dict:
     does, without the gate: these 8-step models need not beat the sanity scorers (the gate has
     its own tests), serving only needs a bundle."""
     lake = Lake(root)
-    P.run_trained_model(cfg, lake, D, P.train_window(cfg, D))
+    P.run_trained_model(cfg, lake, D, P.train_window_days(cfg, D))
     ev = P.run_model_evaluation(cfg, lake, D)
     return {"version": publish_without_gate(lake, D, ev.candidate), "promoted": True}
 

@@ -206,15 +206,16 @@ def test_bundle_carries_node_reps_and_the_scorer_scores_from_them(deployments, t
 
 
 def test_the_bundle_stores_the_evaluations_encoding_of_its_snapshot(deployments, tmp_path):
-    """Deployment writes the representations the candidate's evaluation encoded (handed over in
-    the process) instead of encoding the snapshot again: they equal a fresh encoding of the bundle."""
+    """Deployment writes the representations the candidate's evaluation encoded (model_evaluation's
+    node_reps.npz) instead of encoding the snapshot again: they equal a fresh encoding of the bundle."""
     from ml_core.serving.scorer import write_node_reps
-    from ml_core.stages.evaluation import _SNAPSHOT_REPS
+    from ml_core.stages.evaluation import SNAPSHOT_FILE
     from ml_core.storage import INTEGRITY_FILE
 
     dep = deployments("moge")
     sc = Scorer.from_registry(dep.serve_root)
-    assert not _SNAPSHOT_REPS  # handed over once, then released
+    evaluated = Lake(dep.root).checked_dir("model_evaluation", D) / SNAPSHOT_FILE
+    assert evaluated.read_bytes() == (sc.bundle / NODE_REPS_FILE).read_bytes()
     fresh = tmp_path / "fresh"
     shutil.copytree(sc.bundle, fresh, ignore=shutil.ignore_patterns(NODE_REPS_FILE, INTEGRITY_FILE))
     write_node_reps(fresh)  # encoded from the bundle's own snapshot (an unpublished copy: no file record)
@@ -243,7 +244,7 @@ def test_health_and_model(client, mmoe, scorer):
     assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["version"] == mmoe.version
     m = client.get("/model").json()
     assert m["version"] == mmoe.version and m["tasks"] == scorer.tasks and m["model"] == "mmoe"
-    assert m["train_days"] == P.train_window(mmoe.cfg, D) and set(m["metrics"]) == set(scorer.tasks)
+    assert m["train_days"] == P.train_window_days(mmoe.cfg, D) and set(m["metrics"]) == set(scorer.tasks)
     assert m["partition"] == D and m["source"] == "registry" and m["snapshot"]["items"] == scorer.graph.n_items
 
 

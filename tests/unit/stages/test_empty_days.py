@@ -88,16 +88,16 @@ def test_data_stages_give_empty_partitions(gap_lake, tmp_path, incremental):
 
 def test_training_on_partly_empty_windows_and_a_clear_error_on_empty_ones(gap_lake):
     _, cfg, lake = gap_lake
-    res = P.run_trained_model(cfg, lake, DAYS[3], P.train_window(cfg, DAYS[3]))  # days 2 and 3 (empty)
+    res = P.run_trained_model(cfg, lake, DAYS[3], P.train_window_days(cfg, DAYS[3]))  # days 2 and 3 (empty)
     assert res.train_days == DAYS[1:3] and res.samples_seen > 0
     with pytest.raises(ValueError, match=r"no training samples: the training window \['2026-02-06', '2026-02-07'\]"):
-        P.run_trained_model(cfg, lake, DAYS[7], P.train_window(cfg, DAYS[7]))  # days 6 and 7: no data
+        P.run_trained_model(cfg, lake, DAYS[7], P.train_window_days(cfg, DAYS[7]))  # days 6 and 7: no data
     assert not lake.exists("trained_model", DAYS[7])
 
 
 def test_an_evaluation_day_without_samples_is_recorded_and_refused(gap_lake):
     _, cfg, lake = gap_lake
-    P.run_trained_model(cfg, lake, DAYS[2], P.train_window(cfg, DAYS[2]))  # trained on days 1-2
+    P.run_trained_model(cfg, lake, DAYS[2], P.train_window_days(cfg, DAYS[2]))  # trained on days 1-2
     ev = P.run_model_evaluation(cfg, lake, DAYS[2])  # day 3: the gap
     assert ev.samples == 0 and ev.candidate == {} and ev.skipped.startswith("no evaluation samples")
     assert P.load_evaluation(lake, DAYS[2]).skipped == ev.skipped
@@ -112,7 +112,7 @@ def test_an_evaluation_day_without_samples_is_recorded_and_refused(gap_lake):
     metrics = score_day(model, fspec, P.load_day_inputs(lake, DAYS[2]), mspec.fanouts).metrics
     assert all(m["n"] == 0 and np.isnan(m["gauc"]) for m in metrics.values())
     # a day with samples is still scored as before
-    P.run_trained_model(cfg, lake, DAYS[3], P.train_window(cfg, DAYS[3]))
+    P.run_trained_model(cfg, lake, DAYS[3], P.train_window_days(cfg, DAYS[3]))
     scored = P.run_model_evaluation(cfg, lake, DAYS[3])
     assert scored.samples > 0 and not scored.skipped and set(scored.candidate) == set(cfg.samples.tasks)
 

@@ -21,7 +21,7 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
                       "deploy.bootstrap_samples=20")
     lake, day = Lake(tmp_path), days[-1]
     trained: list[str] = []
-    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day), log=trained.append)
+    P.run_trained_model(cfg, lake, day, P.train_window_days(cfg, day), log=trained.append)
     assert [line.split(":")[0] for line in trained if " step " in line] == ["epoch 1/1 step 10/12 (83%)"]
 
     lines: list[str] = []
@@ -51,16 +51,17 @@ def test_evaluation_logs_each_scoring_and_its_progress(synthetic_lake, tmp_path)
 
 
 def test_the_deployment_scores_references_on_the_evaluations_day_context(synthetic_lake, tmp_path, monkeypatch):
-    """The day the evaluation loaded and built is handed to the reference scoring once (same
-    inputs, same feature spec): no second build, and the same metrics as a fresh build."""
+    """The day the evaluation read and built is reused by the reference scoring from this
+    process's cache once (same partitions, same feature spec): no second build, and the same
+    metrics as when the deployment reads the day itself."""
     from ml_core.contracts.day import DayContext
-    from ml_core.stages import evaluation as E
+    from ml_core.stages.inputs import cached_scoring_days
 
     _, shared, days = synthetic_lake
     shutil.copytree(shared.root / "lake", tmp_path / "lake")
     cfg = make_config(tmp_path, 'train.model="moge"', "train.max_steps_per_epoch=4", "deploy.bootstrap_samples=20")
     lake, day = Lake(tmp_path), days[-1]
-    P.run_trained_model(cfg, lake, day, P.train_window(cfg, day))
+    P.run_trained_model(cfg, lake, day, P.train_window_days(cfg, day))
     ev = P.run_model_evaluation(cfg, lake, day)
     version = publish_without_gate(lake, day, ev.candidate)
     store = BundleStore(tmp_path)
@@ -68,7 +69,7 @@ def test_the_deployment_scores_references_on_the_evaluations_day_context(synthet
     build = DayContext.build.__func__
     monkeypatch.setattr(DayContext, "build", classmethod(lambda cls, *a, **k: builds.append(a[0].day) or build(cls, *a, **k)))
     held = P.judge_against_references(cfg, lake, day, store)
-    assert builds == [] and not E._DAY_CONTEXT  # handed over once, then gone
+    assert builds == [] and cached_scoring_days() == 0  # reused once, then released
     fresh = P.judge_against_references(cfg, lake, day, store)
     assert builds == [day]
     assert held.references == fresh.references and held.differences == fresh.differences

@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from ml_core import stages as P
+from ml_core.catalog import GRAPHS
 from ml_core.data.sources import day_versions
-from ml_core.stages.graphs import GRAPH_ASSETS
 from ml_core.storage import Lake
 from tests.conftest import make_config
 
@@ -51,16 +51,16 @@ def test_rows_added_to_a_day_change_its_version_and_rebuild_the_windows_that_rea
     # (day 5 = DAYS[4]: its previous day's graphs were built from the old logs of DAYS[2])
     P.run_interaction_logs(cfg, lake, DAYS[2])
     assert lake.version("interaction_logs", DAYS[2]) != logs_before
-    out = P.run_window_graphs(cfg, lake, DAYS[4], P.graph_window(cfg, DAYS[4]))
+    out = P.run_window_graphs(cfg, lake, DAYS[4], P.graph_window_days(cfg, DAYS[4]))
     assert out.mode == "full"
     assert "other versions of the logs of ['2026-03-03']" in out.bipartite.full_rebuild_reason
 
     fresh = Lake(tmp_path / "b")  # the same source, built from scratch
     P.run_data_days(_config(src, tmp_path / "b"), fresh, DAYS[:4])
-    P.run_window_graphs(cfg, fresh, DAYS[4], P.graph_window(cfg, DAYS[4]))
-    for asset in GRAPH_ASSETS.values():
+    P.run_window_graphs(cfg, fresh, DAYS[4], P.graph_window_days(cfg, DAYS[4]))
+    for asset in GRAPHS.values():
         assert lake.version(asset, DAYS[4]) == fresh.version(asset, DAYS[4]), asset
 
     # day 6's graphs from day 5's (rebuilt, on today's logs): incremental again
-    again = P.run_window_graphs(cfg, lake, DAYS[5], P.graph_window(cfg, DAYS[5]))
+    again = P.run_window_graphs(cfg, lake, DAYS[5], P.graph_window_days(cfg, DAYS[5]))
     assert again.mode == "incremental", again.bipartite.full_rebuild_reason

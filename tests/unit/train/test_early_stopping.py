@@ -77,7 +77,7 @@ def test_the_validation_slice_never_contains_day_d(mode, synthetic_lake):
     """Sample by sample: the slice is drawn from day D's training window only."""
     cfg, lake, days = synthetic_lake
     day = days[-1]
-    window = P.train_window(cfg, day)
+    window = P.train_window_days(cfg, day)
     inputs = [P.load_day_inputs(lake, d) for d in window]
     split = split_validation(inputs, mode, 0.2, seed=0)
     assert split.how == mode and split.validation
@@ -110,10 +110,10 @@ def test_the_stage_records_init_and_stopping_in_the_manifest(synthetic_lake, tmp
     cfg = make_config(tmp_path, 'train.model="mmoe"', "train.max_steps_per_epoch=8")
     lake = Lake(tmp_path)
     # derived data start on days[1], so with T = 2 the first model day is days[3]
-    first = P.run_trained_model(cfg, lake, days[3], P.train_window(cfg, days[3]))
+    first = P.run_trained_model(cfg, lake, days[3], P.train_window_days(cfg, days[3]))
     assert first.init == {"mode": "scratch", "from": None, "from_version": None,
                           "reason": f"first day: trained_model starts on {days[3]}"}
-    second = P.run_trained_model(cfg, lake, days[4], P.train_window(cfg, days[4]))
+    second = P.run_trained_model(cfg, lake, days[4], P.train_window_days(cfg, days[4]))
     assert second.init["mode"] == "warm" and second.init["from"] == days[3]
     assert second.init["from_version"] == lake.version("trained_model", days[3])
     manifest = json.loads((lake.partition_dir("trained_model", days[4]) / "manifest.json").read_text())
@@ -122,13 +122,13 @@ def test_the_stage_records_init_and_stopping_in_the_manifest(synthetic_lake, tmp
     assert second.stopping["curve"][0][0] == 0  # a warm start is scored before its first step
     # production: nothing promoted yet, then a bundle of a later partition is refused (it saw later days)
     prod = make_config(tmp_path, 'train.model="mmoe"', "train.max_steps_per_epoch=8", 'train.warm_start="production"')
-    assert P.run_trained_model(prod, lake, days[3], P.train_window(prod, days[3])).init["reason"] == \
+    assert P.run_trained_model(prod, lake, days[3], P.train_window_days(prod, days[3])).init["reason"] == \
         "no previous model: nothing is in production"
     store = BundleStore(lake.root)
     store.publish(lake.partition_dir("trained_model", days[3]), "v3")
     store.set_production("v3", {"partition": days[3]})
-    refused = P.run_trained_model(prod, lake, days[3], P.train_window(prod, days[3])).init
+    refused = P.run_trained_model(prod, lake, days[3], P.train_window_days(prod, days[3])).init
     assert refused["mode"] == "scratch" and refused["reason"].startswith(f"no previous model: production is trained_model[{days[3]}]")
-    res = P.run_trained_model(prod, lake, days[4], P.train_window(prod, days[4]))
+    res = P.run_trained_model(prod, lake, days[4], P.train_window_days(prod, days[4]))
     assert (res.init["mode"], res.init["from"]) == ("warm", "v3")
     assert res.init["from_version"] == (store.version_dir("v3") / "_VERSION").read_text().strip()

@@ -18,7 +18,8 @@ from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import lookup
 from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.registry import available_models, model_class
-from ml_core.train.trainer import fresh_model, train
+from ml_core.train.start import fresh_model
+from ml_core.train.trainer import train
 from ml_core.train.warm import OPTIMIZER_FILE, WarmStart
 from tests.helpers import TASKS
 from tests.planted import planted_days
