@@ -254,9 +254,9 @@ def test_tmall_history_config_reads_the_shipped_file(monkeypatch):
     assert len(p.rows_by_day()) == 169 and (p.first_day, p.last_day) == (date(2015, 5, 11), date(2015, 11, 11))
     assert p.days.select(pl.col("view", "fav", "cart", "buy").sum()).row(0) == (0, 158_119, 1_330, 199_654)
     assert p.n_users == 22_438 and p.n_items == 35_229
-    # the configured range: 25 days, 3 of them empty (10-29 .. 10-31: the log has no 29th-31st)
+    # the configured range: 84 days (08-20 .. 11-11), 8 of them empty (the log has no 29th-31st)
     days = scan_file_source(cfg.source).rows_by_day()
-    assert len(days) == 22 and date(2015, 10, 30) not in days and days[date(2015, 11, 11)] == 55_930
+    assert len(days) == 76 and date(2015, 10, 30) not in days and days[date(2015, 11, 11)] == 55_930
     # midnight China time is the day itself
     b = read_file_source(cfg.source, "2015-11-11")
     assert set(b.events["ts"]) == {datetime(2015, 11, 10, 16, tzinfo=UTC)} and b.quarantine.height == 0
