@@ -85,7 +85,9 @@ def variant_config(config: Path | None, cfg_base: list[str], root: Path, variant
     entry = variant if isinstance(variant, dict) else {"name": variant, "model": variant}
     cfg = load_config(config, [*cfg_base, f'storage.root="{root}"',
                                f'train.warm_start="{"previous" if mode == "warm" else "none"}"'])
-    cfg.train = dataclasses.replace(cfg.train, model=entry["model"], model_args=dict(entry.get("model_args", {})),
+    # the config's model_args belong to its train.model: a variant of that model starts from them
+    own = dict(cfg.train.model_args) if entry["model"] == cfg.train.model else {}
+    cfg.train = dataclasses.replace(cfg.train, model=entry["model"], model_args={**own, **entry.get("model_args", {})},
                                     **entry.get("train", {}))
     return cfg
 
