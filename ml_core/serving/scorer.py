@@ -34,7 +34,7 @@ import torch
 
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.bundles import (
-    check_bundle_identity,
+    check_loadable,
     load_model,
     load_node_reps,
     read_manifest,
@@ -54,7 +54,6 @@ from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
-from ml_core.storage import INTEGRITY_FILE, verify_dir
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
@@ -191,27 +190,25 @@ class Scorer:
         threads (int): torch CPU threads (0 = leave torch's setting alone).
         allow_unsealed (bool): load a bundle without ``_FILES.json`` unchecked (default: refused,
             :class:`~ml_core.integrity.CorruptPartitionError`; a published bundle always has one).
+        require_signature (bool): refuse a bundle without a valid signature even when
+            ``$MOGE_BUNDLE_KEY`` is unset (:func:`~ml_core.signing.check_signature`; with the key
+            set, a sealed bundle is always checked).
     """
 
     def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0,
-                 allow_unsealed: bool = False):
+                 allow_unsealed: bool = False, require_signature: bool = False):
         self.bundle = Path(bundle)
         ctx_dir = self.bundle / "context"
         missing = [a for a in CONTEXT_ASSETS if not (ctx_dir / a).is_dir()]
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
-        if (self.bundle / INTEGRITY_FILE).is_file() or not allow_unsealed:  # served only as it was published
-            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve a published version (`moge serve "
-                       "--root`), publish it again, or load it unchecked with --allow-unsealed", require_files=True)
-        if version is not None:
-            check_bundle_identity(self.bundle, version)
+        self.version = check_loadable(self.bundle, version, allow_unsealed, require_signature)
+        self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
         if threads:
             torch.set_num_threads(threads)
         self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
         self.model.eval()
-        self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
-        self.version = version or self.manifest.get("version") or self.bundle.name
         self.tasks = list(self.spec.tasks)
         self.needs_graph = inference_needs_graph(self.model)
         self.fanouts = list(self.model_spec.fanouts)

@@ -65,6 +65,9 @@ class ServeOptions:
     docs: bool = False
     #: serve a ``--bundle`` directory without ``_FILES.json`` unchecked (default: refused)
     allow_unsealed: bool = False
+    #: load only bundles with a valid signature (:mod:`ml_core.signing`); ``moge serve`` sets it
+    #: when ``$MOGE_BUNDLE_KEY`` is set or with ``--watch`` (unless ``--allow-unsigned``)
+    require_signature: bool = False
 
     def __post_init__(self) -> None:
         if min(self.retrieval, self.prior_users, self.watch_s) < 0 or min(self.ef_search, self.batch_size) < 1:
@@ -138,9 +141,10 @@ class ModelHolder:
         o = self.options
         if self.fixed:
             scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads,
-                                        allow_unsealed=o.allow_unsealed)
+                                        allow_unsealed=o.allow_unsealed, require_signature=o.require_signature)
         else:
-            scorer = Scorer.from_registry(self.path, self.registry, batch_size=o.batch_size, threads=o.threads)
+            scorer = Scorer.from_registry(self.path, self.registry, batch_size=o.batch_size, threads=o.threads,
+                                          require_signature=o.require_signature)
         set_index_threads(o.threads)
         retriever = (Retriever.for_scorer(scorer, o.index, prior_users=o.prior_users, ef_search=o.ef_search)
                      if o.retrieval else None)

@@ -21,7 +21,7 @@ MAX_LINES = 400
 LAYERS: list[set[str]] = [
     # no ml_core imports but their own layer: typed builder, the lake (+ its integrity checks), metrics and plots,
     # rates/ETA, linear-time counting sorts, the stop a signal asks for
-    {"typed", "storage", "integrity", "eval", "progress", "sorting", "mixing", "stop"},
+    {"typed", "storage", "integrity", "signing", "eval", "progress", "sorting", "mixing", "stop"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
     {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config", "automation_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
