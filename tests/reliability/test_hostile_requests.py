@@ -30,8 +30,8 @@ import httpx
 import pytest
 
 from ml_core.bundles import BundleStore
-from ml_core.serving.app import MAX_PAIRS
 from ml_core.serving.guard import Limits
+from ml_core.serving.requests import MAX_PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hostile-suite-token"
