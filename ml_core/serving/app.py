@@ -153,7 +153,7 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
         return JSONResponse({"detail": short_errors(list(e.errors()))}, status_code=422)
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:  # on the event loop: no hand-over to a worker thread (each waits for the GIL)
         c = holder.current
         return {"status": "ok", "version": c.version, "model": c.scorer.meta.get("model"), "loaded_at": c.loaded_at}
 

@@ -4,14 +4,15 @@ holding the interpreter for long.
 Every body is parsed in the request's worker thread (:func:`parse_request`), but pydantic's
 parser holds the interpreter lock (GIL) for the whole body: a 100,000-pair ``{"pairs": ...}``
 body (3.8 MB) took 80-130 ms on the shared 2-core machine, during which no other thread of the
-server, ``/health`` included, could run. So a large ``pairs`` body is validated in pieces
-(:func:`score_columns`): its array is cut after a pair (at a ``],``) into pieces of about
-:data:`PIECE_BYTES`, each validated on its own (a few ms), and other threads run between two
-pieces. Pieces of a valid array are valid arrays of pairs, and valid pieces joined by commas are
-a valid array, so the pieces accept the bodies the whole schema accepts, and only those but
-one: a body with the ``pairs`` key twice, which they refuse (the whole schema took the last);
-tests/unit/serving/test_requests.py compares the two. A body in another shape (any other key, whitespace between ``]`` and ``,``)
-is validated whole. Per-id range checks are done once over the list (``min``/``max``), not per
+server, ``/health`` included, could run. So a large body of one of the two shapes
+``{"pairs": [...]}`` and ``{"user_ids": [...], "item_ids": [...]}`` is validated in pieces
+(:func:`score_columns`): each array is cut after an item (a pair at a ``],``, an id at a ``,``)
+into pieces of about :data:`PIECE_BYTES`, each validated on its own (a few ms), and other threads
+run between two pieces. Pieces of a valid array are valid arrays, and valid pieces joined by
+commas are a valid array, so the pieces accept the bodies the whole schema accepts, and only
+those but one: a body with a key twice, which they refuse (the whole schema took the last);
+tests/unit/serving/test_requests.py compares the two. A body in another shape (other keys or
+key order, whitespace between ``]`` and ``,``) is validated whole. Per-id range checks are done once over the list (``min``/``max``), not per
 element: the per-element constraint tripled the cost of an id list.
 """
 
@@ -164,50 +165,82 @@ def body_schema(model: type[BaseModel]) -> dict:
 
 
 _WS = rb"[ \t\n\r]*"  # JSON's whitespace (not regex's \s, which also matches \x0b and \x0c)
-_PAIRS_HEAD = re.compile(_WS + rb'\{' + _WS + rb'"pairs"' + _WS + rb":" + _WS + rb"\[")
-_PAIRS_TAIL = re.compile(rb"\]" + _WS + rb"\}" + _WS + rb"\Z")
-_PIECE = TypeAdapter(PairList)
 
 
-def pairs_pieces(body: bytes) -> list[memoryview] | None:
-    """The array of a ``{"pairs": [...]}`` body larger than :data:`PIECE_BYTES`, cut after pairs
-    into pieces of about that size (None: another shape, or small: validated whole)."""
-    head = _PAIRS_HEAD.match(body) if len(body) > PIECE_BYTES else None
-    tail = _PAIRS_TAIL.search(body, max(0, len(body) - 64)) if head else None
-    if tail is None or tail.start() < head.end():
-        return None
-    view, start, end, pieces = memoryview(body), head.end(), tail.start(), []
+def _key(name: bytes) -> bytes:
+    return _WS + rb'"' + name + rb'"' + _WS + rb":" + _WS + rb"\["
+
+
+_PAIRS_HEAD = re.compile(_WS + rb"\{" + _key(b"pairs"))
+_COLUMNS_HEAD = re.compile(_WS + rb"\{" + _key(b"user_ids"))
+_COLUMNS_MIDDLE = re.compile(rb"\]" + _WS + rb"," + _key(b"item_ids"))
+_TAIL = re.compile(rb"\]" + _WS + rb"\}" + _WS + rb"\Z")
+#: (how a piece is validated, the separator it is cut at, the bytes of the separator it keeps, ids per item)
+_PAIRS = (TypeAdapter(PairList), b"],", 1, 2)
+_IDS = (TypeAdapter(IdList), b",", 0, 1)
+
+
+def _cut(body: bytes, start: int, end: int, sep: bytes, keep: int) -> list[memoryview]:
+    """``body[start:end]`` (an array's items) cut at a ``sep`` after every :data:`PIECE_BYTES`."""
+    view, pieces = memoryview(body), []
     while start < end:
-        cut = body.find(b"],", min(start + PIECE_BYTES, end), end)
-        stop = end if cut < 0 else cut + 1
+        cut = body.find(sep, min(start + PIECE_BYTES, end), end)
+        stop = end if cut < 0 else cut + keep
         pieces.append(view[start:stop])
-        start = stop + 1  # after the comma
+        start = stop + len(sep) - keep
     return pieces
+
+
+def body_pieces(body: bytes) -> dict[str, tuple[list[memoryview], tuple]] | None:
+    """The arrays of a /score body larger than :data:`PIECE_BYTES`, ``{"pairs": [...]}`` or
+    ``{"user_ids": [...], "item_ids": [...]}`` (in that order), cut into pieces of about that
+    size: ``{key: (pieces, how they are validated)}``; None for any other shape, or a small body."""
+    if len(body) <= PIECE_BYTES or (tail := _TAIL.search(body, max(0, len(body) - 64))) is None:
+        return None
+    if (head := _PAIRS_HEAD.match(body)) is not None and head.end() <= tail.start():
+        return {"pairs": (_cut(body, head.end(), tail.start(), *_PAIRS[1:3]), _PAIRS)}
+    head = _COLUMNS_HEAD.match(body)
+    middle = _COLUMNS_MIDDLE.search(body, head.end(), tail.start() + 1) if head is not None else None
+    if middle is None:  # (the first "], "item_ids": [": a valid user_ids array holds no "]")
+        return None
+    return {"user_ids": (_cut(body, head.end(), middle.start(), *_IDS[1:3]), _IDS),
+            "item_ids": (_cut(body, middle.end(), tail.start(), *_IDS[1:3]), _IDS)}
+
+
+def _validated(key: str, pieces: list[memoryview], how: tuple) -> np.ndarray:
+    """The ids of the array ``key`` validated piece by piece (``[n * width]`` int64)."""
+    adapter, _, _, width = how
+    flat, n = [], 0
+    for piece in pieces:
+        try:
+            items = adapter.validate_json(b"[" + piece + b"]")
+        except ValidationError as e:
+            raise rejection(e, lambda loc, n=n: (key, loc[0] + n, *loc[1:]) if loc and isinstance(loc[0], int)
+                            else (key, *loc)) from None
+        if not items and len(pieces) > 1:  # whitespace after a comma: "[1, 2], ]"
+            raise Rejected(422, "invalid_json", [{"loc": [key], "msg": f"Invalid JSON: a trailing comma in '{key}'",
+                                                  "type": "json_invalid"}])
+        n += len(items)
+        if n > MAX_PAIRS:
+            raise Rejected(422, "validation", [{"loc": [key], "msg": f"List should have at most {MAX_PAIRS} items "
+                                                "after validation", "type": "too_long"}])
+        ids = itertools.chain.from_iterable(items) if width > 1 else items
+        flat.append(np.fromiter(ids, np.int64, count=width * len(items)))
+    return np.concatenate(flat) if flat else np.zeros(0, np.int64)
 
 
 def score_columns(body: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The user and item ids of a /score ``body`` (int64 arrays, pair by pair), validated as
-    :class:`ScoreRequest` (a large ``pairs`` body in pieces: see the module docstring); otherwise
+    :class:`ScoreRequest` (a large body in pieces: see the module docstring); otherwise
     :class:`Rejected` 422."""
-    pieces = pairs_pieces(body)
-    if pieces is None:
+    arrays = body_pieces(body)
+    if arrays is None:
         return parse_request(ScoreRequest, body).columns()
-    flat, n = [], 0
-    for piece in pieces:
-        try:
-            pairs = _PIECE.validate_json(b"[" + piece + b"]")
-        except ValidationError as e:
-            raise rejection(e, lambda loc, n=n: ("pairs", loc[0] + n, *loc[1:]) if loc and isinstance(loc[0], int)
-                            else ("pairs", *loc)) from None
-        if not pairs and len(pieces) > 1:  # whitespace after a comma: "[1, 2], ]"
-            raise Rejected(422, "invalid_json", [{"loc": ["pairs"], "msg": "Invalid JSON: a trailing comma in 'pairs'",
-                                                  "type": "json_invalid"}])
-        n += len(pairs)
-        if n > MAX_PAIRS:
-            raise Rejected(422, "validation", [{"loc": ["pairs"], "msg": f"List should have at most {MAX_PAIRS} items "
-                                                "after validation", "type": "too_long"}])
-        flat.append(np.fromiter(itertools.chain.from_iterable(pairs), np.int64, count=2 * len(pairs)))
-    if n == 0:
-        return parse_request(ScoreRequest, body).columns()  # the empty request's own message
-    ids = np.concatenate(flat).reshape(-1, 2)  # [n, 2]: (user, item) per pair
-    return ids[:, 0].copy(), ids[:, 1].copy()
+    ids = {key: _validated(key, pieces, how) for key, (pieces, how) in arrays.items()}
+    if "pairs" in ids:
+        users, items = ids["pairs"][0::2].copy(), ids["pairs"][1::2].copy()
+    else:
+        users, items = ids["user_ids"], ids["item_ids"]
+    if len(users) == 0 or len(users) != len(items):  # the whole schema's own message
+        return parse_request(ScoreRequest, body).columns()
+    return users, items

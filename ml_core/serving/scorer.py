@@ -54,6 +54,7 @@ from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
+from ml_core.sorting import sorted_unique
 
 CONTEXT_ASSETS = ("bipartite_graph", "user_similarity_graph", "item_similarity_graph", "node_features")
 
@@ -230,6 +231,8 @@ class Scorer:
         self._snapshot_index = (IdIndex(self.base.user_raw[: self.base.n_graph_users]),
                                 IdIndex(self.base.item_raw[: self.base.n_graph_items]))
         self._vocab_index = (IdIndex(self.spec.user.ids), IdIndex(self.spec.item.ids))
+        if threads:  # again: the indexes' first parallel numba kernel started OpenMP, which set torch's to every core
+            torch.set_num_threads(threads)
 
     def _snapshot_reps(self) -> NodeReps:
         """The bundle's ``node_reps.npz`` when it holds this snapshot's nodes, else encoded now
@@ -279,8 +282,8 @@ class Scorer:
 
     def unknown_ids(self, user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:
         """Distinct ids (sorted) outside the model's vocabulary."""
-        u = np.unique(np.asarray(user_ids, np.int64))
-        i = np.unique(np.asarray(item_ids, np.int64))
+        u = sorted_unique(np.asarray(user_ids, np.int64))  # np.unique hashes, holding the GIL: 100k ids, ~20-90 ms
+        i = sorted_unique(np.asarray(item_ids, np.int64))
         return u[self._vocab_index[0].rows(u) < 0], i[self._vocab_index[1].rows(i) < 0]
 
     def seen_items(self, user_id: int) -> np.ndarray:
@@ -329,7 +332,7 @@ class Scorer:
         """``ctx``'s user sequences in the user rows of :meth:`request_reps`'s representations."""
         if ctx.user_seq is None or self._in_snapshot(ctx):
             return ctx.user_seq
-        return ctx.user_seq[torch.from_numpy(np.unique(ctx.sample_user))]
+        return ctx.user_seq[torch.from_numpy(sorted_unique(ctx.sample_user))]
 
     def score_pairs(self, user_ids, item_ids, seed: int | None = None) -> ScoreResult:
         pairs, inverse = canonical_pairs(user_ids, item_ids)
@@ -356,7 +359,7 @@ class Scorer:
 
     def candidates(self, user_id: int, candidates=None, exclude_seen: bool = True) -> np.ndarray:
         """The distinct candidate items (sorted) a recommendation for ``user_id`` ranks."""
-        cand = self.item_ids if candidates is None else np.unique(np.asarray(candidates, np.int64))
+        cand = self.item_ids if candidates is None else sorted_unique(np.asarray(candidates, np.int64))
         if exclude_seen:
             cand = cand[~np.isin(cand, self.seen_items(user_id))]
         return cand
