@@ -52,7 +52,7 @@ from ml_core.serving.state import settle_heap  # noqa: E402
 
 def percentiles(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    return {"n": len(ms), **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
             "mean_ms": round(float(ms.mean()), 2), "max_ms": round(float(ms.max()), 2)}
 
 
@@ -66,9 +66,11 @@ def timed_post(client: httpx.Client, path: str, body: dict) -> tuple[float, dict
     return dt, out
 
 
-def start_server(root: Path, n: int, index: str, prior_users: int, port: int, log: Path) -> subprocess.Popen:
+def start_server(root: Path, port: int, log: Path, flags: list[str]) -> subprocess.Popen:
+    """``moge serve --root root`` on 127.0.0.1:``port`` with one torch thread and ``flags``, once
+    its /health answers (its output in ``log``)."""
     cmd = [sys.executable, "-m", "ml_core.cli", "serve", "--root", str(root), "--port", str(port), "--threads", "1",
-           "--retrieval", str(n), "--index", index, "--prior-users", str(prior_users), "--log-level", "warning"]
+           "--log-level", "warning", *flags]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 1800
@@ -110,7 +112,8 @@ def main(argv=None) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.perf_counter()
-    proc = start_server(args.root, args.retrieval, args.index, args.prior_users, port, args.root / "serve.log")
+    proc = start_server(args.root, port, args.root / "serve.log", ["--retrieval", str(args.retrieval), "--index", args.index,
+                                                                  "--prior-users", str(args.prior_users)])
     startup_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
     try:

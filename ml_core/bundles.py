@@ -44,7 +44,8 @@ from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.storage import CorruptPartitionError, atomic_dir, atomic_write_text, verify_dir
+from ml_core.signing import check_signature, signer
+from ml_core.storage import INTEGRITY_FILE, CorruptPartitionError, atomic_dir, atomic_write_text, verify_dir
 
 #: A bundle version name: letters, digits, ``.``, ``_`` and ``-``, never a path (the pipeline's
 #: are ``<partition>-<content hash[:10]>``, e.g. ``2026-01-03-0123456789``).
@@ -71,6 +72,27 @@ def check_bundle_identity(directory: Path, version: str) -> Path:
         raise CorruptPartitionError(f"model bundle {version} at {directory} is a copy of bundle {named} (its manifest "
                                     "names that version): a bundle is served only under the version it was published as")
     return Path(directory)
+
+
+def check_loadable(directory: Path, version: str | None = None, allow_unsealed: bool = False,
+                   require_signature: bool = False) -> str:
+    """The version the bundle ``directory`` is loaded as (``version``, else its manifest's, else
+    the directory's name), once it is checked: against its ``_FILES.json`` (none: refused unless
+    ``allow_unsealed``), its name (:func:`check_bundle_identity`) and its signature
+    (:func:`~ml_core.signing.check_signature`: required with ``require_signature``, checked
+    whenever ``$MOGE_BUNDLE_KEY`` is set and the bundle has records to vouch for)."""
+    directory = Path(directory)
+    sealed = (directory / INTEGRITY_FILE).is_file()
+    if sealed or not allow_unsealed:  # loaded only as it was published
+        verify_dir(directory, f"model bundle {directory.name}", "Serve a published version (`moge serve --root`), "
+                   "publish it again, or load it unchecked with --allow-unsealed", require_files=True)
+    if version is not None:
+        check_bundle_identity(directory, version)
+    named = read_manifest(directory).get("version") if (directory / "manifest.json").is_file() else None
+    version = version or named or directory.name
+    if sealed or require_signature:  # a bundle being assembled has no records yet, nor a signature
+        check_signature(directory, version, required=require_signature)
+    return version
 
 
 def save_model(directory: Path, model: RecModel, model_name: str, model_args: dict, mspec: ModelSpec,
@@ -166,8 +188,9 @@ class BundleStore:
 
     def checked_version_dir(self, version: str) -> Path:
         """``versions/<version>``, checked against what was published (:func:`verify_dir`, which
-        requires ``_FILES.json``) and against its name (:func:`check_bundle_identity`): a
-        truncated, changed or renamed bundle raises :class:`CorruptPartitionError` and is never loaded."""
+        requires ``_FILES.json``), against its name (:func:`check_bundle_identity`) and, with
+        ``$MOGE_BUNDLE_KEY`` set, its signature (:func:`~ml_core.signing.check_signature`): a
+        truncated, changed, renamed or unsigned bundle raises :class:`CorruptPartitionError` and is never loaded."""
         d = self.version_dir(version)
         if not d.is_dir():
             raise FileNotFoundError(f"bundle {version} is not published in {self.root / 'versions'}")
@@ -175,16 +198,17 @@ class BundleStore:
             f"Publish it again from the lake (`moge republish {version}`: its copy in "
             f"lake/deployed_model/ds={version[:10]}/bundle), or point {self.pointer_path.name} at another version"),
             require_files=True)
-        return check_bundle_identity(d, version)
+        return check_signature(check_bundle_identity(d, version), version)
 
     def versions(self) -> list[str]:
         d = self.root / "versions"
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
 
     def publish(self, bundle: Path, version: str) -> Path:
-        """Copy a complete bundle into ``versions/<version>`` (atomic; same version = replaced)."""
+        """Copy a complete bundle into ``versions/<version>`` (atomic; same version = replaced),
+        signed when ``$MOGE_BUNDLE_KEY`` is set (:mod:`ml_core.signing`)."""
         target = self.version_dir(version)
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, finish=signer(version)) as tmp:
             shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         return target
 

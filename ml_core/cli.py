@@ -182,12 +182,15 @@ def cmd_serve(args) -> int:
     from ml_core.serving.app import create_app
     from ml_core.serving.guard import http_protocol
     from ml_core.serving.state import ServeOptions
+    from ml_core.signing import bundle_key
 
     limits = serve_limits(args)
+    # a server following the pointer loads whatever it names: only signed bundles (README "Signed bundles")
+    require_signature = bundle_key() is not None or (args.watch > 0 and not args.allow_unsigned)
     options = ServeOptions(threads=args.threads, retrieval=args.retrieval, index=args.index, ef_search=args.ef_search,
                            prior_users=args.prior_users, watch_s=args.watch, limits=limits,
                            admin_token=admin_token(args.admin_token_file), docs=args.docs,
-                           allow_unsealed=args.allow_unsealed)
+                           allow_unsealed=args.allow_unsealed, require_signature=require_signature)
     if args.bundle:
         app = create_app(args.bundle, options=options)
     else:
@@ -282,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "candidates (0 = the index alone; default: 8)")
     p.add_argument("--watch", type=float, default=0.0, metavar="SECONDS",
                    help="check the production pointer every SECONDS and hot-swap to a newly promoted version "
-                        "(0 = off: POST /reload only)")
+                        "(0 = off: POST /reload only); loads only bundles signed with $MOGE_BUNDLE_KEY")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="with --watch and no $MOGE_BUNDLE_KEY: follow the pointer to unsigned bundles (default: "
+                        "refused; with the key set, unsigned bundles are always refused)")
     _add_limits(p)
     p.set_defaults(func=cmd_serve)
 

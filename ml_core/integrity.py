@@ -15,6 +15,10 @@ from ml_core.catalog import MATERIALIZED_BY
 VERSION_FILE = "_VERSION"
 #: Size and sha256 of every file of a partition (and its data version), written beside it.
 INTEGRITY_FILE = "_FILES.json"
+#: A model bundle's signature of its records (:mod:`ml_core.signing`), written after them.
+SIGNATURE_FILE = "_SIGNATURE"
+#: The files that describe a partition rather than belong to it: never in its records.
+RECORD_FILES = (VERSION_FILE, INTEGRITY_FILE, SIGNATURE_FILE)
 
 
 #: Bytes read (and hashed) at a time.
@@ -36,14 +40,14 @@ def content_hash(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, INTE
 def digests(directory: Path, exclude: tuple[str, ...] = (VERSION_FILE, INTEGRITY_FILE, "manifest.json"),
             whole_hash: bool = True) -> tuple[str, dict[str, list]]:
     """(:func:`content_hash`, ``{relative path: [size, sha256]}`` of every file but the top-level
-    version and integrity files), reading each file once."""
+    :data:`RECORD_FILES`), reading each file once."""
     whole, files = hashlib.sha256(), {}
     # a counted file's bytes feed two sha256 streams: the file's runs on a second thread
     # (hashlib releases the GIL), so a large bundle is hashed at one stream's speed
     with ThreadPoolExecutor(1) as pool:
         for f in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
             rel = f.relative_to(directory).as_posix()
-            if rel in (VERSION_FILE, INTEGRITY_FILE):
+            if rel in RECORD_FILES:
                 continue
             counted = whole_hash and rel not in exclude and f.name not in VOLATILE_FILES
             if counted:
@@ -121,7 +125,7 @@ def verify_dir(directory: Path, what: str, fix: str, require_files: bool = False
             expected, files = recorded["version"], recorded["files"]
         except (ValueError, KeyError, TypeError) as e:
             raise corrupt(f"its {INTEGRITY_FILE} is unreadable ({e})") from None
-        sizes = {rel: size for rel, size, _ in listing if rel not in (VERSION_FILE, INTEGRITY_FILE)}
+        sizes = {rel: size for rel, size, _ in listing if rel not in RECORD_FILES}
         missing = sorted(set(files) - set(sizes))
         if missing:
             raise corrupt(f"file(s) {missing} missing")

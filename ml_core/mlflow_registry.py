@@ -45,6 +45,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ from pathlib import Path
 
 from ml_core.integrity import verify_dir
 from ml_core.registry_config import RegistryConfig, redacted_uri
+from ml_core.signing import check_signature, signer
 from ml_core.storage import atomic_dir, hostname
 
 #: Tags on model versions and runs (a common prefix keeps them apart from MLflow's own).
@@ -180,7 +182,8 @@ class MlflowBundleRegistry:
         d = self.version_dir(version)
         verify_dir(d, f"model bundle {version} (downloaded from {self.location})",
                    f"delete the cached copy {d} to download it again", require_files=True)
-        return check_bundle_identity(d, version)
+        # a download is sealed as it arrived: the signature (uploaded at publish) vouches for it
+        return check_signature(check_bundle_identity(d, version), version)
     def publish(self, bundle: Path, version: str) -> Path:
         """A bundle run with ``bundle`` as its artifact, registered as a new model version."""
         from ml_core.bundles import read_manifest
@@ -191,13 +194,21 @@ class MlflowBundleRegistry:
         self._ensure_model()
         run = self.client.create_run(self._experiment_id(), run_name=f"bundle-{version}",
                                      tags={TAG_KIND: "bundle", **tags})
-        self.client.log_artifacts(run.info.run_id, str(bundle), artifact_path="bundle")
+        sign = signer(version)
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache, prefix=".staging-") as staging:
+            upload = bundle
+            if sign is not None:  # upload the records and the signature with the files
+                upload = Path(staging) / "bundle"
+                with atomic_dir(upload, finish=sign) as tmp:
+                    shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+            self.client.log_artifacts(run.info.run_id, str(upload), artifact_path="bundle")
         self.client.set_terminated(run.info.run_id)
         mv = self.client.create_model_version(self.name, source=f"{run.info.artifact_uri}/bundle",
                                               run_id=run.info.run_id, tags=tags,
                                               description=f"bundle {version} (partition {partition})")
         target = self.cache / f"{version}@{mv.version}"  # what was uploaded is what a download gives
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, finish=sign) as tmp:
             shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         return target
 

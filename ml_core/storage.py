@@ -35,7 +35,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -60,8 +60,10 @@ def day_str(day: date | str) -> str:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp directory; on success it replaces ``target`` atomically.
+def atomic_dir(target: Path, finish: Callable[[Path], None] | None = None) -> Iterator[Path]:
+    """Yield a temp directory; on success it replaces ``target`` atomically. ``finish`` is called
+    with the temp directory once it is sealed, before it is flushed and published (a bundle's
+    signature, :func:`ml_core.signing.signer`).
 
     The old directory (if any) is first renamed aside, the new one renamed in, then the old one
     deleted, so readers see either the complete old or the complete new partition. Every file and
@@ -77,6 +79,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         seal(tmp)
+        if finish is not None:
+            finish(tmp)
         fsync_tree(tmp)
         with _publish_lock(target):  # two writers of one partition publish one after the other
             if target.exists():

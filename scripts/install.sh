@@ -8,8 +8,13 @@
 # venv first). Otherwise $TORCH_SPEC is installed, default "torch==2.13.0", which on these CPU
 # machines is a CPU wheel lying on local disk (an unpinned torch would pull a multi-GB CUDA build).
 # Elsewhere, e.g.:  TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" make run
-# Everything else is installed at exactly the lock's versions (refresh it with `make lock`);
-# scripts/check_lock.py then verifies the venv against the lock.
+# Everything else is installed from the hashed lock (refresh it with `make lock`) in hash-checking
+# mode: `pip install --require-hashes -r requirements/lock.txt` installs exactly the locked versions
+# and refuses any file whose sha256 the lock does not list, and any dependency the lock lacks.
+# torch cannot be in that call (its build is the user's choice, so the lock has no hash for it):
+# it is installed before, in its own pip call. The project itself is then installed editable
+# with --no-deps (a local directory has no hash; its dependencies all came from the lock), and
+# scripts/check_lock.py verifies the venv against the lock.
 #
 # --browser: the e2e test screenshots the Dagster UI in headless Chromium. When no Chromium is on
 # the machine and we may install system packages (root with apt-get, as in CI), it is installed
@@ -44,10 +49,10 @@ if ! have_torch; then
   # shellcheck disable=SC2086
   "${PIP[@]}" ${TORCH_SPEC:-torch==2.13.0}
 fi
-# The build backend from the lock too, and the project built with it (no isolated build env that
-# would pull the newest setuptools).
-"${PIP[@]}" -c "$LOCK" setuptools wheel
-"${PIP[@]}" --no-build-isolation -c "$LOCK" -e ".[dev]"
+# Every locked distribution (the build backend setuptools + wheel included), hash-checked; then the
+# project built with that backend (no isolated build env that would pull the newest setuptools).
+"${PIP[@]}" --require-hashes -r "$LOCK"
+"${PIP[@]}" --no-build-isolation --no-deps -e .
 "$VPY" scripts/check_lock.py "$LOCK"
 "$VPY" -c 'import torch, torch_geometric, dagster, polars, duckdb; print(f"installed: torch {torch.__version__} (cuda={torch.cuda.is_available()}), torch_geometric {torch_geometric.__version__}, dagster {dagster.__version__}, polars {polars.__version__}, duckdb {duckdb.__version__}")'
 

@@ -26,100 +26,30 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import time
 from pathlib import Path
-from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 from pydantic_core import to_json
 
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.guard import Rejected, RequestGuard, check_admin
 from ml_core.serving.metrics import CONTENT_TYPE, Metrics
+from ml_core.serving.requests import (
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    ScoreRequest,
+    ScoreResponse,
+    body_schema,
+    parse_request,
+    score_columns,
+    short_errors,
+)
 from ml_core.serving.state import ModelHolder, ReloadError, ServeOptions
-
-#: Largest request /score accepts (bigger batches: ``moge score``).
-MAX_PAIRS = 100_000
-#: Largest k of /recommend.
-MAX_K = 1000
-#: Longest task name /recommend accepts (the model's task names are short words).
-MAX_TASK_CHARS = 64
-#: Validation errors a 422 lists (the rest are counted), and the longest message of each.
-MAX_ERRORS, MAX_ERROR_CHARS = 5, 160
-
-RawId = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    pairs: list[tuple[RawId, RawId]] | None = Field(None, max_length=MAX_PAIRS, description="[[user_id, item_id], ...]")
-    user_ids: list[RawId] | None = Field(None, max_length=MAX_PAIRS,
-                                         description="with item_ids: pair j = (user_ids[j], item_ids[j])")
-    item_ids: list[RawId] | None = Field(None, max_length=MAX_PAIRS)
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ScoreRequest:
-        if self.pairs is not None:
-            if self.user_ids is not None or self.item_ids is not None:
-                raise ValueError("give either 'pairs' or 'user_ids' + 'item_ids', not both")
-            n = len(self.pairs)
-        else:
-            if self.user_ids is None or self.item_ids is None:
-                raise ValueError("give 'pairs' ([[user_id, item_id], ...]) or both 'user_ids' and 'item_ids'")
-            if len(self.user_ids) != len(self.item_ids):
-                raise ValueError(f"'user_ids' has {len(self.user_ids)} entries but 'item_ids' has {len(self.item_ids)}")
-            n = len(self.user_ids)
-        if n == 0:
-            raise ValueError("no pairs to score: the request is empty")
-        return self
-
-    def columns(self) -> tuple[list[int], list[int]]:
-        if self.pairs is not None:
-            return [p[0] for p in self.pairs], [p[1] for p in self.pairs]
-        return list(self.user_ids), list(self.item_ids)
-
-
-class ScoreResponse(BaseModel):
-    version: str
-    tasks: list[str]
-    scores: list[list[float]]
-    unknown_users: list[int]
-    unknown_items: list[int]
-
-
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: RawId
-    k: int = Field(10, ge=1, le=MAX_K, description=f"number of items, 1..{MAX_K}")
-    task: str | None = Field(None, max_length=MAX_TASK_CHARS, description="task to rank by (default: the model's last task)")
-    candidates: list[RawId] | None = Field(None, min_length=1, max_length=MAX_PAIRS,
-                                           description="items to rank (default: every item of the snapshot)")
-    exclude_seen: bool = True
-    retrieval: bool | None = Field(None, description="rank the ANN index's candidates (true) or every item (false); "
-                                                     "default: the server's setting (moge serve --retrieval N)")
-
-
-class RecommendedItem(BaseModel):
-    rank: int
-    item_id: int
-    scores: dict[str, float]
-
-
-class RecommendResponse(BaseModel):
-    version: str
-    user_id: int
-    task: str
-    unknown_user: bool
-    n_candidates: int
-    retrieved: bool
-    items: list[RecommendedItem]
 
 
 class MetricsMiddleware:
@@ -147,8 +77,6 @@ class MetricsMiddleware:
             path = scope["path"] if scope["path"] in self.paths else "other"
             self.metrics.observe(path, status, time.perf_counter() - t0)
 
-
-Req = TypeVar("Req", bound=BaseModel)
 
 #: A /score of at least this many pairs hands the heap's free memory back to the system after it.
 TRIM_AFTER_PAIRS = 20_000
@@ -179,36 +107,6 @@ def score_json(version: str, tasks: list[str], scores: np.ndarray, unknown_users
     head = to_json({"version": version, "tasks": list(tasks)})[:-1]
     users, items = (to_json(np.asarray(x, np.int64).tolist()) for x in (unknown_users, unknown_items))
     return b"".join([head, b',"scores":[', rows, b'],"unknown_users":', users, b',"unknown_items":', items, b"}"])
-
-
-def short_errors(errors: list[dict]) -> list[dict]:
-    """At most :data:`MAX_ERRORS` validation errors as ``{loc, msg, type}``, each part cut short:
-    a 422 never repeats the input (a 100 MB field came back whole before)."""
-    out = [{"loc": [x if isinstance(x, int) else str(x)[:MAX_TASK_CHARS] for x in e["loc"]][:8],
-            "msg": str(e["msg"])[:MAX_ERROR_CHARS], "type": e["type"]} for e in errors[:MAX_ERRORS]]
-    if len(errors) > MAX_ERRORS:
-        out.append({"loc": [], "msg": f"and {len(errors) - MAX_ERRORS} more errors", "type": "truncated"})
-    return out
-
-
-def parse_request(model: type[Req], body: bytes) -> Req:
-    """``body`` (JSON bytes) validated as ``model``; otherwise :class:`Rejected` 422 with reason
-    ``non_finite``, ``invalid_json`` or ``validation`` and :func:`short_errors`. Called in the
-    request's worker thread, so a large body is parsed off the event loop."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        errors = e.errors(include_url=False, include_context=False)
-    # pydantic's JSON parser reads NaN, Infinity and 1e400 as non-finite floats, which no field
-    # accepts: the error's input says so (the input itself is never answered)
-    if any(isinstance(x.get("input"), float) and not math.isfinite(x["input"]) for x in errors):
-        raise Rejected(422, "non_finite", "NaN, Infinity and numbers beyond float range are not accepted")
-    raise Rejected(422, "invalid_json" if errors[0]["type"] == "json_invalid" else "validation", short_errors(errors))
-
-
-def body_schema(model: type[BaseModel]) -> dict:
-    """The OpenAPI ``requestBody`` of a route that parses its body with :func:`parse_request`."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 async def request_body(request: Request) -> bytes:
@@ -255,7 +153,7 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
         return JSONResponse({"detail": short_errors(list(e.errors()))}, status_code=422)
 
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:  # on the event loop: no hand-over to a worker thread (each waits for the GIL)
         c = holder.current
         return {"status": "ok", "version": c.version, "model": c.scorer.meta.get("model"), "loaded_at": c.loaded_at}
 
@@ -272,9 +170,8 @@ def create_app(root_or_bundle: str | Path, batch_size: int = 4096, threads: int 
 
     @app.post("/score", response_model=ScoreResponse, openapi_extra=body_schema(ScoreRequest))
     def score(body: bytes = Depends(request_body)) -> Response:
-        req = parse_request(ScoreRequest, body)
+        users, items = score_columns(body)
         s = holder.current.scorer  # the whole request uses this version
-        users, items = req.columns()
         r = s.score_pairs(users, items)
         if len(users) >= TRIM_AFTER_PAIRS:
             release_free_memory()

@@ -34,7 +34,7 @@ import torch
 
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.bundles import (
-    check_bundle_identity,
+    check_loadable,
     load_model,
     load_node_reps,
     read_manifest,
@@ -55,7 +55,7 @@ from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
 from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
-from ml_core.storage import INTEGRITY_FILE, verify_dir
+from ml_core.sorting import sorted_unique
 
 
 def empty_samples(tasks: list[str]) -> pl.DataFrame:
@@ -190,27 +190,25 @@ class Scorer:
         threads (int): torch CPU threads (0 = leave torch's setting alone).
         allow_unsealed (bool): load a bundle without ``_FILES.json`` unchecked (default: refused,
             :class:`~ml_core.integrity.CorruptPartitionError`; a published bundle always has one).
+        require_signature (bool): refuse a bundle without a valid signature even when
+            ``$MOGE_BUNDLE_KEY`` is unset (:func:`~ml_core.signing.check_signature`; with the key
+            set, a sealed bundle is always checked).
     """
 
     def __init__(self, bundle: str | Path, version: str | None = None, batch_size: int = 4096, threads: int = 0,
-                 allow_unsealed: bool = False):
+                 allow_unsealed: bool = False, require_signature: bool = False):
         self.bundle = Path(bundle)
         ctx_dir = self.bundle / "context"
         missing = [a for a in SERVING_CONTEXT if not (ctx_dir / a).is_dir()]
         if missing:
             raise FileNotFoundError(f"{self.bundle} is not a deployed bundle: context/{{{','.join(missing)}}} missing "
                                     "(only deployed_model bundles carry the serving context)")
-        if (self.bundle / INTEGRITY_FILE).is_file() or not allow_unsealed:  # served only as it was published
-            verify_dir(self.bundle, f"model bundle {self.bundle.name}", "Serve a published version (`moge serve "
-                       "--root`), publish it again, or load it unchecked with --allow-unsealed", require_files=True)
-        if version is not None:
-            check_bundle_identity(self.bundle, version)
+        self.version = check_loadable(self.bundle, version, allow_unsealed, require_signature)
+        self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
         if threads:
             torch.set_num_threads(threads)
         self.model, self.spec, self.model_spec, self.meta = load_model(self.bundle)
         self.model.eval()
-        self.manifest = read_manifest(self.bundle) if (self.bundle / "manifest.json").exists() else {}
-        self.version = version or self.manifest.get("version") or self.bundle.name
         self.tasks = list(self.spec.tasks)
         self.needs_graph = inference_needs_graph(self.model)
         self.fanouts = list(self.model_spec.fanouts)
@@ -233,6 +231,8 @@ class Scorer:
         self._snapshot_index = (IdIndex(self.base.user_raw[: self.base.n_graph_users]),
                                 IdIndex(self.base.item_raw[: self.base.n_graph_items]))
         self._vocab_index = (IdIndex(self.spec.user.ids), IdIndex(self.spec.item.ids))
+        if threads:  # again: the indexes' first parallel numba kernel started OpenMP, which set torch's to every core
+            torch.set_num_threads(threads)
 
     def _snapshot_reps(self) -> NodeReps:
         """The bundle's ``node_reps.npz`` when it holds this snapshot's nodes, else encoded now
@@ -282,8 +282,8 @@ class Scorer:
 
     def unknown_ids(self, user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:
         """Distinct ids (sorted) outside the model's vocabulary."""
-        u = np.unique(np.asarray(user_ids, np.int64))
-        i = np.unique(np.asarray(item_ids, np.int64))
+        u = sorted_unique(np.asarray(user_ids, np.int64))  # np.unique hashes, holding the GIL: 100k ids, ~20-90 ms
+        i = sorted_unique(np.asarray(item_ids, np.int64))
         return u[self._vocab_index[0].rows(u) < 0], i[self._vocab_index[1].rows(i) < 0]
 
     def seen_items(self, user_id: int) -> np.ndarray:
@@ -332,7 +332,7 @@ class Scorer:
         """``ctx``'s user sequences in the user rows of :meth:`request_reps`'s representations."""
         if ctx.user_seq is None or self._in_snapshot(ctx):
             return ctx.user_seq
-        return ctx.user_seq[torch.from_numpy(np.unique(ctx.sample_user))]
+        return ctx.user_seq[torch.from_numpy(sorted_unique(ctx.sample_user))]
 
     def score_pairs(self, user_ids, item_ids, seed: int | None = None) -> ScoreResult:
         pairs, inverse = canonical_pairs(user_ids, item_ids)
@@ -359,7 +359,7 @@ class Scorer:
 
     def candidates(self, user_id: int, candidates=None, exclude_seen: bool = True) -> np.ndarray:
         """The distinct candidate items (sorted) a recommendation for ``user_id`` ranks."""
-        cand = self.item_ids if candidates is None else np.unique(np.asarray(candidates, np.int64))
+        cand = self.item_ids if candidates is None else sorted_unique(np.asarray(candidates, np.int64))
         if exclude_seen:
             cand = cand[~np.isin(cand, self.seen_items(user_id))]
         return cand

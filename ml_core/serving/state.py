@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ml_core.bundle_registry import open_bundle_registry
 from ml_core.registry_config import RegistryConfig
 from ml_core.serving.guard import Limits
@@ -65,6 +67,9 @@ class ServeOptions:
     docs: bool = False
     #: serve a ``--bundle`` directory without ``_FILES.json`` unchecked (default: refused)
     allow_unsealed: bool = False
+    #: load only bundles with a valid signature (:mod:`ml_core.signing`); ``moge serve`` sets it
+    #: when ``$MOGE_BUNDLE_KEY`` is set or with ``--watch`` (unless ``--allow-unsigned``)
+    require_signature: bool = False
 
     def __post_init__(self) -> None:
         if min(self.retrieval, self.prior_users, self.watch_s) < 0 or min(self.ef_search, self.batch_size) < 1:
@@ -108,6 +113,15 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def warm_up(scorer: Scorer) -> None:
+    """Score a pair of the snapshot and a pair of ids it lacks once, at load: what the first
+    request of each kind would do once (the graph layers import torch_geometric on their first
+    call, ~0.6 s holding the interpreter lock, /health included, in the middle of serving)."""
+    users, items = np.asarray(scorer.graph.user_ids, np.int64), np.asarray(scorer.item_ids, np.int64)  # sorted
+    absent = [np.array([ids[-1] + 1 if len(ids) else 1]) for ids in (users, items)]
+    scorer.score_pairs(np.concatenate([users[:1], absent[0]]), np.concatenate([items[:1], absent[1]]))
+
+
 class ModelHolder:
     """The served version, swapped as a whole (see the module docstring).
 
@@ -138,12 +152,14 @@ class ModelHolder:
         o = self.options
         if self.fixed:
             scorer = Scorer.from_bundle(self.path, batch_size=o.batch_size, threads=o.threads,
-                                        allow_unsealed=o.allow_unsealed)
+                                        allow_unsealed=o.allow_unsealed, require_signature=o.require_signature)
         else:
-            scorer = Scorer.from_registry(self.path, self.registry, batch_size=o.batch_size, threads=o.threads)
+            scorer = Scorer.from_registry(self.path, self.registry, batch_size=o.batch_size, threads=o.threads,
+                                          require_signature=o.require_signature)
         set_index_threads(o.threads)
         retriever = (Retriever.for_scorer(scorer, o.index, prior_users=o.prior_users, ef_search=o.ef_search)
                      if o.retrieval else None)
+        warm_up(scorer)
         return Served(scorer, retriever, time.time())
 
     def _pointer_stamp(self) -> tuple | None:

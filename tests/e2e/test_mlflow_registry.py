@@ -90,6 +90,27 @@ def test_the_interface_behaves_the_same_on_both_backends(request, tmp_path, back
         assert other.production()["version"] == v1
 
 
+@pytest.mark.parametrize("backend", ["local", "mlflow"])
+def test_signed_bundles_on_both_backends(request, tmp_path, backend, monkeypatch):
+    """With $MOGE_BUNDLE_KEY set, publishing signs (MLflow: the upload carries the records and
+    the signature), and a load checks it: on another machine's download too, and with another
+    key it is refused."""
+    from ml_core.signing import KEY_ENV, SIGNATURE_FILE, SignatureError
+
+    monkeypatch.setenv(KEY_ENV, "k" * 40)
+    cfg = mlflow_cfg(request.getfixturevalue("server"), "signed") if backend == "mlflow" else RegistryConfig()
+    reg = open_bundle_registry(cfg, tmp_path / "root")
+    v = "2026-01-03-cccccccccc"
+    reg.publish(fake_bundle(tmp_path / "b", "2026-01-03", 3), v)
+    assert (reg.checked_version_dir(v) / SIGNATURE_FILE).is_file()
+    if backend == "mlflow":  # another machine: an empty cache downloads the bundle with its signature
+        other = open_bundle_registry(dataclasses.replace(cfg, cache_dir=str(tmp_path / "other-cache")), tmp_path / "x")
+        assert (other.checked_version_dir(v) / SIGNATURE_FILE).is_file()
+    monkeypatch.setenv(KEY_ENV, "o" * 40)
+    with pytest.raises(SignatureError, match="does not match"):
+        reg.checked_version_dir(v)
+
+
 def test_mlflow_lock_admits_one_deployer_at_a_time(server):
     a = open_bundle_registry(mlflow_cfg(server, "lock-a", poll_s=0.2), "unused")
     b = open_bundle_registry(mlflow_cfg(server, "lock-a", poll_s=0.2, lock_wait_s=0.5), "unused")

@@ -18,10 +18,11 @@ def _recorded(terminalreporter, name: str) -> list:
 def pytest_terminal_summary(terminalreporter):
     for hostile in _recorded(terminalreporter, "hostile"):  # tests/reliability/test_hostile_requests.py
         terminalreporter.write_sep("-", "hostile requests against moge serve: answers, /health during each")
-        terminalreporter.write_line(f"{'probe':48s} {'status':>10s} {'seconds':>8s} {'/health max':>12s}")
+        terminalreporter.write_line(f"{'probe':48s} {'status':>10s} {'seconds':>8s} {'/health max':>12s} "
+                                    f"{'client late':>12s}")
         for r in hostile["rows"]:
             terminalreporter.write_line(f"{r['probe']:48s} {r['status']!s:>10s} {r['seconds']:8.2f} "
-                                        f"{r['health_max_ms']:9.1f} ms")
+                                        f"{r['health_max_ms']:9.1f} ms {r['client_starved_ms']:9.1f} ms")
         terminalreporter.write_line(", ".join(f"{k} {v}" for k, v in hostile["summary"].items()))
     rows = _recorded(terminalreporter, "fault")
     if not rows:

@@ -1,7 +1,8 @@
-"""SIGINT and SIGTERM, as a user's Ctrl-C or a container stop sends them, to the run command and
-to ``moge serve``, each a real subprocess: it stops within 10 s, the run in progress is marked
-failed with the signal as its reason, nothing half-written is published, and a second signal
-exits at once."""
+"""SIGINT and SIGTERM, as a user's Ctrl-C or a container stop sends them, to the run command, to a
+Dagster run worker (what `dagster dev` and the daemon launch) and to ``moge serve``, each a real
+subprocess: it stops within 10 s, the run in progress is marked failed with the signal as its
+reason, nothing half-written is published, no pool slot stays held, and a second signal (to the
+run command) exits at once."""
 
 from __future__ import annotations
 
@@ -120,6 +121,62 @@ def test_a_second_signal_exits_at_once(flow, tmp_path):
     finally:
         proc.kill()
     assert rc == 128 + signal.SIGTERM and "SIGTERM again: exiting now" in out.text(), out.text()[-2000:]
+
+
+def _daily_model():
+    """The flow's daily_model job, for the run worker to reconstruct (``dg.reconstructable``)."""
+    from orchestration.definitions import defs
+
+    return defs.resolve_job_def("daily_model")
+
+
+@pytest.mark.slow  # the shared flow, as above; ~15 s
+def test_a_run_worker_stops_during_training(flow, tmp_path):
+    """SIGTERM to a run worker (``dagster api execute_run``, the process the run launcher starts
+    for a run of `dagster dev` or the daemon) as the day's training starts: Dagster turns it into
+    an interruption of the step in progress (the model steps run in the worker's process, the
+    in-process executor), the worker exits within 10 s, the run is marked failed with the
+    interruption as its reason, the day's model partitions are the complete ones of before and
+    the "model" pool holds no slot."""
+    import dagster as dg
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import serialize_value
+
+    from tests.reliability.faults import data_lost, hidden_entries, stored
+
+    base = copy_flow(flow[0], tmp_path / "flow")
+    day = next_day(flow[1])  # the flow holds this day's model: the run computes it again
+    env = flow_env(base)
+    before = stored(base / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+        mp.setenv("MOGE_CONFIG", env["MOGE_CONFIG"])
+        with dg.DagsterInstance.get() as instance:
+            job = dg.reconstructable(_daily_model)
+            run = instance.create_run_for_job(job.get_definition(), tags={"dagster/partition": day},
+                                              job_code_origin=job.get_python_origin())
+            args = ExecuteRunArgs(job_origin=job.get_python_origin(), run_id=run.run_id,
+                                  instance_ref=instance.get_ref(), set_exit_code_on_failure=True)
+            command = [sys.executable, "-m", "dagster", "api", "execute_run", serialize_value(args)]
+            proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            out = Lines(proc)
+            try:
+                out.wait_for('execution of step "trained_model"', timeout=240)  # Dagster's STEP_START line
+                os.kill(proc.pid, signal.SIGTERM)
+                rc, took = exit_within(proc, STOP_WITHIN_S)
+            finally:
+                proc.kill()
+            ended = instance.get_run_by_id(run.run_id)
+            failures = [e.dagster_event.event_specific_data.error.to_string() for e in instance.all_logs(run.run_id)
+                        if e.is_dagster_event and e.dagster_event.is_step_failure]
+            claimed = instance.event_log_storage.get_concurrency_info("model").claimed_slots
+    text = out.text()
+    assert ended.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED), (ended.status, text[-3000:])
+    assert failures and all("DagsterExecutionInterruptedError" in f for f in failures), failures
+    assert stored(base / "data") == before and data_lost(before, base / "data") == []  # as before, complete
+    assert hidden_entries(base / "data") == []  # no temp directory left
+    assert claimed == [], claimed
+    print(f"run worker, SIGTERM: exited {took:.1f} s after the signal (status {rc}), run {ended.status.value}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -30,8 +30,8 @@ import httpx
 import pytest
 
 from ml_core.bundles import BundleStore
-from ml_core.serving.app import MAX_PAIRS
 from ml_core.serving.guard import Limits
+from ml_core.serving.requests import MAX_PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hostile-suite-token"
@@ -39,11 +39,13 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 #: the server's limits here: the defaults, with short timeouts so the slow-client probes are quick
 BODY_TIMEOUT_S = HEADER_TIMEOUT_S = 2.0
 MAX_CONCURRENT = 2
-#: /health answers slower than this during a probe count as a stall in the figures (issue 27's
-#: target); slower than FROZEN_S fails the test (the server, not the machine's load, held it:
-#: before the limits a 10M-id body held /health for 13.4 s). On the shared 2-core machine, at a
-#: load average of 5.5, /health took up to 0.58 s during the largest probes.
-HEALTH_LIMIT_S, FROZEN_S = 0.1, 1.5
+#: /health must answer within HEALTH_LIMIT_S during every probe (issue 27's target; slower counts
+#: as a stall in the figures), unless the machine itself was too busy to tell: when the /health
+#: client's own 10 ms sleeps overran by more than STARVED_S during the probe (other processes
+#: held the cores: on the shared 2-core machine at load averages of 7-8, CPU starvation alone
+#: delayed a thread by up to 0.9 s), only FROZEN_S is asserted (the server, not the load, froze:
+#: before the limits a 10M-id body held /health for 13.4 s).
+HEALTH_LIMIT_S, FROZEN_S, STARVED_S = 0.1, 1.5, 0.03
 MAX_BODY = Limits().max_body_bytes
 UNKNOWN = 10**15
 
@@ -109,15 +111,17 @@ def server(served_deployments, tmp_path_factory):
 WATCHER = """
 import json, select, sys, time
 import httpx
-worst, failed, n = 0.0, 0, 0
+worst, failed, n, late = 0.0, 0, 0, 0.0
 with httpx.Client(base_url=sys.argv[1], timeout=5) as c:
     while True:
+        t0 = time.perf_counter()
         if select.select([sys.stdin], [], [], 0.01)[0]:
             if not sys.stdin.readline():
                 break
-            print(json.dumps({"max_s": worst, "failed": failed, "n": n}), flush=True)
-            worst, failed, n = 0.0, 0, 0
+            print(json.dumps({"max_s": worst, "failed": failed, "n": n, "starved_s": late}), flush=True)
+            worst, failed, n, late = 0.0, 0, 0, 0.0
             continue
+        late = max(late, time.perf_counter() - t0 - 0.01)  # how late this process got the core back
         t0 = time.perf_counter()
         try:
             ok = c.get("/health").status_code == 200
@@ -139,7 +143,8 @@ def watcher(server):
 @contextmanager
 def health_watch(watcher: subprocess.Popen):
     """/health asked every 10 ms while the block runs; yields a dict that gets ``max_s`` (the
-    slowest answer), ``failed`` (answers other than 200, or none within 5 s) and ``n``."""
+    slowest answer), ``failed`` (answers other than 200, or none within 5 s), ``n`` and
+    ``starved_s`` (the most the client's own 10 ms waits overran: the machine's load)."""
     def mark() -> dict:
         watcher.stdin.write("\n")
         watcher.stdin.flush()
@@ -372,12 +377,16 @@ def test_probe(server, watcher, name, probe, expected, check):
         if check is not None:
             check(answer, server)
         fivexx = int(status >= 500 and status not in (503, 504))
+    starved = health["starved_s"] > STARVED_S
     server.figures.append({"probe": name, "status": status, "seconds": round(seconds, 2),
                            "health_max_ms": round(health["max_s"] * 1000, 1), "health_failed": health["failed"],
-                           "unexpected_5xx": fivexx})
+                           "unexpected_5xx": fivexx, "client_starved_ms": round(health["starved_s"] * 1000, 1)})
     assert server.proc.poll() is None, "the server died"
     assert health["failed"] == 0, health
-    assert health["max_s"] < FROZEN_S, f"/health took {health['max_s'] * 1000:.0f} ms during the probe"
+    limit = FROZEN_S if starved else HEALTH_LIMIT_S
+    assert health["max_s"] < limit, (f"/health took {health['max_s'] * 1000:.0f} ms during the probe (limit "
+                                     f"{limit * 1000:.0f} ms; the client's own waits overran by at most "
+                                     f"{health['starved_s'] * 1000:.0f} ms)")
 
 
 def test_after_the_probes(server, record_property):
@@ -393,6 +402,7 @@ def test_after_the_probes(server, record_property):
         assert f'moge_rejections_total{{reason="{reason}"}}' in metrics, reason
     figures = {"probes": len(server.figures), "crashes": 0, "stalls": sum(f["health_max_ms"] >= HEALTH_LIMIT_S * 1000 for f in server.figures),
                "unexpected_5xx": sum(f["unexpected_5xx"] for f in server.figures),
+               "probes_on_a_starved_machine": sum(f["client_starved_ms"] > STARVED_S * 1000 for f in server.figures),
                "rss_before_mb": round(server.rss_before / 2**20), "rss_after_mb": round(rss / 2**20),
                "health_max_ms": max((f["health_max_ms"] for f in server.figures), default=0.0)}
     record_property("hostile", {"rows": server.figures, "summary": figures})

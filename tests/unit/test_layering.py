@@ -20,9 +20,9 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     # no ml_core imports but their own layer: typed builder (+ the registries of pluggable things), the flow's
-    # catalogue of asset names, the lake (+ its integrity checks), metrics and plots, rates/ETA, linear-time
-    # counting sorts, the stop a signal asks for
-    {"typed", "catalog", "storage", "integrity", "eval", "progress", "sorting", "mixing", "stop"},
+    # catalogue of asset names, the lake (+ its integrity checks), bundle signatures, metrics and plots, rates/ETA,
+    # linear-time counting sorts, the stop a signal asks for
+    {"typed", "catalog", "storage", "integrity", "signing", "eval", "progress", "sorting", "mixing", "stop"},
     # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
     {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config", "automation_config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples

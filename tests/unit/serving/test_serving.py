@@ -375,3 +375,15 @@ def test_cli_errors(mmoe, tmp_path, capsys):
     assert "no production model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["score", "--input", "x.parquet"])  # --output is required
+
+
+def test_the_torch_threads_asked_for_stay_after_the_load(mmoe):
+    """The snapshot indexes' parallel numba kernel starts OpenMP, which set torch's threads to
+    every core: a server started with --threads 1 scored with 2 on the 2-core machine."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        Scorer.from_registry(mmoe.serve_root, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
