@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ml_core.bundles import BundleStore
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
 
 
 @runtime_checkable

@@ -51,8 +51,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ml_core.config.registry import RegistryConfig, redacted_uri
 from ml_core.integrity import verify_dir
-from ml_core.registry_config import RegistryConfig, redacted_uri
 from ml_core.signing import check_signature, signer
 from ml_core.storage import atomic_dir, hostname
 

@@ -42,6 +42,7 @@ from ml_core.bundles import (
     write_manifest,
 )
 from ml_core.catalog import BIPARTITE_GRAPH, ITEM_SIMILARITY_GRAPH, NODE_FEATURES, SERVING_CONTEXT, USER_SIMILARITY_GRAPH
+from ml_core.config.registry import RegistryConfig
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -53,7 +54,6 @@ from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, loo
 from ml_core.history import read_history, uses_knn
 from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
-from ml_core.registry_config import RegistryConfig
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ml_core.bundle_registry import open_bundle_registry
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
 from ml_core.serving.guard import Limits
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.retrieval import INDEX_KINDS, Retriever, set_index_threads

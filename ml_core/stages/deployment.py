@@ -26,7 +26,7 @@ from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
 from ml_core.bundles import check_version_name, read_manifest, write_manifest
 from ml_core.catalog import SERVING_CONTEXT
 from ml_core.config import PipelineConfig
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
 from ml_core.serving.scorer import write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, evaluated_snapshot, judge_against_references
 from ml_core.stages.gate import Decision, gate

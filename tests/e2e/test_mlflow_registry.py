@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 from tests.mlflow_server import mlflow_server
 

@@ -23,8 +23,9 @@ LAYERS: list[set[str]] = [
     # catalogue of asset names, the lake (+ its integrity checks), bundle signatures, metrics and plots, rates/ETA,
     # linear-time counting sorts, the stop a signal asks for
     {"typed", "catalog", "storage", "integrity", "signing", "eval", "progress", "sorting", "mixing", "stop"},
-    # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config", "automation_config"},
+    # the one configuration system (a package: [source], [tuning], [registry], [train] distributed, [cf] and
+    # [automation] in modules of their own)
+    {"config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
