@@ -334,7 +334,7 @@ def model_day_spacing(home: Path) -> dict:
 def check_side(side: Side, expected: dict[str, list[str]]) -> dict:
     """What a side left: its runs, materialized partitions (instance and lake) against the
     definitions', and its deployment decisions."""
-    from ml_core.bundles import BundleStore
+    from ml_core.registry.bundles import BundleStore
 
     runs = run_records(side.home)
     got = materialized(side.home, list(expected))

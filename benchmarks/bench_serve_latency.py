@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from serving import percentiles, start_server, timed_post  # noqa: E402 - after sys.path
 
-from ml_core.bundles import BundleStore  # noqa: E402
 from ml_core.graph.csr import BipartiteGraph  # noqa: E402
+from ml_core.registry.bundles import BundleStore  # noqa: E402
 
 TARGETS_MS = {"score_p99": 10.0, "recommend_p99": 30.0}
 

@@ -67,7 +67,7 @@ def prepare(cfg, lake: Lake, eval_day: str, log=print) -> list[str]:
 
 
 def defaults_config(root: Path, overrides: list[str]):
-    """The documented defaults (ml_core/config.py) + ``overrides``; no pipeline.toml is read."""
+    """The documented defaults (ml_core/config/) + ``overrides``; no pipeline.toml is read."""
     root.mkdir(parents=True, exist_ok=True)
     empty = root / "defaults.toml"
     empty.write_text("")

@@ -43,10 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml_core.bundles import BundleStore, load_model, read_manifest
 from ml_core.config import load_config
 from ml_core.eval.bootstrap import gauc_difference
 from ml_core.inference import score_day
+from ml_core.registry.bundles import BundleStore, load_model, read_manifest
 from ml_core.stages.deployment import assemble_bundle, run_deployed_model
 from ml_core.stages.evaluation import run_model_evaluation
 from ml_core.stages.features import run_node_features

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore
 from ml_core.config import load_config
+from ml_core.registry.bundles import BundleStore
 from ml_core.stages.data_day import run_data_days
 from ml_core.stages.deployment import assemble_bundle
 from ml_core.storage import Lake

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_core.cf_config import CF_SCORERS, CFConfig
+from ml_core.config.cf import CF_SCORERS, CFConfig
 from ml_core.contracts.day import DayInputs
 from ml_core.graph.csr import BipartiteGraph
 from ml_core.graph.neighbours import PART_ENTRIES, item_knn_scores, parts, user_knn_scores

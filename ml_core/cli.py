@@ -179,10 +179,10 @@ def serve_limits(args):
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from ml_core.registry.signing import bundle_key
     from ml_core.serving.app import create_app
     from ml_core.serving.guard import http_protocol
     from ml_core.serving.state import ServeOptions
-    from ml_core.signing import bundle_key
 
     limits = serve_limits(args)
     # a server following the pointer loads whatever it names: only signed bundles (README "Signed bundles")

@@ -15,7 +15,7 @@ from ml_core.catalog import MATERIALIZED_BY
 VERSION_FILE = "_VERSION"
 #: Size and sha256 of every file of a partition (and its data version), written beside it.
 INTEGRITY_FILE = "_FILES.json"
-#: A model bundle's signature of its records (:mod:`ml_core.signing`), written after them.
+#: A model bundle's signature of its records (:mod:`ml_core.registry.signing`), written after them.
 SIGNATURE_FILE = "_SIGNATURE"
 #: The files that describe a partition rather than belong to it: never in its records.
 RECORD_FILES = (VERSION_FILE, INTEGRITY_FILE, SIGNATURE_FILE)

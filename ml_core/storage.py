@@ -4,7 +4,7 @@ Layout under ``root``::
 
     lake/<asset>/ds=YYYY-MM-DD/part-0.parquet      tables (events, samples, features)
     lake/<asset>/ds=YYYY-MM-DD/*.npy, meta.json    graphs (CSR arrays, memory-mappable)
-    registry/versions/<version>/...                model bundles (see ml_core.bundles)
+    registry/versions/<version>/...                model bundles (see ml_core.registry.bundles)
 
 Every write goes to a hidden temp directory beside the target and is renamed into place, so a
 crash never leaves a half-written partition that a later run would read as good, and writing a
@@ -63,7 +63,7 @@ def day_str(day: date | str) -> str:
 def atomic_dir(target: Path, finish: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temp directory; on success it replaces ``target`` atomically. ``finish`` is called
     with the temp directory once it is sealed, before it is flushed and published (a bundle's
-    signature, :func:`ml_core.signing.signer`).
+    signature, :func:`ml_core.registry.signing.signer`).
 
     The old directory (if any) is first renamed aside, the new one renamed in, then the old one
     deleted, so readers see either the complete old or the complete new partition. Every file and

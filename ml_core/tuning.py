@@ -10,7 +10,7 @@ invalid combination, a non-finite loss) is recorded as failed and the search goe
 The space (:func:`resolve_space`) is ``tuning.space`` or the model's default space
 (:func:`default_space`), every name and bound checked against :class:`~ml_core.config.TrainConfig`
 and the model's config dataclass before anything trains. Configured by ``[tuning]``
-(:class:`ml_core.tuning_config.TuningConfig`).
+(:class:`ml_core.config.tuning.TuningConfig`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from ml_core.compare import Variant, variant_train_config
 from ml_core.config import TrainConfig, TuningConfig
+from ml_core.config.tuning import MODEL_SPACES, TRAIN_SPACE, ParamRange, param_range
 from ml_core.models.registry import model_class
-from ml_core.tuning_config import MODEL_SPACES, TRAIN_SPACE, ParamRange, param_range
 from ml_core.typed import ConfigError, build
 
 #: ``[train]`` settings a search never varies: the model itself, the window, the budget (set by
@@ -81,7 +81,7 @@ def searched_model(tuning: TuningConfig, train: TrainConfig) -> tuple[str, dict]
 
 
 def derived_space(model: str) -> dict[str, ParamRange]:
-    """A model's arguments searched when :data:`~ml_core.tuning_config.MODEL_SPACES` has no entry
+    """A model's arguments searched when :data:`~ml_core.config.tuning.MODEL_SPACES` has no entry
     for it, by type: a float with a positive default d over d/10 .. 10 d (log), a ``Literal`` over
     its values. Integers, strings, lists and booleans (some are switches such as a leakage guard,
     not hyper-parameters) only when declared. A bound the model's config rejects leaves its
@@ -107,7 +107,7 @@ def derived_space(model: str) -> dict[str, ParamRange]:
 
 
 def default_space(model: str) -> dict[str, ParamRange]:
-    """:data:`~ml_core.tuning_config.TRAIN_SPACE` plus the model's entry in ``MODEL_SPACES``, or
+    """:data:`~ml_core.config.tuning.TRAIN_SPACE` plus the model's entry in ``MODEL_SPACES``, or
     its :func:`derived_space`."""
     declared = MODEL_SPACES.get(model)
     spaces = {**TRAIN_SPACE, **declared} if declared is not None else TRAIN_SPACE

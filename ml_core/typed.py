@@ -1,7 +1,7 @@
 """Build dataclasses from plain mappings (TOML tables, JSON, keyword dicts) with their types checked.
 
 One function, :func:`build`, serves every typed configuration of the project: the pipeline
-sections of ``ml_core/config.py`` and the per-model configuration dataclasses. A wrong key, a
+sections of ``ml_core/config/`` and the per-model configuration dataclasses. A wrong key, a
 value of the wrong type or a value outside a ``Literal`` raises :class:`ConfigError` naming
 the full key (``train.epochs``), the value and the expected type, before anything runs::
 

@@ -129,7 +129,7 @@ def run_days(args, stopped: dict[str, int]) -> int:
     import dagster as dg
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from ml_core.bundle_registry import open_bundle_registry
+    from ml_core.registry.interface import open_bundle_registry
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from ml_core.stages.windows import model_start
     from orchestration.definitions import defs

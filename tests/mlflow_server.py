@@ -1,4 +1,4 @@
-"""A local MLflow tracking server for the tests of the shared registry (ml_core/mlflow_registry.py).
+"""A local MLflow tracking server for the tests of the shared registry (ml_core/registry/mlflow.py).
 
 ``mlflow server`` with a SQLite store and proxied artifacts (clients up- and download bundles
 over HTTP, as machines sharing a server do), on a free port, started as a subprocess in its own

@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic_core import to_json
 
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
 from ml_core.serving.guard import Rejected, RequestGuard, check_admin
 from ml_core.serving.metrics import CONTENT_TYPE, Metrics
 from ml_core.serving.requests import (

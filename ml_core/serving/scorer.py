@@ -32,16 +32,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ml_core.bundle_registry import open_bundle_registry
-from ml_core.bundles import (
-    check_loadable,
-    load_model,
-    load_node_reps,
-    read_manifest,
-    save_node_reps,
-    write_manifest,
-)
 from ml_core.catalog import BIPARTITE_GRAPH, ITEM_SIMILARITY_GRAPH, NODE_FEATURES, SERVING_CONTEXT, USER_SIMILARITY_GRAPH
+from ml_core.config.registry import RegistryConfig
 from ml_core.contracts import (
     DayContext,
     DayInputs,
@@ -53,7 +45,15 @@ from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, loo
 from ml_core.history import read_history, uses_knn
 from ml_core.inference import encode_day, inference_needs_graph, score_rows
 from ml_core.models.mgnn import cat_tables
-from ml_core.registry_config import RegistryConfig
+from ml_core.registry.bundles import (
+    check_loadable,
+    load_model,
+    load_node_reps,
+    read_manifest,
+    save_node_reps,
+    write_manifest,
+)
+from ml_core.registry.interface import open_bundle_registry
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_core.bundle_registry import open_bundle_registry
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
+from ml_core.registry.interface import open_bundle_registry
 from ml_core.serving.guard import Limits
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.retrieval import INDEX_KINDS, Retriever, set_index_threads
@@ -67,7 +67,7 @@ class ServeOptions:
     docs: bool = False
     #: serve a ``--bundle`` directory without ``_FILES.json`` unchecked (default: refused)
     allow_unsealed: bool = False
-    #: load only bundles with a valid signature (:mod:`ml_core.signing`); ``moge serve`` sets it
+    #: load only bundles with a valid signature (:mod:`ml_core.registry.signing`); ``moge serve`` sets it
     #: when ``$MOGE_BUNDLE_KEY`` is set or with ``--watch`` (unless ``--allow-unsigned``)
     require_signature: bool = False
 

@@ -1,6 +1,6 @@
 """Stage 7, deployed_model: the deployment decision of day D.
 
-Under the registry's lock (:mod:`ml_core.bundle_registry`: the local store's ``fcntl`` lock or
+Under the registry's lock (:mod:`ml_core.registry.interface`: the local store's ``fcntl`` lock or
 the MLflow backend's lease), the candidate's evaluation (model_evaluation[D]) is completed
 with the reference models as the store holds them now (:func:`judge_against_references`: the
 production model and the last promoted ones, scored on day D) and goes through the gate
@@ -22,11 +22,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
-from ml_core.bundles import check_version_name, read_manifest, write_manifest
 from ml_core.catalog import SERVING_CONTEXT
 from ml_core.config import PipelineConfig
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
+from ml_core.registry.bundles import check_version_name, read_manifest, write_manifest
+from ml_core.registry.interface import BundleRegistry, open_bundle_registry
 from ml_core.serving.scorer import write_node_reps
 from ml_core.stages.evaluation import EvaluationResult, evaluated_snapshot, judge_against_references
 from ml_core.stages.gate import Decision, gate

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ml_core.bundle_registry import BundleRegistry
-from ml_core.bundles import NODE_REPS_FILE, load_model, read_manifest, save_node_reps
 from ml_core.catalog import SERVING_CONTEXT, TRAINED_MODEL
 from ml_core.config import PipelineConfig
 from ml_core.progress import format_duration
+from ml_core.registry.bundles import NODE_REPS_FILE, load_model, read_manifest, save_node_reps
+from ml_core.registry.interface import BundleRegistry
 from ml_core.stages.inputs import scoring_day
 from ml_core.storage import Lake, day_str
 

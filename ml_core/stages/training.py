@@ -21,10 +21,10 @@ from datetime import timedelta
 
 import torch
 
-from ml_core.bundle_registry import open_bundle_registry
-from ml_core.bundles import save_model, write_manifest
 from ml_core.catalog import SIMILARITY_GRAPHS, TRAINING_DAY
 from ml_core.config import PipelineConfig
+from ml_core.registry.bundles import save_model, write_manifest
+from ml_core.registry.interface import open_bundle_registry
 from ml_core.stages.inputs import load_day_inputs
 from ml_core.stages.windows import as_date, model_start
 from ml_core.storage import VERSION_FILE, Lake, day_str

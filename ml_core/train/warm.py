@@ -50,11 +50,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml_core.bundles import load_model
 from ml_core.contracts.features import FeatureSpec, SideSpec
 from ml_core.graph.csr import lookup
 from ml_core.models.base import RecModel
 from ml_core.nn.dense import FeatureEncoder
+from ml_core.registry.bundles import load_model
 
 OPTIMIZER_FILE = "optimizer.pt"
 

@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ml_core.bundles import BundleStore
-from ml_core.cf_config import CF_SCORERS
+from ml_core.config.cf import CF_SCORERS
+from ml_core.registry.bundles import BundleStore
 from ml_core.sanity import SCORERS
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.stages.evaluation import load_evaluation

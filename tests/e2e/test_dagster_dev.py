@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_core.bundles import BundleStore
+from ml_core.registry.bundles import BundleStore
 from tests.conftest import REPO
 from tests.dagster_dev import DagsterDev, dagster_bin, kill_tree, start
 

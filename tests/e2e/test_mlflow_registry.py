@@ -1,4 +1,4 @@
-"""The shared model registry (ml_core/mlflow_registry.py) against a real ``mlflow server``.
+"""The shared model registry (ml_core/registry/mlflow.py) against a real ``mlflow server``.
 
 One server per module (SQLite store, proxied artifacts; tests/mlflow_server.py). The same
 interface test runs on the local bundle store and on MLflow; then the MLflow lease under two
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_core.bundle_registry import BundleRegistry, open_bundle_registry
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
+from ml_core.registry.interface import BundleRegistry, open_bundle_registry
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE
 from tests.mlflow_server import mlflow_server
 
@@ -95,7 +95,7 @@ def test_signed_bundles_on_both_backends(request, tmp_path, backend, monkeypatch
     """With $MOGE_BUNDLE_KEY set, publishing signs (MLflow: the upload carries the records and
     the signature), and a load checks it: on another machine's download too, and with another
     key it is refused."""
-    from ml_core.signing import KEY_ENV, SIGNATURE_FILE, SignatureError
+    from ml_core.registry.signing import KEY_ENV, SIGNATURE_FILE, SignatureError
 
     monkeypatch.setenv(KEY_ENV, "k" * 40)
     cfg = mlflow_cfg(request.getfixturevalue("server"), "signed") if backend == "mlflow" else RegistryConfig()

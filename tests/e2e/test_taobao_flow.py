@@ -10,7 +10,7 @@ import sys
 import polars as pl
 import pytest
 
-from ml_core.bundles import BundleStore
+from ml_core.registry.bundles import BundleStore
 from ml_core.storage import Lake
 from tests.conftest import REPO, TAOBAO_HEAD
 

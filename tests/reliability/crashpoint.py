@@ -93,7 +93,7 @@ def install(asset: str, day: str, marker: Path, when: str = "publish") -> None:
 
 
 def _install_promotion(point: str, marker: Path) -> None:
-    from ml_core import bundles
+    from ml_core.registry import bundles
 
     if point == "mid_publish":  # copying the bundle into versions/<version>
         return _stop_in_first_file("versions", ".tmp-", marker)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_core.bundles import BundleStore
 from ml_core.config import load_config
+from ml_core.registry.bundles import BundleStore
 from ml_core.stages.windows import model_start
 from ml_core.storage import CorruptPartitionError, verify_dir
 from tests.conftest import REPO

@@ -14,8 +14,8 @@ import time
 import dagster as dg
 import pytest
 
-from ml_core.bundles import BundleStore
 from ml_core.config import load_config
+from ml_core.registry.bundles import BundleStore
 from ml_core.serving.scorer import Scorer
 from ml_core.stages.deployment import republish, run_deployed_model
 from ml_core.stages.graphs import run_window_graphs

@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from ml_core.bundles import BundleStore
 from ml_core.config import load_config
+from ml_core.registry.bundles import BundleStore
 from ml_core.stages.deployment import run_deployed_model
 from ml_core.storage import Lake, sweep_stale_writes
 from tests.conftest import REPO

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml_core.bundles import BundleStore
+from ml_core.registry.bundles import BundleStore
 from ml_core.serving.guard import Limits
 from ml_core.serving.requests import MAX_PAIRS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ml_core.storage as storage
-from ml_core.bundles import BundleStore
+from ml_core.registry.bundles import BundleStore
 from ml_core.stages.deployment import recover_decision_log
 
 

@@ -8,8 +8,8 @@ import polars as pl
 import pytest
 
 from ml_core.cf import Ease, cf_metrics, cf_scores
-from ml_core.cf_config import CF_SCORERS, CFConfig
 from ml_core.config import load_config
+from ml_core.config.cf import CF_SCORERS, CFConfig
 from ml_core.contracts.day import DayInputs
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.stages.evaluation import EvaluationResult, gauc_table

@@ -207,7 +207,7 @@ def test_code_location_load_reports_a_bad_model_and_source(tmp_path):
 
 
 def test_tracking_uris_are_printed_without_credentials():
-    from ml_core.registry_config import redacted_uri
+    from ml_core.config.registry import redacted_uri
 
     assert redacted_uri("https://alice:s3cret@mlflow.internal:5000/path") == "https://***@mlflow.internal:5000/path"
     assert redacted_uri("http://token@host") == "http://***@host"

@@ -89,7 +89,7 @@ def test_knn_columns_are_the_cf_scorers_sums_and_need_the_graphs(synthetic_lake)
     """The pair input's kNN columns are log(1 + s) of the item-kNN / user-kNN scorers' sums on the
     same samples (one implementation), any column order; without the graphs: a clear error."""
     from ml_core.cf import cf_scores
-    from ml_core.cf_config import CFConfig
+    from ml_core.config.cf import CFConfig
 
     cfg, lake, days = synthetic_lake
     day = P.load_day_inputs(lake, days[-1])

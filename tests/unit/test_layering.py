@@ -20,18 +20,20 @@ MAX_LINES = 400
 #: never a layer above. Top-level modules and packages of ml_core are named without the prefix.
 LAYERS: list[set[str]] = [
     # no ml_core imports but their own layer: typed builder (+ the registries of pluggable things), the flow's
-    # catalogue of asset names, the lake (+ its integrity checks), bundle signatures, metrics and plots, rates/ETA,
+    # catalogue of asset names, the lake (+ its integrity checks), metrics and plots, rates/ETA,
     # linear-time counting sorts, the stop a signal asks for
-    {"typed", "catalog", "storage", "integrity", "signing", "eval", "progress", "sorting", "mixing", "stop"},
-    # the one configuration system ([source], [tuning], [registry], [train] distributed in their own modules)
-    {"config", "source_config", "tuning_config", "registry_config", "dist_config", "cf_config", "automation_config"},
+    {"typed", "catalog", "storage", "integrity", "eval", "progress", "sorting", "mixing", "stop"},
+    # the one configuration system (a package: [source], [tuning], [registry], [train] distributed, [cf] and
+    # [automation] in modules of their own)
+    {"config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
     {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training
-    # a model on disk and the registries of bundles (local, MLflow); predict / evaluate; the sanity and CF scorers
-    {"bundles", "bundle_registry", "mlflow_registry", "inference", "sanity", "cf"},
+    # a model on disk, the registries of bundles (local, MLflow) and their signatures (a package); predict /
+    # evaluate; the sanity and CF scorers
+    {"registry", "inference", "sanity", "cf"},
     {"train"},  # the one trainer and its extensions (optimizers, post-training steps)
     {"compare", "tuning", "checks", "serving"},  # the zoo comparison; the hyper-parameter search; load-time checks; the model server
     {"stages"},  # one module per daily stage (what the Dagster assets call)

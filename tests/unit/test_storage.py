@@ -51,8 +51,8 @@ def test_a_linked_tree_shares_bytes_and_a_manifest_rewrite_leaves_the_source_sea
     manifest (a rename) must not touch the partition it came from."""
     import json
 
-    from ml_core.bundles import read_manifest, write_manifest
     from ml_core.integrity import _VERIFIED, verify_dir
+    from ml_core.registry.bundles import read_manifest, write_manifest
     from ml_core.storage import link_tree
 
     lake = Lake(tmp_path)

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from ml_core.bundles import load_model, save_model
 from ml_core.models.registry import available_models, build_model
 from ml_core.nn.dense import TaskTowers
+from ml_core.registry.bundles import load_model, save_model
 from tests.helpers import TASKS, planted_day
 
 RATES = torch.tensor([0.3, 0.12])

@@ -11,12 +11,12 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from ml_core.bundles import load_model, save_model
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext
 from ml_core.inference import evaluate, predict
 from ml_core.nn.graph_ode import graph_ode, isolated_growth
 from ml_core.nn.id_graph import id_adjacency, stack_rows
+from ml_core.registry.bundles import load_model, save_model
 from ml_core.train.lightgode import apply_lightgode
 from ml_core.train.trainer import build_contexts, train
 from tests.helpers import TASKS

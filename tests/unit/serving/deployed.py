@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore
+from ml_core.registry.bundles import BundleStore
 from ml_core.storage import Lake
 
 DAYS = P.window("2026-01-03", -2, 0)

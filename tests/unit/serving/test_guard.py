@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from ml_core.bundles import BundleStore, check_bundle_identity, check_version_name
 from ml_core.cli import admin_token, build_parser, serve_limits
 from ml_core.integrity import CorruptPartitionError
+from ml_core.registry.bundles import BundleStore, check_bundle_identity, check_version_name
 from ml_core.serving.guard import LOOPBACK_HOSTS, Limits, Rejected, RequestGuard, check_admin
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.scorer import Scorer

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml_core.bundles import BundleStore, read_manifest, write_manifest
+from ml_core.registry.bundles import BundleStore, read_manifest, write_manifest
 from ml_core.serving.metrics import Metrics
 from ml_core.serving.state import ModelHolder, ServeOptions
 from ml_core.storage import INTEGRITY_FILE, VERSION_FILE

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from ml_core import stages as P
-from ml_core.bundles import NODE_REPS_FILE, BundleStore, load_model, read_manifest
 from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import SimilarityGraph
 from ml_core.history import KNN_COLUMNS
 from ml_core.inference import inference_needs_graph, predict
+from ml_core.registry.bundles import NODE_REPS_FILE, BundleStore, load_model, read_manifest
 from ml_core.serving.scorer import (
     Scorer,
     canonical_pairs,

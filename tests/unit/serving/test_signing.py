@@ -1,4 +1,4 @@
-"""Signed bundles (ml_core/signing.py): the signature written at publish when $MOGE_BUNDLE_KEY is
+"""Signed bundles (ml_core/registry/signing.py): the signature written at publish when $MOGE_BUNDLE_KEY is
 set, checked at every load; ``moge serve --watch`` and any server with a key refuse an unsigned
 or badly signed bundle."""
 
@@ -9,13 +9,13 @@ import shutil
 
 import pytest
 
-from ml_core.bundles import BundleStore
 from ml_core.cli import main
 from ml_core.integrity import SIGNATURE_FILE, seal
+from ml_core.registry.bundles import BundleStore
+from ml_core.registry.signing import KEY_ENV, SignatureError, bundle_key, check_signature, sign_bundle, signer
 from ml_core.serving.app import create_app
 from ml_core.serving.scorer import Scorer
 from ml_core.serving.state import ServeOptions
-from ml_core.signing import KEY_ENV, SignatureError, bundle_key, check_signature, sign_bundle, signer
 from ml_core.storage import atomic_dir
 
 KEY = "k" * 40

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore
 from ml_core.data.sources import day_versions
 from ml_core.data.versions import EMPTY_VERSION
 from ml_core.inference import score_day
+from ml_core.registry.bundles import BundleStore
 from ml_core.storage import Lake
 from tests.conftest import make_config
 
@@ -106,7 +106,7 @@ def test_an_evaluation_day_without_samples_is_recorded_and_refused(gap_lake):
     assert not dec.promoted and dec.reasons == [ev.skipped]
     assert BundleStore(lake.root).production() is None
     # scored directly, the empty day gives NaN metrics with n = 0, not an error deep in numpy
-    from ml_core.bundles import load_model
+    from ml_core.registry.bundles import load_model
 
     model, fspec, mspec, _ = load_model(lake.partition_dir("trained_model", DAYS[2]))
     metrics = score_day(model, fspec, P.load_day_inputs(lake, DAYS[2]), mspec.fanouts).metrics

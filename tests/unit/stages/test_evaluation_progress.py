@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore
 from ml_core.inference import SCORE_BATCH
+from ml_core.registry.bundles import BundleStore
 from ml_core.storage import Lake
 from tests.conftest import make_config
 from tests.unit.serving.deployed import publish_without_gate

@@ -98,7 +98,7 @@ def test_the_stage_records_init_and_stopping_in_the_manifest(synthetic_lake, tmp
     import json
     import os
 
-    from ml_core.bundles import BundleStore
+    from ml_core.registry.bundles import BundleStore
     from ml_core.storage import Lake
     from tests.conftest import make_config
 

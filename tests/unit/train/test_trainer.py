@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ml_core import stages as P
-from ml_core.bundles import BundleStore
 from ml_core.contracts.day import DayContext
 from ml_core.inference import predict
+from ml_core.registry.bundles import BundleStore
 from ml_core.train.trainer import resolve_device, train
 
 

@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 import torch
 
-from ml_core.bundles import save_model
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext
 from ml_core.graph.csr import lookup
 from ml_core.inference import inference_needs_graph, predict
 from ml_core.models.registry import available_models, model_class
+from ml_core.registry.bundles import save_model
 from ml_core.train.start import fresh_model
 from ml_core.train.trainer import train
 from ml_core.train.warm import OPTIMIZER_FILE, WarmStart

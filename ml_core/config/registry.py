@@ -2,9 +2,9 @@
 bundles, the production pointer and the deployment decisions live.
 
 ``backend = "local"`` (the default) is the bundle store under ``<storage.root>/registry``
-(:class:`ml_core.bundles.BundleStore`, one machine, an ``fcntl`` lock). ``backend = "mlflow"``
+(:class:`ml_core.registry.bundles.BundleStore`, one machine, an ``fcntl`` lock). ``backend = "mlflow"``
 is a registered model on an MLflow tracking server that several machines share
-(:class:`ml_core.mlflow_registry.MlflowBundleRegistry`)::
+(:class:`ml_core.registry.mlflow.MlflowBundleRegistry`)::
 
     [registry]
     backend = "mlflow"

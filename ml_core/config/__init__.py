@@ -15,9 +15,9 @@ needs nothing above this module; checks that need the models, the training exten
 source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
-This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.source_config`,
-:mod:`ml_core.automation_config`, :mod:`ml_core.cf_config`, :mod:`ml_core.dist_config`,
-:mod:`ml_core.tuning_config` and :mod:`ml_core.registry_config`.
+This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.config.source`,
+:mod:`ml_core.config.automation`, :mod:`ml_core.config.cf`, :mod:`ml_core.config.dist`,
+:mod:`ml_core.config.tuning` and :mod:`ml_core.config.registry`.
 """
 
 from __future__ import annotations
@@ -34,25 +34,25 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ml_core.automation_config import AutomationConfig, check_automation  # [automation]: catch-up, backfill runs
-from ml_core.cf_config import CFConfig  # the [cf] section: the classical CF scorers
-from ml_core.dist_config import DistributedConfig  # [train] distributed: torch DDP under torchrun
-from ml_core.registry_config import RegistryConfig  # the [registry] section: local or MLflow
+from ml_core.config.automation import AutomationConfig, check_automation  # [automation]: catch-up, backfill runs
+from ml_core.config.cf import CFConfig  # the [cf] section: the classical CF scorers
+from ml_core.config.dist import DistributedConfig  # [train] distributed: torch DDP under torchrun
+from ml_core.config.registry import RegistryConfig  # the [registry] section: local or MLflow
 
 # re-exported: the [source] section is part of the one config
-from ml_core.source_config import DEFAULT_TIMEZONE as DEFAULT_TIMEZONE
-from ml_core.source_config import SOURCE_KINDS as SOURCE_KINDS
-from ml_core.source_config import AttributeTable as AttributeTable
-from ml_core.source_config import FileSourceConfig as FileSourceConfig
-from ml_core.source_config import SourceBase as SourceBase
-from ml_core.source_config import SourceConfig as SourceConfig
-from ml_core.source_config import SyntheticSource as SyntheticSource
-from ml_core.source_config import TableSource as TableSource
-from ml_core.source_config import TaobaoSource as TaobaoSource
-from ml_core.source_config import TmallSource as TmallSource
-from ml_core.source_config import build_source as build_source
-from ml_core.source_config import source_config as source_config
-from ml_core.tuning_config import TuningConfig  # the [tuning] section: the on-demand hyper-parameter search
+from ml_core.config.source import DEFAULT_TIMEZONE as DEFAULT_TIMEZONE
+from ml_core.config.source import SOURCE_KINDS as SOURCE_KINDS
+from ml_core.config.source import AttributeTable as AttributeTable
+from ml_core.config.source import FileSourceConfig as FileSourceConfig
+from ml_core.config.source import SourceBase as SourceBase
+from ml_core.config.source import SourceConfig as SourceConfig
+from ml_core.config.source import SyntheticSource as SyntheticSource
+from ml_core.config.source import TableSource as TableSource
+from ml_core.config.source import TaobaoSource as TaobaoSource
+from ml_core.config.source import TmallSource as TmallSource
+from ml_core.config.source import build_source as build_source
+from ml_core.config.source import source_config as source_config
+from ml_core.config.tuning import TuningConfig  # the [tuning] section: the on-demand hyper-parameter search
 from ml_core.typed import ConfigError, build
 
 DEFAULT_CONFIG_PATH = Path("data/pipeline.toml")
@@ -193,7 +193,7 @@ class TrainConfig:
     patience: int = 3
     #: Wall-time cap of training in seconds (0 = none): a budget that holds on any hardware.
     max_seconds: float = 0.0
-    #: Data-parallel training under torchrun, e.g. ``{ nproc = 2, backend = "auto" }`` (ml_core/dist_config.py).
+    #: Data-parallel training under torchrun, e.g. ``{ nproc = 2, backend = "auto" }`` (ml_core/config/dist.py).
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 

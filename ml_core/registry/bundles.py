@@ -44,7 +44,7 @@ from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
-from ml_core.signing import check_signature, signer
+from ml_core.registry.signing import check_signature, signer
 from ml_core.storage import INTEGRITY_FILE, CorruptPartitionError, atomic_dir, atomic_write_text, verify_dir
 
 #: A bundle version name: letters, digits, ``.``, ``_`` and ``-``, never a path (the pipeline's
@@ -79,7 +79,7 @@ def check_loadable(directory: Path, version: str | None = None, allow_unsealed: 
     """The version the bundle ``directory`` is loaded as (``version``, else its manifest's, else
     the directory's name), once it is checked: against its ``_FILES.json`` (none: refused unless
     ``allow_unsealed``), its name (:func:`check_bundle_identity`) and its signature
-    (:func:`~ml_core.signing.check_signature`: required with ``require_signature``, checked
+    (:func:`~ml_core.registry.signing.check_signature`: required with ``require_signature``, checked
     whenever ``$MOGE_BUNDLE_KEY`` is set and the bundle has records to vouch for)."""
     directory = Path(directory)
     sealed = (directory / INTEGRITY_FILE).is_file()
@@ -161,7 +161,7 @@ def write_manifest(directory: Path, manifest: dict) -> None:
 
 class BundleStore:
     """Immutable bundle versions plus the production pointer (see module docstring): the
-    ``local`` backend of :class:`ml_core.bundle_registry.BundleRegistry`."""
+    ``local`` backend of :class:`ml_core.registry.interface.BundleRegistry`."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root) / "registry"
@@ -189,7 +189,7 @@ class BundleStore:
     def checked_version_dir(self, version: str) -> Path:
         """``versions/<version>``, checked against what was published (:func:`verify_dir`, which
         requires ``_FILES.json``), against its name (:func:`check_bundle_identity`) and, with
-        ``$MOGE_BUNDLE_KEY`` set, its signature (:func:`~ml_core.signing.check_signature`): a
+        ``$MOGE_BUNDLE_KEY`` set, its signature (:func:`~ml_core.registry.signing.check_signature`): a
         truncated, changed, renamed or unsigned bundle raises :class:`CorruptPartitionError` and is never loaded."""
         d = self.version_dir(version)
         if not d.is_dir():
@@ -206,7 +206,7 @@ class BundleStore:
 
     def publish(self, bundle: Path, version: str) -> Path:
         """Copy a complete bundle into ``versions/<version>`` (atomic; same version = replaced),
-        signed when ``$MOGE_BUNDLE_KEY`` is set (:mod:`ml_core.signing`)."""
+        signed when ``$MOGE_BUNDLE_KEY`` is set (:mod:`ml_core.registry.signing`)."""
         target = self.version_dir(version)
         with atomic_dir(target, finish=signer(version)) as tmp:
             shutil.copytree(bundle, tmp, dirs_exist_ok=True)

@@ -1,6 +1,6 @@
 """The shared registry: deployed bundles as versions of one MLflow registered model.
 
-The ``mlflow`` backend of :class:`ml_core.bundle_registry.BundleRegistry` (``[registry]
+The ``mlflow`` backend of :class:`ml_core.registry.interface.BundleRegistry` (``[registry]
 backend = "mlflow"``), for several machines that train, deploy and serve against one MLflow
 tracking server. What lives where, for ``model_name = "moge"``:
 
@@ -51,9 +51,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ml_core.config.registry import RegistryConfig, redacted_uri
 from ml_core.integrity import verify_dir
-from ml_core.registry_config import RegistryConfig, redacted_uri
-from ml_core.signing import check_signature, signer
+from ml_core.registry.signing import check_signature, signer
 from ml_core.storage import atomic_dir, hostname
 
 #: Tags on model versions and runs (a common prefix keeps them apart from MLflow's own).
@@ -160,7 +160,7 @@ class MlflowBundleRegistry:
         read as a bundle)."""
         import mlflow.artifacts
 
-        from ml_core.bundles import check_version_name
+        from ml_core.registry.bundles import check_version_name
 
         mv = self._find(check_version_name(version))
         if mv is None:
@@ -177,7 +177,7 @@ class MlflowBundleRegistry:
 
 
     def checked_version_dir(self, version: str) -> Path:
-        from ml_core.bundles import check_bundle_identity
+        from ml_core.registry.bundles import check_bundle_identity
 
         d = self.version_dir(version)
         verify_dir(d, f"model bundle {version} (downloaded from {self.location})",
@@ -186,7 +186,7 @@ class MlflowBundleRegistry:
         return check_signature(check_bundle_identity(d, version), version)
     def publish(self, bundle: Path, version: str) -> Path:
         """A bundle run with ``bundle`` as its artifact, registered as a new model version."""
-        from ml_core.bundles import read_manifest
+        from ml_core.registry.bundles import read_manifest
 
         bundle = Path(bundle)
         partition = read_manifest(bundle).get("partition", "") if (bundle / "manifest.json").exists() else ""

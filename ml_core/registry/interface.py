@@ -4,9 +4,9 @@
 reference models), the deployment gate and serving call. ``[registry] backend`` picks the
 implementation (:func:`open_bundle_registry`):
 
-* ``local`` (default): :class:`ml_core.bundles.BundleStore`, directories under
+* ``local`` (default): :class:`ml_core.registry.bundles.BundleStore`, directories under
   ``<storage.root>/registry``, a ``production.json`` pointer and an ``fcntl`` lock (one machine);
-* ``mlflow``: :class:`ml_core.mlflow_registry.MlflowBundleRegistry`, registered model versions
+* ``mlflow``: :class:`ml_core.registry.mlflow.MlflowBundleRegistry`, registered model versions
   on an MLflow server, production = an alias, decisions = runs (several machines).
 
 A *version* is always the pipeline's bundle version ``<partition>-<content hash[:10]>``; the
@@ -20,8 +20,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ml_core.bundles import BundleStore
-from ml_core.registry_config import RegistryConfig
+from ml_core.config.registry import RegistryConfig
+from ml_core.registry.bundles import BundleStore
 
 
 @runtime_checkable
@@ -74,6 +74,6 @@ def open_bundle_registry(cfg: RegistryConfig | None, root: str | Path) -> Bundle
     cfg = cfg or RegistryConfig()
     if cfg.backend == "local":
         return BundleStore(root)
-    from ml_core.mlflow_registry import MlflowBundleRegistry
+    from ml_core.registry.mlflow import MlflowBundleRegistry
 
     return MlflowBundleRegistry(cfg, root)
