@@ -42,12 +42,7 @@ from ml_core.bundles import (
     write_manifest,
 )
 from ml_core.catalog import BIPARTITE_GRAPH, ITEM_SIMILARITY_GRAPH, NODE_FEATURES, SERVING_CONTEXT, USER_SIMILARITY_GRAPH
-from ml_core.contracts import (
-    DayContext,
-    DayInputs,
-    FeatureSpec,
-    extend_rows,
-)
+from ml_core.contracts import DayContext, DayInputs, FeatureSpec, extend_rows
 from ml_core.contracts.reps import NodeReps
 from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, lookup
 from ml_core.history import read_history, uses_knn
