@@ -180,8 +180,9 @@ class BipartiteGraph:
             if not rising.all():
                 raise ValueError("pair_weights needs the columns of each row of ui sorted ascending")
             self._rows_sorted = True
-        return _pair_weights(np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(self.ui.weights),
-                             np.asarray(user_rows, np.int64), np.asarray(item_rows, np.int64))
+        kernel = _pair_weights if len(user_rows) >= _PARALLEL_MIN_PAIRS else _pair_weights_serial
+        return kernel(np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(self.ui.weights),
+                      np.asarray(user_rows, np.int64), np.asarray(item_rows, np.int64))
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id, -1 where the user is not in this graph."""
@@ -273,19 +274,38 @@ _DENSE_SPAN_PER_ID = 8
 _DENSE_MAX_SPAN = 1 << 25
 
 
+#: :meth:`BipartiteGraph.pair_weights` runs serially below this many pairs: a parallel region's
+#: start costs more than the searches it shares out, and a lot more on a loaded machine (a
+#: request's 10k pairs on 2 cores busy with training: 11.8 ms in parallel, 0.19 ms serially).
+_PARALLEL_MIN_PAIRS = 1 << 17
+
+
+@njit(cache=True, nogil=True)
+def _entry_weight(indptr, indices, weights, row, col):
+    """The weight of entry ``(row, col)``, 0.0 when absent (a binary search in the sorted row)."""
+    lo, hi = indptr[row], indptr[row + 1]
+    while lo < hi:  # the first position in the row whose column is >= col
+        mid = (lo + hi) // 2
+        if indices[mid] < col:
+            lo = mid + 1
+        else:
+            hi = mid
+    return weights[lo] if lo < indptr[row + 1] and indices[lo] == col else 0.0
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _pair_weights(indptr, indices, weights, rows, cols):
     out = np.zeros(len(rows), np.float64)
     for t in prange(len(rows)):
-        lo, hi = indptr[rows[t]], indptr[rows[t] + 1]
-        while lo < hi:  # the first position in the row whose column is >= cols[t]
-            mid = (lo + hi) // 2
-            if indices[mid] < cols[t]:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < indptr[rows[t] + 1] and indices[lo] == cols[t]:
-            out[t] = weights[lo]
+        out[t] = _entry_weight(indptr, indices, weights, rows[t], cols[t])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pair_weights_serial(indptr, indices, weights, rows, cols):
+    out = np.zeros(len(rows), np.float64)
+    for t in range(len(rows)):
+        out[t] = _entry_weight(indptr, indices, weights, rows[t], cols[t])
     return out
 
 
