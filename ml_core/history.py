@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from ml_core.config import BEHAVIORS
-from ml_core.graph.csr import BipartiteGraph, SimilarityGraph, lookup
+from ml_core.graph.csr import BipartiteGraph, IdIndex, SimilarityGraph, lookup
 from ml_core.graph.neighbours import item_knn_scores, user_knn_scores
 from ml_core.sorting import sorted_unique
 
@@ -119,16 +119,17 @@ def category_terms() -> list[pl.Expr]:
 class KeyedTerms:
     """One history table's terms by key ``(user_id, <key>)``: each row's terms computed once
     (``terms``, float32, plus a last row: those of a row of nulls), the keys as sorted int64
-    codes ``rank(user) * n_keys + rank(key)`` (ranks among the table's distinct values), so a
-    lookup is three binary searches and a gather (no hash table per call)."""
+    codes ``rank(user) * n_keys + rank(key)`` (ranks among the table's distinct values, each
+    an :class:`~ml_core.graph.csr.IdIndex`), so a lookup is two rank look-ups, one binary
+    search and a gather (no hash table per call)."""
 
     def __init__(self, table: pl.DataFrame, key: str, terms: list[pl.Expr]):
         table = table.filter(pl.col("user_id").is_not_null() & pl.col(key).is_not_null())  # a null key joins nothing
         users, keys = (table[c].to_numpy().astype(np.int64) for c in ("user_id", key))
-        self.users, self.keys = sorted_unique(users), sorted_unique(keys)
+        self.users, self.keys = IdIndex(sorted_unique(users)), IdIndex(sorted_unique(keys))
         if len(self.users) * max(len(self.keys), 1) >= 2**63:
             raise ValueError(f"{len(self.users)} users x {len(self.keys)} {key}s overflow the int64 key codes")
-        codes = self._codes(lookup(self.users, users), lookup(self.keys, keys))
+        codes = self._codes(self.users.rows(users), self.keys.rows(keys))
         order = np.argsort(codes, kind="stable")
         self.codes = codes[order]
         if (np.diff(self.codes) == 0).any():
@@ -142,7 +143,7 @@ class KeyedTerms:
     def of(self, user_ids: np.ndarray, keys: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """The terms ``[n, T]`` of the rows ``(user_ids[j], keys[j])`` (those of a null row where
         the table has none, or where ``valid[j]`` is False)."""
-        u, k = lookup(self.users, user_ids), lookup(self.keys, keys)
+        u, k = self.users.rows(user_ids), self.keys.rows(keys)
         found = (u >= 0) & (k >= 0)
         if valid is not None:
             found &= valid
@@ -166,8 +167,8 @@ class PairIndex:
                            else pl.lit(None, pl.Int64).alias("category"))
         ids = cat["item_id"].to_numpy().astype(np.int64)
         order = np.argsort(ids, kind="stable")
-        self.item_ids = ids[order]
-        if (np.diff(self.item_ids) == 0).any():
+        self.item_ids = IdIndex(ids[order])
+        if (np.diff(self.item_ids.ids) == 0).any():
             raise ValueError("the item table has several rows of one item_id")
         # each item's category (and whether it has one), then a last entry for the items absent from the table
         self.has_category = np.append(cat["category"].is_not_null().to_numpy()[order], False)
@@ -176,7 +177,7 @@ class PairIndex:
     def features(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """The :data:`HISTORY_COLUMNS` ``[n, 11]`` (float32) of the pairs ``(user_ids[j], item_ids[j])``."""
         user_ids, item_ids = np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64)
-        row = lookup(self.item_ids, item_ids)
+        row = self.item_ids.rows(item_ids)
         row[row < 0] = len(self.item_ids)
         cats = self.categories.of(user_ids, self.item_category[row], self.has_category[row])
         return np.concatenate([self.pairs.of(user_ids, item_ids), cats], axis=1)
