@@ -19,8 +19,10 @@ features (``node_features[D]``: ``pairs.parquet``, ``user_categories.parquet``,
 
 :func:`pair_features` is the one function that turns them into the pair input of any
 (user, item) list: training, evaluation and serving all call it, so a served score equals the
-evaluated one for the same pair and day. With ``n_b`` the counts of the pair, ``n_b^c`` those of
-(u, category(i)), ``r`` and ``r^c`` the days since the last event of each (none: no value):
+evaluated one for the same pair and day. It reads them through a :class:`PairIndex`, built
+once per day (each table row's terms computed once, then sorted-key lookups per call). With
+``n_b`` the counts of the pair, ``n_b^c`` those of (u, category(i)), ``r`` and ``r^c`` the days
+since the last event of each (none: no value):
 
 .. math::
     x_{ui} = [\\log(1 + n_b)_{b} \\,\\|\\, 1 / (1 + r) \\,\\|\\,
