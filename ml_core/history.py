@@ -47,7 +47,7 @@ import numpy as np
 import polars as pl
 
 from ml_core.config import BEHAVIORS
-from ml_core.graph.csr import BipartiteGraph, IdIndex, SimilarityGraph, lookup
+from ml_core.graph.csr import BipartiteGraph, IdIndex, SimilarityGraph, entry_positions, lookup
 from ml_core.graph.neighbours import item_knn_scores, user_knn_scores
 from ml_core.sorting import sorted_unique
 
@@ -120,38 +120,35 @@ def category_terms() -> list[pl.Expr]:
 
 class KeyedTerms:
     """One history table's terms by key ``(user_id, <key>)``: each row's terms computed once
-    (``terms``, float32, plus a last row: those of a row of nulls), the keys as sorted int64
-    codes ``rank(user) * n_keys + rank(key)`` (ranks among the table's distinct values, each
-    an :class:`~ml_core.graph.csr.IdIndex`), so a lookup is two rank look-ups, one binary
-    search and a gather (no hash table per call)."""
+    (``terms``, float32, plus a last row: those of a row of nulls), the rows laid out as a CSR
+    matrix from user rank to key rank (ranks among the table's distinct values, each an
+    :class:`~ml_core.graph.csr.IdIndex`), so a lookup is two rank look-ups, a binary search
+    within the user's row and a gather (no hash table per call)."""
 
     def __init__(self, table: pl.DataFrame, key: str, terms: list[pl.Expr]):
         table = table.filter(pl.col("user_id").is_not_null() & pl.col(key).is_not_null())  # a null key joins nothing
         users, keys = (table[c].to_numpy().astype(np.int64) for c in ("user_id", key))
         self.users, self.keys = IdIndex(sorted_unique(users)), IdIndex(sorted_unique(keys))
+        u, k = self.users.rows(users), self.keys.rows(keys)
         if len(self.users) * max(len(self.keys), 1) >= 2**63:
-            raise ValueError(f"{len(self.users)} users x {len(self.keys)} {key}s overflow the int64 key codes")
-        codes = self._codes(self.users.rows(users), self.keys.rows(keys))
-        order = np.argsort(codes, kind="stable")
-        self.codes = codes[order]
-        if (np.diff(self.codes) == 0).any():
+            raise ValueError(f"{len(self.users)} users x {len(self.keys)} {key}s overflow int64 (user, key) codes")
+        code = u * len(self.keys) + k
+        order = np.argsort(code, kind="stable")  # by user, then key (O(n) for build_history's sorted tables)
+        if (np.diff(code[order]) == 0).any():
             raise ValueError(f"the history table has several rows of one (user_id, {key})")
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=len(self.users)))]).astype(np.int64)
+        self.key_rank = k[order]
         values = pl.concat([table, table.clear(1)]).select(terms).to_numpy().astype(np.float32, copy=False)
         self.values = np.ascontiguousarray(values[np.append(order, len(table))])  # [rows + 1, terms]
-
-    def _codes(self, user_rank: np.ndarray, key_rank: np.ndarray) -> np.ndarray:
-        return user_rank * len(self.keys) + key_rank
 
     def of(self, user_ids: np.ndarray, keys: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """The terms ``[n, T]`` of the rows ``(user_ids[j], keys[j])`` (those of a null row where
         the table has none, or where ``valid[j]`` is False)."""
-        u, k = self.users.rows(user_ids), self.keys.rows(keys)
-        found = (u >= 0) & (k >= 0)
+        k = self.keys.rows(keys)
         if valid is not None:
-            found &= valid
-        row = np.full(len(u), len(self.codes), np.int64)
-        hit = lookup(self.codes, self._codes(u[found], k[found]))
-        row[found] = np.where(hit >= 0, hit, len(self.codes))
+            k[~valid] = -1
+        row = entry_positions(self.indptr, self.key_rank, self.users.rows(user_ids), k)
+        row[row < 0] = len(self.key_rank)
         return self.values[row]
 
 
