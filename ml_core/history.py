@@ -160,6 +160,7 @@ class PairIndex:
     term is the same expression of the same row; a tested property)."""
 
     def __init__(self, history: dict[str, pl.DataFrame], items: pl.DataFrame):
+        assert tuple(e.meta.output_name() for e in pair_terms() + category_terms()) == HISTORY_COLUMNS
         self.pairs = KeyedTerms(history["pairs"], "item_id", pair_terms())
         self.categories = KeyedTerms(history["user_categories"], "category", category_terms())
         cat = items.select("item_id", pl.col("category") if "category" in items.columns
@@ -219,6 +220,8 @@ def pair_features(history: dict[str, pl.DataFrame] | PairIndex, user_ids: np.nda
     unknown = [c for c in columns if c not in PAIR_COLUMNS]
     if unknown:
         raise ValueError(f"unknown pair input columns {unknown} (known: {list(PAIR_COLUMNS)})")
+    if not isinstance(history, PairIndex) and items is None:
+        raise ValueError("the pair input of history tables needs the day's item table (items), or pass a PairIndex")
     index = history if isinstance(history, PairIndex) else PairIndex(history, items)
     parts = [index.features(user_ids, item_ids)]
     if uses_knn(columns):
