@@ -19,8 +19,10 @@ features (``node_features[D]``: ``pairs.parquet``, ``user_categories.parquet``,
 
 :func:`pair_features` is the one function that turns them into the pair input of any
 (user, item) list: training, evaluation and serving all call it, so a served score equals the
-evaluated one for the same pair and day. With ``n_b`` the counts of the pair, ``n_b^c`` those of
-(u, category(i)), ``r`` and ``r^c`` the days since the last event of each (none: no value):
+evaluated one for the same pair and day. It reads them through a :class:`PairIndex`, built
+once per day (each table row's terms computed once, then sorted-key lookups per call). With
+``n_b`` the counts of the pair, ``n_b^c`` those of (u, category(i)), ``r`` and ``r^c`` the days
+since the last event of each (none: no value):
 
 .. math::
     x_{ui} = [\\log(1 + n_b)_{b} \\,\\|\\, 1 / (1 + r) \\,\\|\\,
@@ -45,8 +47,9 @@ import numpy as np
 import polars as pl
 
 from ml_core.config import BEHAVIORS
-from ml_core.graph.csr import BipartiteGraph, SimilarityGraph, lookup
+from ml_core.graph.csr import BipartiteGraph, IdIndex, SimilarityGraph, entry_positions, lookup
 from ml_core.graph.neighbours import item_knn_scores, user_knn_scores
+from ml_core.sorting import sorted_unique
 
 #: Events per user kept in ``sequences`` (a model reads its first ``train.sequence_length``).
 MAX_SEQUENCE = 50
@@ -98,6 +101,88 @@ def _recency(days_ago: pl.Expr) -> pl.Expr:
     return (1.0 / (1.0 + days_ago.cast(pl.Float32))).fill_null(0.0)
 
 
+def _log_counts(prefix: str) -> list[pl.Expr]:
+    return [pl.col(f"n_{b}").fill_null(0).cast(pl.Float32).log1p().alias(f"p_num_log_{prefix}_{b}") for b in BEHAVIORS]
+
+
+def pair_terms() -> list[pl.Expr]:
+    """The pair input's terms a ``pairs`` row gives (module docstring): ``log(1 + n_b)`` and
+    ``1 / (1 + r)``; a row of nulls (no such pair) gives 0."""
+    return [*_log_counts("pair"), _recency(pl.col("days_ago")).alias("p_num_pair_recency")]
+
+
+def category_terms() -> list[pl.Expr]:
+    """The terms a ``user_categories`` row gives: ``log(1 + n^c_b)``, ``n^c / n_u`` and
+    ``1 / (1 + r^c)``; a row of nulls gives 0."""
+    return [*_log_counts("cat"), pl.col("share").fill_null(0.0).cast(pl.Float32).alias("p_num_cat_share"),
+            _recency(pl.col("days_ago")).alias("p_num_cat_recency")]
+
+
+class KeyedTerms:
+    """One history table's terms by key ``(user_id, <key>)``: each row's terms computed once
+    (``terms``, float32, plus a last row: those of a row of nulls), the rows laid out as a CSR
+    matrix from user rank to key rank (ranks among the table's distinct values, each an
+    :class:`~ml_core.graph.csr.IdIndex`), so a lookup is two rank look-ups, a binary search
+    within the user's row and a gather (no hash table per call)."""
+
+    def __init__(self, table: pl.DataFrame, key: str, terms: list[pl.Expr]):
+        table = table.filter(pl.col("user_id").is_not_null() & pl.col(key).is_not_null())  # a null key joins nothing
+        users, keys = (table[c].to_numpy().astype(np.int64) for c in ("user_id", key))
+        self.users, self.keys = IdIndex(sorted_unique(users)), IdIndex(sorted_unique(keys))
+        u, k = self.users.rows(users), self.keys.rows(keys)
+        if len(self.users) * max(len(self.keys), 1) >= 2**63:
+            raise ValueError(f"{len(self.users)} users x {len(self.keys)} {key}s overflow int64 (user, key) codes")
+        code = u * len(self.keys) + k
+        order = np.argsort(code, kind="stable")  # by user, then key (O(n) for build_history's sorted tables)
+        if (np.diff(code[order]) == 0).any():
+            raise ValueError(f"the history table has several rows of one (user_id, {key})")
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=len(self.users)))]).astype(np.int64)
+        self.key_rank = k[order]
+        values = pl.concat([table, table.clear(1)]).select(terms).to_numpy().astype(np.float32, copy=False)
+        self.values = np.ascontiguousarray(values[np.append(order, len(table))])  # [rows + 1, terms]
+
+    def of(self, user_ids: np.ndarray, keys: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """The terms ``[n, T]`` of the rows ``(user_ids[j], keys[j])`` (those of a null row where
+        the table has none, or where ``valid[j]`` is False)."""
+        k = self.keys.rows(keys)
+        if valid is not None:
+            k[~valid] = -1
+        row = entry_positions(self.indptr, self.key_rank, self.users.rows(user_ids), k)
+        row[row < 0] = len(self.key_rank)
+        return self.values[row]
+
+
+class PairIndex:
+    """Day D's :data:`HISTORY_COLUMNS` of any (user, item) pair by array lookups, built once per
+    day (a loaded :class:`~ml_core.contracts.day.DayInputs`, a server's bundle) from the history
+    tables and the day's item table (``category``: each item's category; an item absent from it,
+    or without one, has none). Equal, bit for bit, to left joins of the pairs on the tables (each
+    term is the same expression of the same row; a tested property)."""
+
+    def __init__(self, history: dict[str, pl.DataFrame], items: pl.DataFrame):
+        assert tuple(e.meta.output_name() for e in pair_terms() + category_terms()) == HISTORY_COLUMNS
+        self.pairs = KeyedTerms(history["pairs"], "item_id", pair_terms())
+        self.categories = KeyedTerms(history["user_categories"], "category", category_terms())
+        cat = items.select("item_id", pl.col("category") if "category" in items.columns
+                           else pl.lit(None, pl.Int64).alias("category"))
+        ids = cat["item_id"].to_numpy().astype(np.int64)
+        order = np.argsort(ids, kind="stable")
+        self.item_ids = IdIndex(ids[order])
+        if (np.diff(self.item_ids.ids) == 0).any():
+            raise ValueError("the item table has several rows of one item_id")
+        # each item's category (and whether it has one), then a last entry for the items absent from the table
+        self.has_category = np.append(cat["category"].is_not_null().to_numpy()[order], False)
+        self.item_category = np.append(cat["category"].fill_null(0).to_numpy().astype(np.int64)[order], 0)
+
+    def features(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """The :data:`HISTORY_COLUMNS` ``[n, 11]`` (float32) of the pairs ``(user_ids[j], item_ids[j])``."""
+        user_ids, item_ids = np.asarray(user_ids, np.int64), np.asarray(item_ids, np.int64)
+        row = self.item_ids.rows(item_ids)
+        row[row < 0] = len(self.item_ids)
+        cats = self.categories.of(user_ids, self.item_category[row], self.has_category[row])
+        return np.concatenate([self.pairs.of(user_ids, item_ids), cats], axis=1)
+
+
 def pair_columns(knn: bool) -> list[str]:
     """The pair input columns a model reads: the history's, and :data:`KNN_COLUMNS` with ``knn``."""
     return list(PAIR_COLUMNS if knn else HISTORY_COLUMNS)
@@ -124,36 +209,21 @@ def knn_features(graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph]
     return np.log1p(out).astype(np.float32)
 
 
-def pair_features(history: dict[str, pl.DataFrame], user_ids: np.ndarray, item_ids: np.ndarray,
-                  items: pl.DataFrame, columns: list[str] | tuple[str, ...] = HISTORY_COLUMNS,
+def pair_features(history: dict[str, pl.DataFrame] | PairIndex, user_ids: np.ndarray, item_ids: np.ndarray,
+                  items: pl.DataFrame | None = None, columns: list[str] | tuple[str, ...] = HISTORY_COLUMNS,
                   graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph] | None = None) -> np.ndarray:
     """The pair input ``[n, len(columns)]`` (float32, unscaled; module docstring) of the pairs
     ``(user_ids[j], item_ids[j])``, the ``columns`` (of :data:`PAIR_COLUMNS`) in the order given;
-    ``items``: the day's item feature table, whose ``category`` column gives each item's category
-    (an item absent from it has none); ``graphs``: day D's window graphs, needed for
-    :data:`KNN_COLUMNS`."""
+    ``history``: the day's history tables with ``items``, its item table (whose ``category``
+    column gives each item's category), or the :class:`PairIndex` of both (built once per day);
+    ``graphs``: day D's window graphs, needed for :data:`KNN_COLUMNS`."""
     unknown = [c for c in columns if c not in PAIR_COLUMNS]
     if unknown:
         raise ValueError(f"unknown pair input columns {unknown} (known: {list(PAIR_COLUMNS)})")
-    frame = pl.DataFrame({"user_id": np.asarray(user_ids, np.int64), "item_id": np.asarray(item_ids, np.int64)})
-    cat = items.select("item_id", "category") if "category" in items.columns else None
-    if cat is not None:
-        frame = frame.join(cat, on="item_id", how="left", maintain_order="left")
-    else:
-        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("category"))
-    frame = (frame.join(history["pairs"], on=["user_id", "item_id"], how="left", maintain_order="left")
-             .join(history["user_categories"], on=["user_id", "category"], how="left", maintain_order="left",
-                   suffix="_cat"))
-    log = lambda c: pl.col(c).fill_null(0).cast(pl.Float32).log1p()
-    out = frame.select(
-        *[log(f"n_{b}").alias(f"p_num_log_pair_{b}") for b in BEHAVIORS],
-        _recency(pl.col("days_ago")).alias("p_num_pair_recency"),
-        *[log(f"n_{b}_cat").alias(f"p_num_log_cat_{b}") for b in BEHAVIORS],
-        pl.col("share").fill_null(0.0).cast(pl.Float32).alias("p_num_cat_share"),
-        _recency(pl.col("days_ago_cat")).alias("p_num_cat_recency"),
-    )
-    assert tuple(out.columns) == HISTORY_COLUMNS
-    parts = [out.to_numpy().astype(np.float32, copy=False).reshape(len(frame), len(HISTORY_COLUMNS))]
+    if not isinstance(history, PairIndex) and items is None:
+        raise ValueError("the pair input of history tables needs the day's item table (items), or pass a PairIndex")
+    index = history if isinstance(history, PairIndex) else PairIndex(history, items)
+    parts = [index.features(user_ids, item_ids)]
     if uses_knn(columns):
         if graphs is None:
             raise ValueError(f"the pair input columns {list(KNN_COLUMNS)} need the day's window graphs "

@@ -17,7 +17,7 @@ import polars as pl
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.contracts.features import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.history import missing_history, pair_features, uses_knn
+from ml_core.history import PairIndex, missing_history, pair_features, uses_knn
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 
@@ -38,20 +38,29 @@ class DayInputs:
     history: dict[str, pl.DataFrame] | None = None
     _pair_inputs: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, init=False, repr=False,
                                                             compare=False)  # a replace() recomputes them
+    _pair_index: PairIndex | None = field(default=None, init=False, repr=False, compare=False)
+
+    def pair_index(self) -> PairIndex:
+        """The :class:`~ml_core.history.PairIndex` of this day's history and item table, built on
+        the first call (a server calls it at load, so no request pays for it)."""
+        if self.history is None:
+            raise missing_history(self.day, "the pair input", "train.pair_features = false")
+        if self._pair_index is None:
+            self._pair_index = PairIndex(self.history, self.items)
+        return self._pair_index
 
     def pair_inputs_of(self, user_ids: np.ndarray, item_ids: np.ndarray, columns) -> np.ndarray:
         """Raw pair inputs ``[n, len(columns)]`` of the pairs ``(user_ids[j], item_ids[j])`` from
-        this day's history, item table and (for the kNN columns) window graphs
+        this day's history, item table (:meth:`pair_index`) and, for the kNN columns, window graphs
         (:func:`~ml_core.history.pair_features`)."""
-        if self.history is None:
-            raise missing_history(self.day, "the pair input", "train.pair_features = false")
+        index = self.pair_index()
         graphs = None
         if uses_knn(columns):
             if self.graph is None or self.user_sim is None or self.item_sim is None:
                 raise ValueError(f"day {self.day}: the pair input's kNN columns need the day's window graph and both "
                                  "similarity graphs (load the day with_graph), or set train.pair_knn = false")
             graphs = (self.graph, self.user_sim, self.item_sim)
-        return pair_features(self.history, user_ids, item_ids, self.items, list(columns), graphs)
+        return pair_features(index, user_ids, item_ids, columns=list(columns), graphs=graphs)
 
     def pair_inputs(self, columns) -> np.ndarray:
         """The samples' raw pair inputs (:meth:`pair_inputs_of`, computed once per column list)."""

@@ -180,8 +180,14 @@ class BipartiteGraph:
             if not rising.all():
                 raise ValueError("pair_weights needs the columns of each row of ui sorted ascending")
             self._rows_sorted = True
-        return _pair_weights(np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(self.ui.weights),
-                             np.asarray(user_rows, np.int64), np.asarray(item_rows, np.int64))
+        args = (np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(user_rows, np.int64),
+                np.asarray(item_rows, np.int64))
+        if len(user_rows) >= _PARALLEL_MIN_PAIRS:
+            return _pair_weights(*args[:2], np.asarray(self.ui.weights), *args[2:])
+        pos = entry_positions(*args)
+        out = np.zeros(len(pos), np.float64)
+        out[pos >= 0] = np.asarray(self.ui.weights)[pos[pos >= 0]]
+        return out
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id, -1 where the user is not in this graph."""
@@ -273,20 +279,48 @@ _DENSE_SPAN_PER_ID = 8
 _DENSE_MAX_SPAN = 1 << 25
 
 
+#: :meth:`BipartiteGraph.pair_weights` is serial below this many pairs: a parallel region's start costs
+#: more than the searches (a request's 10k pairs, 2 busy cores: 11.8 ms in parallel, 0.19 ms serial).
+_PARALLEL_MIN_PAIRS = 1 << 17
+
+
+@njit(cache=True, nogil=True)
+def _entry_position(indptr, indices, row, col):
+    """The position of entry ``(row, col)`` in ``indices``, -1 if absent (columns sorted per row)."""
+    lo, hi = indptr[row], indptr[row + 1]
+    while lo < hi:  # the first position in the row whose column is >= col
+        mid = (lo + hi) // 2
+        if indices[mid] < col:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < indptr[row + 1] and indices[lo] == col else -1
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _pair_weights(indptr, indices, weights, rows, cols):
     out = np.zeros(len(rows), np.float64)
     for t in prange(len(rows)):
-        lo, hi = indptr[rows[t]], indptr[rows[t] + 1]
-        while lo < hi:  # the first position in the row whose column is >= cols[t]
-            mid = (lo + hi) // 2
-            if indices[mid] < cols[t]:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < indptr[rows[t] + 1] and indices[lo] == cols[t]:
-            out[t] = weights[lo]
+        pos = _entry_position(indptr, indices, rows[t], cols[t])
+        if pos >= 0:
+            out[t] = weights[pos]
     return out
+
+
+@njit(cache=True, nogil=True)
+def _entry_positions(indptr, indices, rows, cols):
+    out = np.full(len(rows), -1, np.int64)
+    for t in range(len(rows)):
+        if rows[t] >= 0 and cols[t] >= 0:
+            out[t] = _entry_position(indptr, indices, rows[t], cols[t])
+    return out
+
+
+def entry_positions(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The position in ``indices`` of each entry ``(rows[t], cols[t])`` of a CSR layout whose
+    columns are sorted within each row; -1 where it has no such entry, or where ``rows[t]`` or
+    ``cols[t]`` is -1 (int64 ``[m]``; a binary search within one row per entry, serial)."""
+    return _entry_positions(np.asarray(indptr), np.asarray(indices), np.asarray(rows, np.int64), np.asarray(cols, np.int64))
 
 
 @njit(cache=True, nogil=True, parallel=True)

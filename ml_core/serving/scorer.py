@@ -1,6 +1,6 @@
 """Online scoring with a deployed bundle, without the lake.
 
-A deployed bundle (see :mod:`ml_core.bundles`, :func:`ml_core.stages.deployment.run_deployed_model`)
+A deployed bundle (see :mod:`ml_core.registry.bundles`, :func:`ml_core.stages.deployment.run_deployed_model`)
 carries the model and ``context/``: copies of the bipartite graph, the two similarity graphs and
 the node features of the day it was evaluated on, and ``node_reps.npz``: every snapshot node's
 representations, computed once layer-wise over the snapshot's graphs
@@ -34,12 +34,7 @@ import torch
 
 from ml_core.catalog import BIPARTITE_GRAPH, ITEM_SIMILARITY_GRAPH, NODE_FEATURES, SERVING_CONTEXT, USER_SIMILARITY_GRAPH
 from ml_core.config.registry import RegistryConfig
-from ml_core.contracts import (
-    DayContext,
-    DayInputs,
-    FeatureSpec,
-    extend_rows,
-)
+from ml_core.contracts import DayContext, DayInputs, FeatureSpec, extend_rows
 from ml_core.contracts.reps import NodeReps
 from ml_core.graph.csr import CSR, BipartiteGraph, IdIndex, SimilarityGraph, lookup
 from ml_core.history import read_history, uses_knn
@@ -191,7 +186,7 @@ class Scorer:
         allow_unsealed (bool): load a bundle without ``_FILES.json`` unchecked (default: refused,
             :class:`~ml_core.integrity.CorruptPartitionError`; a published bundle always has one).
         require_signature (bool): refuse a bundle without a valid signature even when
-            ``$MOGE_BUNDLE_KEY`` is unset (:func:`~ml_core.signing.check_signature`; with the key
+            ``$MOGE_BUNDLE_KEY`` is unset (:func:`~ml_core.registry.signing.check_signature`; with the key
             set, a sealed bundle is always checked).
     """
 
@@ -385,7 +380,7 @@ class Scorer:
 def write_node_reps(bundle: str | Path, snapshot: tuple | None = None) -> dict:
     """Encode every node of a deployed ``bundle``'s snapshot (:class:`Scorer`'s base context,
     every neighbour) and store them in the bundle (``node_reps.npz``, written atomically) with a
-    ``node_reps`` manifest entry (:func:`~ml_core.bundles.save_node_reps`); returns the entry.
+    ``node_reps`` manifest entry (:func:`~ml_core.registry.bundles.save_node_reps`); returns the entry.
     ``snapshot``: ``(reps, user_raw, item_raw)`` of the snapshot's nodes already encoded by the
     same model (the evaluation's, ``ScoredDay.snapshot_reps``), stored as given instead."""
     bundle = Path(bundle)

@@ -13,7 +13,16 @@ import pytest
 
 from ml_core import stages as P
 from ml_core.config import BEHAVIORS
-from ml_core.history import HISTORY_COLUMNS, KNN_COLUMNS, MAX_SEQUENCE, build_history, pair_features
+from ml_core.history import (
+    HISTORY_COLUMNS,
+    KNN_COLUMNS,
+    MAX_SEQUENCE,
+    PairIndex,
+    build_history,
+    category_terms,
+    pair_features,
+    pair_terms,
+)
 from ml_core.stages.features import run_node_features
 from ml_core.stages.inputs import load_features, load_history
 from ml_core.stages.windows import graph_window_days
@@ -83,6 +92,48 @@ def test_pair_features_of_known_unknown_and_category_pairs():
     assert x[2, col["p_num_pair_recency"]] == 0 and x[2, col["p_num_cat_share"]] > 0  # the category is known to the user
     # the same pairs in another order give the same rows
     np.testing.assert_array_equal(pair_features(h, users[::-1], its[::-1], items), x[::-1])
+
+
+def brute_force_history_rows(h: dict, users: np.ndarray, item_ids: np.ndarray, items: pl.DataFrame):
+    """Per pair, by a scan of the tables: its ``pairs`` row and its (user, category of the item)
+    ``user_categories`` row, as frames (a row of nulls where there is none)."""
+    pairs = {(r["user_id"], r["item_id"]): r for r in h["pairs"].to_dicts()}
+    cats = {(r["user_id"], r["category"]): r for r in h["user_categories"].to_dicts()}
+    category = dict(zip(items["item_id"].to_list(), items["category"].to_list())) if "category" in items.columns else {}
+    none = lambda t: dict.fromkeys(h[t].columns)
+    p = [pairs.get((u, i), none("pairs")) for u, i in zip(users.tolist(), item_ids.tolist())]
+    c = [cats.get((u, category.get(i)), none("user_categories")) for u, i in zip(users.tolist(), item_ids.tolist())]
+    return pl.DataFrame(p, schema=h["pairs"].schema), pl.DataFrame(c, schema=h["user_categories"].schema)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pair_index_equals_a_brute_force_lookup_bit_for_bit(seed):
+    """PairIndex (sorted keys and gathers) against a scan of the tables: equal bit for bit, with
+    unknown users and items, items without a category (or a table without the column), users
+    without history and repeated pairs; the terms also against the formulas in float64."""
+    rng = np.random.default_rng(seed)
+    ev = random_events(seed, n=int(rng.integers(50, 500)))
+    ev = ev.with_columns(pl.when(pl.col("item_id") % 5 == 0).then(None).otherwise(pl.col("category") - 1)  # 0 too
+                         .alias("category"))
+    h = build_history(ev, DAY)
+    ids = rng.permutation(np.arange(1, 36))  # items 36.. are absent from the item table
+    items = pl.DataFrame({"item_id": ids, "category": pl.Series(rng.integers(0, 4, len(ids)), dtype=pl.Int64)})
+    items = items.with_columns(pl.when(pl.col("item_id") % 7 == 0).then(None).otherwise(pl.col("category")).alias("category"))
+    if seed == 3:
+        items = items.drop("category")
+    users, its = rng.integers(0, 15, 600), rng.integers(0, 40, 600)  # users 12..: no history
+    users[:50], its[:50] = users[50:100], its[50:100]
+    got = PairIndex(h, items).features(users, its)
+    p, c = brute_force_history_rows(h, users, its, items)
+    want = np.concatenate([p.select(pair_terms()).to_numpy(), c.select(category_terms()).to_numpy()], axis=1)
+    assert got.dtype == np.float32 and got.shape == (600, len(HISTORY_COLUMNS))
+    np.testing.assert_array_equal(got.view(np.int32), want.astype(np.float32).view(np.int32))
+    np.testing.assert_array_equal(pair_features(h, users, its, items), got)
+    counts = lambda f: np.log1p(f.select([f"n_{b}" for b in BEHAVIORS]).fill_null(0).to_numpy().astype(np.float64))
+    recency = lambda f: np.nan_to_num(1 / (1 + f["days_ago"].to_numpy().astype(np.float64)))
+    formulas = np.column_stack([counts(p), recency(p), counts(c), c["share"].fill_null(0).to_numpy(), recency(c)])
+    np.testing.assert_allclose(got, formulas, rtol=1e-6)
+    assert (got[:, :5] > 0).any() and (got[:, 5:] > 0).any() == (seed != 3) and not got[users >= 12].any()
 
 
 def test_knn_columns_are_the_cf_scorers_sums_and_need_the_graphs(synthetic_lake):
