@@ -25,6 +25,13 @@ and ``make run`` do). They run one after the other, in the same invocation:
    (``automation.data_days_per_run`` / ``model_days_per_run`` days a run), no daemon. Timed as
    ``serial``.
 
+``--sides catchup`` is the automation's catch-up after a week away (issue 23): the lake holds the
+flow up to ``--away-days`` days before yesterday, the source (open-ended, from ``--days`` days
+ago) reaches yesterday; the automation is turned on in ``dagster dev`` and timed until yesterday's
+decision (target 3 minutes), with the runs it made::
+
+    python benchmarks/backfill.py --sides catchup --days 20 --max-steps 200   # the demo's budget
+
 ``--data-only`` benchmarks the data assets alone (logs, graphs, features, samples: the issue's
 365-day history backfill): the backfill selects them only, the run commands get ``--data-only``.
 
@@ -51,7 +58,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,9 +67,10 @@ if str(REPO) not in sys.path:  # run as a script: the repo's packages
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET = 1.0  # serial / candidate wall time a candidate (backfill, range) should reach (issue 23)
+CATCH_UP_TARGET_S = 180.0  # turning the automation on -> yesterday's decision (issue 23)
 #: The sides a --sides value runs, in order; the first is the baseline when there are several.
 SIDES = {"both": ["backfill", "serial"], "all": ["backfill", "serial", "range"], "backfill": ["backfill"],
-         "serial": ["serial"], "range": ["range"]}
+         "serial": ["serial"], "range": ["range"], "catchup": ["catchup"]}
 #: The model chain: left out with --data-only.
 MODEL_ASSETS = ("trained_model", "model_evaluation", "deployed_model")
 #: The candidates compared with the baseline (``serial``).
@@ -88,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sides", choices=tuple(SIDES), default="both",
                     help="both = backfill and serial; all = also the run command's --range; or one side only "
                     "(no ratio then; default: both)")
+    ap.add_argument("--away-days", type=int, default=7,
+                    help="catchup: days since the lake's last day (the week away; automation.catch_up_days)")
     ap.add_argument("--data-only", action="store_true",
                     help="the data assets alone (logs .. samples): no model day is trained, evaluated or decided")
     ap.add_argument("--concurrently", action="store_true",
@@ -111,11 +121,21 @@ def last_day(args: argparse.Namespace) -> str:
     return (date.fromisoformat(args.start) + timedelta(days=args.days - 1)).isoformat()
 
 
+def catch_up_start(args: argparse.Namespace) -> str:
+    """catchup: the source's first day, ``--days`` before today (UTC, the synthetic source's zone)."""
+    return (datetime.now(UTC).date() - timedelta(days=args.days)).isoformat()
+
+
 def config_text(args: argparse.Namespace, root: Path) -> str:
     """The pipeline TOML of one side: the synthetic `small` source over the benchmarked days, the
-    demo's model and windows (data/pipeline.toml) with ``--max-steps``, the lake at ``root``."""
-    return (f'[source]\nkind = "synthetic"\npreset = "small"\nseed = 7\nstart_date = "{args.start}"\n'
-            f'end_date = "{last_day(args)}"\n\n'
+    demo's model and windows (data/pipeline.toml) with ``--max-steps``, the lake at ``root``.
+    catchup: the source from ``--days`` before today, open-ended (it grows every day, as a live
+    log does), and ``automation.catch_up_days = --away-days``."""
+    if args.sides == "catchup":
+        source = f'start_date = "{catch_up_start(args)}"\n\n[automation]\ncatch_up_days = {args.away_days}\n\n'
+    else:
+        source = f'start_date = "{args.start}"\nend_date = "{last_day(args)}"\n\n'
+    return (f'[source]\nkind = "synthetic"\npreset = "small"\nseed = 7\n{source}'
             f"[graph]\nwindow_days = {args.window_days}\n\n"
             f'[train]\nmodel = "moge"\ntrain_days = {args.train_days}\nepochs = 1\n'
             f'max_steps_per_epoch = {args.max_steps}\nbatch_size = 256\nvalidation = "none"\n\n'
@@ -312,6 +332,63 @@ def run_command(side: Side, args: argparse.Namespace) -> dict:
     return {"wall_s": round(wall, 1), "exit_code": rc, **load}
 
 
+def run_catch_up(side: Side, args: argparse.Namespace) -> dict:
+    """A week away, as issue 23's catch-up scenario: the lake holds the flow up to ``--away-days``
+    days before yesterday (made by the CLI range command, not timed: the state a user comes back
+    to), then ``dagster dev`` is started (its start-up not counted) and the automation turned on
+    (the UI's toggle, ``startSensor``). Timed from the toggle until yesterday's deployment
+    decision is in the bundle store; the runs the automation made meanwhile are counted."""
+    from ml_core.registry.bundles import BundleStore
+    from tests.dagster_dev import SENSOR, SENSOR_QUERY, START_SENSOR, STOP_SENSOR, kill_tree, start
+
+    env = side.prepare(args)
+    first = catch_up_start(args)
+    before = args.days - args.away_days  # source days already in the lake: first .. yesterday - away
+    t0 = time.perf_counter()
+    with open(side.base / "run_flow.log", "wb") as out:
+        rc = subprocess.call([sys.executable, "-m", "orchestration.run_flow", "--start", first, "--days", str(before),
+                              "--range"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if rc:
+        raise RuntimeError(f"the lake before the week away: run_flow exited {rc} (log: {side.base / 'run_flow.log'})")
+    print(f"catchup: lake up to {date.fromisoformat(first) + timedelta(days=before - 1)} in "
+          f"{time.perf_counter() - t0:.1f}s (not counted)", flush=True)
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    store = BundleStore(side.root)
+    t_up = time.perf_counter()
+    dev = start(REPO / "workspace.yaml", env, side.root, side.base / "dagster_dev.log")
+    up = time.perf_counter() - t_up
+    try:
+        cpu = CpuMeter().start()
+        on_at = time.time()
+        t0 = time.perf_counter()
+        res = dev.gql(START_SENSOR, {"sel": SENSOR})["startSensor"]
+        if res["__typename"] != "Sensor":
+            raise RuntimeError(f"startSensor: {res}")
+        status = "decided"
+        while yesterday not in [d["partition"] for d in store.decisions()]:
+            failed = [r for r in run_records(side.home) if r["status"] in ("FAILURE", "CANCELED")]
+            if failed or time.perf_counter() - t0 > args.timeout_s:
+                status = f"failed runs {[r['run_id'][:8] for r in failed]}" if failed else "timed out"
+                break
+            time.sleep(1)
+        wall = time.perf_counter() - t0
+        load = cpu.stop()
+        state = dev.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]
+        dev.gql(STOP_SENSOR, {"id": state["id"]})
+    finally:
+        kill_tree(dev.proc)
+    runs = [r for r in run_records(side.home) if r["created"] >= on_at]
+    decided = [d["partition"] for d in store.decisions()]
+    caught_up = [d for d in decided if d > (date.fromisoformat(yesterday) - timedelta(days=args.away_days)).isoformat()]
+    print(f"catchup: {status}: yesterday's ({yesterday}) decision {wall:.1f}s after the automation was turned on "
+          f"(target <= {CATCH_UP_TARGET_S:.0f}s), {len(runs)} runs; decisions of the week away: {caught_up}", flush=True)
+    return {"wall_s": round(wall, 1), "status": status, "yesterday": yesterday, "target_s": CATCH_UP_TARGET_S,
+            "meets_target": status == "decided" and wall <= CATCH_UP_TARGET_S, "runs_after_toggle": len(runs),
+            "run_summary": run_summary(runs), "runs": runs, "decisions_caught_up": caught_up,
+            "every_away_day_decided": len(caught_up) == args.away_days, "model_chain_gaps": {},
+            "model_day_spacing_s": model_day_spacing(side.home), "dagster_dev_startup_s": round(up, 1), **load}
+
+
 def model_day_spacing(home: Path) -> dict:
     """Seconds between consecutive model days, per model asset (its materializations, in day
     order): how long each day of the chain took, waits between runs included (a ranged run's
@@ -357,6 +434,15 @@ def main(argv: list[str] | None = None) -> int:
     wanted = SIDES[args.sides]
     sides = {name: Side(name, base / name) for name in wanted}
     sides[wanted[0]].prepare(args)
+    if args.sides == "catchup":
+        out = {"benchmark": "catchup", "args": vars(args), "work_dir": str(base), "cpus": os.cpu_count(), "sides": {}}
+        out["sides"]["catchup"] = r = run_catch_up(sides["catchup"], args)
+        path = Path(args.out) if args.out else RESULTS / f"catchup_synthetic_small_{args.away_days}d_away_{time.strftime('%Y%m%d')}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1, default=str))
+        print(f"results: {path}")
+        return 0 if r["status"] == "decided" and r["every_away_day_decided"] else 1
+
     expected = expected_partitions(sides[wanted[0]].config)
     if args.data_only:
         expected = {a: k for a, k in expected.items() if a not in MODEL_ASSETS}

@@ -22,6 +22,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 START_TIMEOUT = 180  # webserver up and the code location loaded
 LOCATION = "moge"
+REPO_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
+#: The automation sensor (orchestration/automation.py), as GraphQL selects it.
+SENSOR = {**REPO_SELECTOR, "sensorName": "daily_automation"}
+#: A sensor's state and its ticks; turning it on and off (the UI's toggle).
+SENSOR_QUERY = """
+query($sel: SensorSelector!) {
+  sensorOrError(sensorSelector: $sel) {
+    __typename
+    ... on Sensor { name sensorType minIntervalSeconds sensorState { id selectorId status
+      ticks(limit: 200) { tickId status timestamp endTimestamp runIds skipReason error { message }
+        requestedAssetMaterializationCount requestedMaterializationsForAssets { assetKey { path } partitionKeys } } } }
+  }
+}"""
+START_SENSOR = """
+mutation($sel: SensorSelector!) {
+  startSensor(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status } } ... on PythonError { message } }
+}"""
+STOP_SENSOR = """
+mutation($id: String!) {
+  stopSensor(id: $id) { __typename ... on StopSensorMutationResult { instigationState { status } }
+    ... on PythonError { message } }
+}"""
 
 
 def free_port() -> int:

@@ -42,7 +42,16 @@ import pytest
 
 from ml_core.registry.bundles import BundleStore
 from tests.conftest import REPO
-from tests.dagster_dev import DagsterDev, dagster_bin, kill_tree, start
+from tests.dagster_dev import (
+    SENSOR,
+    SENSOR_QUERY,
+    START_SENSOR,
+    STOP_SENSOR,
+    DagsterDev,
+    dagster_bin,
+    kill_tree,
+    start,
+)
 
 GROUPS = {
     "interaction_logs": "ingest",
@@ -86,8 +95,6 @@ TRAIN = "[train]\ntrain_days = 2\nepochs = 1\nmax_steps_per_epoch = 20\nbatch_si
 
 BACKFILL_TIMEOUT = 15 * 60  # each of the two backfills
 CATCH_UP_TIMEOUT = 20 * 60  # from the toggle (it runs while the backfill runs)
-REPO_SELECTOR = {"repositoryLocationName": "moge", "repositoryName": "__repository__"}
-SENSOR = {**REPO_SELECTOR, "sensorName": "daily_automation"}
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -206,24 +213,6 @@ MATERIALIZATIONS = """
 query($key: AssetKeyInput!) {
   assetOrError(assetKey: $key) { ... on Asset { assetMaterializations { partition runId timestamp
       metadataEntries { label ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } } } } }
-}"""
-SENSOR_QUERY = """
-query($sel: SensorSelector!) {
-  sensorOrError(sensorSelector: $sel) {
-    __typename
-    ... on Sensor { name sensorType minIntervalSeconds sensorState { id selectorId status
-      ticks(limit: 200) { tickId status timestamp endTimestamp runIds skipReason error { message }
-        requestedAssetMaterializationCount requestedMaterializationsForAssets { assetKey { path } partitionKeys } } } }
-  }
-}"""
-START_SENSOR = """
-mutation($sel: SensorSelector!) {
-  startSensor(sensorSelector: $sel) { __typename ... on Sensor { sensorState { status } } ... on PythonError { message } }
-}"""
-STOP_SENSOR = """
-mutation($id: String!) {
-  stopSensor(id: $id) { __typename ... on StopSensorMutationResult { instigationState { status } }
-    ... on PythonError { message } }
 }"""
 
 

@@ -4,6 +4,8 @@ by the suite)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from benchmarks.backfill import config_text, max_overlap, model_chain, parse_args
@@ -34,6 +36,16 @@ def test_the_config_covers_exactly_the_benchmarked_days(tmp_path):
     assert (cfg.graph.window_days, cfg.train.train_days, cfg.train.max_steps_per_epoch) == (4, 2, 7)
     assert cfg.storage.root == str(tmp_path / "data")
     assert model_start(cfg).isoformat() == "2026-03-04"
+
+
+def test_the_catch_up_config_is_open_ended_from_days_ago(tmp_path):
+    args = parse_args(["--sides", "catchup", "--days", "20", "--away-days", "5"])
+    path = tmp_path / "pipeline.toml"
+    path.write_text(config_text(args, tmp_path / "data"))
+    cfg = load_config(path)
+    today = datetime.now(UTC).date()
+    assert cfg.source.start_date == (today - timedelta(days=20)).isoformat() and cfg.source.end_date == ""
+    assert cfg.automation.catch_up_days == 5
 
 
 def test_run_timeline_arithmetic():
