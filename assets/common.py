@@ -160,11 +160,11 @@ def on_demand(kinds: set[str]) -> dict:
     """Decorator arguments of an on-demand asset of day D (the comparison, the search): group
     ``comparison``, no automation, the samples of D-T .. D as its input and the same days'
     features and graphs as lineage (read by the stage from the lake)."""
-    from assets.partitions import train_and_eval_window
+    from assets.partitions import train_and_eval_mapping
 
     return {**stage("comparison", kinds, model=True), "backfill_policy": None,  # one run per day: many days is a study
-            "ins": {TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_and_eval_window)},
-            "deps": lineage_deps(train_and_eval_window)}
+            "ins": {TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_and_eval_mapping)},
+            "deps": lineage_deps(train_and_eval_mapping)}
 
 
 def settings(context) -> tuple[PipelineConfig, Lake]:

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.automation import DECISION
 from assets.common import code_version, result, settings, stage, stoppable
-from assets.partitions import previous_day
+from assets.partitions import previous_day_mapping
 from assets.ranges import materialize_days
 from ml_core.catalog import DEPLOYED_MODEL, STAGE_INPUTS
 from ml_core.stages.deployment import run_deployed_model
@@ -21,7 +21,7 @@ DEPLOYMENT_CODE = code_version("assets.deployment", "ml_core.stages.deployment")
     # the stage reads model_evaluation[D], scores the production and recently promoted models on
     # day D's samples and graphs (so it runs after deployed_model[D-1]) and copies trained_model[D]
     deps=[*(dg.AssetDep(name) for name in STAGE_INPUTS[DEPLOYED_MODEL]),
-          dg.AssetDep(DEPLOYED_MODEL, partition_mapping=previous_day)],
+          dg.AssetDep(DEPLOYED_MODEL, partition_mapping=previous_day_mapping)],
     code_version=DEPLOYMENT_CODE,
 )
 @stoppable

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.automation import DATA
 from assets.common import code_version, fields_of, result, settings, stage, stoppable
-from assets.partitions import graph_window
+from assets.partitions import graph_window_mapping
 from assets.ranges import materialize_days, upstream_days
 from ml_core.catalog import INTERACTION_LOGS, NODE_FEATURES
 from ml_core.stages.features import run_node_features
@@ -15,7 +15,7 @@ from ml_core.stages.features import run_node_features
 
 @dg.asset(
     **stage("features", {"polars", "parquet"}, automation_condition=DATA),
-    ins={INTERACTION_LOGS: dg.AssetIn(partition_mapping=graph_window)},
+    ins={INTERACTION_LOGS: dg.AssetIn(partition_mapping=graph_window_mapping)},
     code_version=code_version("assets.features", "ml_core.stages.features"),
 )
 @stoppable

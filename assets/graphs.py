@@ -19,7 +19,7 @@ from assets.common import (
     settings,
     stoppable,
 )
-from assets.partitions import derived_daily, graph_window
+from assets.partitions import derived_daily, graph_window_mapping
 from assets.ranges import DATA_POLICY, materialize_days, upstream_days
 from ml_core.catalog import BIPARTITE_GRAPH, GRAPHS, INTERACTION_LOGS, ITEM_SIMILARITY_GRAPH, USER_SIMILARITY_GRAPH
 from ml_core.eval.plots import degree_plot
@@ -32,7 +32,7 @@ _common = {"partitions_def": derived_daily, "group_name": "graph", "kinds": {"nu
 
 @dg.multi_asset(
     specs=[spec.with_io_manager_key(LAKE_IO) for spec in (
-        dg.AssetSpec(BIPARTITE_GRAPH, deps=[dg.AssetDep(INTERACTION_LOGS, partition_mapping=graph_window)],
+        dg.AssetSpec(BIPARTITE_GRAPH, deps=[dg.AssetDep(INTERACTION_LOGS, partition_mapping=graph_window_mapping)],
                      description=(
             "User-item bipartite graph (CSR, behaviour-weighted edges, raw ids as stable node ids) built from "
             "the logs of days D-W .. D-1: never day D itself."), **_common),

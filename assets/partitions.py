@@ -25,9 +25,9 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from ml_core.checks import check_runnable
 from ml_core.config import load_config
 from ml_core.data.sources import source_timezone
+from ml_core.preflight import check_runnable
 from ml_core.stages.windows import (
     Window,
     derived_start,
@@ -66,10 +66,10 @@ def mapping(window: Window) -> dg.TimeWindowPartitionMapping:
 
 
 #: D-W .. D-1: the logs of a day's graphs and node features.
-graph_window = mapping(graph_window_of(CONFIG))
+graph_window_mapping = mapping(graph_window_of(CONFIG))
 #: D-T .. D-1: the training days of a day's model.
-train_window = mapping(train_window_of(CONFIG))
+train_window_mapping = mapping(train_window_of(CONFIG))
 #: The training days of D and D itself (the held-out evaluation day of the model comparison).
-train_and_eval_window = mapping(train_and_eval_window_of(CONFIG))
+train_and_eval_mapping = mapping(train_and_eval_window_of(CONFIG))
 #: D-1: the previous deployment decision (the production model day D is judged against).
-previous_day = mapping(Window(-1, -1))
+previous_day_mapping = mapping(Window(-1, -1))

@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets.automation import TRAINING
 from assets.common import ROOT, code_version, lineage_deps, result, settings, stage, stoppable
-from assets.partitions import CONFIG, previous_day, train_window
+from assets.partitions import CONFIG, previous_day_mapping, train_window_mapping
 from assets.ranges import materialize_days, upstream_days
 from ml_core.catalog import TRAINED_MODEL, TRAINING_SAMPLES
 from ml_core.eval.plots import curve_plot
@@ -21,11 +21,11 @@ TRAINING_CODE = code_version("assets.training", "ml_core.stages.training")
 @dg.asset(
     **stage("model", {"pytorch"}, model=True, pool="model", automation_condition=TRAINING,
             required_resource_keys={"pipeline", "pipes_subprocess_client"}),
-    ins={TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_window)},
+    ins={TRAINING_SAMPLES: dg.AssetIn(partition_mapping=train_window_mapping)},
     # the same days' features and graphs, read by the stage from the lake, and the model it starts
     # from (train.warm_start = "previous": trained_model[D-1], when it exists): lineage only
-    deps=[*lineage_deps(train_window),
-          *([dg.AssetDep(TRAINED_MODEL, partition_mapping=previous_day)] if CONFIG.train.warm_start == "previous" else [])],
+    deps=[*lineage_deps(train_window_mapping),
+          *([dg.AssetDep(TRAINED_MODEL, partition_mapping=previous_day_mapping)] if CONFIG.train.warm_start == "previous" else [])],
     code_version=TRAINING_CODE,
 )
 @stoppable

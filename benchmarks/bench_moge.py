@@ -35,8 +35,8 @@ from compare_models import DATASETS, defaults_config, prepare
 from ml_core import stages as P
 from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.models.registry import build_model
 from ml_core.storage import Lake
 from ml_core.train.distributed import resolve_device

@@ -34,7 +34,7 @@ is 0.5. Two more columns (:data:`KNN_COLUMNS`) say what u did with the items mos
 and what u's most similar users did with i, from day D's window graphs
 (:mod:`ml_core.graph.neighbours`, the sums the item-kNN and user-kNN scorers rank by):
 ``log(1 + sum_j w(u, j) S^I[i, j])`` and ``log(1 + sum_v S^U[u, v] w(v, i))``. A model's
-:class:`~ml_core.contracts.features.PairSpec` names the columns it reads (``train.pair_knn``
+:class:`~ml_core.contracts.vocabulary.PairSpec` names the columns it reads (``train.pair_knn``
 decides whether the two are among them).
 """
 
@@ -189,7 +189,7 @@ def pair_columns(knn: bool) -> list[str]:
 
 
 def uses_knn(pair) -> bool:
-    """Whether a model's pair input (a :class:`~ml_core.contracts.features.PairSpec`, a column
+    """Whether a model's pair input (a :class:`~ml_core.contracts.vocabulary.PairSpec`, a column
     list, or None) reads the :data:`KNN_COLUMNS` (and so the day's similarity graphs)."""
     columns = getattr(pair, "columns", pair) or []
     return any(c in KNN_COLUMNS for c in columns)

@@ -33,8 +33,8 @@ import torch
 
 from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext, DayInputs
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.reps import NodeReps
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.eval.metrics import task_metrics
 from ml_core.models.base import RecModel
 from ml_core.progress import Progress, format_duration

@@ -22,7 +22,7 @@ import contextlib
 import json
 import os
 
-from ml_core.checks import load_runnable_config
+from ml_core.preflight import load_runnable_config
 from ml_core.stages.training import run_trained_model
 from ml_core.storage import Lake
 from ml_core.train import distributed as ddp

@@ -1,6 +1,6 @@
 """Resources: the pipeline settings (the one config system) and the lake IO manager.
 
-``PipelineResource`` wraps :func:`ml_core.config.load_config` (+ :func:`ml_core.checks.check_runnable`):
+``PipelineResource`` wraps :func:`ml_core.config.load_config` (+ :func:`ml_core.preflight.check_runnable`):
 a TOML path plus optional ``section.key=value`` overrides, so the Dagster launchpad, the CLI and
 tests share one schema.
 ``pipes_subprocess_client`` launches ``torchrun`` for ``trained_model`` when ``train.distributed.nproc
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from ml_core.checks import load_runnable_config
 from ml_core.config import PipelineConfig
+from ml_core.preflight import load_runnable_config
 from ml_core.storage import Lake
 
 

@@ -16,7 +16,7 @@ run's days in date order (:mod:`assets.ranges`). Every day is recorded as a one-
 records it (metadata, data version, decision); a failure names its day, the days before it stay
 materialized, and running the command again over the range re-runs it. While a day runs, each stage prints one line when it starts and
 one when it ends (with its duration), and the stages' progress lines (training steps, evaluation
-scoring) in between (:mod:`orchestration.progress`); warnings and errors come from Dagster's
+scoring) in between (:mod:`orchestration.console`); warnings and errors come from Dagster's
 console logger (``--log-level``). For parallel backfills and the daily automation use the UI
 (docs/operations.md).
 
@@ -132,9 +132,9 @@ def run_days(args, stopped: dict[str, int]) -> int:
     from ml_core.registry.interface import open_bundle_registry
     from ml_core.stages.evaluation import gauc_table, load_evaluation
     from ml_core.stages.windows import model_start
+    from orchestration.console import stage_display_config, with_stage_display
     from orchestration.definitions import defs
     from orchestration.jobs import DAILY_JOBS, daily_model
-    from orchestration.progress import stage_display_config, with_stage_display
     from orchestration.recovery import process_tags, recover
 
     cfg = defs.resources["pipeline"].config()

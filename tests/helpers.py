@@ -13,8 +13,8 @@ import torch
 from ml_core.batching import BatchMaker
 from ml_core.contracts.batch import Batch, ChannelBatch, NodeTable
 from ml_core.contracts.day import DayContext, DayInputs
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.contracts.vocabulary import FeatureSpec
 from tests.planted import planted_days
 
 TASKS = ["click", "purchase"]

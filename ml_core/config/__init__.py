@@ -12,7 +12,7 @@ wrong type fails at load with a :class:`~ml_core.typed.ConfigError` naming the k
 and the expected type (``train.epochs = '2' (str): expected int``). ``source.kind`` selects the
 dataclass of ``[source]`` (:data:`SOURCE_KINDS`). :func:`validate_config` then checks what
 needs nothing above this module; checks that need the models, the training extensions or the
-source files are in :func:`ml_core.checks.check_runnable` (run when the code location loads).
+source files are in :func:`ml_core.preflight.check_runnable` (run when the code location loads).
 
 ml_core never imports dagster; the orchestration layer wraps :func:`load_config` in a resource.
 This module imports nothing of ml_core but :mod:`ml_core.typed`, :mod:`ml_core.config.source`,
@@ -353,7 +353,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 def validate_config(cfg: PipelineConfig) -> None:
     """Checks across fields that need nothing above this module (types were checked by
     :func:`ml_core.typed.build`). Checks that need the models, the training extensions or the
-    data files are in :func:`ml_core.checks.check_runnable`."""
+    data files are in :func:`ml_core.preflight.check_runnable`."""
     if cfg.graph.window_days < 1 or cfg.train.train_days < 1:
         raise ConfigError("graph.window_days and train.train_days must be >= 1")
     if cfg.graph.engine_workers < 1 or cfg.graph.engine_blocks < 0:

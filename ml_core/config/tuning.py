@@ -14,7 +14,7 @@ arguments written ``model_args.<name>`` (``model_args.n_experts``)::
 An empty ``space`` is the model's default space: :data:`TRAIN_SPACE` plus its entry in
 :data:`MODEL_SPACES`, or, for a model without one, a space derived from its config dataclass
 (:func:`ml_core.tuning.default_space`). Whether the names and bounds fit the model is checked
-when the configuration loads (:func:`ml_core.checks.check_runnable`).
+when the configuration loads (:func:`ml_core.preflight.check_runnable`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * :mod:`~ml_core.contracts.batch` - :class:`NodeTable`, :class:`ChannelBatch`, :class:`Batch`,
   :data:`CHANNELS`: what a model's ``forward`` reads.
-* :mod:`~ml_core.contracts.features` - :class:`FeatureSpec` (with :class:`SideSpec`): the fitted
+* :mod:`~ml_core.contracts.vocabulary` - :class:`FeatureSpec` (with :class:`SideSpec`): the fitted
   feature vocabulary saved with a model.
 * :mod:`~ml_core.contracts.spec` - :class:`ModelSpec` (with :class:`SideShape`): the sizes a
   model is built from.
@@ -14,9 +14,9 @@
 
 from ml_core.contracts.batch import CHANNELS, Batch, ChannelBatch, NodeTable
 from ml_core.contracts.day import DayContext, DayInputs, extend_rows, space_lookup
-from ml_core.contracts.features import FeatureSpec, SideSpec
 from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.contracts.vocabulary import FeatureSpec, SideSpec
 
 __all__ = ["CHANNELS", "Batch", "ChannelBatch", "DayContext", "DayInputs", "FeatureSpec", "ModelSpec", "NodeReps", "NodeTable",
            "SideShape", "SideSpec", "extend_rows", "space_lookup"]

@@ -106,7 +106,7 @@ class Batch:
     #: :meth:`~ml_core.contracts.reps.NodeReps.batch`): a graph model reads them instead of ``channels``
     reps: dict[str, torch.Tensor] | None = None
     #: the pair input ``[B, P]`` (scaled :func:`~ml_core.history.pair_features` of each sample's
-    #: user and item, :class:`~ml_core.contracts.features.PairSpec`); None when the model's
+    #: user and item, :class:`~ml_core.contracts.vocabulary.PairSpec`); None when the model's
     #: feature spec has none (``train.pair_features = false``, or a model saved before them)
     pair: torch.Tensor | None = None
     #: each sample's user's behaviour sequence (``[B, N]``, :class:`Sequences`); None when the

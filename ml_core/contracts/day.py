@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from ml_core.contracts.batch import NodeTable, Sequences
-from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
 from ml_core.history import PairIndex, missing_history, pair_features, uses_knn
 from ml_core.sampling.samples import label_columns

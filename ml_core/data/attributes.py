@@ -2,10 +2,10 @@
 ``source.item_attributes``, :class:`ml_core.config.AttributeTable`).
 
 :func:`read_attributes` reads one table into ``<side>_id`` plus ``u_cat_<name>`` /
-``u_num_<name>`` (``i_`` for items) columns; :func:`ml_core.features.build_node_features` joins
+``u_num_<name>`` (``i_`` for items) columns; :func:`ml_core.node_features.build_node_features` joins
 it by id onto the node features (left join: only the users / items present in the window or the
 profiles, a node absent from the table gets the unknown value). :func:`check_attributes` checks a
-table without reading its rows (ml_core.checks runs it when the configuration loads).
+table without reading its rows (ml_core.preflight runs it when the configuration loads).
 
 Values: ids are parsed like the events' ids (integer text as is, other text hashed with
 :func:`~ml_core.data.schema.stable_id`), so they match the events of any source kind. A

@@ -4,7 +4,7 @@ event schema for ONE partition day, plus a quarantine of the rows that could not
 The source's layout (column mapping, behaviour codes, timestamp format, timezone) comes from
 :mod:`ml_core.data.layouts`, the per-field parsing expressions from :mod:`ml_core.data.parsing`;
 this module scans the files, classifies every row and collects one day (:func:`read_file_source`).
-:func:`check_file_source` checks a source without reading its rows (used by ml_core.checks).
+:func:`check_file_source` checks a source without reading its rows (used by ml_core.preflight).
 
 How a row travels
 -----------------

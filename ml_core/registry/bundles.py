@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.reps import NodeReps
 from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.models.base import RecModel
 from ml_core.models.registry import build_model
 from ml_core.registry.signing import check_signature, signer

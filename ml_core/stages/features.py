@@ -12,8 +12,8 @@ from typing import Any
 from ml_core.catalog import NODE_FEATURES
 from ml_core.config import PipelineConfig
 from ml_core.data.sources import attributes, profiles
-from ml_core.features import build_node_features
 from ml_core.history import build_history
+from ml_core.node_features import build_node_features
 from ml_core.stages.inputs import scan_logs
 from ml_core.storage import Lake
 

@@ -9,7 +9,7 @@ import polars as pl
 
 from ml_core.catalog import BIPARTITE_GRAPH, GRAPHS, NODE_FEATURES, SCORED_INPUTS, TRAINING_SAMPLES
 from ml_core.contracts.day import DayContext, DayInputs
-from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.graph.csr import BipartiteGraph, SimilarityGraph
 from ml_core.history import read_history
 from ml_core.inference import day_context, inference_needs_graph

@@ -21,7 +21,7 @@ import torch
 
 from ml_core.batching import BatchMaker, batch_plan, iterate
 from ml_core.contracts.day import DayContext, DayInputs
-from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.progress import Progress, format_duration
 from ml_core.stop import check_stop
 from ml_core.train import distributed as ddp

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.models.base import RecModel
 from ml_core.models.registry import model_class
 from ml_core.train.warm import (

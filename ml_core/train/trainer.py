@@ -17,8 +17,8 @@ import torch
 
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayInputs
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.history import pair_columns
 from ml_core.inference import inference_needs_graph
 from ml_core.models.base import RecModel

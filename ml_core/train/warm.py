@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml_core.contracts.features import FeatureSpec, SideSpec
+from ml_core.contracts.vocabulary import FeatureSpec, SideSpec
 from ml_core.graph.csr import lookup
 from ml_core.models.base import RecModel
 from ml_core.nn.dense import FeatureEncoder

@@ -1,4 +1,4 @@
-"""The run display of the run command (orchestration/progress.py): one line per stage start and
+"""The run display of the run command (orchestration/console.py): one line per stage start and
 end with its duration, and the stages' own progress lines, in a real run of the daily flow."""
 
 import io
@@ -11,8 +11,8 @@ import pytest
 
 from ml_core.inference import SCORE_BATCH
 from ml_core.storage import Lake
+from orchestration.console import StageDisplay, level_number, stage_display_config, with_stage_display
 from orchestration.definitions import defs
-from orchestration.progress import StageDisplay, level_number, stage_display_config, with_stage_display
 from tests.assets.test_flow_assets import resources
 from tests.conftest import build_data_days
 

@@ -245,8 +245,8 @@ def test_deployment_promotes_and_refuses_through_mlflow_and_serving_follows(serv
 def test_mlflow_backend_settings_are_checked_when_the_config_loads(monkeypatch):
     import importlib.util
 
-    from ml_core.checks import check_runnable
     from ml_core.config import load_config
+    from ml_core.preflight import check_runnable
     from ml_core.typed import ConfigError
 
     with pytest.raises(ConfigError, match="needs tracking_uri"):

@@ -6,7 +6,6 @@ from typing import get_args, get_type_hints
 
 import pytest
 
-from ml_core.checks import check_runnable
 from ml_core.config import (
     DEFAULT_CONFIG_PATH,
     SOURCE_KINDS,
@@ -18,6 +17,7 @@ from ml_core.config import (
 )
 from ml_core.data.schema import BEHAVIORS
 from ml_core.data.synthetic import PRESETS
+from ml_core.preflight import check_runnable
 from ml_core.typed import ConfigError
 from tests.conftest import REPO
 

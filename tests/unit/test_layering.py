@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     # [automation] in modules of their own)
     {"config"},
     {"data", "sampling"},  # raw events -> canonical events; negative-sampled samples
-    {"features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
+    {"node_features", "history", "graph"},  # node features; the users' window history; the user-item graph and the similarity graphs
     {"contracts"},  # what models, training and inference exchange: batches, feature specs, day contexts
     {"nn", "batching"},  # neural building blocks; batches with sampled subgraphs
     {"models"},  # the model zoo: contracts + nn, never training
@@ -35,7 +35,7 @@ LAYERS: list[set[str]] = [
     # evaluate; the sanity and CF scorers
     {"registry", "inference", "sanity", "cf"},
     {"train"},  # the one trainer and its extensions (optimizers, post-training steps)
-    {"compare", "tuning", "checks", "serving"},  # the zoo comparison; the hyper-parameter search; load-time checks; the model server
+    {"compare", "tuning", "preflight", "serving"},  # the zoo comparison; the hyper-parameter search; load-time checks; the model server
     {"stages"},  # one module per daily stage (what the Dagster assets call)
     {"cli"},  # the `moge` command
 ]

@@ -12,10 +12,10 @@ import torch
 from ml_core import stages as P
 from ml_core.batching import BatchMaker
 from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.data.sources import profiles
-from ml_core.features import build_node_features
 from ml_core.graph.bipartite import build_bipartite
+from ml_core.node_features import build_node_features
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ml_core.checks import load_runnable_config
 from ml_core.config import TrainConfig, TuningConfig, load_config
 from ml_core.config.tuning import MODEL_SPACES, TRAIN_SPACE
 from ml_core.eval.plots import tuning_plot
 from ml_core.models.registry import available_models
+from ml_core.preflight import load_runnable_config
 from ml_core.tuning import config_of, default_params, markdown_report, resolve_space, run_search
 from ml_core.typed import ConfigError
 from tests.planted import planted_days

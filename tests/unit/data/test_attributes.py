@@ -10,12 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ml_core.checks import check_runnable
+from ml_core.preflight import check_runnable
 from ml_core.config import load_config, source_config
 from ml_core.data.attributes import read_attributes
 from ml_core.data.readers import check_file_source, read_file_source
 from ml_core.data.sources import attributes
-from ml_core.features import build_node_features, feature_columns
+from ml_core.node_features import build_node_features, feature_columns
 from ml_core.typed import ConfigError
 from tests.conftest import SHARED_DATA
 

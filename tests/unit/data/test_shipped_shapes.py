@@ -13,13 +13,13 @@ import polars as pl
 import pytest
 
 import ml_core.data.attributes as attributes_module
-from ml_core.checks import check_runnable
+from ml_core.preflight import check_runnable
 from ml_core.config import load_config, source_config
 from ml_core.data.attributes import check_attributes, load_attributes, read_attributes
 from ml_core.data.readers import check_file_source, read_file_source
 from ml_core.data.sources import attributes, read_day
 from ml_core.data.versions import file_day_versions
-from ml_core.features import build_node_features
+from ml_core.node_features import build_node_features
 from ml_core.typed import ConfigError
 from tests.conftest import REPO, SHARED_DATA
 from tests.source_profile import scan_file_source

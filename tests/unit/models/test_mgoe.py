@@ -13,8 +13,8 @@ import torch
 
 from ml_core.contracts.batch import Batch, NodeTable
 from ml_core.contracts.day import DayContext, DayInputs
-from ml_core.contracts.features import FeatureSpec
 from ml_core.contracts.spec import ModelSpec, SideShape
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.models.mgoe import MGOE, kmeans
 from ml_core.models.registry import build_model
 from tests.helpers import TASKS, random_feature_batch

@@ -5,8 +5,8 @@ import polars as pl
 
 from ml_core.config import SampleConfig
 from ml_core.contracts.day import DayInputs
-from ml_core.contracts.features import FeatureSpec
-from ml_core.features import build_node_features
+from ml_core.contracts.vocabulary import FeatureSpec
+from ml_core.node_features import build_node_features
 from ml_core.sampling.samples import build_training_samples, positive_pairs
 from ml_core.storage import Lake  # noqa: F401
 
@@ -59,7 +59,7 @@ def test_categorical_codes_get_a_compact_vocabulary_that_survives_save_and_load(
     import polars as pl
 
     from ml_core.contracts.day import DayInputs
-    from ml_core.contracts.features import FeatureSpec
+    from ml_core.contracts.vocabulary import FeatureSpec
 
     users = pl.DataFrame({"user_id": [1, 2, 3], "u_num_x": [0.0, 1.0, 2.0]})
     items = pl.DataFrame({"item_id": [10, 11, 12], "i_cat_category": [5_000_000, 7, 5_000_000]})

@@ -85,7 +85,7 @@ def test_a_context_re_encoded_for_another_spec_equals_one_built_for_it(synthetic
     import torch
 
     from ml_core.contracts.day import DayContext
-    from ml_core.contracts.features import FeatureSpec
+    from ml_core.contracts.vocabulary import FeatureSpec
     from ml_core.stages.inputs import load_day_inputs
 
     cfg, lake, days = synthetic_lake

@@ -13,7 +13,7 @@ from torch import nn
 from ml_core.batching import BatchMaker
 from ml_core.config import TrainConfig
 from ml_core.contracts.day import DayContext
-from ml_core.contracts.features import FeatureSpec
+from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.graph.csr import CSR
 from ml_core.inference import evaluate
 from ml_core.models.registry import build_model

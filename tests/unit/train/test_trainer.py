@@ -56,7 +56,7 @@ def test_registry_pointer_moves_only_to_published_versions(tmp_path):
 
 def test_prefetching_gives_the_same_batches_in_the_same_order(synthetic_lake):
     from ml_core.batching import BatchMaker, batch_plan, iterate
-    from ml_core.contracts.features import FeatureSpec
+    from ml_core.contracts.vocabulary import FeatureSpec
 
     cfg, lake, days = synthetic_lake
     inputs = P.load_day_inputs(lake, days[3])

@@ -12,9 +12,9 @@ import polars as pl
 import torch
 
 from ml_core.contracts.batch import NodeTable, Sequences
-from ml_core.features import feature_columns
 from ml_core.graph.csr import lookup
 from ml_core.history import MAX_AGE, MAX_SEQUENCE, missing_history
+from ml_core.node_features import feature_columns
 from ml_core.sorting import sorted_unique
 
 if TYPE_CHECKING:
