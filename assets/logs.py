@@ -15,6 +15,13 @@ from ml_core.stages.logs import run_interaction_logs
 from ml_core.stages.windows import catch_up_of, window
 
 
+def observed_days(cfg) -> list[str]:
+    """The days one observation of the source reports: the newest ``automation.observe_days``
+    partitions (default: the logs of the catch-up horizon)."""
+    last, n = daily.get_last_partition_key(), cfg.automation.observe_days or catch_up_of(cfg).logs
+    return window(last, 1 - n, 0, first_day=cfg.source.start_date) if last else []
+
+
 @dg.observable_source_asset(
     partitions_def=daily, group_name="ingest", owners=["team:recsys"], required_resource_keys={"pipeline"},
     automation_condition=OBSERVE,
@@ -25,8 +32,7 @@ from ml_core.stages.windows import catch_up_of, window
 )
 def source_logs(context) -> dg.DataVersionsByPartition:
     cfg = context.resources.pipeline.config()
-    last, n = daily.get_last_partition_key(), cfg.automation.observe_days or catch_up_of(cfg).logs
-    days = window(last, 1 - n, 0, first_day=cfg.source.start_date) if last else []  # the newest n days
+    days = observed_days(cfg)
     versions = day_versions(cfg.source, days)
     arrived = {d: v for d, v in versions.items() if v is not None}
     context.log.info(f"source observed for {len(days)} days: {len(arrived)} have data"

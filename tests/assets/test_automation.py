@@ -244,3 +244,22 @@ def test_the_freshness_check_reports_catching_up_while_a_catch_up_writes_decisio
         instance.report_run_failed(catching_up)
         ev = check()
         assert not ev.passed and ev.metadata["state"].value == "late"
+
+
+def test_the_run_command_observes_the_source_before_it_ingests_the_newest_days():
+    """So that the automation, turned on later, finds the versions the run command's logs read
+    and re-ingests nothing (the catch-up benchmark re-ingested ten such days before this)."""
+    from assets.logs import observed_days
+    from ml_core.data.sources import day_versions
+    from orchestration.run_flow import observe_source
+
+    instance = dg.DagsterInstance.ephemeral()
+    key = dg.AssetKey("source_logs")
+    observe_source(instance, defs, CONFIG, [CONFIG.source.start_date])  # an old day: no observation
+    assert not instance.fetch_observations(key, limit=10).records
+    days = observed_days(CONFIG)
+    observe_source(instance, defs, CONFIG, days[-2:])
+    got = {r.partition_key: r.asset_observation.data_version
+           for r in instance.fetch_observations(key, limit=100).records}
+    assert got == {d: v for d, v in day_versions(CONFIG.source, days).items() if v is not None}
+    assert sorted(got) == days
