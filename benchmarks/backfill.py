@@ -50,6 +50,7 @@ machine makes both sides slower) and the load average. Saved as JSON under bench
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -307,17 +308,46 @@ def model_chain(runs: list[dict], model_days: list[str]) -> dict:
     return {k: {"mean": round(sum(v) / len(v), 1), "sum": round(sum(v), 1)} for k, v in gaps.items() if v}
 
 
-def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dict:
-    """dagster dev on the side's instance, the flow's asset backfill over all partitions, timed."""
+class Meter:
+    """What a timed side used: the machine's busy share and load (:class:`CpuMeter`) and, with
+    ``pid``, the CPU seconds of that process tree by kind (:func:`process_cpu`)."""
+
+    def __init__(self, pid: int | None = None):
+        self.pid, self.cpu = pid, CpuMeter().start()
+        self.procs = process_cpu(pid) if pid else {}
+
+    def stop(self) -> dict:
+        out = self.cpu.stop()
+        if self.pid:
+            out["process_cpu_s"] = cpu_delta(self.procs, process_cpu(self.pid))
+        return out
+
+
+@contextlib.contextmanager
+def dagster_dev(side: Side, env: dict):
+    """``(dev, start-up seconds)``: dagster dev on the side's instance, stopped (its whole tree) after."""
     from tests.dagster_dev import kill_tree, start
 
-    env = side.prepare(args)
     t0 = time.perf_counter()
     dev = start(REPO / "workspace.yaml", env, side.root, side.base / "dagster_dev.log")
-    up = time.perf_counter() - t0
     try:
-        cpu = CpuMeter().start()
-        procs = process_cpu(dev.proc.pid)
+        yield dev, time.perf_counter() - t0
+    finally:
+        kill_tree(dev.proc)
+
+
+def run_flow(side: Side, env: dict, *args: str) -> int:
+    """``python -m orchestration.run_flow ARGS`` on the side's instance, output to its run_flow.log."""
+    with open(side.base / "run_flow.log", "wb") as out:
+        return subprocess.call([sys.executable, "-m", "orchestration.run_flow", *args], cwd=REPO, env=env,
+                               stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dict:
+    """dagster dev on the side's instance, the flow's asset backfill over all partitions, timed."""
+    env = side.prepare(args)
+    with dagster_dev(side, env) as (dev, up):
+        meter = Meter(dev.proc.pid)
         t0 = time.perf_counter()
         params = {"assetSelection": [{"path": a.split("/")} for a in assets], "allPartitions": True,
                   "fromFailure": False, "tags": [{"key": "dagster/from_ui", "value": "true"}],
@@ -335,9 +365,7 @@ def run_backfill(side: Side, args: argparse.Namespace, assets: list[str]) -> dic
                 break
             time.sleep(2)
         wall = time.perf_counter() - t0
-        load = {**cpu.stop(), "process_cpu_s": cpu_delta(procs, process_cpu(dev.proc.pid))}
-    finally:
-        kill_tree(dev.proc)
+        load = meter.stop()
     print(f"backfill: CPU seconds by process: {load['process_cpu_s']}", flush=True)
     print(f"backfill {bid}: {status['status']} in {wall:.1f}s (dagster dev up in {up:.1f}s, not counted)", flush=True)
     return {"wall_s": round(wall, 1), "status": status["status"], "error": status.get("error"), "backfill_id": bid,
@@ -348,16 +376,14 @@ def run_command(side: Side, args: argparse.Namespace) -> dict:
     """The run command over the same days on the side's instance (``range``: with ``--range``),
     timed from start to exit."""
     env = side.prepare(args)
-    log = side.base / "run_flow.log"
     extra = (["--range"] if side.name == "range" else []) + (["--data-only"] if args.data_only else [])
-    cpu = CpuMeter().start()
+    meter = Meter()
     t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        rc = subprocess.call([sys.executable, "-m", "orchestration.run_flow", "--start", args.start,
-                              "--days", str(args.days), *extra], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    rc = run_flow(side, env, "--start", args.start, "--days", str(args.days), *extra)
     wall = time.perf_counter() - t0
-    load = cpu.stop()
-    print(f"{side.name} run_flow {' '.join(extra)}: exit {rc} in {wall:.1f}s (log: {log})", flush=True)
+    load = meter.stop()
+    print(f"{side.name} run_flow {' '.join(extra)}: exit {rc} in {wall:.1f}s (log: {side.base / 'run_flow.log'})",
+          flush=True)
     return {"wall_s": round(wall, 1), "exit_code": rc, **load}
 
 
@@ -367,28 +393,25 @@ def run_catch_up(side: Side, args: argparse.Namespace) -> dict:
     to), then ``dagster dev`` is started (its start-up not counted) and the automation turned on
     (the UI's toggle, ``startSensor``). Timed from the toggle until yesterday's deployment
     decision is in the bundle store; the runs the automation made meanwhile are counted."""
+    import dagster as dg
+
     from ml_core.registry.bundles import BundleStore
-    from tests.dagster_dev import SENSOR, SENSOR_QUERY, START_SENSOR, STOP_SENSOR, kill_tree, start
+    from tests.dagster_dev import SENSOR, SENSOR_QUERY, START_SENSOR, STOP_SENSOR
 
     env = side.prepare(args)
     first = catch_up_start(args)
     before = args.days - args.away_days  # source days already in the lake: first .. yesterday - away
     t0 = time.perf_counter()
-    with open(side.base / "run_flow.log", "wb") as out:
-        rc = subprocess.call([sys.executable, "-m", "orchestration.run_flow", "--start", first, "--days", str(before),
-                              "--range"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    rc = run_flow(side, env, "--start", first, "--days", str(before), "--range")
     if rc:
         raise RuntimeError(f"the lake before the week away: run_flow exited {rc} (log: {side.base / 'run_flow.log'})")
     print(f"catchup: lake up to {date.fromisoformat(first) + timedelta(days=before - 1)} in "
           f"{time.perf_counter() - t0:.1f}s (not counted)", flush=True)
     yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     store = BundleStore(side.root)
-    t_up = time.perf_counter()
-    dev = start(REPO / "workspace.yaml", env, side.root, side.base / "dagster_dev.log")
-    up = time.perf_counter() - t_up
-    try:
-        cpu = CpuMeter().start()
-        procs = process_cpu(dev.proc.pid)
+    ended_badly = dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED])
+    with dagster_dev(side, env) as (dev, up), dg.DagsterInstance.from_config(str(side.home)) as instance:
+        meter = Meter(dev.proc.pid)
         on_at = time.time()
         t0 = time.perf_counter()
         res = dev.gql(START_SENSOR, {"sel": SENSOR})["startSensor"]
@@ -396,18 +419,16 @@ def run_catch_up(side: Side, args: argparse.Namespace) -> dict:
             raise RuntimeError(f"startSensor: {res}")
         status = "decided"
         while yesterday not in [d["partition"] for d in store.decisions()]:
-            failed = [r for r in run_records(side.home) if r["status"] in ("FAILURE", "CANCELED")]
+            failed = instance.get_run_records(ended_badly)
             if failed or time.perf_counter() - t0 > args.timeout_s:
-                status = f"failed runs {[r['run_id'][:8] for r in failed]}" if failed else "timed out"
+                status = f"failed runs {[r.dagster_run.run_id[:8] for r in failed]}" if failed else "timed out"
                 break
             time.sleep(1)
         wall = time.perf_counter() - t0
-        load = {**cpu.stop(), "process_cpu_s": cpu_delta(procs, process_cpu(dev.proc.pid))}
+        load = meter.stop()
         print(f"catchup: CPU seconds by process: {load['process_cpu_s']}", flush=True)
         state = dev.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]
         dev.gql(STOP_SENSOR, {"id": state["id"]})
-    finally:
-        kill_tree(dev.proc)
     runs = [r for r in run_records(side.home) if r["created"] >= on_at]
     decided = [d["partition"] for d in store.decisions()]
     caught_up = [d for d in decided if d > (date.fromisoformat(yesterday) - timedelta(days=args.away_days)).isoformat()]

@@ -356,6 +356,13 @@ PROBES = [
 ]
 
 
+def figure(name: str, status, seconds: float, health: dict, fivexx: int) -> dict:
+    """One row of the figures table."""
+    return {"probe": name, "status": status, "seconds": round(seconds, 2),
+            "health_max_ms": round(health["max_s"] * 1000, 1), "health_failed": health["failed"],
+            "unexpected_5xx": fivexx, "client_starved_ms": round(health["starved_s"] * 1000, 1)}
+
+
 def measured(server, watcher, probe) -> tuple[object, dict, float]:
     """The probe's answer, what the /health client saw meanwhile, and the probe's seconds."""
     t0 = time.perf_counter()
@@ -372,10 +379,8 @@ def test_probe(server, watcher, name, probe, expected, check):
         # the cores: it passed at 16-35 ms in six runs alone, and once took 157 ms late in a full
         # suite run. It is repeated once (both attempts are in the figures); a server that froze
         # (>= FROZEN_S), or stalls twice in a row, still fails.
-        server.figures.append({"probe": f"{name} (first attempt)", "status": "/".join(
-            str(r.status_code) for r in answer), "seconds": round(seconds, 2),
-            "health_max_ms": round(health["max_s"] * 1000, 1), "health_failed": health["failed"],
-            "unexpected_5xx": 0, "client_starved_ms": round(health["starved_s"] * 1000, 1)})
+        statuses = "/".join(str(r.status_code) for r in answer)
+        server.figures.append(figure(f"{name} (first attempt)", statuses, seconds, health, 0))
         answer, health, seconds = measured(server, watcher, probe)
     if isinstance(answer, list):  # concurrent requests: each 200 or 503 with Retry-After, some of each
         statuses = [r.status_code for r in answer]
@@ -393,9 +398,7 @@ def test_probe(server, watcher, name, probe, expected, check):
             check(answer, server)
         fivexx = int(status >= 500 and status not in (503, 504))
     starved = health["starved_s"] > STARVED_S
-    server.figures.append({"probe": name, "status": status, "seconds": round(seconds, 2),
-                           "health_max_ms": round(health["max_s"] * 1000, 1), "health_failed": health["failed"],
-                           "unexpected_5xx": fivexx, "client_starved_ms": round(health["starved_s"] * 1000, 1)})
+    server.figures.append(figure(name, status, seconds, health, fivexx))
     assert server.proc.poll() is None, "the server died"
     assert health["failed"] == 0, health
     limit = FROZEN_S if starved else HEALTH_LIMIT_S
