@@ -16,7 +16,7 @@ those groups gives the intervals of warm - scratch per model, of each model minu
     python benchmarks/history_report.py --dataset synthetic --eval-days 14
     python benchmarks/history_report.py --dataset taobao            # the excerpt has 9 days: 6 evaluation days
 
-Writes ``benchmarks/results/history_<dataset>_<budget>_<date>.json`` and prints the Markdown report.
+Writes ``benchmarks/results/history_<dataset>_<budget>[_<tag>]_<date>.json`` and prints the Markdown report.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="demo")
     ap.add_argument("--root", default="/tmp/moge-history")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--tag", default="", help="appended to the results file's name (history_<dataset>_<budget>_<tag>_<date>.json), "
+                                              "so a second report of a log on the same day keeps the first")
     args = ap.parse_args(argv)
 
     from benchmarks.compare_models import variant_entry
@@ -220,7 +222,8 @@ def main(argv=None) -> int:
               for d in eval_days]
     report = "\n".join(lines)
     print(report)
-    out = Path(__file__).resolve().parent / "results" / f"history_{dataset}{'_config' if args.config else ''}_{args.budget}_{date.today():%Y%m%d}.json"
+    out = Path(__file__).resolve().parent / "results" / (f"history_{dataset}{'_config' if args.config else ''}_{args.budget}"
+                                                        f"{'_' + args.tag if args.tag else ''}_{date.today():%Y%m%d}.json")
     out.write_text(json.dumps({"dataset": dataset, "budget": args.budget, "eval_days": eval_days,
                                "model_days": model_days, "variants": args.variants, "pooled_gauc": table,
                                "per_day_gauc": per_day, "warm_minus_scratch": warm_vs_scratch,
