@@ -40,7 +40,7 @@ test-fast: install
 
 dev: install
 	$(PY) -m orchestration.instance_setup
-	$(VENV)/bin/dagster dev -w workspace.yaml
+	$(VENV)/bin/dg dev
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8001

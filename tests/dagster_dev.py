@@ -53,10 +53,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def dagster_bin() -> str | None:
-    """The ``dagster`` CLI next to this interpreter (else on $PATH), or None."""
-    exe = Path(sys.executable).parent / "dagster"
-    return str(exe) if exe.exists() else shutil.which("dagster")
+def dagster_bin(name: str = "dagster") -> str | None:
+    """The ``dagster`` (or ``dg``) CLI next to this interpreter (else on $PATH), or None."""
+    exe = Path(sys.executable).parent / name
+    return str(exe) if exe.exists() else shutil.which(name)
 
 
 def kill_tree(proc: subprocess.Popen, grace: float = 15) -> None:
@@ -119,16 +119,18 @@ class DagsterDev:
         return sorted(p.name.removeprefix("ds=") for p in (self.root / "lake" / asset).glob("ds=*"))
 
 
-def start(workspace: Path, env: dict, root: Path, log: Path) -> DagsterDev:
+def start(workspace: Path | None, env: dict, root: Path, log: Path) -> DagsterDev:
     """``dagster dev -w workspace`` on loopback with ``env`` (its DAGSTER_HOME, MOGE_CONFIG), in
     its own process group, output to ``log``; returns once it is up (:func:`wait_until_up`),
-    stopping it again when it is not."""
-    exe = dagster_bin()
+    stopping it again when it is not. ``workspace`` None: ``dg dev`` in the repository, as
+    ``make dev`` runs it (the project's ``[tool.dg]`` table names the code location)."""
+    exe = dagster_bin("dagster" if workspace is not None else "dg")
     if exe is None:
-        raise FileNotFoundError("the dagster CLI is not installed next to this interpreter nor on $PATH")
+        raise FileNotFoundError("the dagster/dg CLI is not installed next to this interpreter nor on $PATH")
     port = free_port()
+    target = ["-w", str(workspace)] if workspace is not None else []
     with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"],
+        proc = subprocess.Popen([exe, "dev", *target, "--port", str(port), "--host", "127.0.0.1"],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     dev = DagsterDev(f"http://127.0.0.1:{port}", env, Path(env["DAGSTER_HOME"]), root, log, proc)

@@ -1,4 +1,4 @@
-"""The Dagster deployment as a user runs it: ``dagster dev -w workspace.yaml`` in its own process
+"""The Dagster deployment as a user runs it: ``dg dev`` (``make dev``) in its own process
 (temp DAGSTER_HOME with the project's orchestration/dagster.yaml, temp $MOGE_CONFIG on a temp
 lake), driven through the UI (headless Chromium) and the webserver's GraphQL API, as the UI
 does, and inspected through GraphQL, the lake and the bundle store. Two deployments, each with
@@ -127,7 +127,7 @@ def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev
     if dagster_bin() is None:
         pytest.skip("the dagster CLI is not installed next to this interpreter")
     t0 = time.monotonic()
-    dev = start(REPO / "workspace.yaml", env, root, base / "dagster_dev.log")
+    dev = start(None, env, root, base / "dagster_dev.log")  # dg dev, as make dev runs it
     try:
         print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {dev.log})")
         yield dev
