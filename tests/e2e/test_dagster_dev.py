@@ -106,12 +106,12 @@ def utc_today() -> date:
     return datetime.now(UTC).date()
 
 
-# -- dagster dev --------------------------------------------------------------------------------
+# -- dg dev ------------------------------------------------------------------------------------
 
 
 @contextmanager
 def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev]:
-    """``dagster dev -w workspace.yaml`` on a fresh instance (the project's
+    """``dg dev`` (as ``make dev`` runs it) on a fresh instance (the project's
     orchestration/dagster.yaml, as ``make dev`` copies it) and a config with ``[source]`` lines
     ``source``, the tests' windows (W = 3, T = 2) and a few training steps."""
     home, root, tmp = base / "dagster_home", base / "data", base / "tmp"
@@ -129,7 +129,7 @@ def dagster_dev(base: Path, source: str, extra: str = "") -> Iterator[DagsterDev
     t0 = time.monotonic()
     dev = start(None, env, root, base / "dagster_dev.log")  # dg dev, as make dev runs it
     try:
-        print(f"\ndagster dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {dev.log})")
+        print(f"\ndg dev ready in {time.monotonic() - t0:.1f}s at {dev.url} (log: {dev.log})")
         yield dev
     finally:
         kill_tree(dev.proc)
