@@ -51,8 +51,7 @@ class CSR:
         return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.degrees())
 
     def entries_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored entries of ``rows`` (repeats allowed), flattened: ``(owner, pos)``, for each
-        entry the position in ``rows`` of its row and its position in ``indices`` / ``weights``."""
+        """``(owner, pos)`` of the stored entries of ``rows`` (repeats allowed): each one's index in ``rows`` and in ``indices``."""
         rows = np.asarray(rows, dtype=np.int64)
         starts = np.asarray(self.indptr)[rows]
         deg = np.asarray(self.indptr)[rows + 1] - starts
@@ -169,10 +168,8 @@ class BipartiteGraph:
             self._iu = self.ui.transpose()
         return self._iu
 
-    def pair_weights(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
-        """w(u, i) of each (user row, item row) pair (rows >= 0): the edge weight, 0.0 where the
-        pair has no edge; float64. A binary search in the user's row of ``ui`` per pair (columns
-        sorted within a row, as the graph builders write them; checked on the first call)."""
+    def check_rows_sorted(self) -> None:
+        """ValueError unless the columns of each row of ``ui`` are ascending (binary searches need it; checked once)."""
         if not self._rows_sorted:
             ind, first = np.asarray(self.ui.indices), np.asarray(self.ui.indptr)[1:-1]
             rising = np.diff(ind) > 0
@@ -180,6 +177,10 @@ class BipartiteGraph:
             if not rising.all():
                 raise ValueError("pair_weights needs the columns of each row of ui sorted ascending")
             self._rows_sorted = True
+
+    def pair_weights(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """w(u, i) of each (user row, item row) pair (rows >= 0), 0.0 without an edge; float64; a binary search per pair."""
+        self.check_rows_sorted()
         args = (np.asarray(self.ui.indptr), np.asarray(self.ui.indices), np.asarray(user_rows, np.int64),
                 np.asarray(item_rows, np.int64))
         if len(user_rows) >= _PARALLEL_MIN_PAIRS:
@@ -279,8 +280,7 @@ _DENSE_SPAN_PER_ID = 8
 _DENSE_MAX_SPAN = 1 << 25
 
 
-#: :meth:`BipartiteGraph.pair_weights` is serial below this many pairs: a parallel region's start costs
-#: more than the searches (a request's 10k pairs, 2 busy cores: 11.8 ms in parallel, 0.19 ms serial).
+#: Pair searches run serially below this many pairs (a request's 10k pairs, 2 busy cores: 11.8 ms in parallel, 0.19 ms serial).
 _PARALLEL_MIN_PAIRS = 1 << 17
 
 

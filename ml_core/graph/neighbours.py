@@ -69,7 +69,7 @@ def _neighbour_sum(sim: CSR, graph: BipartiteGraph, own: np.ndarray, other: np.n
     ``ui``; 0 where ``own[t]`` or ``other[t]`` is -1 (not in the graph). One pass per pair, no
     temporaries; in parallel from :data:`PARALLEL_MIN_PAIRS` pairs (below that, starting the
     parallel region costs more than the work)."""
-    graph.pair_weights(np.zeros(0, np.int64), np.zeros(0, np.int64))  # checks ui's rows are sorted (once)
+    graph.check_rows_sorted()
     own, other = np.asarray(own, np.int64), np.asarray(other, np.int64)
     kernel = _sums_parallel if len(own) >= PARALLEL_MIN_PAIRS else _sums
     return kernel(np.asarray(sim.indptr), np.asarray(sim.indices), np.asarray(sim.weights),
