@@ -89,15 +89,21 @@ def worker(args) -> None:
 
 def torchrun(nproc: int, out: Path, model: str, epochs: int, batch_size: int, users: int, seed: int = 0,
              device: str = "auto", backend: str = "auto", timeout: float = 900) -> dict:
-    """Run :func:`worker` on ``nproc`` ranks with torchrun (standalone rendezvous) and return rank 0's record."""
+    """Run :func:`worker` on ``nproc`` ranks with torchrun (standalone rendezvous) and return rank 0's record.
+    Each rank's output goes to its own file under ``<out>.logs/``; a failure quotes every rank's
+    last lines (a rank that aborts is named with its own message, not only its peer's reset)."""
+    logs = out.with_suffix(".logs")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "--log-dir", str(logs), "--redirects", "3",
            "-m", "benchmarks.ddp", "worker", "--out", str(out), "--model", model, "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--users", str(users), "--seed", str(seed), "--device", device, "--backend", backend]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     if proc.returncode != 0:
-        raise RuntimeError(f"torchrun x{nproc} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        ranks = "".join(f"\n--- {f.relative_to(logs)}:\n{f.read_text(errors='replace')[-3000:]}"
+                        for f in sorted(logs.rglob("std*.log")) if f.stat().st_size)
+        raise RuntimeError(f"torchrun x{nproc} failed ({proc.returncode}):\n{proc.stderr[-2000:]}{ranks}")
     rec = json.loads(out.read_text())
     rec["wall_seconds_with_launch"] = round(time.perf_counter() - t, 2)
     return rec
