@@ -51,15 +51,21 @@ def id_table_pairs(model: nn.Module) -> list[tuple[nn.Embedding, nn.Embedding]]:
     A table is a user table when its row count is the model's ``spec.user.n_ids`` (and not
     ``spec.item.n_ids``), an item table in the opposite case; when both vocabularies have the same
     size (or the model has no ``spec``) the module path decides (``user``/``item`` in its name).
-    A shared encoder (MoGE's MGNN reuses MoGE's) counts once. Raises ValueError when the model has
-    no id tables, when a table's side is undecidable, or when the tables do not pair up.
+    A shared encoder (MoGE's MGNN reuses MoGE's) counts once; the tables inside a module with
+    ``unpaired_id_tables = True`` (the behaviour sequence's item table: the items of a history, with
+    no user table beside it) are not coupled (they train as any other weight). Raises ValueError
+    when the model has no id tables, when a table's side is undecidable, or when the tables do not
+    pair up.
     """
     spec = getattr(model, "spec", None)
     users: list[nn.Embedding] = []
     items: list[nn.Embedding] = []
     seen: set[int] = set()
+    unpaired = tuple(f"{name}." for name, mod in model.named_modules() if getattr(mod, "unpaired_id_tables", False))
     for name, mod in model.named_modules():
         if not isinstance(mod, FeatureEncoder) or mod.id_emb is None or id(mod.id_emb) in seen:
+            continue
+        if name.startswith(unpaired):
             continue
         seen.add(id(mod.id_emb))
         side = _side(name, mod.id_emb.num_embeddings, spec)
