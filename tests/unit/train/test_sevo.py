@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import polars as pl
@@ -208,3 +209,14 @@ def test_trainer_with_sevo_learns_planted_signal(name, planted):
     m = evaluate(res, res.feature_spec, planted[1], cfg.fanouts)
     for task in TASKS:
         assert m[task]["gauc"] > 0.6, f"{name}+sevo {task}: {m}"
+
+
+def test_the_sequence_item_table_is_not_coupled(small):
+    """With a behaviour sequence (train.sequence_length, its own item table, ml_core/nn/sequence.py)
+    the model has an item table with no user table beside it: the id graph pairs only the encoders'."""
+    mspec, _, _ = small
+    plain, with_seq = build_model("moge", mspec), build_model("moge", dataclasses.replace(mspec, seq_len=5))
+    pairs = id_table_pairs(with_seq)
+    assert len(pairs) == len(id_table_pairs(plain)) == 1
+    assert with_seq.seq_enc.items.id_emb not in [t for pair in pairs for t in pair]
+
