@@ -95,7 +95,12 @@ def main() -> None:
     lgb = lightgbm(Path(args.peers))
     lake = Lake(args.lake)
     frames: dict[str, pl.DataFrame] = {}
-    frame = lambda day: frames.setdefault(day, day_frame(lake, day, args.window, args.extra))
+
+    def frame(day: str) -> pl.DataFrame:  # each day built once (it is a training day of the next ones)
+        if day not in frames:
+            frames[day] = day_frame(lake, day, args.window, args.extra)
+        return frames[day]
+
     first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
     pooled = {t: ([], [], []) for t in TASKS}
     per_day = {}

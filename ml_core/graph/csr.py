@@ -175,7 +175,7 @@ class BipartiteGraph:
             rising = np.diff(ind) > 0
             rising[first[(first > 0) & (first < len(ind))] - 1] = True  # a new row may start lower
             if not rising.all():
-                raise ValueError("pair_weights needs the columns of each row of ui sorted ascending")
+                raise ValueError("pair searches need the columns of each row of ui sorted ascending")
             self._rows_sorted = True
 
     def pair_weights(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
