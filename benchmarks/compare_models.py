@@ -13,7 +13,7 @@ Examples::
     python benchmarks/compare_models.py --dataset taobao --variants all     # every registered model + presets
     # ablations (paper sections 5.6 - 5.8): NAME=MODEL:JSON_ARGS
     python benchmarks/compare_models.py --variants moge 'moge_con=moge:{"interaction": "con"}' \\
-        'moge_no_loss_terms=moge:{"uncertainty": false, "co_loss": false, "l2": 0}'
+        'moge_no_loss_terms=moge:{"weighting": "sum", "co_loss": false, "l2": 0}'
 
 Prints the Markdown table (mean ± sample std over seeds) and writes results.json + report.md to
 ``<root>/<dataset>/``.

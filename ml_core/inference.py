@@ -120,7 +120,9 @@ def predict(model: RecModel, ctx: DayContext, fanouts: list[int], batch_size: in
         elif (reps.n_users, reps.n_items) != (len(ctx.user_raw), len(ctx.item_raw)):
             raise ValueError(f"node representations of {reps.n_users} users / {reps.n_items} items do not match "
                              f"day {ctx.day}'s node spaces ({len(ctx.user_raw)} / {len(ctx.item_raw)})")
+        reps = model.scoring_reps(reps)  # + what scoring precomputes per node
         progress = Progress(-(-ctx.n_samples // batch_size), log_every if log is not None else 0)
+
         def on_batch(n: int) -> None:
             check_stop(f"while {what}")
             if progress.advance(n):

@@ -133,16 +133,20 @@ class RecModel(nn.Module):
 
     def history_input(self, batch) -> list[torch.Tensor]:
         """``[r_ui]``, ``[s(u, i)]``, both or none (each ``[B, d]``), as built."""
+        return self.history_of(batch.pair, batch.seq, lambda: batch.item.ids)
+
+    def history_of(self, pair, seq, item_ids) -> list[torch.Tensor]:
+        """:meth:`history_input` of a batch's ``pair`` ``[B, P]`` and ``seq`` (``Sequences``
+        ``[B, N]``); ``item_ids()`` gives the candidates' item ids (read by the sequence block only)."""
         out = []
-        for name, part in (("pair", "pair_enc"), ("seq", "seq_enc")):
+        for name, x, part in (("pair", pair, "pair_enc"), ("seq", seq, "seq_enc")):
             enc = getattr(self, part, None)  # None: never built (LightGODE) or built without it
             if enc is None:
                 continue
-            x = getattr(batch, name)
             if x is None:
                 raise ValueError(f"{type(self).__name__} reads a {name} input (its feature spec has one) but the "
                                  "batch has none: build the day context with the model's feature spec")
-            out.append(enc(x) if name == "pair" else enc(x, batch.item.ids))
+            out.append(enc(x) if name == "pair" else enc(x, item_ids()))
         return out
 
     def with_history(self, x: torch.Tensor, batch) -> torch.Tensor:
@@ -179,6 +183,12 @@ class RecModel(nn.Module):
         (``Sequences`` ``[B, N]``; None: the model reads none): ``forward`` of the batch whose
         ``reps`` hold the pairs' precomputed vectors."""
         return self(reps.batch(user_rows, item_rows, pair=pair, seq=seq))
+
+    def scoring_reps(self, reps: NodeReps) -> NodeReps:
+        """``reps`` (from :meth:`encode_nodes`) with whatever :meth:`score_encoded` can precompute
+        per node added (e.g. :func:`~ml_core.models.precompute.project_nodes`); call once per
+        day or snapshot, in eval mode. Default: ``reps`` as they are."""
+        return reps
 
     def param_groups(self, cfg) -> list[dict]:
         """Parameter groups for the configured optimiser (``train.optimizer = "adam"``); ``cfg`` is

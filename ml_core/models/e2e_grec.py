@@ -298,9 +298,6 @@ class E2EGRec(RecModel):
     def param_groups(self, cfg) -> list[dict]:
         """The GradNorm weights in their own group: no weight decay, learning rate ``gradnorm_lr``
         (default ``cfg.lr``); every other parameter in the optimiser's default group."""
-        w = [] if self.gradnorm is None else [self.gradnorm.weights]
-        rest = [p for p in self.parameters() if all(p is not q for q in w)]
-        groups = [{"params": rest}]
-        if w:
-            groups.append({"params": w, "weight_decay": 0.0, "lr": self.gradnorm_lr or cfg.lr})
-        return groups
+        if self.gradnorm is None:
+            return super().param_groups(cfg)
+        return self.gradnorm.param_groups(self, self.gradnorm_lr or cfg.lr)

@@ -98,6 +98,9 @@ class FeatureInput(RecModel):
         self.item_enc = FeatureEncoder(spec.item, spec.dim)  # Q
         return 2 * spec.dim + self.build_history_input(spec)
 
+    #: the node vectors ``x`` starts with, in order (what :mod:`~ml_core.models.precompute` projects)
+    input_blocks = ("p_u", "q_i")
+
     def model_input(self, batch) -> torch.Tensor:
         if batch.reps is not None:  # precomputed by encode_nodes
             x = torch.cat([batch.reps["p_u"], batch.reps["q_i"]], dim=-1)  # [B, 2d]
@@ -122,7 +125,7 @@ class GraphInput(FeatureInput):
         history_dim = super().build_input(spec, config) - 2 * spec.dim
         self.mgnn = MGNN(spec, layers=config.layers, channels=tuple(config.channels or CHANNELS),
                          combine=config.combine, user_enc=self.user_enc, item_enc=self.item_enc)
-        self.graph_features = features
+        self.graph_features = self.input_blocks = features
         return len(features) * spec.dim + history_dim
 
     def model_input(self, batch) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import check_sizes
 from ml_core.models.inputs import FeatureInput, register_with_graph
+from ml_core.models.precompute import first_layer_of_pairs, is_projected, project_nodes
 from ml_core.nn.dense import MixtureOfExperts, TaskTowers
 
 
@@ -58,4 +59,16 @@ class MMoE(FeatureInput):
     def forward(self, batch) -> torch.Tensor:
         x = self.model_input(batch)  # x^ [B, 2d] (graph: [B, 4d])
         mixed, _, _ = self.moe(x)  # o^k [K, B, 32]
+        return self.towers(mixed)  # [B, K]
+
+    def scoring_reps(self, reps):
+        """With the experts' and gates' first layer of the input's node vectors per node
+        (:mod:`~ml_core.models.precompute`)."""
+        return project_nodes(self.moe, self.input_blocks, reps)
+
+    def score_encoded(self, reps, user_rows, item_rows, pair=None, seq=None) -> torch.Tensor:
+        if not is_projected(reps):
+            return super().score_encoded(reps, user_rows, item_rows, pair, seq)
+        _, _, pre = first_layer_of_pairs(self, reps, user_rows, item_rows, pair, seq)  # x^ W^T + b  [B, M]
+        mixed, _, _ = self.moe.from_first(pre)
         return self.towers(mixed)  # [B, K]

@@ -42,6 +42,9 @@ Readings of the paper (documented choices):
   ~lr per step and kept MoGE from ever using the graph on the planted-signal data; ``lambda``
   on every parameter erases id rows a batch does not read.
 * ``L_co`` is averaged over the batch (the trainer's BCEs are batch means too).
+* ``weighting = "gradnorm"`` replaces term (i) by GradNorm (:mod:`ml_core.nn.gradnorm`) over the
+  K task losses, with ``W`` = the experts' last layers (the last parameters every task shares);
+  ``"sum"`` is the plain ``sum_k BCE_k`` (ablation 5.7's "no (i)").
 
 Paper hyper-parameters (section 5.4): Adam, lr 1e-4, batch 256, d 64, L 2, 4 experts [32, 32],
 gates [16, 16] (the text also says "simple linear transform + softmax": the default here is
@@ -55,6 +58,7 @@ Shapes: Batch of B samples (with sampled ``channels``) -> logits ``[B, K]``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +73,7 @@ from ml_core.models.base import (
     check_sizes,
 )
 from ml_core.models.mgnn import MGNN, encode_day
+from ml_core.models.precompute import first_layer_of_pairs, is_projected, pair_reps, project_nodes
 from ml_core.models.registry import register
 from ml_core.nn.dense import (
     FeatureEncoder,
@@ -76,11 +81,15 @@ from ml_core.nn.dense import (
     PairInteraction,
     TaskTowers,
 )
+from ml_core.nn.gradnorm import GradNorm
 from ml_core.nn.graph import GatedCombine
 from ml_core.nn.losses import UncertaintyWeighting, expert_cooperation_loss, l2_penalty
 
+#: loss term (i)'s choices (``MoGEConfig.weighting``)
+WEIGHTINGS = ("uncertainty", "gradnorm", "sum")
 #: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
 PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
+GRAPH_REPS = ("h_u", "h_i", "s_u", "s_i")
 
 
 @dataclass
@@ -101,8 +110,13 @@ class MoGEConfig:
     combine: str = "gru"
     #: MGNN channels; None = all three (section 4.1)
     channels: list[str] | None = None
-    #: loss term (i), learned task weights (section 4.3); False = plain sum
-    uncertainty: bool = True
+    #: loss term (i), the task weighting: "uncertainty" (learned ``s_k``, section 4.3), "gradnorm"
+    #: (Chen et al. 2018 on the experts' last layer, as E2E-GRec balances its losses) or "sum"
+    weighting: str = "uncertainty"
+    #: GradNorm's asymmetry (``weighting = "gradnorm"``): 1.5, Chen et al.'s most used value
+    alpha: float = 1.5
+    #: learning rate of the GradNorm weights; None = the trainer's lr
+    gradnorm_lr: float | None = None
     #: loss term (ii), expert co-operation ``beta L_co`` (section 4.3)
     co_loss: bool = True
     #: weight of ``L_co``: 1e-6 (section 5.4)
@@ -116,6 +130,9 @@ class MoGEConfig:
         check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
         check_choice("interaction", self.interaction, PairInteraction.KINDS)
         check_choice("combine", self.combine, GatedCombine.KINDS)
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        if self.gradnorm_lr is not None and self.gradnorm_lr <= 0:
+            raise ValueError(f"gradnorm_lr must be > 0, got {self.gradnorm_lr}")
         if not 1 <= self.n_experts <= len(PAIRS):
             raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {self.n_experts}")
         if self.beta < 0 or self.l2 < 0:
@@ -151,7 +168,9 @@ class MoGE(RecModel):
         history_dim = self.build_history_input(spec)  # r_ui, s(u, i) (0 without either)
         self.moe = MixtureOfExperts(2 * spec.dim + history_dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
-        self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.uncertainty)  # s_k
+        self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.weighting == "uncertainty")  # s_k
+        self.gradnorm = GradNorm(spec.n_tasks, cfg.alpha) if cfg.weighting == "gradnorm" else None
+        self.gradnorm_lr = cfg.gradnorm_lr
 
     def graph_interactions(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """``Z``: ``[B, N, d_z]``, expert n's interaction ``kappa`` of pair n (see ``PAIRS``)."""
@@ -180,11 +199,31 @@ class MoGE(RecModel):
         (:func:`~ml_core.models.mgnn.encode_day`); without the MGNN, the node inputs."""
         return super().encode_nodes(ctx) if self.mgnn is None else encode_day(self.mgnn, ctx, fanouts, seed)
 
+    def scoring_reps(self, reps):
+        """With the experts' and gates' first layer of ``p_u`` / ``q_i`` per node (:mod:`~ml_core.models.precompute`)."""
+        if self.mgnn is None:  # encode_nodes gave the node inputs only
+            with torch.no_grad():
+                reps = dataclasses.replace(reps, user_reps={**reps.user_reps, "p_u": self.user_enc(reps.users)},
+                                           item_reps={**reps.item_reps, "q_i": self.item_enc(reps.items)})
+        return project_nodes(self.moe, ("p_u", "q_i"), reps)
+
+    def score_encoded(self, reps, user_rows, item_rows, pair=None, seq=None) -> torch.Tensor:
+        if not is_projected(reps):
+            return super().score_encoded(reps, user_rows, item_rows, pair, seq)
+        u, i, pre = first_layer_of_pairs(self, reps, user_rows, item_rows, pair, seq)  # x^ W^T + b  [B, M]
+        z = None if self.mgnn is None else self.graph_interactions(pair_reps(reps, GRAPH_REPS, u, i))
+        mixed, _, _ = self.moe.from_first(pre, extra=z)
+        return self.towers(mixed)  # [B, K]
+
     def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         logits, gates = self.forward_with_gates(batch)
         bce = bce_per_task(logits, batch.labels)  # [K]
-        loss = self.task_weighting(bce)  # (i)
         parts = {f"bce_{k}": float(v) for k, v in enumerate(bce.detach())}
+        if self.gradnorm is not None:  # (i)
+            loss, stats = self.gradnorm(bce, self.moe.experts.last_weights())
+            parts.update(stats)
+        else:
+            loss = self.task_weighting(bce)
         if self.task_weighting.log_vars is not None:
             parts.update({f"log_var_{k}": float(v) for k, v in enumerate(self.task_weighting.log_vars.detach())})
         if self.co_loss and self.beta > 0:
@@ -196,6 +235,12 @@ class MoGE(RecModel):
             loss = loss + (self.l2 / (self.n_train or len(batch))) * reg
             parts["l2"] = float(reg.detach())
         return logits, loss, parts
+
+    def param_groups(self, cfg) -> list[dict]:
+        """With GradNorm, its weights in their own group (``gradnorm_lr``, no weight decay)."""
+        if self.gradnorm is None:
+            return super().param_groups(cfg)
+        return self.gradnorm.param_groups(self, self.gradnorm_lr or cfg.lr)
 
     def prepare(self, contexts) -> None:
         """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L2)."""
@@ -221,5 +266,6 @@ class MoGE(RecModel):
         if getattr(self, "_dense", None) is None:
             skip = {id(m.weight) for m in self.modules() if isinstance(m, torch.nn.Embedding)}
             skip |= {id(p) for p in self.task_weighting.parameters()}
+            skip |= {id(p) for p in ([] if self.gradnorm is None else self.gradnorm.parameters())}
             self._dense = [p for p in self.parameters() if id(p) not in skip]
         return self._dense

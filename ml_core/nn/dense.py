@@ -103,6 +103,12 @@ class SoftmaxGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.net(x), dim=-1)  # [B, n_out]
 
+    def from_first(self, pre: torch.Tensor) -> torch.Tensor:
+        """The gate from its first linear layer's output ``pre`` (``net[0](x)``) on."""
+        for layer in list(self.net)[1:]:
+            pre = layer(pre)
+        return torch.softmax(pre, dim=-1)  # [B, n_out]
+
 
 class ExpertPool(nn.ModuleList):
     """N expert MLPs reading the same input: ``[f^1(x), ..., f^N(x)]``.
@@ -119,25 +125,37 @@ class ExpertPool(nn.ModuleList):
             raise ValueError(f"an expert pool needs n_experts >= 1 and hidden sizes, got {n_experts}, {hidden}")
         super().__init__(MLP(in_dim, hidden) for _ in range(n_experts))
         self.out_dim = hidden[-1]
+        self.first_layer_size = n_experts * hidden[0]  # columns of first_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Every expert's layer l at once: the first as one matrix product with the experts' weights
-        side by side, the next ones as one batched product over the experts (the same sums as
-        ``stack([f(x) for f in self], dim=1)``, in 2 calls per layer instead of N)."""
-        h = None  # [N, B, d] after the first layer
-        for layers in zip(*self):
+        side by side (:meth:`first_layer`), the next ones as one batched product over the experts
+        (the same sums as ``stack([f(x) for f in self], dim=1)``, in 2 calls per layer instead of N)."""
+        w, b = self.first_layer()
+        return self.from_first(torch.addmm(b, x, w.t()))
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every expert's first linear layer side by side: weight ``[N * h_1, in_dim]``, bias ``[N * h_1]``."""
+        firsts = [expert[0] for expert in self]
+        return torch.cat([m.weight for m in firsts]), torch.cat([m.bias for m in firsts])
+
+    def from_first(self, pre: torch.Tensor) -> torch.Tensor:
+        """The experts from their first layer's output ``pre`` ``[B, N * h_1]`` (expert n's in
+        columns ``n h_1 .. (n + 1) h_1``) on: ``[B, N, d_e]``."""
+        h = pre.view(len(pre), len(self), -1).transpose(0, 1)  # [N, B, h_1]
+        for layers in list(zip(*self))[1:]:
             first = layers[0]
             if not isinstance(first, nn.Linear):
                 h = first(h)  # the same parameter-free activation in every expert
                 continue
             w = torch.stack([m.weight for m in layers])  # [N, out, in]
             b = torch.stack([m.bias for m in layers])  # [N, out]
-            if h is None:
-                n, out, d_in = w.shape
-                h = torch.addmm(b.reshape(-1), x, w.reshape(n * out, d_in).t()).view(-1, n, out).transpose(0, 1)
-            else:
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         return h.transpose(0, 1)  # [B, N, d_e]
+
+    def last_weights(self) -> list[torch.Tensor]:
+        """Every expert's last linear weight: the last layer all tasks share (GradNorm's ``W``)."""
+        return [[m for m in expert.modules() if isinstance(m, nn.Linear)][-1].weight for expert in self]
 
 
 class MixtureOfExperts(nn.Module):
@@ -173,20 +191,44 @@ class MixtureOfExperts(nn.Module):
 
     def gate_values(self, gate_in: torch.Tensor) -> torch.Tensor:
         """Every task's gate over all N experts, ``[K, B, N]`` (0 outside a task's route)."""
+        return self._route([g(gate_in) for g in self.gates])
+
+    def _route(self, per_task: list[torch.Tensor]) -> torch.Tensor:
+        """The gates' outputs (task k's ``[B, |route_k|]``) as ``[K, B, N]``, 0 outside each route."""
         if self.routes is None:
-            return torch.stack([g(gate_in) for g in self.gates], dim=0)  # [K, B, N]
+            return torch.stack(per_task, dim=0)  # [K, B, N]
         out = []
-        for g, route in zip(self.gates, self.routes):
-            g_k = g(gate_in)  # [B, |route|]
+        for g_k, route in zip(per_task, self.routes):
             idx = torch.as_tensor(route, device=g_k.device)
             out.append(g_k.new_zeros(g_k.shape[0], self.n_experts).index_copy(1, idx, g_k))  # [B, N]
         return torch.stack(out, dim=0)  # [K, B, N]
 
     def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None, gate_x: torch.Tensor | None = None):
-        experts = self.experts(x)  # [B, N, d_e]
+        if gate_x is None:  # experts and gates read x: their first layers in one product
+            w, b = self.first_layer()
+            return self.from_first(torch.addmm(b, x, w.t()), extra)
+        gates = self.gate_values(gate_x)  # [K, B, N]
+        return self._mix(self.experts(x), extra, gates)
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The experts' first layers, then every gate's, stacked: weight ``[M, in_dim]``, bias
+        ``[M]`` (``M = N h_1 + sum_k`` gate k's first size). Linear in ``x``, so a caller may
+        precompute parts of ``x W^T`` (e.g. per node) and pass the sum to :meth:`from_first`."""
+        w, b = self.experts.first_layer()
+        firsts = [g.net[0] for g in self.gates]
+        return torch.cat([w, *[m.weight for m in firsts]]), torch.cat([b, *[m.bias for m in firsts]])
+
+    def from_first(self, pre: torch.Tensor, extra: torch.Tensor | None = None):
+        """:meth:`forward` from ``pre = x W^T + b`` (``[B, M]``, :meth:`first_layer`) on."""
+        sizes = [self.experts.first_layer_size, *[g.net[0].out_features for g in self.gates]]
+        parts = torch.split(pre, sizes, dim=-1)
+        gates = self._route([g.from_first(p) for g, p in zip(self.gates, parts[1:])])  # [K, B, N]
+        return self._mix(self.experts.from_first(parts[0]), extra, gates)
+
+    @staticmethod
+    def _mix(experts: torch.Tensor, extra: torch.Tensor | None, gates: torch.Tensor):
         if extra is not None:
             experts = torch.cat([experts, extra], dim=-1)  # [B, N, d_e + d_z]
-        gates = self.gate_values(x if gate_x is None else gate_x)  # [K, B, N]
         mixed = torch.einsum("kbn,bnd->kbd", gates, experts)  # [K, B, d]
         return mixed, gates, experts
 

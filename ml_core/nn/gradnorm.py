@@ -111,6 +111,12 @@ class GradNorm(nn.Module):
         stats.update({f"G_{i}": float(g) for i, g in enumerate(G.detach())})
         return weighted + (l_grad - l_grad.detach()), stats
 
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
+        """Optimiser groups of ``model`` (which holds this module): every other parameter in the
+        default group, the weights ``w`` in their own at ``lr`` without weight decay."""
+        rest = [p for p in model.parameters() if p is not self.weights]
+        return [{"params": rest}, {"params": [self.weights], "weight_decay": 0.0, "lr": lr}]
+
     @staticmethod
     def _stats(w: torch.Tensor) -> dict[str, float]:
         return {f"w_{i}": float(v) for i, v in enumerate(w)}

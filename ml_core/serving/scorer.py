@@ -221,6 +221,8 @@ class Scorer:
         )
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
         self.reps = self._snapshot_reps()
+        with torch.no_grad():
+            self._scoring_reps = self.model.scoring_reps(self.reps)  # + what scoring precomputes per node
         self.request_base = dataclasses.replace(self.base, channels={})  # requests read representations, not edges
         # raw id -> row, built once: the snapshot's ids (requests) and the model's vocabularies (unknown ids)
         self._snapshot_index = (IdIndex(self.base.user_raw[: self.base.n_graph_users]),
@@ -307,16 +309,16 @@ class Scorer:
         each sample's rows in them."""
         nu, ni = self.base.n_graph_users, self.base.n_graph_items
         if self._in_snapshot(ctx):  # every id in the snapshot: its rows as they are
-            return self.reps, ctx.sample_user, ctx.sample_item
+            return self._scoring_reps, ctx.sample_user, ctx.sample_item
         ru, u_rows = np.unique(ctx.sample_user, return_inverse=True)
         ri, i_rows = np.unique(ctx.sample_item, return_inverse=True)
-        reps = self.reps.take(ru[ru < nu], ri[ri < ni])
+        reps = self._scoring_reps.take(ru[ru < nu], ri[ri < ni])
         new_u, new_i = ru[ru >= nu], ri[ri >= ni]
         if len(new_u) or len(new_i):
             added = DayContext.isolated(ctx.day, ctx.user_raw[new_u], ctx.item_raw[new_i], ctx.users[torch.from_numpy(new_u)],
                                         ctx.items[torch.from_numpy(new_i)], with_graph=self.needs_graph)
             with torch.no_grad():
-                reps = reps.cat(self.model.encode_nodes(added))
+                reps = reps.cat(self.model.scoring_reps(self.model.encode_nodes(added)))
         return reps, u_rows, i_rows
 
     def _in_snapshot(self, ctx: DayContext) -> bool:

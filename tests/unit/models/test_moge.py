@@ -175,10 +175,38 @@ def test_uncertainty_weighting():
     assert list(UncertaintyWeighting(2, enabled=False).parameters()) == []
 
 
+def test_gradnorm_weighting_takes_its_norms_on_the_experts_last_layers_and_trains_its_weights():
+    from ml_core.config import TrainConfig
+    from ml_core.models.base import bce_per_task
+    from ml_core.train.extensions import make_optimizer
+
+    torch.manual_seed(2)
+    model = MoGE(SPEC, weighting="gradnorm", alpha=0.5, co_loss=False, l2=0.0, gradnorm_lr=0.02)
+    assert list(model.task_weighting.parameters()) == []  # no s_k beside GradNorm's w
+    with torch.no_grad():
+        model.gradnorm.weights.copy_(torch.tensor([0.5, 1.5]))
+    batch = random_batch()
+    logits, loss, parts = model.compute_loss(batch)
+    bce = bce_per_task(logits, batch.labels)
+    shared = [expert[-2].weight for expert in model.moe.experts]  # [32, 32]: Linear, act, Linear, act
+    assert [w.shape for w in shared] == [w.shape for w in model.moe.experts.last_weights()] == [(32, 32)] * 4
+    for k, w in enumerate([0.5, 1.5]):
+        grads = torch.autograd.grad(w * bce[k], shared, retain_graph=True)
+        assert parts[f"G_{k}"] == pytest.approx(float(torch.cat([g.flatten() for g in grads]).norm()), rel=1e-4)
+    assert loss.item() == pytest.approx(float((torch.tensor([0.5, 1.5]) * bce.detach()).sum()), rel=1e-5)
+    loss.backward()
+    assert model.gradnorm.weights.grad is not None and float(model.gradnorm.weights.grad.abs().sum()) > 0
+    groups = make_optimizer(model, TrainConfig(lr=1e-3, weight_decay=1e-4), []).param_groups
+    (w_group,) = [g for g in groups if any(p is model.gradnorm.weights for p in g["params"])]
+    assert w_group["params"] == [model.gradnorm.weights] and w_group["weight_decay"] == 0.0 and w_group["lr"] == 0.02
+    with pytest.raises(ValueError, match="weighting"):
+        MoGE(SPEC, weighting="softmax")
+
+
 def test_loss_terms_switch_off_to_plain_bce_sum():
     from ml_core.models.base import bce_per_task
 
-    model = MoGE(SPEC, uncertainty=False, co_loss=False, l2=0.0)
+    model = MoGE(SPEC, weighting="sum", co_loss=False, l2=0.0)
     batch = random_batch()
     logits, loss, parts = model.compute_loss(batch)
     assert set(parts) == {"bce_0", "bce_1"}

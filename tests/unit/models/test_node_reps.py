@@ -141,3 +141,36 @@ def test_node_reps_round_trip_concatenation_and_matrices(planted, tmp_path):
         NodeReps(reps.users, reps.items, {"h_u": reps.user_reps["h_u"][:3]}, {})
     with pytest.raises(ValueError, match="do not match"):
         predict(model, ctx, [4, 3], reps=NodeReps(reps.users[torch.arange(3)], reps.items))
+
+
+PROJECTED = [pytest.param("moge", {}, id="moge"), pytest.param("moge", {"use_mgnn": False}, id="moge-no-mgnn"),
+             pytest.param("mmoe", {}, id="mmoe"), pytest.param("mmoe_graph", {}, id="mmoe_graph"),
+             pytest.param("mmoe", {"gate_hidden": [8]}, id="mmoe-gate-mlp")]
+
+
+@pytest.mark.parametrize("name,args", PROJECTED)
+def test_scores_from_the_first_layer_projected_per_node_equal_the_direct_product(name, args, planted):
+    """:mod:`ml_core.models.precompute`: with a pair input and sequences too (the last columns of x)."""
+    import dataclasses
+
+    from ml_core.contracts.batch import Sequences
+    from ml_core.models.precompute import FIRST_I, FIRST_U
+
+    mspec, ctx = planted
+    torch.manual_seed(0)
+    model = build_model(name, dataclasses.replace(mspec, n_pair=3, seq_len=5), args).eval()
+    reps = encode_day(model, ctx)
+    projected = model.scoring_reps(reps)
+    assert projected.user_reps[FIRST_U].shape[0] == reps.n_users and projected.item_reps[FIRST_I].shape[0] == reps.n_items
+    g = torch.Generator().manual_seed(1)
+    b = 64
+    u, i = torch.randint(0, reps.n_users, (b,), generator=g), torch.randint(0, reps.n_items, (b,), generator=g)
+    pair = torch.randn(b, 3, generator=g)
+    seq = Sequences(torch.randint(0, mspec.item.n_ids, (b, 5), generator=g), torch.randint(0, 5, (b, 5), generator=g),
+                    torch.randint(0, 30, (b, 5), generator=g))
+    with torch.no_grad():
+        direct = model.score_encoded(reps, u, i, pair, seq)
+        fast = model.score_encoded(projected, u, i, pair, seq)
+    torch.testing.assert_close(fast, direct, rtol=0, atol=2e-5)
+    assert model.scoring_reps(reps).user_reps[FIRST_U] is not reps.user_reps.get(FIRST_U)  # reps are not changed in place
+    assert FIRST_U not in reps.user_reps
