@@ -27,7 +27,7 @@ import torch
 from ml_core.contracts.spec import ModelSpec
 from ml_core.models.base import check_sizes
 from ml_core.models.inputs import FeatureInput, register_with_graph
-from ml_core.models.precompute import first_layer_of_pairs, is_projected, project_nodes
+from ml_core.models.precompute import first_layer_of_pairs, is_projected, logits_from_first, project_nodes
 from ml_core.nn.dense import MixtureOfExperts, TaskTowers
 
 
@@ -70,5 +70,4 @@ class MMoE(FeatureInput):
         if not is_projected(reps):
             return super().score_encoded(reps, user_rows, item_rows, pair, seq)
         _, _, pre = first_layer_of_pairs(self, reps, user_rows, item_rows, pair, seq)  # x^ W^T + b  [B, M]
-        mixed, _, _ = self.moe.from_first(pre)
-        return self.towers(mixed)  # [B, K]
+        return logits_from_first(self.moe, self.towers, pre)  # [B, K]

@@ -72,8 +72,8 @@ from ml_core.models.base import (
     check_choice,
     check_sizes,
 )
-from ml_core.models.mgnn import MGNN, encode_day
-from ml_core.models.precompute import first_layer_of_pairs, is_projected, pair_reps, project_nodes
+from ml_core.models.mgnn import MGNN, REPRESENTATIONS, encode_day
+from ml_core.models.precompute import first_layer_of_pairs, is_projected, logits_from_first, pair_reps, project_nodes
 from ml_core.models.registry import register
 from ml_core.nn.dense import (
     FeatureEncoder,
@@ -89,7 +89,8 @@ from ml_core.nn.losses import UncertaintyWeighting, expert_cooperation_loss, l2_
 WEIGHTINGS = ("uncertainty", "gradnorm", "sum")
 #: Z^n = kappa(a, b) for the pairs, in the paper's order: (h_u,h_i), (h_u,s_i), (s_u,h_i), (s_u,s_i).
 PAIRS = (("h_u", "h_i"), ("h_u", "s_i"), ("s_u", "h_i"), ("s_u", "s_i"))
-GRAPH_REPS = ("h_u", "h_i", "s_u", "s_i")
+#: scoring's per-node stacks of Z's inputs (``[h_u, s_u]``, ``[h_i, s_i]``: PAIRS is their row-major grid)
+STACKED = ("hs_u", "hs_i")
 
 
 @dataclass
@@ -125,6 +126,10 @@ class MoGEConfig:
     l2: float = 1e-3
     #: False drops the MGNN and ``Z`` (= MMoE; the reduction the tests check)
     use_mgnn: bool = True
+    #: the node vectors the experts and gates read, ``x^`` (then the pair's history); None = the
+    #: paper's ``[p_u, q_i]`` (``Z`` reaches the graph only after the experts). Any of ``p_u, q_i,
+    #: h_u, h_i, s_u, s_i``, e.g. all six (E2E-GRec's "feature-level fusion") or MMoE + Graph's four
+    expert_input: list[str] | None = None
 
     def __post_init__(self) -> None:
         check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
@@ -133,6 +138,11 @@ class MoGEConfig:
         check_choice("weighting", self.weighting, WEIGHTINGS)
         if self.gradnorm_lr is not None and self.gradnorm_lr <= 0:
             raise ValueError(f"gradnorm_lr must be > 0, got {self.gradnorm_lr}")
+        blocks = self.expert_input
+        if blocks is not None and (not blocks or len(set(blocks)) != len(blocks) or not set(blocks) <= set(REPRESENTATIONS)):
+            raise ValueError(f"expert_input must be distinct names among {REPRESENTATIONS}, got {blocks}")
+        if blocks is not None and not self.use_mgnn and not set(blocks) <= {"p_u", "q_i"}:
+            raise ValueError(f"expert_input {blocks} reads MGNN outputs: it needs use_mgnn = true")
         if not 1 <= self.n_experts <= len(PAIRS):
             raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {self.n_experts}")
         if self.beta < 0 or self.l2 < 0:
@@ -166,7 +176,8 @@ class MoGE(RecModel):
             self.interaction = None
             z_dim = 0
         history_dim = self.build_history_input(spec)  # r_ui, s(u, i) (0 without either)
-        self.moe = MixtureOfExperts(2 * spec.dim + history_dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
+        self.input_blocks = tuple(cfg.expert_input or ("p_u", "q_i"))  # x^ before the history
+        self.moe = MixtureOfExperts(len(self.input_blocks) * spec.dim + history_dim, spec.n_tasks, n_experts, list(cfg.expert_hidden), cfg.gate_hidden)
         self.towers = TaskTowers(self.moe.expert_dim + z_dim, spec.n_tasks)  # v_k
         self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.weighting == "uncertainty")  # s_k
         self.gradnorm = GradNorm(spec.n_tasks, cfg.alpha) if cfg.weighting == "gradnorm" else None
@@ -182,12 +193,12 @@ class MoGE(RecModel):
     def forward_with_gates(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits ``[B, K]``, gates ``[K, B, N]``)."""
         if self.mgnn is None:
-            p_u, q_i, z = self.user_enc(batch.user), self.item_enc(batch.item), None
+            reps, z = {"p_u": self.user_enc(batch.user), "q_i": self.item_enc(batch.item)}, None
         else:
             reps = self.mgnn.representations(batch)  # p_u, q_i, h_u, h_i, s_u, s_i: [B, d] each
-            p_u, q_i = reps["p_u"], reps["q_i"]
             z = self.graph_interactions(reps)  # [B, N, d_z]
-        x = self.with_history(torch.cat([p_u, q_i], dim=-1), batch)  # x^ [B, 2d] (+ r_ui, s(u, i): [B, d] each)
+        # x^ [B, 2d] (expert_input: [B, len * d]) (+ r_ui, s(u, i): [B, d] each)
+        x = self.with_history(torch.cat([reps[k] for k in self.input_blocks], dim=-1), batch)
         mixed, gates, _ = self.moe(x, extra=z)  # o^k: [K, B, 32 + d_z], g^k: [K, B, N]
         return self.towers(mixed), gates  # [B, K], [K, B, N]
 
@@ -205,15 +216,21 @@ class MoGE(RecModel):
             with torch.no_grad():
                 reps = dataclasses.replace(reps, user_reps={**reps.user_reps, "p_u": self.user_enc(reps.users)},
                                            item_reps={**reps.item_reps, "q_i": self.item_enc(reps.items)})
-        return project_nodes(self.moe, ("p_u", "q_i"), reps)
+        if self.mgnn is not None:  # each side's two vectors of Z's pairs side by side: [n, 2, d]
+            u, i = reps.user_reps, reps.item_reps
+            reps = dataclasses.replace(reps, user_reps={**u, STACKED[0]: torch.stack([u["h_u"], u["s_u"]], dim=1)},
+                                       item_reps={**i, STACKED[1]: torch.stack([i["h_i"], i["s_i"]], dim=1)})
+        return project_nodes(self.moe, self.input_blocks, reps)
 
     def score_encoded(self, reps, user_rows, item_rows, pair=None, seq=None) -> torch.Tensor:
         if not is_projected(reps):
             return super().score_encoded(reps, user_rows, item_rows, pair, seq)
         u, i, pre = first_layer_of_pairs(self, reps, user_rows, item_rows, pair, seq)  # x^ W^T + b  [B, M]
-        z = None if self.mgnn is None else self.graph_interactions(pair_reps(reps, GRAPH_REPS, u, i))
-        mixed, _, _ = self.moe.from_first(pre, extra=z)
-        return self.towers(mixed)  # [B, K]
+        z = None
+        if self.mgnn is not None:  # PAIRS is the row-major grid of (h_u, s_u) x (h_i, s_i)
+            stacked = pair_reps(reps, STACKED, u, i)  # [B, 2, d] each
+            z = self.interaction.grid(stacked[STACKED[0]], stacked[STACKED[1]], self.n_experts)  # [B, N, d_z]
+        return logits_from_first(self.moe, self.towers, pre, extra=z)  # [B, K]
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         logits, gates = self.forward_with_gates(batch)

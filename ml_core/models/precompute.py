@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ml_core.contracts.reps import NodeReps
-from ml_core.nn.dense import MixtureOfExperts
+from ml_core.nn.dense import MixtureOfExperts, TaskTowers
 
 #: names of the projections in ``NodeReps.user_reps`` / ``item_reps``
 FIRST_U, FIRST_I = "first_layer_u", "first_layer_i"
@@ -79,3 +79,23 @@ def pair_reps(reps: NodeReps, names, users: torch.Tensor, items: torch.Tensor) -
     """The representations ``names`` at the pairs' rows (``{"h_u": [B, d], ...}``)."""
     return {k: (reps.user_reps[k].index_select(0, users) if side_of(k) == "user" else reps.item_reps[k].index_select(0, items))
             for k in names}
+
+
+def logits_from_first(moe: MixtureOfExperts, towers: TaskTowers, pre: torch.Tensor,
+                      extra: torch.Tensor | None = None) -> torch.Tensor:
+    """``towers(moe.from_first(pre, extra))``, logits ``[B, K]``. With linear heads
+    (``y_k = v_k . o^k + c_k``, ``o^k = sum_n g^k_n [f^n || extra^n]``) as
+    ``sum_n g^k_n (v_k . [f^n || extra^n]) + c_k``: each expert's output meets the K heads in one
+    matrix product and no ``[B, N, d_e + d_z]`` concatenation or per-pair ``[K, N] x [N, d]``
+    mixing is built."""
+    experts, gates = moe.experts_and_gates(pre)  # [B, N, d_e], [K, B, N]
+    heads = towers.linear_heads()
+    if heads is None:
+        return towers(moe.mix(experts, gates, extra)[0])
+    v, c = heads  # [K, d_e (+ d_z)], [K]
+    d_e = experts.shape[-1]
+    t = experts @ v[:, :d_e].t()  # [B, N, K]
+    if extra is not None:
+        t = t + extra.to(v.dtype) @ v[:, d_e:].t()
+    return (gates.permute(1, 2, 0) * t).sum(dim=1) + c  # [B, K]
+

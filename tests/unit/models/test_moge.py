@@ -266,3 +266,19 @@ def test_planted_graph_signal_beats_feature_only_on_both_tasks():
     for t in ("click", "purchase"):
         assert gauc["moge"][t] > 0.7, gauc
         assert gauc["moge"][t] > gauc["mmoe"][t] + 0.1, gauc
+
+
+def test_the_expert_pairs_are_the_row_major_grid_scoring_broadcasts():
+    """Scoring builds Z as ``kappa`` over the grid (h_u, s_u) x (h_i, s_i) (``PairInteraction.grid``)."""
+    from ml_core.models.moge import PAIRS
+    from ml_core.nn.dense import PairInteraction
+
+    assert PAIRS == tuple((a, b) for a in ("h_u", "s_u") for b in ("h_i", "s_i"))
+    g = torch.Generator().manual_seed(0)
+    a2, b2 = torch.randn(5, 2, 8, generator=g), torch.randn(5, 2, 8, generator=g)
+    for kind in PairInteraction.KINDS:
+        kappa = PairInteraction(kind, 8, n_pairs=3)
+        a = torch.stack([a2[:, 0], a2[:, 0], a2[:, 1]], dim=1)
+        b = torch.stack([b2[:, 0], b2[:, 1], b2[:, 0]], dim=1)
+        torch.testing.assert_close(kappa.grid(a2, b2, 3), kappa(a, b))
+

@@ -143,7 +143,8 @@ def test_node_reps_round_trip_concatenation_and_matrices(planted, tmp_path):
         predict(model, ctx, [4, 3], reps=NodeReps(reps.users[torch.arange(3)], reps.items))
 
 
-PROJECTED = [pytest.param("moge", {}, id="moge"), pytest.param("moge", {"use_mgnn": False}, id="moge-no-mgnn"),
+PROJECTED = [pytest.param("moge", {}, id="moge"), pytest.param("moge", {"expert_input": ["h_u", "h_i", "s_u", "s_i"]}, id="moge-graph-experts"),
+             pytest.param("moge", {"use_mgnn": False}, id="moge-no-mgnn"),
              pytest.param("mmoe", {}, id="mmoe"), pytest.param("mmoe_graph", {}, id="mmoe_graph"),
              pytest.param("mmoe", {"gate_hidden": [8]}, id="mmoe-gate-mlp")]
 
