@@ -210,17 +210,17 @@ class MoGE(RecModel):
         (:func:`~ml_core.models.mgnn.encode_day`); without the MGNN, the node inputs."""
         return super().encode_nodes(ctx) if self.mgnn is None else encode_day(self.mgnn, ctx, fanouts, seed)
 
+    @torch.no_grad()
     def scoring_reps(self, reps):
-        """With the experts' and gates' first layer of ``p_u`` / ``q_i`` per node (:mod:`~ml_core.models.precompute`)."""
+        """With the experts' and gates' first layer of ``x^``'s node vectors per node
+        (:mod:`~ml_core.models.precompute`) and each side's two inputs of ``Z`` stacked (``[n, 2, d]``)."""
+        u, i = reps.user_reps, reps.item_reps
         if self.mgnn is None:  # encode_nodes gave the node inputs only
-            with torch.no_grad():
-                reps = dataclasses.replace(reps, user_reps={**reps.user_reps, "p_u": self.user_enc(reps.users)},
-                                           item_reps={**reps.item_reps, "q_i": self.item_enc(reps.items)})
-        if self.mgnn is not None:  # each side's two vectors of Z's pairs side by side: [n, 2, d]
-            u, i = reps.user_reps, reps.item_reps
-            reps = dataclasses.replace(reps, user_reps={**u, STACKED[0]: torch.stack([u["h_u"], u["s_u"]], dim=1)},
-                                       item_reps={**i, STACKED[1]: torch.stack([i["h_i"], i["s_i"]], dim=1)})
-        return project_nodes(self.moe, self.input_blocks, reps)
+            u, i = {**u, "p_u": self.user_enc(reps.users)}, {**i, "q_i": self.item_enc(reps.items)}
+        else:
+            u = {**u, STACKED[0]: torch.stack([u["h_u"], u["s_u"]], dim=1)}
+            i = {**i, STACKED[1]: torch.stack([i["h_i"], i["s_i"]], dim=1)}
+        return project_nodes(self.moe, self.input_blocks, dataclasses.replace(reps, user_reps=u, item_reps=i))
 
     def score_encoded(self, reps, user_rows, item_rows, pair=None, seq=None) -> torch.Tensor:
         if not is_projected(reps):
@@ -282,7 +282,6 @@ class MoGE(RecModel):
     def _dense_parameters(self) -> list[torch.Tensor]:
         if getattr(self, "_dense", None) is None:
             skip = {id(m.weight) for m in self.modules() if isinstance(m, torch.nn.Embedding)}
-            skip |= {id(p) for p in self.task_weighting.parameters()}
-            skip |= {id(p) for p in ([] if self.gradnorm is None else self.gradnorm.parameters())}
+            skip |= {id(p) for m in (self.task_weighting, self.gradnorm) if m is not None for p in m.parameters()}
             self._dense = [p for p in self.parameters() if id(p) not in skip]
         return self._dense

@@ -221,9 +221,8 @@ class MixtureOfExperts(nn.Module):
         """The experts' first layers, then every gate's, stacked: weight ``[M, in_dim]``, bias
         ``[M]`` (``M = N h_1 + sum_k`` gate k's first size). Linear in ``x``, so a caller may
         precompute parts of ``x W^T`` (e.g. per node) and pass the sum to :meth:`from_first`."""
-        w, b = self.experts.first_layer()
-        firsts = [g.net[0] for g in self.gates]
-        return torch.cat([w, *[m.weight for m in firsts]]), torch.cat([b, *[m.bias for m in firsts]])
+        firsts = [expert[0] for expert in self.experts] + [g.net[0] for g in self.gates]
+        return torch.cat([m.weight for m in firsts]), torch.cat([m.bias for m in firsts])
 
     def from_first(self, pre: torch.Tensor, extra: torch.Tensor | None = None):
         """:meth:`forward` from ``pre = x W^T + b`` (``[B, M]``, :meth:`first_layer`) on."""
