@@ -5,16 +5,25 @@ no subgraphs, MoGE's carry one sampled subgraph per channel). For every step the
 
 * ``sample``: building the batch (for MoGE: neighbour sampling of three channels + gathering
   node inputs; for MMoE: gathering the rows),
-* ``compute``: forward, loss, backward and the Adam step (the trainer's loop body),
+* ``compute``: forward, loss, backward and the optimizer step (the trainer's loop body and its
+  optimizer, ``train.optimizer``: Adam with row-sparse updates of the embedding tables),
 
 and prints samples/s = B / (sample + compute) for each model, MoGE / MMoE, and the share of
 MoGE's step spent sampling. ``--prefetch`` also measures both models end to end with batches
 built ahead while the model computes, in the trainer's background thread
 (``batching.iterate(prefetch=4)``) and in a DataLoader worker process (no GIL sharing). Interleaving makes the ratio robust to other jobs on the machine.
 
+``--profile N`` then profiles N more MoGE steps part by part (:func:`profile_parts`): the
+sampling, the feature encoders (``h^0``), each graph channel's propagation, ``Z``, the pair
+input, the experts and gates, the towers, the L2 term and the other losses, each with its
+forward and its backward time (backward operations are attributed to the part whose forward
+operation created them, through the autograd sequence numbers of ``torch.profiler``), then the
+optimizer step. The profiler's own overhead inflates every part; the shares are what it is for.
+
 Data: the lake of ``benchmarks/compare_models.py`` (built on first use).
 
     python benchmarks/bench_moge.py --dataset synthetic --steps 60
+    python benchmarks/bench_moge.py --dataset synthetic --steps 20 --profile 30
 """
 
 from __future__ import annotations
@@ -34,12 +43,14 @@ from compare_models import DATASETS, defaults_config, prepare
 
 from ml_core import stages as P
 from ml_core.batching import BatchMaker, batch_plan, iterate
+from ml_core.contracts.batch import CHANNELS
 from ml_core.contracts.day import DayContext
 from ml_core.contracts.spec import ModelSpec
 from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.models.registry import build_model
 from ml_core.storage import Lake
 from ml_core.train.distributed import resolve_device
+from ml_core.train.extensions import make_optimizer
 from ml_core.train.loop import configure_threads
 
 
@@ -77,6 +88,72 @@ def step(model, opt, batch, device):
     return float(loss.detach())
 
 
+def _labelled(fn, label):
+    """``fn`` run inside a ``torch.profiler`` region named ``label`` (a callable: of the arguments)."""
+    from torch.profiler import record_function
+
+    def run(*a, **kw):
+        with record_function(label(*a, **kw) if callable(label) else label):
+            return fn(*a, **kw)
+    return run
+
+
+#: MoGE's parts as profiled: (attribute path, region label); each wraps that bound method
+PARTS = (("mgnn.initial", "h0 (feature encoders)"), ("mgnn.propagate", lambda name, *a, **k: f"channel {name}"),
+         ("graph_interactions", "Z (graph interactions)"), ("with_history", "pair input"),
+         ("moe.forward", "experts and gates"), ("towers.forward", "towers"), ("regularizer", "L2 term"),
+         ("compute_loss", "compute_loss"))
+
+
+def profile_parts(model, opt, batches, device) -> list[dict]:
+    """Per part of MoGE's training step (:data:`PARTS`), forward and backward CPU ms per step over
+    ``batches`` (each: ``(sample seconds, batch)``), plus the sampling and the optimizer; the
+    remainder of ``compute_loss`` beyond its labelled parts is "other losses"."""
+    from torch.profiler import profile
+
+    for path, label in PARTS:
+        *owner, name = path.split(".")
+        obj = model
+        for o in owner:
+            obj = getattr(obj, o)
+        setattr(obj, name, _labelled(getattr(obj, name), label))
+    opt_s = []
+    with profile() as prof:
+        for _, batch in batches:
+            batch = batch.to(device)
+            _, loss, _ = model.compute_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            t0 = time.perf_counter()
+            opt.step()
+            opt_s.append(time.perf_counter() - t0)
+    labels = {lab if isinstance(lab, str) else None for _, lab in PARTS} | {f"channel {c}" for c in CHANNELS}
+    events = prof.events()
+    regions = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if e.name in labels)
+    forward, backward, part_of = {}, {}, {}
+    for e in events:  # forward operations: the innermost region around them
+        if e.sequence_nr < 0 or e.name in labels or e.name.startswith("autograd::"):
+            continue
+        inner = [r for r in regions if r[0] <= e.time_range.start and e.time_range.end <= r[1]]
+        if inner:
+            part_of.setdefault(e.sequence_nr, min(inner, key=lambda r: r[1] - r[0])[2])
+    for e in events:
+        if e.name.startswith("autograd::engine::evaluate_function"):
+            part = part_of.get(e.sequence_nr, "backward (unattributed)")
+            backward[part] = backward.get(part, 0.0) + e.cpu_time_total
+    for start, end, name in regions:
+        forward[name] = forward.get(name, 0.0) + (end - start)
+    n = len(batches)
+    inner = sum(v for k, v in forward.items() if k != "compute_loss")
+    forward["other losses"] = forward.pop("compute_loss", 0.0) - inner  # BCE, task weighting, co-loss
+    backward["other losses"] = backward.pop("compute_loss", 0.0)
+    rows = [{"part": "sampling (batch building)", "forward_ms": 1e3 * sum(t for t, _ in batches) / n, "backward_ms": 0.0}]
+    for part in [*dict.fromkeys([*forward, *backward])]:
+        rows.append({"part": part, "forward_ms": forward.get(part, 0.0) / 1e3 / n, "backward_ms": backward.get(part, 0.0) / 1e3 / n})
+    rows.append({"part": "optimizer step", "forward_ms": 1e3 * sum(opt_s) / n, "backward_ms": 0.0})
+    return rows
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
@@ -89,6 +166,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)  # the trainer's default
     ap.add_argument("--prefetch", action="store_true")
     ap.add_argument("--moge-args", default="{}", help="JSON model_args for MoGE")
+    ap.add_argument("--profile", type=int, default=0, help="then profile this many MoGE steps part by part")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
 
     import json
@@ -108,11 +187,14 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     models = {"mmoe": build_model("mmoe", mspec).to(device),
               "moge": build_model("moge", mspec, json.loads(args.moge_args)).to(device)}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    # the trainer's optimizer (train.optimizer, "adam": row-sparse updates of the embedding tables)
+    opts = {k: make_optimizer(m, cfg.train, ctxs) for k, m in models.items()}
     makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
               "moge": [BatchMaker(c, args.fanouts, need_graph=True) for c in ctxs]}
     plan = batch_plan(ctxs, args.batch_size, shuffle=True, rng=np.random.default_rng(0))
-    plan = [p for p in plan if len(p[1]) == args.batch_size][: args.warmup + args.steps]
+    plan = [p for p in plan if len(p[1]) == args.batch_size]
+    profile_plan = plan[args.warmup + args.steps:][: args.profile]
+    plan = plan[: args.warmup + args.steps]
     gen = torch.Generator().manual_seed(0)
     times = {k: {"sample": [], "compute": []} for k in models}
     sizes = []
@@ -164,6 +246,30 @@ def main(argv=None) -> None:
                 rates[name] = B * len(todo) / (time.perf_counter() - t0)
             print(f"end to end, sampling in a background {how}: MMoE {rates['mmoe']:.0f}, MoGE {rates['moge']:.0f} "
                   f"samples/s, MoGE / MMoE {rates['moge'] / rates['mmoe']:.2f}")
+
+    result = {"benchmark": "bench_moge", "date": time.strftime("%Y-%m-%d"), "dataset": args.dataset,
+              "batch_size": B, "dim": args.dim, "fanouts": args.fanouts, "threads": threads, "steps": args.steps,
+              "samples_per_s": {k: round(v) for k, v in sps.items()}, "moge_over_mmoe": round(sps["moge"] / sps["mmoe"], 3)}
+    if profile_plan:
+        timed_batches = []
+        for c, rows in profile_plan:
+            t0 = time.perf_counter()
+            batch = makers["moge"][c].make(rows, gen)
+            timed_batches.append((time.perf_counter() - t0, batch))
+        parts = profile_parts(models["moge"], opts["moge"], timed_batches, device)
+        total = sum(r["forward_ms"] + r["backward_ms"] for r in parts)
+        print(f"\nMoGE step by part ({len(timed_batches)} steps under torch.profiler, CPU ms per step):")
+        print("| part | forward | backward | total | share |")
+        print("|---|---|---|---|---|")
+        for r in parts:
+            t = r["forward_ms"] + r["backward_ms"]
+            print(f"| {r['part']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | {t:.2f} | {t / total:.0%} |")
+        print(f"| step | | | {total:.2f} | |")
+        result["profile"] = {"steps": len(timed_batches), "parts_ms_per_step": parts}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()
