@@ -29,6 +29,7 @@ Data: the lake of ``benchmarks/compare_models.py`` (built on first use).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -156,7 +157,8 @@ def profile_parts(model, opt, batches, device) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", choices=sorted(DATASETS), default="synthetic")
+    ap.add_argument("--dataset", choices=sorted(DATASETS), nargs="+", default=["synthetic"],
+                    help="one or more, measured one after the other in this run (e.g. synthetic synthetic_large)")
     ap.add_argument("--root", type=Path, default=Path("/tmp/moge_compare"))
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=5)
@@ -169,11 +171,18 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", type=int, default=0, help="then profile this many MoGE steps part by part")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    results = [run_dataset(args, name) for name in args.dataset]
+    if len(results) > 1:
+        print("\nMoGE / MMoE throughput, step by step: " + ", ".join(f"{r['dataset']} {r['moge_over_mmoe']:.2f}" for r in results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
 
-    import json
 
-    overrides, eval_day = DATASETS[args.dataset]
-    root = args.root / args.dataset
+def run_dataset(args, dataset: str) -> dict:
+    """The comparison (and the profile, the end-to-end runs) on one dataset; its results."""
+    overrides, eval_day = DATASETS[dataset]
+    root = args.root / dataset
     cfg = defaults_config(root, [*overrides, f'storage.root="{root}"'])
     lake = Lake(root)
     train_days = prepare(cfg, lake, eval_day, log=lambda m: None)
@@ -214,7 +223,7 @@ def main(argv=None) -> None:
     B = args.batch_size
     tot = {k: np.sum(v["sample"]) + np.sum(v["compute"]) for k, v in times.items()}
     sps = {k: B * len(times[k]["sample"]) / tot[k] for k in times}
-    print(f"dataset={args.dataset} device={device} threads={threads} batch={B} d={args.dim} fanouts={args.fanouts} "
+    print(f"dataset={dataset} device={device} threads={threads} batch={B} d={args.dim} fanouts={args.fanouts} "
           f"steps={args.steps} (after {args.warmup} warm-up), torch {torch.__version__}")
     mean_nodes = {k: np.mean([s[k][0] for s in sizes]) for k in sizes[0]}
     mean_edges = {k: np.mean([s[k][1] for s in sizes]) for k in sizes[0]}
@@ -226,6 +235,7 @@ def main(argv=None) -> None:
         print(f"| {k} | {sps[k]:.0f} | {s:.1f} | {cpt:.1f} | {s / (s + cpt):.0%} |")
     print(f"MoGE / MMoE throughput: {sps['moge'] / sps['mmoe']:.2f} (target >= 0.33)")
 
+    e2e = {}
     if args.prefetch:
         # end to end, each model alone, batches built ahead while the model computes: the
         # trainer's background thread (batching.iterate(prefetch=4)) and a worker process
@@ -244,12 +254,14 @@ def main(argv=None) -> None:
                 for batch in it:
                     step(model, opt, batch, device)
                 rates[name] = B * len(todo) / (time.perf_counter() - t0)
+            e2e[how] = {**{k: round(v) for k, v in rates.items()}, "moge_over_mmoe": round(rates["moge"] / rates["mmoe"], 3)}
             print(f"end to end, sampling in a background {how}: MMoE {rates['mmoe']:.0f}, MoGE {rates['moge']:.0f} "
                   f"samples/s, MoGE / MMoE {rates['moge'] / rates['mmoe']:.2f}")
 
-    result = {"benchmark": "bench_moge", "date": time.strftime("%Y-%m-%d"), "dataset": args.dataset,
+    result = {"benchmark": "bench_moge", "date": time.strftime("%Y-%m-%d"), "dataset": dataset,
               "batch_size": B, "dim": args.dim, "fanouts": args.fanouts, "threads": threads, "steps": args.steps,
-              "samples_per_s": {k: round(v) for k, v in sps.items()}, "moge_over_mmoe": round(sps["moge"] / sps["mmoe"], 3)}
+              "samples_per_s": {k: round(v) for k, v in sps.items()}, "moge_over_mmoe": round(sps["moge"] / sps["mmoe"], 3),
+              "end_to_end": e2e}
     if profile_plan:
         timed_batches = []
         for c, rows in profile_plan:
@@ -266,9 +278,7 @@ def main(argv=None) -> None:
             print(f"| {r['part']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | {t:.2f} | {t / total:.0%} |")
         print(f"| step | | | {total:.2f} | |")
         result["profile"] = {"steps": len(timed_batches), "parts_ms_per_step": parts}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":
