@@ -101,6 +101,7 @@ def _labelled(fn, label):
 
 #: MoGE's parts as profiled: (attribute path, region label); each wraps that bound method
 PARTS = (("mgnn.initial", "h0 (feature encoders)"), ("mgnn.propagate", lambda name, *a, **k: f"channel {name}"),
+         ("mgnn.propagate_cached", lambda name, *a, **k: f"channel {name}"),
          ("graph_interactions", "Z (graph interactions)"), ("with_history", "pair input"),
          ("moe.forward", "experts and gates"), ("towers.forward", "towers"), ("regularizer", "L2 term"),
          ("compute_loss", "compute_loss"))
@@ -198,8 +199,10 @@ def run_dataset(args, dataset: str) -> dict:
               "moge": build_model("moge", mspec, json.loads(args.moge_args)).to(device)}
     # the trainer's optimizer (train.optimizer, "adam": row-sparse updates of the embedding tables)
     opts = {k: make_optimizer(m, cfg.train, ctxs) for k, m in models.items()}
+    for m in models.values():
+        m.prepare(ctxs)  # the trainer's hook before step 1 (MoGE's |H|, its state cache's days)
     makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
-              "moge": [BatchMaker(c, args.fanouts, need_graph=True) for c in ctxs]}
+              "moge": [BatchMaker(c, models["moge"].training_fanouts(args.fanouts), need_graph=True) for c in ctxs]}
     plan = batch_plan(ctxs, args.batch_size, shuffle=True, rng=np.random.default_rng(0))
     plan = [p for p in plan if len(p[1]) == args.batch_size]
     profile_plan = plan[args.warmup + args.steps:][: args.profile]

@@ -58,7 +58,7 @@ class BatchMaker:
         i = self.sample_item[rows_t]
         batch = Batch(self.labels[rows_t], self.ctx.users[u], self.ctx.items[i], u, i,
                       pair=None if self.pairs is None else self.pairs[rows_t],
-                      seq=None if self.ctx.user_seq is None else self.ctx.user_seq[u])
+                      seq=None if self.ctx.user_seq is None else self.ctx.user_seq[u], day=self.ctx.day)
         if self.need_graph:
             batch.channels = self._channels(u, i, generator)
         return batch

@@ -112,6 +112,8 @@ class Batch:
     #: each sample's user's behaviour sequence (``[B, N]``, :class:`Sequences`); None when the
     #: model's feature spec has none (``train.sequence_length = 0``)
     seq: Sequences | None = None
+    #: the day the batch's samples come from (``DayContext.day``; a training state cache is per day)
+    day: str | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -123,5 +125,5 @@ class Batch:
             None if self.channels is None else {k: v.to(device) for k, v in self.channels.items()},
             None if self.reps is None else {k: v.to(device) for k, v in self.reps.items()},
             None if self.pair is None else self.pair.to(device),
-            None if self.seq is None else self.seq.to(device),
+            None if self.seq is None else self.seq.to(device), self.day,
         )

@@ -8,7 +8,8 @@ its extensions, inference and serving ask of a model is declared here, with defa
 
 * :attr:`RecModel.graph_needs` - which graphs the model reads (:class:`GraphNeeds`): the one
   declaration the trainer, the training extensions and serving all read.
-* :meth:`RecModel.prepare` - set-up from the training days, before the first step.
+* :meth:`RecModel.prepare` - set-up from the training days, before the first step;
+  :meth:`RecModel.training_fanouts` - the hops training batches are sampled with.
 * :attr:`RecModel.reads_day_graph_at_inference` and :meth:`RecModel.prepare_inference` - a model
   that reads the scored day's whole graph once before scoring it (LightGODE's ODE).
 * :meth:`RecModel.encode_nodes` and :meth:`RecModel.score_encoded` - inference from node
@@ -159,6 +160,11 @@ class RecModel(nn.Module):
         :meth:`set_task_priors` and before the optimiser is built (e.g. the training-set size
         ``|H|`` of MoGE's L2 and SNR-Trans's L0 terms, MGOE's clusters and macro graphs,
         LightGODE's graph). Default: nothing."""
+
+    def training_fanouts(self, fanouts: list[int]) -> list[int]:
+        """The fan-outs the trainer samples training batches with (``train.fanouts``; inference
+        always samples all of them). Default: ``fanouts``."""
+        return list(fanouts)
 
     def prepare_inference(self, ctx) -> None:
         """Set-up from the scored day's :class:`~ml_core.contracts.day.DayContext`, called by

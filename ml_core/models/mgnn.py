@@ -223,9 +223,10 @@ class MGNN(nn.Module):
             h, c = layer(h, c, edges, targets)  # states on R_l only
         return h.index_select(0, pos[seeds])  # [S, d]
 
-    def representations(self, batch) -> dict[str, torch.Tensor]:
+    def representations(self, batch, states: dict[str, list[torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         """``{p_u, q_i, h_u, h_i, s_u, s_i}``, each ``[B, d]`` (``p_u``, ``q_i``: the samples' h^0);
-        a batch's precomputed ``reps`` (:func:`encode_day`) when it carries them."""
+        a batch's precomputed ``reps`` (:func:`encode_day`) when it carries them. ``states``: the
+        batch's day in a :class:`~ml_core.models.state_cache.LayerStateCache` (one-hop batches)."""
         if batch.reps is not None:
             return {k: batch.reps[k] for k in REPRESENTATIONS}
         if batch.channels is None:
@@ -235,12 +236,29 @@ class MGNN(nn.Module):
         for name in self.channels:
             ch = batch.channels[name]
             seeds = [s for s in (ch.seed_user, ch.seed_item) if s is not None]
-            h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
+            if states is None:
+                h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
+            else:  # the sampler lists the distinct seeds first: rows 0 .. n - 1
+                n = int(max(int(s.max()) + 1 for s in seeds if len(s)))
+                h = self.propagate_cached(name, h0[name], ch, n, states[name]).index_select(0, torch.cat(seeds))
             out[name] = torch.split(h, [len(s) for s in seeds])
         h_u, h_i = out.get("bipartite", (p_u, q_i))  # [B, d] each
         s_u = out["user_sim"][0] if "user_sim" in out else p_u  # [B, d]
         s_i = out["item_sim"][0] if "item_sim" in out else q_i  # [B, d]
         return {"p_u": p_u, "q_i": q_i, "h_u": h_u, "h_i": h_i, "s_u": s_u, "s_i": s_i}
+
+    def _all_layers(self, users: NodeTable, items: NodeTable, edges: list[dict[str, torch.Tensor]]):
+        """``(p, q, {channel: [h^1 .. h^L]})`` of every node, layer by layer (each ``[N_c, d]``)."""
+        P, Q = self.encoders
+        p, q = P(users), Q(items)  # h^0: [n_users, d], [n_items, d]
+        h0 = {"bipartite": torch.cat([p, q.to(p.dtype)]), "user_sim": p, "item_sim": q}  # [N_c, d] per channel
+        out = {}
+        for name in self.channels:
+            h, c, out[name] = h0[name], None, []
+            for layer, e in zip(self.layers[name], edges):
+                h, c = layer(h, c, e[name].to(h.device), slice(0, h.shape[0]))  # every node: [N_c, d]
+                out[name].append(h)
+        return p, q, out
 
     def encode_all(self, users: NodeTable, items: NodeTable, edges: list[dict[str, torch.Tensor]]):
         """Layer-wise over every node: ``({p_u, h_u, s_u} [n_users, d] each, {q_i, h_i, s_i}
@@ -248,18 +266,34 @@ class MGNN(nn.Module):
         (:func:`~ml_core.batching.layer_edges`, node-space rows; bipartite over ``[users | items]``).
         Each layer updates every node from its neighbours' previous states, so with every
         neighbour the result equals the per-batch path's seeds' states on full neighbourhoods."""
-        P, Q = self.encoders
-        p, q = P(users), Q(items)  # h^0: [n_users, d], [n_items, d]
-        h0 = {"bipartite": torch.cat([p, q.to(p.dtype)]), "user_sim": p, "item_sim": q}  # [N_c, d] per channel
-        out = {}
-        for name in self.channels:
-            h, c = h0[name], None
-            for layer, e in zip(self.layers[name], edges):
-                h, c = layer(h, c, e[name].to(h.device), slice(0, h.shape[0]))  # every node: [N_c, d]
-            out[name] = h
+        p, q, layers = self._all_layers(users, items, edges)
+        out = {name: states[-1] for name, states in layers.items()}
         h_u, h_i = out["bipartite"].split([len(p), len(q)]) if "bipartite" in out else (p, q)  # [n_u, d], [n_i, d]
         return ({"p_u": p, "h_u": h_u, "s_u": out.get("user_sim", p)},
                 {"q_i": q, "h_i": h_i, "s_i": out.get("item_sim", q)})
+
+    def layer_states(self, users: NodeTable, items: NodeTable, edges) -> dict[str, list[torch.Tensor]]:
+        """Every node's states of layers ``1 .. L-1`` per channel (:mod:`~ml_core.models.state_cache`)."""
+        return self._all_layers(users, items, edges[: self.n_layers - 1])[2]  # zip stops at L - 1 layers
+
+    def propagate_cached(self, name: str, h: torch.Tensor, ch: ChannelBatch, n_seeds: int,
+                         states: list[torch.Tensor]) -> torch.Tensor:
+        """``h^L`` of the channel's seeds (its first ``n_seeds`` rows) from ``h = h^0 [num_nodes, d]``
+        and the sampled edges into them, layer ``l > 0`` reading the neighbours' cached states
+        ``states[l - 1]`` (node-space rows ``ch.n_id``) and the seeds' fresh ones; each fresh
+        state of a layer below L is written back to the cache (:mod:`~ml_core.models.state_cache`)."""
+        dst = ch.edge_index[1]
+        edges = ch.edge_index[:, dst < n_seeds]  # [2, E]: neighbour -> seed (a one-hop sample has no other)
+        seeds = slice(0, n_seeds)
+        h_seed, c = None, None
+        for layer_no, layer in enumerate(self.layers[name]):
+            if layer_no:
+                cached = states[layer_no - 1].index_select(0, ch.n_id[n_seeds:])
+                h = torch.cat([h_seed, cached.to(h_seed.dtype)])  # seeds fresh, the others cached
+            h_seed, c = layer(h, c, edges, seeds)  # [S, d]
+            if layer_no < self.n_layers - 1:
+                states[layer_no].index_copy_(0, ch.n_id[:n_seeds], h_seed.detach().to(states[layer_no].dtype))
+        return h_seed
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         r = self.representations(batch)

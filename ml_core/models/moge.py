@@ -75,6 +75,7 @@ from ml_core.models.base import (
 from ml_core.models.mgnn import MGNN, REPRESENTATIONS, encode_day
 from ml_core.models.precompute import first_layer_of_pairs, is_projected, logits_from_first, pair_reps, project_nodes
 from ml_core.models.registry import register
+from ml_core.models.state_cache import LayerStateCache
 from ml_core.nn.dense import (
     FeatureEncoder,
     MixtureOfExperts,
@@ -130,6 +131,11 @@ class MoGEConfig:
     #: paper's ``[p_u, q_i]`` (``Z`` reaches the graph only after the experts). Any of ``p_u, q_i,
     #: h_u, h_i, s_u, s_i``, e.g. all six (E2E-GRec's "feature-level fusion") or MMoE + Graph's four
     expert_input: list[str] | None = None
+    #: 0: every batch runs the L layers over its sampled L-hop subgraph (the paper's). N > 0:
+    #: train from one-hop batches over cached layer states of the neighbours, recomputed over each
+    #: training day every N steps (historical embeddings, :mod:`~ml_core.models.state_cache`);
+    #: inference is unchanged
+    state_cache: int = 0
 
     def __post_init__(self) -> None:
         check_sizes(expert_hidden=self.expert_hidden, gate_hidden=self.gate_hidden)
@@ -145,6 +151,8 @@ class MoGEConfig:
             raise ValueError(f"expert_input {blocks} reads MGNN outputs: it needs use_mgnn = true")
         if not 1 <= self.n_experts <= len(PAIRS):
             raise ValueError(f"n_experts must be in 1..{len(PAIRS)} (one per graph interaction), got {self.n_experts}")
+        if self.state_cache < 0 or (self.state_cache and not self.use_mgnn):
+            raise ValueError(f"state_cache must be >= 0 steps and needs use_mgnn = true, got {self.state_cache}")
         if self.beta < 0 or self.l2 < 0:
             raise ValueError(f"beta and l2 must be >= 0, got beta={self.beta}, l2={self.l2}")
 
@@ -182,6 +190,11 @@ class MoGE(RecModel):
         self.task_weighting = UncertaintyWeighting(spec.n_tasks, enabled=cfg.weighting == "uncertainty")  # s_k
         self.gradnorm = GradNorm(spec.n_tasks, cfg.alpha) if cfg.weighting == "gradnorm" else None
         self.gradnorm_lr = cfg.gradnorm_lr
+        self.state_cache = LayerStateCache(cfg.state_cache, spec.fanouts) if cfg.state_cache else None
+
+    def training_fanouts(self, fanouts: list[int]) -> list[int]:
+        """One hop with a state cache (the neighbours' deeper layers are cached), else ``fanouts``."""
+        return list(fanouts[:1]) if self.state_cache is not None else list(fanouts)
 
     def graph_interactions(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """``Z``: ``[B, N, d_z]``, expert n's interaction ``kappa`` of pair n (see ``PAIRS``)."""
@@ -195,7 +208,9 @@ class MoGE(RecModel):
         if self.mgnn is None:
             reps, z = {"p_u": self.user_enc(batch.user), "q_i": self.item_enc(batch.item)}, None
         else:
-            reps = self.mgnn.representations(batch)  # p_u, q_i, h_u, h_i, s_u, s_i: [B, d] each
+            cached = self.state_cache is not None and self.training and batch.channels is not None
+            states = self.state_cache.of(self.mgnn, batch.day) if cached else None
+            reps = self.mgnn.representations(batch, states)  # p_u, q_i, h_u, h_i, s_u, s_i: [B, d] each
             z = self.graph_interactions(reps)  # [B, N, d_z]
         # x^ [B, 2d] (expert_input: [B, len * d]) (+ r_ui, s(u, i): [B, d] each)
         x = self.with_history(torch.cat([reps[k] for k in self.input_blocks], dim=-1), batch)
@@ -234,6 +249,8 @@ class MoGE(RecModel):
 
     def compute_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
         logits, gates = self.forward_with_gates(batch)
+        if self.state_cache is not None and self.training:
+            self.state_cache.advance()
         bce = bce_per_task(logits, batch.labels)  # [K]
         parts = {f"bce_{k}": float(v) for k, v in enumerate(bce.detach())}
         if self.gradnorm is not None:  # (i)
@@ -260,8 +277,11 @@ class MoGE(RecModel):
         return self.gradnorm.param_groups(self, self.gradnorm_lr or cfg.lr)
 
     def prepare(self, contexts) -> None:
-        """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L2)."""
+        """Trainer hook before step 1: ``|H|``, the number of training samples (scales the L2);
+        the training days of the state cache."""
         self.n_train = int(sum(c.n_samples for c in contexts)) or None
+        if self.state_cache is not None:
+            self.state_cache.prepare(contexts)
 
     def regularizer(self, batch) -> torch.Tensor:
         """``||Theta_batch||^2``: dense parameters + the embedding rows (ids and categorical codes)

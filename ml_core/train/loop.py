@@ -73,7 +73,8 @@ class EpochLoop:
                  validator: Validator, device: torch.device, ranks: ddp.Ranks, history: list[dict], log):
         self.model, self.contexts, self.cfg, self.optimizer = model, contexts, cfg, optimizer
         self.validator, self.device, self.ranks, self.history, self.log = validator, device, ranks, history, log
-        self.makers = [BatchMaker(c, cfg.fanouts, model.graph_needs.subgraphs, mask_target_edges=cfg.mask_target_edges)
+        fanouts = model.training_fanouts(cfg.fanouts)  # (MoGE with a state cache: one hop)
+        self.makers = [BatchMaker(c, fanouts, model.graph_needs.subgraphs, mask_target_edges=cfg.mask_target_edges)
                        for c in contexts]
         self.autocast, self.scaler = precision(device, cfg.amp)
         self.step_loss = ddp.wrap(model, ranks, device)  # batch -> (scores, loss, parts), gradients averaged over ranks
