@@ -22,8 +22,12 @@ optimizer step. The profiler's own overhead inflates every part; the shares are 
 
 Data: the lake of ``benchmarks/compare_models.py`` (built on first use).
 
+Several MoGE variants (``--moge-args``, one JSON of model_args each) and several datasets are
+measured in one run, each variant interleaved with the same MMoE.
+
     python benchmarks/bench_moge.py --dataset synthetic --steps 60
     python benchmarks/bench_moge.py --dataset synthetic --steps 20 --profile 30
+    python benchmarks/bench_moge.py --dataset synthetic synthetic_large --moge-args '{}' '{"state_cache": 100000}' --prefetch
 """
 
 from __future__ import annotations
@@ -168,13 +172,15 @@ def main(argv=None) -> None:
     ap.add_argument("--fanouts", type=int, nargs="+", default=[10, 5])  # L = 2 (paper)
     ap.add_argument("--threads", type=int, default=1)  # the trainer's default
     ap.add_argument("--prefetch", action="store_true")
-    ap.add_argument("--moge-args", default="{}", help="JSON model_args for MoGE")
+    ap.add_argument("--moge-args", nargs="+", default=["{}"],
+                    help="JSON model_args of each MoGE variant, measured side by side (e.g. '{}' '{\"state_cache\": 100000}')")
     ap.add_argument("--profile", type=int, default=0, help="then profile this many MoGE steps part by part")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     results = [run_dataset(args, name) for name in args.dataset]
     if len(results) > 1:
-        print("\nMoGE / MMoE throughput, step by step: " + ", ".join(f"{r['dataset']} {r['moge_over_mmoe']:.2f}" for r in results))
+        print("\nMoGE / MMoE throughput, step by step: " + ", ".join(
+            f"{r['dataset']} {name} {v:.2f}" for r in results for name, v in r["ratios"].items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
@@ -195,14 +201,17 @@ def run_dataset(args, dataset: str) -> dict:
     mspec = ModelSpec.from_feature_spec(fspec, args.dim, args.fanouts)
     ctxs = [DayContext.build(d, fspec, with_graph=True) for d in days]
     torch.manual_seed(0)
+    variants = {("moge" if a.strip() == "{}" else f"moge {a.strip()}"): json.loads(a) for a in args.moge_args}
     models = {"mmoe": build_model("mmoe", mspec).to(device),
-              "moge": build_model("moge", mspec, json.loads(args.moge_args)).to(device)}
+              **{name: build_model("moge", mspec, margs).to(device) for name, margs in variants.items()}}
     # the trainer's optimizer (train.optimizer, "adam": row-sparse updates of the embedding tables)
     opts = {k: make_optimizer(m, cfg.train, ctxs) for k, m in models.items()}
     for m in models.values():
         m.prepare(ctxs)  # the trainer's hook before step 1 (MoGE's |H|, its state cache's days)
     makers = {"mmoe": [BatchMaker(c, args.fanouts, need_graph=False) for c in ctxs],
-              "moge": [BatchMaker(c, models["moge"].training_fanouts(args.fanouts), need_graph=True) for c in ctxs]}
+              **{name: [BatchMaker(c, models[name].training_fanouts(args.fanouts), need_graph=True) for c in ctxs]
+                 for name in variants}}
+    main_variant = next(iter(variants))
     plan = batch_plan(ctxs, args.batch_size, shuffle=True, rng=np.random.default_rng(0))
     plan = [p for p in plan if len(p[1]) == args.batch_size]
     profile_plan = plan[args.warmup + args.steps:][: args.profile]
@@ -211,7 +220,7 @@ def run_dataset(args, dataset: str) -> dict:
     times = {k: {"sample": [], "compute": []} for k in models}
     sizes = []
     for n, (c, rows) in enumerate(plan):
-        for name in ("mmoe", "moge"):
+        for name in models:
             t0 = time.perf_counter()
             batch = makers[name][c].make(rows, gen)
             t1 = time.perf_counter()
@@ -220,7 +229,7 @@ def run_dataset(args, dataset: str) -> dict:
             if n >= args.warmup:
                 times[name]["sample"].append(t1 - t0)
                 times[name]["compute"].append(t2 - t1)
-            if name == "moge" and n >= args.warmup:
+            if name == main_variant and n >= args.warmup:
                 sizes.append({k: (ch.num_nodes, ch.edge_index.shape[1]) for k, ch in batch.channels.items()})
 
     B = args.batch_size
@@ -233,10 +242,12 @@ def run_dataset(args, dataset: str) -> dict:
     print("MoGE subgraph per batch (mean): " + ", ".join(f"{k} {mean_nodes[k]:.0f} nodes / {mean_edges[k]:.0f} edges" for k in mean_nodes))
     print("| model | samples/s | sample ms/step | compute ms/step | sampling share |")
     print("|---|---|---|---|---|")
-    for k in ("mmoe", "moge"):
+    for k in models:
         s, cpt = np.mean(times[k]["sample"]) * 1e3, np.mean(times[k]["compute"]) * 1e3
         print(f"| {k} | {sps[k]:.0f} | {s:.1f} | {cpt:.1f} | {s / (s + cpt):.0%} |")
-    print(f"MoGE / MMoE throughput: {sps['moge'] / sps['mmoe']:.2f} (target >= 0.33)")
+    ratios = {name: round(sps[name] / sps["mmoe"], 3) for name in variants}
+    for name, r in ratios.items():
+        print(f"{name} / MMoE throughput: {r:.2f} (target >= 0.33)")
 
     e2e = {}
     if args.prefetch:
@@ -245,7 +256,7 @@ def run_dataset(args, dataset: str) -> dict:
         todo = plan[args.warmup:]
         for how in ("thread", "process"):
             rates = {}
-            for name in ("mmoe", "moge"):
+            for name in models:
                 model, opt = models[name], opts[name]
                 if how == "thread":
                     it = iterate(makers[name], todo, torch.Generator().manual_seed(1), prefetch=4)
@@ -257,30 +268,32 @@ def run_dataset(args, dataset: str) -> dict:
                 for batch in it:
                     step(model, opt, batch, device)
                 rates[name] = B * len(todo) / (time.perf_counter() - t0)
-            e2e[how] = {**{k: round(v) for k, v in rates.items()}, "moge_over_mmoe": round(rates["moge"] / rates["mmoe"], 3)}
-            print(f"end to end, sampling in a background {how}: MMoE {rates['mmoe']:.0f}, MoGE {rates['moge']:.0f} "
-                  f"samples/s, MoGE / MMoE {rates['moge'] / rates['mmoe']:.2f}")
+            e2e[how] = {**{k: round(v) for k, v in rates.items()}, "moge_over_mmoe": round(rates[main_variant] / rates["mmoe"], 3)}
+            print(f"end to end, sampling in a background {how}: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+                  + " samples/s; / MMoE: " + ", ".join(f"{k} {rates[k] / rates['mmoe']:.2f}" for k in variants))
 
     result = {"benchmark": "bench_moge", "date": time.strftime("%Y-%m-%d"), "dataset": dataset,
               "batch_size": B, "dim": args.dim, "fanouts": args.fanouts, "threads": threads, "steps": args.steps,
-              "samples_per_s": {k: round(v) for k, v in sps.items()}, "moge_over_mmoe": round(sps["moge"] / sps["mmoe"], 3),
-              "end_to_end": e2e}
-    if profile_plan:
+              "samples_per_s": {k: round(v) for k, v in sps.items()}, "moge_over_mmoe": ratios[main_variant], "ratios": ratios,
+              "variants": variants, "end_to_end": e2e}
+    for name in variants if profile_plan else ():
         timed_batches = []
         for c, rows in profile_plan:
             t0 = time.perf_counter()
-            batch = makers["moge"][c].make(rows, gen)
+            batch = makers[name][c].make(rows, gen)
             timed_batches.append((time.perf_counter() - t0, batch))
-        parts = profile_parts(models["moge"], opts["moge"], timed_batches, device)
+        parts = profile_parts(models[name], opts[name], timed_batches, device)
         total = sum(r["forward_ms"] + r["backward_ms"] for r in parts)
-        print(f"\nMoGE step by part ({len(timed_batches)} steps under torch.profiler, CPU ms per step):")
+        print(f"\n{name} step by part ({len(timed_batches)} steps under torch.profiler, CPU ms per step):")
         print("| part | forward | backward | total | share |")
         print("|---|---|---|---|---|")
         for r in parts:
             t = r["forward_ms"] + r["backward_ms"]
             print(f"| {r['part']} | {r['forward_ms']:.2f} | {r['backward_ms']:.2f} | {t:.2f} | {t / total:.0%} |")
         print(f"| step | | | {total:.2f} | |")
-        result["profile"] = {"steps": len(timed_batches), "parts_ms_per_step": parts}
+        result.setdefault("profiles", {})[name] = {"steps": len(timed_batches), "parts_ms_per_step": parts}
+        if name == main_variant:
+            result["profile"] = result["profiles"][name]
     return result
 
 
