@@ -58,7 +58,8 @@ class LayerStateCache:
     @torch.no_grad()
     def _refresh_all(self, mgnn) -> None:
         for day, ctx in self.contexts.items():
-            edges = layer_edges(ctx, mgnn.channels, mgnn.n_layers, self.fanouts, seed=self.step)
+            # the first L - 1 layers only (layer l samples fanouts[L - 1 - l], as layer_edges does for all L)
+            edges = layer_edges(ctx, mgnn.channels, mgnn.n_layers - 1, self.fanouts[1:], seed=self.step)
             device = next(mgnn.parameters()).device
             self.states[day] = mgnn.layer_states(ctx.users.to(device), ctx.items.to(device), edges)
         self._refreshed_at = self.step
