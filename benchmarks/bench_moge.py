@@ -133,7 +133,7 @@ def profile_parts(model, opt, batches, device) -> list[dict]:
             t0 = time.perf_counter()
             opt.step()
             opt_s.append(time.perf_counter() - t0)
-    labels = {lab if isinstance(lab, str) else None for _, lab in PARTS} | {f"channel {c}" for c in CHANNELS}
+    labels = {lab for _, lab in PARTS if isinstance(lab, str)} | {f"channel {c}" for c in CHANNELS}
     events = prof.events()
     regions = sorted((e.time_range.start, e.time_range.end, e.name) for e in events if e.name in labels)
     forward, backward, part_of = {}, {}, {}

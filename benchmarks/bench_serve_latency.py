@@ -76,6 +76,13 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def answered(path: str, status: int, seconds: float, out) -> tuple[float, dict]:
+    """``(seconds, out)`` of a 200 answer; RuntimeError naming the status otherwise."""
+    if status != 200:
+        raise RuntimeError(f"{path} answered {status}: {str(out)[:300]}")
+    return seconds, out
+
+
 class StdlibClient:
     """One keep-alive ``http.client`` connection; ``post(path, body)`` with the body's JSON
     already encoded: ``(seconds from sending to the parsed response, the response)``."""
@@ -88,10 +95,7 @@ class StdlibClient:
         self.conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         r = self.conn.getresponse()
         out = json.loads(r.read())
-        dt = time.perf_counter() - t0
-        if r.status != 200:
-            raise RuntimeError(f"{path} answered {r.status}: {str(out)[:300]}")
-        return dt, out
+        return answered(path, r.status, time.perf_counter() - t0, out)
 
     def close(self) -> None:
         self.conn.close()
@@ -108,10 +112,7 @@ class HttpxClient:
         t0 = time.perf_counter()
         r = self.client.post(path, json=data)
         out = r.json()
-        dt = time.perf_counter() - t0
-        if r.status_code != 200:
-            raise RuntimeError(f"{path} answered {r.status_code}: {r.text[:300]}")
-        return dt, out
+        return answered(path, r.status_code, time.perf_counter() - t0, out)
 
     def close(self) -> None:
         self.client.close()

@@ -239,8 +239,8 @@ class MGNN(nn.Module):
             if states is None:
                 h = self.propagate(name, h0[name], ch, torch.cat(seeds))  # [sum B, d]
             else:  # the sampler lists the distinct seeds first: rows 0 .. n - 1
-                n = int(max(int(s.max()) + 1 for s in seeds if len(s)))
-                h = self.propagate_cached(name, h0[name], ch, n, states[name]).index_select(0, torch.cat(seeds))
+                rows = torch.cat(seeds)
+                h = self.propagate_cached(name, h0[name], ch, int(rows.max()) + 1, states[name]).index_select(0, rows)
             out[name] = torch.split(h, [len(s) for s in seeds])
         h_u, h_i = out.get("bipartite", (p_u, q_i))  # [B, d] each
         s_u = out["user_sim"][0] if "user_sim" in out else p_u  # [B, d]
