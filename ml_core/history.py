@@ -48,7 +48,7 @@ import polars as pl
 
 from ml_core.config import BEHAVIORS
 from ml_core.graph.csr import BipartiteGraph, IdIndex, SimilarityGraph, entry_positions, lookup
-from ml_core.graph.neighbours import item_knn_scores, user_knn_scores
+from ml_core.graph.neighbours import PairSums, item_knn_scores, user_knn_scores
 from ml_core.sorting import sorted_unique
 
 #: Events per user kept in ``sequences`` (a model reads its first ``train.sequence_length``).
@@ -195,28 +195,41 @@ def uses_knn(pair) -> bool:
     return any(c in KNN_COLUMNS for c in columns)
 
 
-def knn_features(graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph], user_ids: np.ndarray,
-                 item_ids: np.ndarray) -> np.ndarray:
-    """The :data:`KNN_COLUMNS` ``[n, 2]`` (float32) of the pairs, from day D's window graphs
-    ``(bipartite, user similarity, item similarity)``; a user or item absent from them scores 0."""
+def check_knn_graphs(graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph]) -> None:
+    """ValueError unless both similarity graphs have the bipartite graph's nodes."""
     graph, user_sim, item_sim = graphs
     for kind, sim, ids in (("user", user_sim, graph.user_ids), ("item", item_sim, graph.item_ids)):
         if not np.array_equal(sim.node_ids, ids):
             raise ValueError(f"the {kind} similarity graph's nodes differ from the bipartite graph's")
+
+
+def knn_features(graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph], user_ids: np.ndarray,
+                 item_ids: np.ndarray, sums: PairSums | None = None) -> np.ndarray:
+    """The :data:`KNN_COLUMNS` ``[n, 2]`` (float32) of the pairs, from day D's window graphs
+    ``(bipartite, user similarity, item similarity)``; a user or item absent from them scores 0.
+    ``sums``: the same graphs' :class:`~ml_core.graph.neighbours.PairSums` (a server's, built
+    once per snapshot), which gives the same values by lookups."""
+    check_knn_graphs(graphs)
+    graph, user_sim, item_sim = graphs
     u_row, i_row = lookup(graph.user_ids, np.asarray(user_ids, np.int64)), lookup(graph.item_ids, np.asarray(item_ids, np.int64))
-    out = np.stack([item_knn_scores(graph, item_sim.adj, u_row, i_row),
-                    user_knn_scores(graph, user_sim.adj, u_row, i_row)], axis=1)
+    if sums is not None:
+        out = np.stack(sums.scores(u_row, i_row), axis=1)
+    else:
+        out = np.stack([item_knn_scores(graph, item_sim.adj, u_row, i_row),
+                        user_knn_scores(graph, user_sim.adj, u_row, i_row)], axis=1)
     return np.log1p(out).astype(np.float32)
 
 
 def pair_features(history: dict[str, pl.DataFrame] | PairIndex, user_ids: np.ndarray, item_ids: np.ndarray,
                   items: pl.DataFrame | None = None, columns: list[str] | tuple[str, ...] = HISTORY_COLUMNS,
-                  graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph] | None = None) -> np.ndarray:
+                  graphs: tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph] | None = None,
+                  sums: PairSums | None = None) -> np.ndarray:
     """The pair input ``[n, len(columns)]`` (float32, unscaled; module docstring) of the pairs
     ``(user_ids[j], item_ids[j])``, the ``columns`` (of :data:`PAIR_COLUMNS`) in the order given;
     ``history``: the day's history tables with ``items``, its item table (whose ``category``
     column gives each item's category), or the :class:`PairIndex` of both (built once per day);
-    ``graphs``: day D's window graphs, needed for :data:`KNN_COLUMNS`."""
+    ``graphs``: day D's window graphs, needed for :data:`KNN_COLUMNS` (``sums``: their
+    precomputed :class:`~ml_core.graph.neighbours.PairSums`, optional)."""
     unknown = [c for c in columns if c not in PAIR_COLUMNS]
     if unknown:
         raise ValueError(f"unknown pair input columns {unknown} (known: {list(PAIR_COLUMNS)})")
@@ -228,7 +241,7 @@ def pair_features(history: dict[str, pl.DataFrame] | PairIndex, user_ids: np.nda
         if graphs is None:
             raise ValueError(f"the pair input columns {list(KNN_COLUMNS)} need the day's window graphs "
                              "(bipartite and both similarity graphs)")
-        parts.append(knn_features(graphs, user_ids, item_ids))
+        parts.append(knn_features(graphs, user_ids, item_ids, sums))
     full = np.concatenate(parts, axis=1)
     return full[:, [PAIR_COLUMNS.index(c) for c in columns]]
 

@@ -17,7 +17,8 @@ import polars as pl
 from ml_core.contracts.batch import NodeTable, Sequences
 from ml_core.contracts.vocabulary import FeatureSpec
 from ml_core.graph.csr import CSR, BipartiteGraph, SimilarityGraph, lookup
-from ml_core.history import PairIndex, missing_history, pair_features, uses_knn
+from ml_core.graph.neighbours import PAIR_SUMS_MAX_ENTRIES, PairSums
+from ml_core.history import PairIndex, check_knn_graphs, missing_history, pair_features, uses_knn
 from ml_core.sampling.samples import label_columns
 from ml_core.sorting import sorted_unique
 
@@ -39,6 +40,7 @@ class DayInputs:
     _pair_inputs: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, init=False, repr=False,
                                                             compare=False)  # a replace() recomputes them
     _pair_index: PairIndex | None = field(default=None, init=False, repr=False, compare=False)
+    _pair_sums: PairSums | None = field(default=None, init=False, repr=False, compare=False)
 
     def pair_index(self) -> PairIndex:
         """The :class:`~ml_core.history.PairIndex` of this day's history and item table, built on
@@ -49,18 +51,29 @@ class DayInputs:
             self._pair_index = PairIndex(self.history, self.items)
         return self._pair_index
 
+    def precompute_pair_sums(self, max_entries: int = PAIR_SUMS_MAX_ENTRIES) -> int:
+        """Store this day's kNN sums for every pair that has a term
+        (:class:`~ml_core.graph.neighbours.PairSums`): the kNN columns of :meth:`pair_inputs_of`
+        are then lookups, with the same values. A server calls it at load. Returns the pairs
+        stored, 0 when they would exceed ``max_entries`` (the per-pair kernel stays)."""
+        graphs = self._knn_graphs()
+        check_knn_graphs(graphs)
+        self._pair_sums = PairSums.build(graphs[0], graphs[1].adj, graphs[2].adj, max_entries)
+        return 0 if self._pair_sums is None else self._pair_sums.entries
+
+    def _knn_graphs(self) -> tuple[BipartiteGraph, SimilarityGraph, SimilarityGraph]:
+        if self.graph is None or self.user_sim is None or self.item_sim is None:
+            raise ValueError(f"day {self.day}: the pair input's kNN columns need the day's window graph and both "
+                             "similarity graphs (load the day with_graph), or set train.pair_knn = false")
+        return self.graph, self.user_sim, self.item_sim
+
     def pair_inputs_of(self, user_ids: np.ndarray, item_ids: np.ndarray, columns) -> np.ndarray:
         """Raw pair inputs ``[n, len(columns)]`` of the pairs ``(user_ids[j], item_ids[j])`` from
         this day's history, item table (:meth:`pair_index`) and, for the kNN columns, window graphs
         (:func:`~ml_core.history.pair_features`)."""
         index = self.pair_index()
-        graphs = None
-        if uses_knn(columns):
-            if self.graph is None or self.user_sim is None or self.item_sim is None:
-                raise ValueError(f"day {self.day}: the pair input's kNN columns need the day's window graph and both "
-                                 "similarity graphs (load the day with_graph), or set train.pair_knn = false")
-            graphs = (self.graph, self.user_sim, self.item_sim)
-        return pair_features(index, user_ids, item_ids, columns=list(columns), graphs=graphs)
+        graphs = self._knn_graphs() if uses_knn(columns) else None
+        return pair_features(index, user_ids, item_ids, columns=list(columns), graphs=graphs, sums=self._pair_sums)
 
     def pair_inputs(self, columns) -> np.ndarray:
         """The samples' raw pair inputs (:meth:`pair_inputs_of`, computed once per column list)."""

@@ -219,6 +219,8 @@ class Scorer:
             item_sim=SimilarityGraph.load(ctx_dir / ITEM_SIMILARITY_GRAPH) if reads_sims else None,
             history=read_history(feats),
         )
+        # the kNN pair columns by lookups: both sums of every pair with a term, stored once (0: too many, per pair)
+        self.pair_sums = self.inputs.precompute_pair_sums() if uses_knn(self.spec.pair) else 0
         self.base = DayContext.build(self.inputs, self.spec, with_graph=self.needs_graph)
         self.reps = self._snapshot_reps()
         with torch.no_grad():
@@ -274,7 +276,7 @@ class Scorer:
                 "partition": m.get("partition"), "train_days": m.get("train_days", []),
                 "metrics": m.get("metrics", {}), "code_version": m.get("code_version", ""),
                 "serving_context": m.get("serving_context", {}), "needs_graph": self.needs_graph,
-                "fanouts": self.fanouts, "snapshot": {"users": self.graph.n_users, "items": self.graph.n_items,
+                "fanouts": self.fanouts, "pair_sums_stored": self.pair_sums, "snapshot": {"users": self.graph.n_users, "items": self.graph.n_items,
                                                       "edges": self.graph.ui.nnz, "days": list(self.graph.days)}}
 
     def unknown_ids(self, user_ids, item_ids) -> tuple[np.ndarray, np.ndarray]:

@@ -58,3 +58,21 @@ def test_unsorted_rows_are_refused():
     sim = CSR(np.array([0, 1, 2]), np.array([1, 0]), np.array([0.5, 0.5], np.float32), 2)
     with pytest.raises(ValueError, match="sorted"):
         item_knn_scores(graph, sim, np.array([0]), np.array([0]))
+
+
+def test_precomputed_sums_equal_the_kernels_on_every_pair():
+    """PairSums stores every pair with a term; each pair of the grid (absent rows included) gets
+    the per-pair kernels' bits, and a cap below its size keeps the kernels (None)."""
+    rng = np.random.default_rng(3)
+    n_users, n_items = 60, 80
+    graph = BipartiteGraph(np.arange(n_users) + 1000, np.arange(n_items) + 5000, _random_csr(rng, n_users, n_items, 12))
+    user_sim, item_sim = _random_csr(rng, n_users, n_users, 6), _random_csr(rng, n_items, n_items, 6)
+    sums = neighbours.PairSums.build(graph, user_sim, item_sim)
+    u, i = (a.ravel() for a in np.meshgrid(np.arange(-1, n_users), np.arange(-1, n_items), indexing="ij"))
+    item, user = sums.scores(u, i)
+    assert np.array_equal(item, item_knn_scores(graph, item_sim, u, i))
+    assert np.array_equal(user, user_knn_scores(graph, user_sim, u, i))
+    assert sums.entries == (item != 0).sum() + (user != 0).sum() > 0  # no weight is 0 here: the support exactly
+    for table in (sums.item, sums.user):  # columns ascending in every row (binary searches)
+        assert all((np.diff(table.indices[a:b]) > 0).all() for a, b in zip(table.indptr[:-1], table.indptr[1:]))
+    assert neighbours.PairSums.build(graph, user_sim, item_sim, max_entries=sums.entries - 1) is None

@@ -67,6 +67,9 @@ def test_scorer_equals_lake_predict(deployments, model):
     assert (inputs.pair_inputs(spec.pair.columns) > 0).any(axis=0).all()  # every column has some non-zero pair
     assert (ctx.user_seq is not None and bool(ctx.user_seq.mask.any())) == (model == "moge")
     u, i = pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy()
+    # the server's kNN columns are lookups in the sums it stored at load: the evaluation's bits
+    assert sc.pair_sums > 0 and sc.info()["pair_sums_stored"] == sc.pair_sums
+    np.testing.assert_array_equal(sc.inputs.pair_inputs_of(u, i, spec.pair.columns), inputs.pair_inputs(spec.pair.columns))
     r = sc.score_pairs(u, i)
     expected = predict(net, ctx, dep.cfg.train.fanouts, batch_size=sc.batch_size, seed=r.seed)
     assert r.scores.shape == (len(pairs), len(sc.tasks))
