@@ -267,6 +267,13 @@ def materialize_all(base: str, first: str, last: str, out_dir: str | Path, selec
         # the dialog, once it shows the anchor asset's partitions (their health loaded)
         _wait_for(cdp, shot, ["Launch runs to materialize", "Partition selection", "Launch backfill", "Showing "],
                   timeout, out_dir)
+        # older days than the dialog's default window (Dagster shows the last 90 days: "Showing the
+        # last 90 days ... Show all partitions"): widen it, as a user must for older history
+        widened = _evaluate(cdp, f"(() => {{ const e = [...{dialog}.querySelectorAll('a,button,span')]"
+                                 ".find(e => e.innerText && e.innerText.trim() === 'Show all partitions'); "
+                                 "if (!e) return false; e.click(); return true; })()")
+        if widened:
+            time.sleep(2)
         # the anchor asset's partition input: type the range, Enter commits it. The input is reset
         # while the dialog still loads, so type again until the range holds and the launch is enabled.
         typed = f"[{first}...{last}]"
