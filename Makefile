@@ -6,7 +6,7 @@
 #   make test-fast   the unit tests only (ml_core, no Dagster process), under 2 minutes
 #   make lock        re-resolve the dependencies into requirements/lock.txt, hashed (see scripts/lock.sh)
 #   make audit       check the lock for known vulnerabilities (scripts/audit_lock.sh; make test runs it)
-#   make dev         the Dagster UI over $(DAGSTER_HOME) (`dagster dev`: docs/dagster.md says why not `dg dev`)
+#   make dev         the Dagster UI over $(DAGSTER_HOME) (`dg dev`; docs/dagster.md)
 #   make docs        serve the documentation site (MkDocs) on http://127.0.0.1:8001, rebuilt on every edit
 VENV ?= .venv
 PY := $(VENV)/bin/python
