@@ -345,6 +345,7 @@ class Deployments:
     automation: DagsterDev
     sensor_before: dict  # daily_automation as the automation deployment started (before the toggle)
     sensor_on_at: float  # time.monotonic() when it was turned on
+    sensor_on_day: date  # the UTC day it was turned on (a run across midnight adds the new day)
 
 
 @pytest.fixture(scope="module")
@@ -362,7 +363,7 @@ def deployments(tmp_path_factory) -> Iterator[Deployments]:
         # the UI's toggle on the sensor's page
         res = au.gql(START_SENSOR, {"sel": SENSOR})["startSensor"]
         assert res["__typename"] == "Sensor" and res["sensorState"]["status"] == "RUNNING", res
-        yield Deployments(bf, au, before, time.monotonic())
+        yield Deployments(bf, au, before, time.monotonic(), utc_today())
 
 
 # -- 1. the asset graph, and "Materialize all" over a date range --------------------------------------
@@ -564,10 +565,10 @@ def test_ui_screenshots(deployments, backfill, tmp_path):
 # -- 2. turning the automation on over an empty lake -------------------------------------------------
 
 
-def horizon() -> dict[str, list[str]]:
-    """What the automation must bring into being: the newest CATCH_UP decisions (up to yesterday)
-    and the samples, graphs, features and logs they read."""
-    last = utc_today() - timedelta(days=1)
+def horizon(today: date | None = None) -> dict[str, list[str]]:
+    """What the automation must bring into being on ``today`` (default: now): the newest CATCH_UP
+    decisions (up to yesterday) and the samples, graphs, features and logs they read."""
+    last = (today or utc_today()) - timedelta(days=1)
     model = days(last - timedelta(days=CATCH_UP - 1), CATCH_UP)
     data = days(last - timedelta(days=CATCH_UP + T - 1), CATCH_UP + T)
     logs = days(last - timedelta(days=CATCH_UP + T + W - 1), CATCH_UP + T + W)
@@ -611,7 +612,11 @@ def catch_up(deployments, tmp_path_factory):
     finally:
         state = dev.gql(SENSOR_QUERY, {"sel": SENSOR})["sensorOrError"]["sensorState"]
         stopped = dev.gql(STOP_SENSOR, {"id": state["id"]})["stopSensor"]
-    return {"ticks": ticks, "stopped": stopped, "settled": settled, "runs": _runs(dev),
+    # the UTC days the catch-up ran on: when it crossed midnight, the automation rightly caught up the new day too
+    spanned = sorted({deployments.sensor_on_day, utc_today()})
+    want = {a: sorted({d for day in spanned for d in horizon(day)[a]}) for a in FLOW}
+    return {"ticks": ticks, "stopped": stopped, "settled": settled, "runs": _runs(dev), "want": want,
+            "yesterdays": [(d - timedelta(days=1)).isoformat() for d in spanned],
             "backfills": dev.gql(BACKFILLS)["partitionBackfillsOrError"]["results"]}
 
 
@@ -619,7 +624,7 @@ def test_the_automation_catches_up_to_yesterday_and_nothing_older(deployments, c
     dev = deployments.automation
     runs = catch_up["runs"]
     assert runs and all(r["status"] == "SUCCESS" for r in runs), _failures(dev, runs)
-    want = horizon()
+    want = catch_up["want"]
     for a in FLOW:
         assert dev.lake_days(a) == want[a], (a, dev.lake_days(a), want[a])
         assert sorted(_materialized(dev, a)) == want[a], a
@@ -641,8 +646,7 @@ def test_the_ticks_observed_then_requested_the_horizon_then_nothing(catch_up):
     assert not [t for t in ticks if t["status"] == "FAILURE"], [t["error"] for t in ticks if t["error"]]
     requested = [t for t in ticks if t["requestedAssetMaterializationCount"]]
     # the first tick observes the source (one run: the newest partition reports every recent day)
-    yesterday = (utc_today() - timedelta(days=1)).isoformat()
-    assert _requested(requested[0]) == {"source_logs": [yesterday]}, requested[0]
+    assert _requested(requested[0]) in [{"source_logs": [y]} for y in catch_up["yesterdays"]], requested[0]
     got: dict[str, set[str]] = {}
     for t in requested[1:]:
         for a, keys in _requested(t).items():
@@ -650,7 +654,7 @@ def test_the_ticks_observed_then_requested_the_horizon_then_nothing(catch_up):
                 continue  # observed again on automation.observe_cron
             assert not got.get(a, set()) & set(keys), (a, keys)  # nothing requested twice
             got.setdefault(a, set()).update(keys)
-    want = horizon()
+    want = catch_up["want"]
     assert {a: sorted(got.get(a, ())) for a in FLOW} == want
     # several days' logs in one tick: they ran in parallel, not one day after another
     assert max(len(_requested(t).get("interaction_logs", [])) for t in requested) > 1
