@@ -95,13 +95,12 @@ def user_knn_scores(graph: BipartiteGraph, user_sim: CSR, u_row: np.ndarray, i_r
 
 
 @njit(cache=True, nogil=True)
-def _support(via_indptr, via_indices, hop_indptr, hop_indices, n_cols, out_indptr, out_indices, limit):
+def _support(via_indptr, via_indices, hop_indptr, hop_indices, n_cols, out_indptr, out_indices, fill, limit):
     """Per row r, the distinct columns c reached as ``r -> a`` (``via``) then ``a -> c`` (``hop``),
-    ascending: the sizes into ``out_indptr[1:]`` when ``out_indices`` is empty, else the columns
-    at ``out_indptr[r]`` (the two passes of :meth:`PairSums.build`). Returns the number of
-    entries, or -1 as soon as the sizes pass ``limit`` (the sizing pass stops there)."""
+    ascending: with ``fill``, the columns into ``out_indices`` at ``out_indptr[r]``; without, the
+    sizes into ``out_indptr[1:]`` (the two passes of :meth:`PairSums.build`). Returns the number
+    of entries, or -1 as soon as the sizes pass ``limit`` (the sizing pass stops there)."""
     mark = np.full(n_cols, -1, np.int64)
-    fill = len(out_indices) > 0
     total = 0
     for r in range(len(via_indptr) - 1):
         k = out_indptr[r] if fill else 0
@@ -176,7 +175,7 @@ class PairSums:
         for via, hop, _, _ in sides:  # the sizing pass stops once the cap is passed (a hub-heavy graph)
             indptr = np.zeros(graph.n_users + 1, np.int64)
             total = _support(np.asarray(via.indptr), np.asarray(via.indices), np.asarray(hop.indptr),
-                             np.asarray(hop.indices), graph.n_items, indptr, np.empty(0, np.int64), left)
+                             np.asarray(hop.indices), graph.n_items, indptr, np.empty(0, np.int64), False, left)
             if total < 0:
                 return None
             left -= total
@@ -185,7 +184,7 @@ class PairSums:
         for (via, hop, sim, item_side), indptr in zip(sides, sizes):
             cols = np.empty(int(indptr[-1]), np.int64)
             _support(np.asarray(via.indptr), np.asarray(via.indices), np.asarray(hop.indptr), np.asarray(hop.indices),
-                     graph.n_items, indptr, cols, indptr[-1])
+                     graph.n_items, indptr, cols, True, indptr[-1])
             sums = _support_sums(indptr, cols, np.asarray(sim.indptr), np.asarray(sim.indices), np.asarray(sim.weights),
                                  np.asarray(ui.indptr), np.asarray(ui.indices), np.asarray(ui.weights), item_side)
             tables.append(CSR(indptr, cols, sums, graph.n_items))
