@@ -171,20 +171,20 @@ class PairSums:
         ui = graph.ui
         rev = item_sim.transpose()  # item j -> the items i that have j among their k nearest
         sides = ((ui, rev, item_sim, True), (user_sim, ui, user_sim, False))
-        sizes, left = [], max_entries
-        for via, hop, _, _ in sides:  # the sizing pass stops once the cap is passed (a hub-heavy graph)
-            indptr = np.zeros(graph.n_users + 1, np.int64)
-            total = _support(np.asarray(via.indptr), np.asarray(via.indices), np.asarray(hop.indptr),
-                             np.asarray(hop.indices), graph.n_items, indptr, np.empty(0, np.int64), False, left)
+        walks = [(np.asarray(via.indptr), np.asarray(via.indices), np.asarray(hop.indptr), np.asarray(hop.indices),
+                  graph.n_items) for via, hop, _, _ in sides]
+        indptrs, left = [], max_entries
+        for walk in walks:  # the sizing pass stops once the cap is passed (a hub-heavy graph)
+            sizes = np.zeros(graph.n_users + 1, np.int64)
+            total = _support(*walk, sizes, np.empty(0, np.int64), False, left)
             if total < 0:
                 return None
             left -= total
-            sizes.append(np.cumsum(indptr))
+            indptrs.append(np.cumsum(sizes))
         tables = []
-        for (via, hop, sim, item_side), indptr in zip(sides, sizes):
+        for walk, (_, _, sim, item_side), indptr in zip(walks, sides, indptrs):
             cols = np.empty(int(indptr[-1]), np.int64)
-            _support(np.asarray(via.indptr), np.asarray(via.indices), np.asarray(hop.indptr), np.asarray(hop.indices),
-                     graph.n_items, indptr, cols, True, indptr[-1])
+            _support(*walk, indptr, cols, True, indptr[-1])
             sums = _support_sums(indptr, cols, np.asarray(sim.indptr), np.asarray(sim.indices), np.asarray(sim.weights),
                                  np.asarray(ui.indptr), np.asarray(ui.indices), np.asarray(ui.weights), item_side)
             tables.append(CSR(indptr, cols, sums, graph.n_items))
