@@ -52,7 +52,7 @@ import numpy as np
 from ml_core.graph.csr import CSR, SimilarityGraph
 from ml_core.graph.stats import similarity_stats
 from ml_core.graph.telemetry import MemWatch
-from ml_core.graph.topk_kernel import n_threads, row_norms_kernel, topk_rows_kernel
+from ml_core.graph.topk_kernel import n_threads, row_norms_kernel, topk_rows_kernel, transpose_kernel
 
 MEASURES = ("cosine", "jaccard")
 
@@ -123,13 +123,12 @@ class PreparedMatrix:
             indices, weights = indices[keep], weights[keep]
         self.a_ptr, self.a_idx, self.a_w = indptr, indices, weights
         self.norms = row_norms(CSR(indptr, indices, weights, a.n_cols), measure)
-        # Transpose (stable counting sort by column keeps the row ids ascending per column).
-        order = np.argsort(indices, kind="stable")
+        # Transpose (a counting sort by column keeps the row ids ascending per column).
         self.t_ptr = np.zeros(a.n_cols + 1, np.int64)
         np.cumsum(np.bincount(indices, minlength=a.n_cols), out=self.t_ptr[1:])
-        row_of = np.repeat(np.arange(self.n, dtype=np.int32 if self.n < 2**31 else np.int64), np.diff(indptr))
-        self.t_idx = row_of[order]
-        self.t_w = weights[order]
+        self.t_idx = np.empty(len(indices), np.int32 if self.n < 2**31 else np.int64)
+        self.t_w = np.empty(len(indices), np.float32)
+        transpose_kernel(indptr, indices, weights, self.t_ptr, self.t_idx, self.t_w)
         self.col_deg = np.diff(self.t_ptr)
         self.hub = self.col_deg > hub_degree_cap if hub_degree_cap and hub_degree_cap > 0 else np.zeros(a.n_cols, bool)
         self.col_ok = ~self.hub

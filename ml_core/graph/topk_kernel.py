@@ -35,6 +35,21 @@ def row_norms_kernel(indptr, weights, cosine):
     return out
 
 
+@njit(cache=True, nogil=True)
+def transpose_kernel(indptr, indices, weights, t_ptr, t_idx, t_w):
+    """The transpose of the CSR ``(indptr, indices, weights)`` into ``t_idx`` / ``t_w`` over the
+    column offsets ``t_ptr``: a counting sort that visits the rows in order, so every column
+    lists its row ids ascending (what a stable argsort of ``indices`` gives, in one pass)."""
+    nxt = t_ptr[:-1].copy()
+    for r in range(len(indptr) - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            q = nxt[j]
+            t_idx[q] = r
+            t_w[q] = weights[p]
+            nxt[j] = q + 1
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _better(s1, v1, s2, v2):
     """(s1, v1) ranks before (s2, v2): higher similarity, then lower id."""
