@@ -91,7 +91,8 @@ def torchrun(nproc: int, out: Path, model: str, epochs: int, batch_size: int, us
              device: str = "auto", backend: str = "auto", timeout: float = 900) -> dict:
     """Run :func:`worker` on ``nproc`` ranks with torchrun (standalone rendezvous) and return rank 0's record.
     Each rank's output goes to its own file under ``<out>.logs/``; a failure quotes every rank's
-    last lines (a rank that aborts is named with its own message, not only its peer's reset)."""
+    last lines (a rank that aborts is named with its own message, not only its peer's reset, and
+    with the Python stacks of all its threads: ``PYTHONFAULTHANDLER``, for a native crash)."""
     logs = out.with_suffix(".logs")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "--log-dir", str(logs), "--redirects", "3",
@@ -99,9 +100,10 @@ def torchrun(nproc: int, out: Path, model: str, epochs: int, batch_size: int, us
            "--batch-size", str(batch_size), "--users", str(users), "--seed", str(seed), "--device", device, "--backend", backend]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+                               "PYTHONFAULTHANDLER": "1"})
     if proc.returncode != 0:
-        ranks = "".join(f"\n--- {f.relative_to(logs)}:\n{f.read_text(errors='replace')[-3000:]}"
+        ranks = "".join(f"\n--- {f.relative_to(logs)}:\n{f.read_text(errors='replace')[-6000:]}"
                         for f in sorted(logs.rglob("std*.log")) if f.stat().st_size)
         raise RuntimeError(f"torchrun x{nproc} failed ({proc.returncode}):\n{proc.stderr[-2000:]}{ranks}")
     rec = json.loads(out.read_text())
