@@ -17,7 +17,7 @@ runs in its own process with ``--threads`` threads, one after the other:
 Times are the wall seconds of the computation inside the child (the input's normalisation and
 transposes included; interpreter start and file reads not), with the child's peak RSS. The peers
 are installed in a throw-away virtual environment (``--peers-venv``, created on first use with
-pinned versions), never in the project's lock. Agreement: the share of rows whose k neighbours
+pinned versions from PyPI, so the first run needs the network), never in the project's lock. Agreement: the share of rows whose k neighbours
 (self dropped) are the same set as the project's, and the largest difference of their values; a
 tie at the k-th value lets a peer keep another row of the same similarity, so the share of rows
 whose *sorted values* agree to 1e-6 (relative: the project's graph stores float32 weights) is
