@@ -74,16 +74,62 @@ class NeighborAttention(nn.Module):
         nn.init.uniform_(self.att_src, -bound, bound)
         nn.init.uniform_(self.att_dst, -bound, bound)
 
-    def forward(self, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        from torch_geometric.utils import softmax
+    #: the fused CPU kernels (:mod:`ml_core.nn.attention_kernel`): None = whenever the inputs
+    #: are float32 CPU tensors (False: always the torch operations, e.g. to compare)
+    fused: bool | None = None
 
+    def forward(self, x_src: torch.Tensor, x_dst: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
         wh = self.lin(x_src)  # [N_s, d]  W h_j
         dst_vec = self.lin.weight.t() @ self.att_dst  # [d]  W^T a_t
-        e = (wh @ self.att_src.to(wh.dtype)).index_select(0, src) + (x_dst @ dst_vec.to(x_dst.dtype)).index_select(0, dst)  # [E]
-        e = nn.functional.leaky_relu(e.float(), self.negative_slope)
+        s = wh @ self.att_src.to(wh.dtype)  # [N_s]  a_s^T W h_j
+        t = x_dst @ dst_vec.to(x_dst.dtype)  # [N_t]  a_t^T W h_i
+        fused = self.fused if self.fused is not None else (
+            wh.device.type == "cpu" and wh.dtype == s.dtype == t.dtype == torch.float32)
+        if fused:
+            return _FusedAttention.apply(wh, s, t, src, dst, x_dst.shape[0], float(self.negative_slope))
+        from torch_geometric.utils import softmax
+
+        e = nn.functional.leaky_relu((s.index_select(0, src) + t.index_select(0, dst)).float(), self.negative_slope)
         alpha = softmax(e, dst, num_nodes=x_dst.shape[0])  # [E], float32
         return weighted_sum(alpha, wh, edge_index, x_dst.shape[0])  # [N_t, d]
+
+
+def _by_target(src: torch.Tensor, dst: torch.Tensor, n_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(src, crow)``: the edges' sources grouped by target (stable) and the targets' CSR row pointers."""
+    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
+        order = torch.argsort(dst, stable=True)
+        src, dst = src[order], dst[order]
+    return src, row_pointers(dst, n_dst)
+
+
+class _FusedAttention(torch.autograd.Function):
+    """:class:`NeighborAttention`'s ``softmax(LeakyReLU(s_j + t_i)) @ wh`` with its gradients,
+    in one numba pass each way (:mod:`ml_core.nn.attention_kernel`)."""
+
+    @staticmethod
+    def forward(ctx, wh, s, t, src, dst, n_dst, slope):
+        from ml_core.nn.attention_kernel import attention_forward
+
+        src, crow = _by_target(src, dst, n_dst)
+        wh_, s_, t_ = (a.detach().contiguous() for a in (wh, s, t))
+        out = torch.zeros(n_dst, wh.shape[1], dtype=torch.float32)
+        alpha = torch.empty(src.numel(), dtype=torch.float32)
+        attention_forward(crow.numpy(), src.numpy(), s_.numpy(), t_.numpy(), wh_.numpy(), slope, out.numpy(),
+                          alpha.numpy())
+        ctx.save_for_backward(wh_, s_, t_, src, crow, alpha)
+        ctx.slope = slope
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from ml_core.nn.attention_kernel import attention_backward
+
+        wh, s, t, src, crow, alpha = ctx.saved_tensors
+        g_x, g_s, g_t = torch.zeros_like(wh), torch.zeros_like(s), torch.zeros_like(t)
+        attention_backward(crow.numpy(), src.numpy(), s.numpy(), t.numpy(), wh.numpy(), ctx.slope, alpha.numpy(),
+                           grad.detach().contiguous().float().numpy(), g_x.numpy(), g_s.numpy(), g_t.numpy())
+        return g_x, g_s, g_t, None, None, None, None
 
 
 def weighted_sum(alpha: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor, n_dst: int,
