@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -137,8 +138,6 @@ def run_child(method: str, side_file: Path, out: Path, threads: int, peers_py: P
     py = sys.executable if method == "project" else str(peers_py)
     env_threads = {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads),
                    "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    import os
-
     subprocess.run([py, __file__, "--child", method, "--side-file", str(side_file), "--out", str(out),
                     "--threads", str(threads)], check=True, env={**os.environ, **env_threads})
     return json.loads(out.with_suffix(".json").read_text())

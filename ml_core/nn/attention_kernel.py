@@ -57,28 +57,24 @@ def attention_backward(crow, src, s, t, x, slope, alpha, grad, g_x, g_s, g_t):
     """Gradients of :func:`attention_forward`'s ``out`` for ``x``, ``s`` and ``t`` given
     ``grad = dL/dout``; ``g_x``, ``g_s``, ``g_t`` must be zeros."""
     d = x.shape[1]
-    da = np.empty(0, np.float64)
+    da = np.empty(len(src), np.float64)  # dL/dalpha per edge
     for i in range(len(crow) - 1):
         lo = crow[i]
         hi = crow[i + 1]
-        if lo == hi:
-            continue
-        if len(da) < hi - lo:
-            da = np.empty(2 * (hi - lo), np.float64)
         acc = 0.0
         for e in range(lo, hi):
             j = src[e]
             dot = 0.0
             for c in range(d):
                 dot += grad[i, c] * x[j, c]
-            da[e - lo] = dot
+            da[e] = dot
             acc += alpha[e] * dot
             a = alpha[e]
             for c in range(d):
                 g_x[j, c] += a * grad[i, c]
         for e in range(lo, hi):
             j = src[e]
-            de = alpha[e] * (da[e - lo] - acc)
+            de = alpha[e] * (da[e] - acc)
             p = s[j] + t[i]
             dp = de if p > 0 else de * slope
             g_s[j] += dp

@@ -85,7 +85,7 @@ class NeighborAttention(nn.Module):
         s = wh @ self.att_src.to(wh.dtype)  # [N_s]  a_s^T W h_j
         t = x_dst @ dst_vec.to(x_dst.dtype)  # [N_t]  a_t^T W h_i
         fused = self.fused if self.fused is not None else (
-            wh.device.type == "cpu" and wh.dtype == s.dtype == t.dtype == torch.float32)
+            wh.device.type == "cpu" and wh.dtype == t.dtype == torch.float32)
         if fused:
             return _FusedAttention.apply(wh, s, t, src, dst, x_dst.shape[0], float(self.negative_slope))
         from torch_geometric.utils import softmax
@@ -95,12 +95,12 @@ class NeighborAttention(nn.Module):
         return weighted_sum(alpha, wh, edge_index, x_dst.shape[0])  # [N_t, d]
 
 
-def _by_target(src: torch.Tensor, dst: torch.Tensor, n_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(src, crow)``: the edges' sources grouped by target (stable) and the targets' CSR row pointers."""
+def target_order(dst: torch.Tensor) -> torch.Tensor | None:
+    """The stable permutation that groups edges by target (what a CSR over the targets needs),
+    or None when they already are."""
     if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
-        order = torch.argsort(dst, stable=True)
-        src, dst = src[order], dst[order]
-    return src, row_pointers(dst, n_dst)
+        return torch.argsort(dst, stable=True)
+    return None
 
 
 class _FusedAttention(torch.autograd.Function):
@@ -111,7 +111,10 @@ class _FusedAttention(torch.autograd.Function):
     def forward(ctx, wh, s, t, src, dst, n_dst, slope):
         from ml_core.nn.attention_kernel import attention_forward
 
-        src, crow = _by_target(src, dst, n_dst)
+        order = target_order(dst)
+        if order is not None:
+            src, dst = src[order], dst[order]
+        crow = row_pointers(dst, n_dst)
         wh_, s_, t_ = (a.detach().contiguous() for a in (wh, s, t))
         out = torch.zeros(n_dst, wh.shape[1], dtype=torch.float32)
         alpha = torch.empty(src.numel(), dtype=torch.float32)
@@ -148,8 +151,8 @@ def weighted_sum(alpha: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor,
         msg = x.index_select(0, edge_index[0]) * alpha.to(x.dtype).unsqueeze(-1)  # [E, d]
         return x.new_zeros(n_dst, x.shape[1]).index_add_(0, edge_index[1], msg)
     src, dst = edge_index[0], edge_index[1]
-    if dst.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):  # CSR needs edges grouped by target
-        order = torch.argsort(dst, stable=True)
+    order = target_order(dst)  # CSR needs edges grouped by target
+    if order is not None:
         src, dst, alpha = src[order], dst[order], alpha[order]
     with torch.autocast(x.device.type, enabled=False):
         return _CSRWeightedSum.apply(alpha.float(), x.float(), src, dst, n_dst)
